@@ -1,0 +1,116 @@
+//! What a pod asks of a node: the effective requests Kubernetes' scheduler computes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::RESOURCE_NVIDIA_GPU;
+use crate::quantity::{self, QuantityError};
+
+/// The effective resource requests of a pod.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodRequests {
+    /// CPU in milli-cores.
+    pub cpu_milli: i64,
+    /// Memory in bytes.
+    pub memory_bytes: i64,
+    /// Whole NVIDIA GPUs.
+    pub gpus: i64,
+}
+
+/// Reads one container's requests; a resource with only a limit is requested at its limit.
+fn container_requests(c: &Container) -> Result<PodRequests, QuantityError> {
+    let empty = BTreeMap::new();
+    let res = c.resources.as_ref();
+    let requests = res.and_then(|r| r.requests.as_ref()).unwrap_or(&empty);
+    let limits = res.and_then(|r| r.limits.as_ref()).unwrap_or(&empty);
+    let pick = |name: &str| -> Option<&Quantity> { requests.get(name).or_else(|| limits.get(name)) };
+    Ok(PodRequests {
+        cpu_milli: pick("cpu").map(|q| quantity::parse_milli(&q.0)).transpose()?.unwrap_or(0),
+        memory_bytes: pick("memory").map(|q| quantity::parse_units(&q.0)).transpose()?.unwrap_or(0),
+        gpus: pick(RESOURCE_NVIDIA_GPU)
+            .map(|q| quantity::parse_integer(&q.0))
+            .transpose()?
+            .unwrap_or(0),
+    })
+}
+
+impl PodRequests {
+    /// The pod's effective requests: the sum over containers, raised to the largest init
+    /// container (init containers run one at a time), plus the pod overhead.
+    pub fn of(spec: &PodSpec) -> Result<Self, QuantityError> {
+        let mut total = PodRequests::default();
+        for c in &spec.containers {
+            let r = container_requests(c)?;
+            total.cpu_milli += r.cpu_milli;
+            total.memory_bytes += r.memory_bytes;
+            total.gpus += r.gpus;
+        }
+        for c in spec.init_containers.iter().flatten() {
+            let r = container_requests(c)?;
+            total.cpu_milli = total.cpu_milli.max(r.cpu_milli);
+            total.memory_bytes = total.memory_bytes.max(r.memory_bytes);
+            total.gpus = total.gpus.max(r.gpus);
+        }
+        if let Some(overhead) = &spec.overhead {
+            if let Some(q) = overhead.get("cpu") {
+                total.cpu_milli += quantity::parse_milli(&q.0)?;
+            }
+            if let Some(q) = overhead.get("memory") {
+                total.memory_bytes += quantity::parse_units(&q.0)?;
+            }
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+
+    fn container(req: &[(&str, &str)], lim: &[(&str, &str)]) -> Container {
+        let map = |kv: &[(&str, &str)]| {
+            Some(
+                kv.iter()
+                    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                    .collect(),
+            )
+        };
+        Container {
+            name: "c".into(),
+            resources: Some(ResourceRequirements {
+                requests: map(req),
+                limits: map(lim),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sums_containers_and_takes_max_of_init() {
+        let spec = PodSpec {
+            containers: vec![
+                container(&[("cpu", "500m"), ("memory", "1Gi")], &[("nvidia.com/gpu", "2")]),
+                container(&[("cpu", "1")], &[]),
+            ],
+            init_containers: Some(vec![container(&[("cpu", "4")], &[])]),
+            ..Default::default()
+        };
+        let r = PodRequests::of(&spec).unwrap();
+        assert_eq!(r.cpu_milli, 4000);
+        assert_eq!(r.memory_bytes, 1 << 30);
+        assert_eq!(r.gpus, 2);
+    }
+
+    #[test]
+    fn rejects_fractional_gpus() {
+        let spec = PodSpec {
+            containers: vec![container(&[], &[("nvidia.com/gpu", "0.5")])],
+            ..Default::default()
+        };
+        assert!(PodRequests::of(&spec).is_err());
+    }
+}

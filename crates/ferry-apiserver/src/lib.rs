@@ -1,0 +1,1 @@
+//! Ferry's Kubernetes-compatible API server: a subset of the Kubernetes REST API over ferry-store

@@ -1,0 +1,1 @@
+//! Crash-safe revisioned object store with watch history (SQLite WAL, group commit)
