@@ -1,1 +1,284 @@
-//! Crash-safe revisioned object store with watch history (SQLite WAL, group commit)
+//! Crash-safe, revisioned object store with watch history: the storage under Ferry's API server.
+//!
+//! The store plays the part etcd plays for Kubernetes, in the way k3s's kine does it on SQLite:
+//!
+//! - Every write gets the next value of **one global, monotonic revision**, which the API
+//!   server exposes as `metadata.resourceVersion`. The store stamps it into the object.
+//! - Writes go through **one writer thread** that drains all queued writes into a single
+//!   SQLite transaction (WAL mode, `synchronous=FULL` by default) and acknowledges them only
+//!   after the commit: an acknowledged write survives `kill -9` and power loss, and concurrent
+//!   writers share one `fsync` (group commit).
+//! - The database is an **append-only log** of revisions (one row per write, deletes keep the
+//!   last state of the object); the current state is the newest row per key. Superseded rows
+//!   older than the watch history are compacted away.
+//! - Reads never touch SQLite: the committed state lives in memory, and readers only ever see
+//!   committed writes. Watchers get committed events in revision order, from a bounded history
+//!   (so a watch can resume from an older revision, also across restarts) and then live.
+
+mod error;
+mod event;
+mod sqlite;
+mod state;
+mod watch;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+use tokio::sync::{broadcast, oneshot};
+
+pub use error::StoreError;
+pub use event::{Event, EventType};
+pub use watch::{Watch, WatchEnd, WatchFrom};
+
+use state::State;
+use writer::{Request, Write};
+
+/// Identifies one object: its resource (`pods`, `apps/deployments`, …), namespace (empty for
+/// cluster-scoped objects) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// The resource, qualified by its API group for non-core groups (`group/plural`).
+    pub resource: String,
+    /// The namespace, or empty for cluster-scoped objects.
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Builds a key.
+    pub fn new(
+        resource: impl Into<String>,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        Self {
+            resource: resource.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {:?}", self.resource, self.name)
+        } else {
+            write!(
+                f,
+                "{} {:?} in namespace {:?}",
+                self.resource, self.name, self.namespace
+            )
+        }
+    }
+}
+
+/// An object as stored: its value (with `metadata.resourceVersion` stamped) and revision.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    /// The revision of the write that produced this state.
+    pub rev: u64,
+    /// The object, shared: clone it to change it.
+    pub value: Arc<Value>,
+}
+
+/// How hard a commit pushes data to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `fsync` on every commit: acknowledged writes survive power loss (the default).
+    #[default]
+    Full,
+    /// `fsync` at WAL checkpoints only: acknowledged writes survive a crash of the process
+    /// (`kill -9`) but the newest may be lost on power loss. Faster on slow disks.
+    Normal,
+}
+
+/// Settings of a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The SQLite database file (created if missing, with its parent directory).
+    pub path: PathBuf,
+    /// How many past events are kept for watches that resume from an older revision.
+    pub history: usize,
+    /// Commit durability.
+    pub durability: Durability,
+}
+
+impl StoreConfig {
+    /// A configuration with default history (50,000 events) and full durability.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            history: 50_000,
+            durability: Durability::Full,
+        }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    /// The objects of this page, ordered by namespace then name.
+    pub items: Vec<StoredObject>,
+    /// The store's revision when the page was read.
+    pub rev: u64,
+    /// Where the next page starts (namespace, name of the last item), if more items match.
+    pub continue_after: Option<(String, String)>,
+}
+
+struct Shared {
+    state: RwLock<State>,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+/// A handle to an open store; cheap to clone. The writer thread stops when the last handle
+/// is dropped.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    writes: std::sync::mpsc::Sender<Request>,
+}
+
+/// Capacity of the live event channel; a watcher that falls this far behind is dropped and
+/// must resume from its last revision.
+const LIVE_EVENT_CAPACITY: usize = 65_536;
+
+impl Store {
+    /// Opens (or creates) the store at `config.path` and loads its current state.
+    pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
+        if let Some(parent) = config.path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Storage(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let mut db = sqlite::Database::open(&config.path, config.durability)?;
+        let state = db.load(config.history)?;
+        tracing::info!(
+            path = %config.path.display(),
+            objects = state.object_count(),
+            revision = state.rev,
+            "store opened"
+        );
+        let (events, _) = broadcast::channel(LIVE_EVENT_CAPACITY);
+        let shared = Arc::new(Shared {
+            state: RwLock::new(state),
+            events,
+        });
+        let (writes, receiver) = std::sync::mpsc::channel();
+        let writer_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("ferry-store-writer".into())
+            .spawn(move || writer::run(db, receiver, writer_shared, config.history))
+            .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?;
+        Ok(Self { shared, writes })
+    }
+
+    /// The newest committed revision.
+    pub fn revision(&self) -> u64 {
+        self.read().rev
+    }
+
+    /// Reads one object.
+    pub fn get(&self, key: &ObjectKey) -> Option<StoredObject> {
+        self.read().get(key).cloned()
+    }
+
+    /// Lists objects of `resource` (in `namespace`, or all namespaces when `None`) that pass
+    /// `filter`, starting after `start_after` and stopping after `limit` items (0 = no limit).
+    pub fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        start_after: Option<&(String, String)>,
+        limit: usize,
+        filter: impl Fn(&Value) -> bool,
+    ) -> ListPage {
+        self.read()
+            .list(resource, namespace, start_after, limit, filter)
+    }
+
+    /// Calls `visit` for every object of every resource (for garbage collection and
+    /// namespace clean-up).
+    pub fn for_each(&self, mut visit: impl FnMut(&ObjectKey, &StoredObject)) {
+        self.read().for_each(&mut visit)
+    }
+
+    /// Creates an object; fails with [`StoreError::AlreadyExists`] if the key is taken.
+    pub async fn create(&self, key: ObjectKey, value: Value) -> Result<StoredObject, StoreError> {
+        self.submit(Write::Create { key, value }).await
+    }
+
+    /// Replaces an object. With `expected_rev`, fails with [`StoreError::Conflict`] unless the
+    /// stored revision is that one.
+    pub async fn update(
+        &self,
+        key: ObjectKey,
+        value: Value,
+        expected_rev: Option<u64>,
+    ) -> Result<StoredObject, StoreError> {
+        self.submit(Write::Update {
+            key,
+            value,
+            expected_rev,
+        })
+        .await
+    }
+
+    /// Deletes an object and returns its last state (stamped with the delete's revision).
+    pub async fn delete(
+        &self,
+        key: ObjectKey,
+        expected_rev: Option<u64>,
+    ) -> Result<StoredObject, StoreError> {
+        self.submit(Write::Delete { key, expected_rev }).await
+    }
+
+    /// Starts a watch on `resource` (optionally one namespace), from `from`.
+    pub fn watch(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        from: WatchFrom,
+    ) -> Result<Watch, StoreError> {
+        let state = self.read();
+        // Subscribing under the read lock: every event committed after this snapshot comes
+        // through the live channel, every one before it from the state or the history.
+        let live = self.shared.events.subscribe();
+        let filter = watch::Filter::new(resource, namespace);
+        let backlog = match from {
+            WatchFrom::Now => Vec::new(),
+            WatchFrom::Snapshot => state.snapshot_events(&filter),
+            WatchFrom::Revision(rev) => state.history_after(rev, &filter)?,
+        };
+        Ok(Watch::new(
+            filter,
+            backlog,
+            live,
+            state.rev,
+            self.shared.clone(),
+        ))
+    }
+
+    async fn submit(&self, write: Write) -> Result<StoredObject, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(Request { write, reply })
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // A poisoned lock means a panic in the writer while applying committed events; the
+        // state is still the last fully applied one, so reading it is sound.
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests;
