@@ -1,14 +1,16 @@
 //! Trace-driven scheduling simulator over ferry-sched-core (the FGD experiment and beyond).
+//!
+//! - [`trace`]: reading the Alibaba `openb` CSV files.
+//! - [`experiment`]: one run (shuffle by seed, tune to 1.3x capacity, place pod by pod).
+//! - [`runner`]: many runs in parallel; [`curves`]: discretisation and statistics.
+//! - [`output`] and [`plot`]: CSV, Markdown and SVG outputs; [`bench`]: benchmark figures.
+//! - [`cli`]: the `ferry sim` command.
 
-pub mod cli {
-    //! The `ferry sim` command.
-
-    /// Arguments of `ferry sim`.
-    #[derive(Debug, clap::Args)]
-    pub struct SimArgs {}
-
-    /// Runs `ferry sim`.
-    pub fn run(_args: SimArgs) -> anyhow::Result<()> {
-        anyhow::bail!("ferry sim is not built yet")
-    }
-}
+pub mod bench;
+pub mod cli;
+pub mod curves;
+pub mod experiment;
+pub mod output;
+pub mod plot;
+pub mod runner;
+pub mod trace;

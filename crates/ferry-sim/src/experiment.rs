@@ -1,0 +1,270 @@
+//! One run of the FGD experiment (spec §2): one trace × one policy × one seed.
+
+use std::time::{Duration, Instant};
+
+use ferry_sched_core::engine::{EngineStats, Knowledge, OnlineWorkload, Scheduler};
+use ferry_sched_core::frag::TargetWorkload;
+use ferry_sched_core::framework::NodeRanks;
+use ferry_sched_core::model::{GPU_MILLI, PodRequest};
+use ferry_sched_core::policies::PolicyKind;
+use ferry_sched_core::state::{Cluster, NodeId};
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::trace::{self, Trace, TraceError};
+
+/// What a workload-aware policy (FGD, Ferry) knows about the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Info {
+    /// The histogram of the whole original trace, given up front (FGD's setting).
+    TraceWide,
+    /// Only the pods seen so far, learned online.
+    Online,
+}
+
+impl Info {
+    /// Short label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Info::TraceWide => "trace",
+            Info::Online => "online",
+        }
+    }
+}
+
+/// A policy together with what it knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicySetting {
+    /// The policy.
+    pub policy: PolicyKind,
+    /// Its knowledge (ignored by policies that use no workload).
+    pub info: Info,
+}
+
+impl PolicySetting {
+    /// Display label: `fgd`, `ferry`, `ferry(online)`.
+    pub fn label(self) -> String {
+        if self.policy.uses_workload() && self.info == Info::Online {
+            format!("{}(online)", self.policy.name())
+        } else {
+            self.policy.name().to_string()
+        }
+    }
+}
+
+/// A trace made ready for runs: cluster template, requests in name order, workloads.
+#[derive(Debug, Clone)]
+pub struct PreparedTrace {
+    /// Trace name.
+    pub name: String,
+    /// Empty cluster, node ids in name order.
+    pub cluster: Cluster,
+    /// Node names by id.
+    pub node_names: Vec<String>,
+    /// Pod names in name order.
+    pub pod_names: Vec<String>,
+    /// Pod requests in name order.
+    pub requests: Vec<PodRequest>,
+    /// The metric's target workload (§3.2, 95% cut) — also FGD's knowledge.
+    pub metric_workload: TargetWorkload,
+    /// Every key of the trace's histogram (Ferry's trace-wide knowledge).
+    pub full_workload: TargetWorkload,
+}
+
+impl PreparedTrace {
+    /// Prepares a loaded trace.
+    pub fn new(trace: &Trace) -> Result<Self, TraceError> {
+        let mut cluster = trace::build_cluster(&trace.nodes)?;
+        let mut pods = trace.pods.clone();
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
+        let model_err = |source| TraceError::Model {
+            path: trace.name.clone().into(),
+            source,
+        };
+        let requests = pods
+            .iter()
+            .map(|p| trace::pod_request(&mut cluster, p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(model_err)?;
+        let metric_workload = trace::target_workload(&mut cluster, &pods, 95.0).map_err(model_err)?;
+        let full_workload = trace::target_workload(&mut cluster, &pods, 100.0).map_err(model_err)?;
+        let node_names = cluster.nodes().map(|(_, n)| n.spec.name.clone()).collect();
+        Ok(PreparedTrace {
+            name: trace.name.clone(),
+            cluster,
+            node_names,
+            pod_names: pods.into_iter().map(|p| p.name).collect(),
+            requests,
+            metric_workload,
+            full_workload,
+        })
+    }
+
+    /// GPU capacity of the cluster, thousandths.
+    pub fn capacity_milli(&self) -> u64 {
+        self.cluster.total_cards() as u64 * GPU_MILLI as u64
+    }
+}
+
+/// Cluster state after one attempted pod (spec §5.1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshot {
+    /// Index of the pod in name order (clones repeat their original's index).
+    pub pod: u32,
+    /// Node the pod went to, or `None` when it failed.
+    pub node: Option<NodeId>,
+    /// Cumulative GPU demand attempted so far, thousandths.
+    pub arrived_milli: u64,
+    /// GPU compute allocated, thousandths.
+    pub used_milli: u64,
+    /// Cluster fragmentation `F(M)`, thousandths.
+    pub frag_milli: f64,
+    /// Nodes with anything allocated.
+    pub used_nodes: u32,
+    /// GPUs of those nodes.
+    pub used_gpus: u32,
+}
+
+impl Snapshot {
+    /// Fragmentation rate: fragment as a percentage of the idle GPU.
+    pub fn frag_ratio_pct(&self, capacity_milli: u64) -> f64 {
+        let idle = capacity_milli - self.used_milli;
+        if idle == 0 {
+            0.0
+        } else {
+            100.0 * self.frag_milli / idle as f64
+        }
+    }
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// Trace name.
+    pub trace: String,
+    /// Policy and knowledge.
+    pub setting: PolicySetting,
+    /// Seed.
+    pub seed: u64,
+    /// One snapshot per attempted pod, in arrival order.
+    pub snapshots: Vec<Snapshot>,
+    /// GPU capacity, thousandths.
+    pub capacity_milli: u64,
+    /// Wall time of the scheduling loop.
+    pub elapsed: Duration,
+    /// Scheduler work counters.
+    pub stats: EngineStats,
+    /// Pods that failed.
+    pub failed: u32,
+}
+
+/// The arrival order of a run (spec §2.1 steps 4–6) and the node ranks (step 7).
+pub fn arrival_order(prepared: &PreparedTrace, seed: u64, tune_ratio: f64) -> (Vec<u32>, Vec<u32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let _ = rng.next_u64();
+    let n = prepared.requests.len();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..=i);
+        order.swap(i, j);
+    }
+    let demand = |i: u32| prepared.requests[i as usize].gpu.total_milli() as u64;
+    let target = tune_ratio * prepared.capacity_milli() as f64;
+    let mut total: u64 = order.iter().map(|&i| demand(i)).sum();
+    if n > 0 && (total as f64) < target {
+        loop {
+            let idx = rng.random_range(0..n) as u32;
+            let per_gpu = prepared.requests[idx as usize].gpu.milli as u64;
+            if (total + per_gpu) as f64 > target {
+                break;
+            }
+            order.push(idx);
+            total += demand(idx);
+        }
+    } else {
+        while (total as f64) > target && !order.is_empty() {
+            let at = rng.random_range(0..order.len());
+            total -= demand(order.remove(at));
+        }
+    }
+    let nodes = prepared.cluster.node_slots();
+    let mut perm: Vec<u32> = (0..nodes as u32).collect();
+    for i in (1..nodes).rev() {
+        let j = rng.random_range(0..=i);
+        perm.swap(i, j);
+    }
+    (order, perm)
+}
+
+/// Runs one experiment.
+pub fn run(prepared: &PreparedTrace, setting: PolicySetting, seed: u64, tune_ratio: f64) -> RunResult {
+    let (order, ranks) = arrival_order(prepared, seed, tune_ratio);
+    let mut cluster = prepared.cluster.clone();
+    let mut scheduler = Scheduler::new(setting.policy.build(seed));
+    scheduler.set_ranks(NodeRanks::from_ranks(ranks));
+    let knowledge = match (setting.policy, setting.info) {
+        (PolicyKind::Fgd, Info::TraceWide) => Knowledge::Fixed(prepared.metric_workload.clone()),
+        (PolicyKind::Fgd, Info::Online) => Knowledge::Online(OnlineWorkload::new(95.0)),
+        (_, Info::TraceWide) => Knowledge::Fixed(prepared.full_workload.clone()),
+        (_, Info::Online) => Knowledge::Online(OnlineWorkload::new(100.0)),
+    };
+    if setting.policy.uses_workload() {
+        scheduler.set_knowledge(knowledge);
+    }
+    let metric = &prepared.metric_workload;
+    let node_frag = |c: &Cluster, id: NodeId| {
+        let n = c.node(id).expect("live node");
+        metric.node_frag(n.state.cpu_left, n.state.free(), n.spec.gpu_model)
+    };
+    let mut frags: Vec<f64> = (0..cluster.node_slots() as NodeId).map(|id| node_frag(&cluster, id)).collect();
+    let mut frag_total: f64 = frags.iter().sum();
+    let mut used_node = vec![false; cluster.node_slots()];
+    let (mut used_nodes, mut used_gpus) = (0u32, 0u32);
+    let (mut arrived, mut used) = (0u64, 0u64);
+    let mut failed = 0;
+    let mut snapshots = Vec::with_capacity(order.len());
+    let start = Instant::now();
+    for &idx in &order {
+        let pod = &prepared.requests[idx as usize];
+        arrived += pod.gpu.total_milli() as u64;
+        scheduler.observe(&cluster, pod);
+        let node = match scheduler.place(&mut cluster, pod) {
+            Ok((decision, _)) => {
+                let id = decision.node;
+                used += pod.gpu.total_milli() as u64;
+                let f = node_frag(&cluster, id);
+                frag_total += f - frags[id as usize];
+                frags[id as usize] = f;
+                if !used_node[id as usize] {
+                    used_node[id as usize] = true;
+                    used_nodes += 1;
+                    used_gpus += cluster.node(id).map_or(0, |n| n.spec.gpu_count() as u32);
+                }
+                Some(id)
+            }
+            Err(_) => {
+                failed += 1;
+                None
+            }
+        };
+        snapshots.push(Snapshot {
+            pod: idx,
+            node,
+            arrived_milli: arrived,
+            used_milli: used,
+            frag_milli: frag_total,
+            used_nodes,
+            used_gpus,
+        });
+    }
+    RunResult {
+        trace: prepared.name.clone(),
+        setting,
+        seed,
+        snapshots,
+        capacity_milli: prepared.capacity_milli(),
+        elapsed: start.elapsed(),
+        stats: scheduler.stats(),
+        failed,
+    }
+}
