@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use ferry_sched_core::engine::{EngineStats, Knowledge, OnlineWorkload, Scheduler};
 use ferry_sched_core::frag::TargetWorkload;
-use ferry_sched_core::framework::NodeRanks;
+use ferry_sched_core::framework::{NodeRanks, Policy};
 use ferry_sched_core::model::{GPU_MILLI, PodRequest};
 use ferry_sched_core::policies::PolicyKind;
 use ferry_sched_core::state::{Cluster, NodeId};
@@ -196,21 +196,40 @@ pub fn arrival_order(prepared: &PreparedTrace, seed: u64, tune_ratio: f64) -> (V
     (order, perm)
 }
 
+/// The workload knowledge a policy setting gets.
+pub fn knowledge_for(prepared: &PreparedTrace, setting: PolicySetting) -> Knowledge {
+    if !setting.policy.uses_workload() {
+        return Knowledge::None;
+    }
+    // FGD and Ferry know the same: the spec's target workload (top keys covering 95 % of
+    // the trace's pods), computed from the whole trace up front or from the pods seen so far.
+    match setting.info {
+        Info::TraceWide => Knowledge::Fixed(prepared.metric_workload.clone()),
+        Info::Online => Knowledge::Online(OnlineWorkload::new(95.0)),
+    }
+}
+
 /// Runs one experiment.
 pub fn run(prepared: &PreparedTrace, setting: PolicySetting, seed: u64, tune_ratio: f64) -> RunResult {
+    let policy = setting.policy.build(seed);
+    run_with(prepared, setting, policy, knowledge_for(prepared, setting), seed, tune_ratio)
+}
+
+/// Runs one experiment with an explicit policy object and knowledge (`setting` only labels
+/// the result).
+pub fn run_with(
+    prepared: &PreparedTrace,
+    setting: PolicySetting,
+    policy: Policy,
+    knowledge: Knowledge,
+    seed: u64,
+    tune_ratio: f64,
+) -> RunResult {
     let (order, ranks) = arrival_order(prepared, seed, tune_ratio);
     let mut cluster = prepared.cluster.clone();
-    let mut scheduler = Scheduler::new(setting.policy.build(seed));
+    let mut scheduler = Scheduler::new(policy);
     scheduler.set_ranks(NodeRanks::from_ranks(ranks));
-    let knowledge = match (setting.policy, setting.info) {
-        (PolicyKind::Fgd, Info::TraceWide) => Knowledge::Fixed(prepared.metric_workload.clone()),
-        (PolicyKind::Fgd, Info::Online) => Knowledge::Online(OnlineWorkload::new(95.0)),
-        (_, Info::TraceWide) => Knowledge::Fixed(prepared.full_workload.clone()),
-        (_, Info::Online) => Knowledge::Online(OnlineWorkload::new(100.0)),
-    };
-    if setting.policy.uses_workload() {
-        scheduler.set_knowledge(knowledge);
-    }
+    scheduler.set_knowledge(knowledge);
     let metric = &prepared.metric_workload;
     let node_frag = |c: &Cluster, id: NodeId| {
         let n = c.node(id).expect("live node");
