@@ -1,0 +1,350 @@
+//! The container supervisor ("shim"): a small detached process per container attempt that
+//! starts the container process, writes its output to the log, waits for it and records how it
+//! ended. Modelled on containerd's shims: the agent can stop, crash or restart while containers
+//! keep running, and re-adopt them from the files the shim writes (see [`crate::runtime`]).
+//!
+//! The agent runs `SHIM --spec DIR/spec.json`. That first process re-executes itself in a new
+//! session (`setsid`) and exits at once, so the real shim is nobody's child but init's and the
+//! agent leaves no zombies. The shim then:
+//!
+//! 1. writes `shim.json` (its pid and start time);
+//! 2. becomes a child subreaper, so processes the container leaves behind are re-parented to it;
+//! 3. makes the volumes visible ([`crate::mounts`]);
+//! 4. starts the process in its own process group (the group the agent signals), with stdin
+//!    from `/dev/null` and stdout/stderr through pipes into the log file;
+//! 5. writes `state.json`, then one line to its stdout, which the agent reads to know the start
+//!    is over, and closes that pipe;
+//! 6. waits for the process; kills what is left of its process group and of its re-parented
+//!    descendants (as a container's end would); drains the output; writes `exit.json`; exits.
+//!
+//! This module must run before any async runtime or other thread exists in the process (the
+//! `ferry` binary dispatches the hidden subcommand straight from `main`). It never panics on bad
+//! input: failures are recorded as a `StartError` exit record.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::logs::{LineSplitter, Stream, format_record};
+use crate::procfs::ProcId;
+use crate::runtime::{ExitRecord, ShimSpec, StateRecord, files, read_json, write_json_atomic};
+
+/// Name of the hidden `ferry` subcommand that runs the shim.
+pub const SHIM_SUBCOMMAND: &str = "agent-shim";
+
+/// Set in the detached re-execution of the shim.
+const STAGE_ENV: &str = "FERRY_AGENT_SHIM_STAGE";
+
+/// Arguments of the hidden shim subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShimArgs {
+    /// The container attempt's spec.json, written by the agent.
+    #[arg(long)]
+    pub spec: PathBuf,
+}
+
+/// Runs the shim; returns the process exit code. Call it before starting any async runtime.
+pub fn run(args: ShimArgs) -> i32 {
+    if std::env::var_os(STAGE_ENV).is_some() {
+        supervise(&args.spec)
+    } else {
+        detach()
+    }
+}
+
+/// Parses `--spec FILE` from the process arguments and runs the shim (for a standalone binary).
+pub fn main_from_env() -> i32 {
+    let mut args = std::env::args_os().skip(1);
+    let mut spec = None;
+    while let Some(a) = args.next() {
+        if a == "--spec" {
+            spec = args.next().map(PathBuf::from);
+        } else if let Some(v) = a.to_str().and_then(|s| s.strip_prefix("--spec=")) {
+            spec = Some(PathBuf::from(v));
+        }
+    }
+    match spec {
+        Some(spec) => run(ShimArgs { spec }),
+        None => {
+            eprintln!(
+                "usage: ferry {SHIM_SUBCOMMAND} --spec DIR/spec.json (started by the node agent)"
+            );
+            2
+        }
+    }
+}
+
+/// First stage: re-execute ourselves in a new session and exit, so the shim is re-parented to
+/// init. stdout (the agent's pipe) and stderr are inherited by the second stage.
+fn detach() -> i32 {
+    let mut cmd = Command::new("/proc/self/exe");
+    if let Some(arg0) = std::env::args_os().next() {
+        cmd.arg0(arg0);
+    }
+    cmd.args(std::env::args_os().skip(1))
+        .env(STAGE_ENV, "1")
+        .stdin(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("ferry shim: cannot detach: {e}");
+            1
+        }
+    }
+}
+
+/// Second stage: supervise the container described by `spec_path`.
+fn supervise(spec_path: &Path) -> i32 {
+    let dir = spec_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let me = ProcId::of(std::process::id() as i32);
+    match me {
+        Ok(me) => {
+            if let Err(e) = write_json_atomic(&dir.join(files::SHIM), &me) {
+                eprintln!("ferry shim: cannot write {}: {e}", files::SHIM);
+            }
+        }
+        Err(e) => eprintln!("ferry shim: cannot read own process identity: {e}"),
+    }
+    let outcome = start_and_wait(&dir, spec_path);
+    let record = match outcome {
+        Ok(record) => record,
+        Err(message) => {
+            eprintln!("ferry shim: {message}");
+            report(&format!("failed {message}"));
+            ExitRecord::start_error(message)
+        }
+    };
+    if let Err(e) = write_json_atomic(&dir.join(files::EXIT), &record) {
+        eprintln!("ferry shim: cannot write {}: {e}", files::EXIT);
+        return 1;
+    }
+    0
+}
+
+/// Writes the one status line for the agent and closes our stdout.
+fn report(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    drop(out);
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        // Replace fd 1 so the agent's pipe sees end-of-file.
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+}
+
+/// Starts the process and waits for it; `Err` when it could not be started.
+fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, String> {
+    let spec: ShimSpec = read_json(spec_path)
+        .map_err(|e| format!("cannot read the spec: {e}"))?
+        .ok_or_else(|| format!("no spec at {}", spec_path.display()))?;
+    let Some(program) = spec.argv.first() else {
+        return Err("the command is empty".into());
+    };
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let mounts = crate::mounts::setup(&spec.mounts, spec.mount_mode)?;
+    if !spec.working_dir.exists() {
+        std::fs::create_dir_all(&spec.working_dir).map_err(|e| {
+            format!(
+                "cannot create the working directory {}: {e}",
+                spec.working_dir.display()
+            )
+        })?;
+    }
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join(files::LOG))
+        .map_err(|e| format!("cannot open the log file: {e}"))?;
+    let log = Arc::new(Mutex::new(log));
+
+    let mut cmd = Command::new(program);
+    cmd.args(&spec.argv[1..])
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.working_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(gid) = spec.run_as_group {
+        cmd.gid(gid);
+    }
+    if let Some(uid) = spec.run_as_user {
+        cmd.uid(uid);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let started_at = Timestamp::now();
+    let pid = child.id() as i32;
+    let container = ProcId::of(pid).unwrap_or(ProcId { pid, start_time: 0 });
+    let shim = ProcId::of(std::process::id() as i32).unwrap_or(ProcId {
+        pid: 0,
+        start_time: 0,
+    });
+    let state = StateRecord {
+        shim,
+        container,
+        started_at,
+        mounts,
+    };
+    if let Err(e) = write_json_atomic(&dir.join(files::STATE), &state) {
+        eprintln!("ferry shim: cannot write {}: {e}", files::STATE);
+    }
+    report(&format!("started {pid}"));
+
+    // Copy output into the log, one thread per stream.
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let mut readers = 0;
+    if let Some(out) = child.stdout.take() {
+        spawn_reader(out, Stream::Stdout, log.clone(), done_tx.clone());
+        readers += 1;
+    }
+    if let Some(err) = child.stderr.take() {
+        spawn_reader(err, Stream::Stderr, log.clone(), done_tx.clone());
+        readers += 1;
+    }
+    drop(done_tx);
+    // `child` must not be waited through std (we reap everything with waitpid below).
+    std::mem::forget(child);
+
+    let status = reap_until(pid);
+    // As when a container ends: nothing it started outlives it.
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    kill_descendants();
+    // Output still buffered in the pipes is drained; a writer that escaped the kill cannot
+    // hold the record back for long.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for _ in 0..readers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    if let Ok(f) = log.lock() {
+        let _ = f.sync_data();
+    }
+    Ok(ExitRecord::from_status(status, started_at))
+}
+
+/// Reaps children until `pid` ends; returns its status.
+fn reap_until(pid: i32) -> std::process::ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => {
+                return std::process::ExitStatus::from_raw((code & 0xff) << 8);
+            }
+            Ok(WaitStatus::Signaled(p, sig, core)) if p.as_raw() == pid => {
+                return std::process::ExitStatus::from_raw(
+                    sig as i32 | if core { 0x80 } else { 0 },
+                );
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                // ECHILD: somebody else reaped it; report an unknown failure.
+                eprintln!("ferry shim: waitpid: {e}");
+                return std::process::ExitStatus::from_raw(255 << 8);
+            }
+        }
+    }
+}
+
+/// Kills and reaps the processes re-parented to us (descendants that left the process group).
+fn kill_descendants() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        for pid in children_of_self() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Err(nix::errno::Errno::ECHILD) => return,
+            Ok(WaitStatus::StillAlive) => {
+                if Instant::now() > deadline {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Our children according to `/proc/self/task/*/children`.
+fn children_of_self() -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return pids;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    pids
+}
+
+/// Copies one output stream into the log, timestamping each record.
+fn spawn_reader(
+    mut pipe: impl Read + Send + 'static,
+    stream: Stream,
+    log: Arc<Mutex<File>>,
+    done: mpsc::Sender<()>,
+) {
+    std::thread::spawn(move || {
+        let mut splitter = LineSplitter::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        let write = |records: Vec<u8>| {
+            if !records.is_empty()
+                && let Ok(mut f) = log.lock()
+                && let Err(e) = f.write_all(&records)
+            {
+                eprintln!("ferry shim: cannot write the log: {e}");
+            }
+        };
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let now = Timestamp::now();
+                    let mut records = Vec::new();
+                    splitter.push(&buf[..n], |content, partial| {
+                        format_record(&mut records, now, stream, partial, content)
+                    });
+                    write(records);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let mut records = Vec::new();
+        splitter.finish(|content, partial| {
+            format_record(&mut records, Timestamp::now(), stream, partial, content)
+        });
+        write(records);
+        let _ = done.send(());
+    });
+}
