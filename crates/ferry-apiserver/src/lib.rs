@@ -1,1 +1,251 @@
-//! Ferry's Kubernetes-compatible API server: a subset of the Kubernetes REST API over ferry-store
+//! Ferry's Kubernetes-compatible API server: the subset of the Kubernetes REST API that
+//! kubectl, client-go and kube-rs need, over [`ferry_store`].
+//!
+//! Layers, from the wire inwards:
+//! - [`http`]: routes (`/api`, `/apis`, discovery, OpenAPI), path parsing, content negotiation
+//!   (JSON, Tables for kubectl, metadata-only), request decoding (JSON or YAML).
+//! - [`watch`] and [`logs`]: streaming responses (watch events; container logs proxied to the
+//!   node agent as the real API server proxies to the kubelet).
+//! - [`service`]: the API's semantics, independent of HTTP: defaulting, validation, optimistic
+//!   concurrency, subresources, graceful deletion, finalizers, CRDs.
+//! - [`controllers`]: garbage collection, namespace termination and Event expiry, which the
+//!   embedded control plane runs in-process.
+//!
+//! Authentication and TLS come later; the seam is [`ServerConfig`] and the router layer.
+
+pub mod controllers;
+pub mod discovery;
+pub mod error;
+pub mod http;
+pub mod logs;
+pub mod meta;
+pub mod openapi;
+pub mod patch;
+pub mod registry;
+pub mod selectors;
+pub mod service;
+pub mod table;
+pub mod validation;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use thiserror::Error;
+
+pub use ferry_store::Durability;
+pub use service::Service;
+
+/// Settings of an API server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Directory for the database (`state.db`).
+    pub data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Commit durability of the store.
+    pub durability: Durability,
+    /// Events kept for watches that resume from an older revision.
+    pub watch_history: usize,
+}
+
+impl ServerConfig {
+    /// Defaults: loopback port 6443, full durability, 50,000 events of history.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            durability: Durability::Full,
+            watch_history: 50_000,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] ferry_store::StoreError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+        /// Advice for the user.
+        hint: String,
+    },
+    /// Bootstrap objects could not be written.
+    #[error("cannot create bootstrap object: {0}")]
+    Bootstrap(error::ApiError),
+}
+
+/// A running API server.
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The API's semantic layer (for in-process components and tests).
+    pub service: Arc<Service>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+    controllers: tokio::task::JoinHandle<()>,
+}
+
+/// The namespaces every cluster has.
+pub const BOOTSTRAP_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Opens the store, creates the bootstrap namespaces and starts serving.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let mut store_config = ferry_store::StoreConfig::new(config.data_dir.join("state.db"));
+    store_config.durability = config.durability;
+    store_config.history = config.watch_history;
+    let store = tokio::task::spawn_blocking(move || ferry_store::Store::open(store_config))
+        .await
+        .map_err(|e| ferry_store::StoreError::Storage(format!("store loader failed: {e}")))??;
+    let service = Arc::new(Service::new(store));
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| {
+        let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
+            " (another program, perhaps another Ferry, uses this port; stop it or pick another address with --listen)".to_string()
+        } else {
+            String::new()
+        };
+        ServerError::Listen { addr: config.listen, source, hint }
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+            hint: String::new(),
+        })?;
+    let state = Arc::new(http::AppState {
+        service: service.clone(),
+        advertise: addr.to_string(),
+        ready: AtomicBool::new(false),
+    });
+    let app = http::router(state.clone());
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+            let _ = stop.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "API server stopped with an error");
+        }
+    });
+    bootstrap(&service).await?;
+    let controllers = tokio::spawn(controllers::run(service.clone()));
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(%addr, "API server listening");
+    Ok(RunningServer {
+        addr,
+        service,
+        shutdown: Some(shutdown),
+        server,
+        controllers,
+    })
+}
+
+async fn bootstrap(service: &Service) -> Result<(), ServerError> {
+    let namespaces = service
+        .registry
+        .get("", "v1", "namespaces")
+        .ok_or_else(|| {
+            ServerError::Bootstrap(error::ApiError::internal("namespaces not served"))
+        })?;
+    for ns in BOOTSTRAP_NAMESPACES {
+        if service.get(&namespaces, None, ns).is_ok() {
+            continue;
+        }
+        let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match service
+            .create(&namespaces, None, object, &service::WriteOptions::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(ServerError::Bootstrap(e)),
+        }
+    }
+    Ok(())
+}
+
+impl RunningServer {
+    /// The server's URL, such as `http://127.0.0.1:6443`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig document for this server.
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig(&self.url())
+    }
+
+    /// Writes the kubeconfig to `path` (creating its directory), readable by the owner only.
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        write_private(path, &self.kubeconfig())
+    }
+
+    /// Stops serving: new connections are refused, open streams are cut after a short grace.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        self.controllers.abort();
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.server)
+            .await
+            .is_err()
+        {
+            self.server.abort();
+        }
+    }
+}
+
+/// A kubeconfig that points kubectl and kube-rs at `url`.
+pub fn kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: ferry
+  cluster:
+    server: {url}
+contexts:
+- name: ferry
+  context:
+    cluster: ferry
+    user: ferry
+    namespace: default
+current-context: ferry
+users:
+- name: ferry
+  user: {{}}
+"
+    )
+}
+
+/// Writes a file only its owner can read.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(tmp, path)
+}

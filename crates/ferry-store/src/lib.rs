@@ -236,7 +236,8 @@ impl Store {
         self.submit(Write::Delete { key, expected_rev }).await
     }
 
-    /// Starts a watch on `resource` (optionally one namespace), from `from`.
+    /// Starts a watch on `resource` (optionally one namespace), from `from`. An empty
+    /// `resource` watches every resource (snapshots then cover nothing).
     pub fn watch(
         &self,
         resource: &str,

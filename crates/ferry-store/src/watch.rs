@@ -33,8 +33,9 @@ impl Filter {
         }
     }
 
+    /// Whether an event of `key` passes the filter; an empty resource means every resource.
     pub fn matches(&self, key: &ObjectKey) -> bool {
-        key.resource == self.resource
+        (self.resource.is_empty() || key.resource == self.resource)
             && self
                 .namespace
                 .as_ref()

@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+use ferry::commands;
+
 /// Ferry: run training and inference on shared GPUs, on Kubernetes or on one machine.
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, about, long_about = None)]
@@ -12,6 +14,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run only Ferry's Kubernetes-compatible API server (the embedded control plane's store).
+    Apiserver(commands::ApiserverArgs),
     /// Replay a GPU-cluster trace under a placement policy (the FGD experiment).
     Sim(ferry_sim::cli::SimArgs),
 }
@@ -19,6 +23,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Apiserver(args) => commands::run_async(commands::apiserver(args)),
         Command::Sim(args) => ferry_sim::cli::run(args),
     }
 }

@@ -1,0 +1,768 @@
+//! The REST surface: routes, request parsing, content negotiation and responses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, ApiResult};
+use crate::patch::PatchKind;
+use crate::registry::ResourceInfo;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::service::{DeleteOptions, FieldValidation, ListOptions, Service, WriteOptions, Written};
+use crate::table::{self, IncludeObject};
+use crate::{discovery, logs, openapi, watch};
+
+/// Largest request body accepted (as Kubernetes: 3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    /// The API semantics.
+    pub service: Arc<Service>,
+    /// The address clients reach the server at (`host:port`).
+    pub advertise: String,
+    /// Whether the server is ready (store loaded, bootstrap objects created).
+    pub ready: std::sync::atomic::AtomicBool,
+}
+
+type Shared = Arc<AppState>;
+
+/// The router of the whole API.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/version", get(|| async { Json(discovery::version()) }))
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(ready))
+        .route("/api", get(core_versions))
+        .route("/apis", get(api_groups))
+        .route("/openapi/v3", get(openapi_root))
+        .route("/openapi/v3/{*path}", get(openapi_doc))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(s): State<Shared>) -> Response {
+    if s.ready.load(std::sync::atomic::Ordering::Acquire) {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting").into_response()
+    }
+}
+
+async fn core_versions(State(s): State<Shared>) -> Json<Value> {
+    Json(discovery::core_versions(&s.advertise))
+}
+
+async fn api_groups(State(s): State<Shared>) -> Json<Value> {
+    Json(discovery::groups(&s.service.registry))
+}
+
+async fn openapi_root(State(s): State<Shared>) -> Json<Value> {
+    Json(openapi::root(&s.service.registry))
+}
+
+async fn openapi_doc(State(s): State<Shared>, uri: Uri) -> Response {
+    let path = uri.path().trim_start_matches("/openapi/v3/");
+    match openapi::group_version(&s.service.registry, path) {
+        Some(doc) => Json(doc).into_response(),
+        None => ApiError::no_route(uri.path()).into_response(),
+    }
+}
+
+/// What a request addresses.
+pub struct Target {
+    /// The resource.
+    pub info: Arc<ResourceInfo>,
+    /// The namespace from the path, if any.
+    pub namespace: Option<String>,
+    /// The object name, if any.
+    pub name: Option<String>,
+    /// The subresource, if any.
+    pub subresource: Option<String>,
+}
+
+enum Route {
+    Discovery(Value),
+    Group(Value),
+    Resource(Target),
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(high * 16 + low);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn route(service: &Service, path: &str) -> ApiResult<Route> {
+    let segments: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group] => {
+            let groups = service.registry.groups();
+            return match groups.get(*group) {
+                Some(versions) => Ok(Route::Group(discovery::group(group, versions))),
+                None => Err(ApiError::no_route(path)),
+            };
+        }
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Err(ApiError::no_route(path)),
+    };
+    if rest.is_empty() {
+        return discovery::resources(&service.registry, group, version)
+            .map(Route::Discovery)
+            .ok_or_else(|| ApiError::no_route(path));
+    }
+    let (namespace, resource, name, sub) = match rest {
+        ["namespaces", ns, sub @ ("status" | "finalize")] => {
+            (None, "namespaces", Some(*ns), Some(*sub))
+        }
+        ["namespaces", ns, resource, tail @ ..] => {
+            let (name, sub) = match tail {
+                [] => (None, None),
+                [name] => (Some(*name), None),
+                [name, sub] => (Some(*name), Some(*sub)),
+                _ => return Err(ApiError::no_route(path)),
+            };
+            (Some(*ns), *resource, name, sub)
+        }
+        [resource] => (None, *resource, None, None),
+        [resource, name] => (None, *resource, Some(*name), None),
+        [resource, name, sub] => (None, *resource, Some(*name), Some(*sub)),
+        _ => return Err(ApiError::no_route(path)),
+    };
+    let info = service
+        .registry
+        .get(group, version, resource)
+        .ok_or_else(|| ApiError::no_route(path))?;
+    if namespace.is_some() && !info.namespaced {
+        return Err(ApiError::no_route(path));
+    }
+    if info.namespaced && namespace.is_none() && name.is_some() {
+        return Err(ApiError::no_route(path));
+    }
+    if let Some(s) = sub
+        && !info.has_subresource(s)
+    {
+        return Err(ApiError::no_route(path));
+    }
+    Ok(Route::Resource(Target {
+        info,
+        namespace: namespace.map(str::to_string),
+        name: name.map(str::to_string),
+        subresource: sub.map(str::to_string),
+    }))
+}
+
+/// How the client wants objects rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Render {
+    /// Plain JSON objects.
+    Json,
+    /// A `meta.k8s.io` Table (version `v1` or `v1beta1`).
+    Table(&'static str),
+    /// Only metadata (`PartialObjectMetadata[List]`).
+    Metadata,
+}
+
+/// Picks the rendering from the Accept header.
+pub fn negotiate(headers: &HeaderMap) -> ApiResult<Render> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()) else {
+        return Ok(Render::Json);
+    };
+    let mut json_ok = false;
+    for media in accept.split(',') {
+        let mut parts = media.split(';').map(str::trim);
+        let kind = parts.next().unwrap_or_default();
+        let params: HashMap<&str, &str> = parts.filter_map(|p| p.split_once('=')).collect();
+        if !matches!(kind, "application/json" | "*/*" | "application/*" | "") {
+            continue;
+        }
+        match (params.get("as"), params.get("g"), params.get("v")) {
+            (Some(&"Table"), Some(&"meta.k8s.io"), Some(&"v1")) => return Ok(Render::Table("v1")),
+            (Some(&"Table"), Some(&"meta.k8s.io"), Some(&"v1beta1")) => {
+                return Ok(Render::Table("v1beta1"));
+            }
+            (
+                Some(&("PartialObjectMetadata" | "PartialObjectMetadataList")),
+                Some(&"meta.k8s.io"),
+                _,
+            ) => {
+                return Ok(Render::Metadata);
+            }
+            (None, _, _) => json_ok = true,
+            _ => {}
+        }
+    }
+    if json_ok {
+        Ok(Render::Json)
+    } else {
+        Err(ApiError::not_acceptable(format!(
+            "only application/json (optionally as Table or PartialObjectMetadata) can be served, not {accept:?}"
+        )))
+    }
+}
+
+/// Parsed query parameters.
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    /// A parameter, or "".
+    pub fn get(&self, k: &str) -> &str {
+        self.0.get(k).map(String::as_str).unwrap_or_default()
+    }
+
+    /// A boolean parameter (`true`/`1`).
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), "true" | "1" | "True")
+    }
+
+    /// An integer parameter, if present.
+    pub fn int(&self, k: &str) -> ApiResult<Option<i64>> {
+        match self.get(k) {
+            "" => Ok(None),
+            v => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("{k} must be an integer, not {v:?}"))),
+        }
+    }
+
+    fn list_options(&self) -> ApiResult<ListOptions> {
+        let limit = self.int("limit")?.unwrap_or(0);
+        if limit < 0 {
+            return Err(ApiError::bad_request("limit must not be negative"));
+        }
+        Ok(ListOptions {
+            labels: LabelSelector::parse(self.get("labelSelector"))
+                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+            fields: FieldSelector::parse(self.get("fieldSelector"))
+                .map_err(ApiError::bad_request)?,
+            limit: limit as usize,
+            continue_token: Some(self.get("continue").to_string()).filter(|c| !c.is_empty()),
+        })
+    }
+
+    fn write_options(&self) -> ApiResult<WriteOptions> {
+        Ok(WriteOptions {
+            dry_run: dry_run(self.get("dryRun"))?,
+            field_validation: FieldValidation::parse(self.get("fieldValidation"))?,
+        })
+    }
+}
+
+fn dry_run(v: &str) -> ApiResult<bool> {
+    match v {
+        "" => Ok(false),
+        "All" => Ok(true),
+        other => Err(ApiError::bad_request(format!(
+            "dryRun must be \"All\" (got {other:?})"
+        ))),
+    }
+}
+
+/// Decodes a JSON or YAML body.
+pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::too_large(format!(
+            "the request body is {} bytes; the limit is {MAX_BODY}",
+            body.len()
+        )));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("application/json");
+    let yaml = content_type.contains("yaml");
+    if yaml {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
+        serde_saphyr::from_str::<Value>(text)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")))
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+    }
+}
+
+/// Renders one object for the client.
+fn object_response(target: &Target, object: Value, render: Render, rev: Option<u64>) -> Value {
+    let object = with_version(&target.info, object);
+    match render {
+        Render::Json => object,
+        Render::Metadata => table::partial_metadata(&object),
+        Render::Table(version) => table::table(
+            &target.info,
+            &[&object],
+            version,
+            rev.unwrap_or_default(),
+            None,
+            IncludeObject::Metadata,
+            true,
+        ),
+    }
+}
+
+/// Sets `apiVersion` to the version the client addressed (custom resources store one).
+pub fn with_version(info: &ResourceInfo, mut object: Value) -> Value {
+    if info.custom
+        && let Some(o) = object.as_object_mut()
+    {
+        o.insert("apiVersion".into(), json!(info.api_version()));
+    }
+    object
+}
+
+fn respond(status: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(body).unwrap_or_default(),
+    )
+        .into_response();
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::to_string(w).unwrap_or_default());
+        if let Ok(v) = text.parse() {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+    response
+}
+
+fn written(target: &Target, w: Written, render: Render) -> Response {
+    let status = if w.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    respond(
+        status,
+        &object_response(target, w.object, render, None),
+        &w.warnings,
+    )
+}
+
+async fn dispatch(
+    State(state): State<Shared>,
+    method: Method,
+    uri: Uri,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = std::time::Instant::now();
+    let result = handle(&state, &method, &uri, Params(query), &headers, body).await;
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    tracing::debug!(%method, path = uri.path(), status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+async fn handle(
+    state: &Shared,
+    method: &Method,
+    uri: &Uri,
+    params: Params,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let service = &state.service;
+    let target = match route(service, uri.path())? {
+        Route::Discovery(doc) | Route::Group(doc) => {
+            return if method == Method::GET {
+                Ok(Json(doc).into_response())
+            } else {
+                Err(ApiError::method_not_allowed(format!(
+                    "{method} is not supported on {}",
+                    uri.path()
+                )))
+            };
+        }
+        Route::Resource(t) => t,
+    };
+    let info = target.info.clone();
+    let ns = target.namespace.as_deref();
+    let render = negotiate(headers)?;
+    match (
+        method.clone(),
+        target.name.as_deref(),
+        target.subresource.as_deref(),
+    ) {
+        (Method::GET, None, None) => {
+            if params.flag("watch") {
+                return watch::serve(service.clone(), target, &params, render).await;
+            }
+            list(service, &target, &params, render)
+        }
+        (Method::GET, Some(name), None | Some("status")) => {
+            let o = service.get(&info, ns, name)?;
+            Ok(respond(
+                StatusCode::OK,
+                &object_response(&target, (*o.value).clone(), render, Some(o.rev)),
+                &[],
+            ))
+        }
+        (Method::GET, Some(name), Some("scale")) => {
+            let o = service.get(&info, ns, name)?;
+            Ok(Json(scale_of(&info, &o.value)).into_response())
+        }
+        (Method::GET, Some(name), Some("log")) => {
+            logs::serve(service, ns.unwrap_or_default(), name, &params).await
+        }
+        (Method::POST, None, None) => {
+            let object = decode_body(headers, &body)?;
+            if object.get("kind").and_then(Value::as_str) == Some("List") {
+                return Err(ApiError::bad_request(
+                    "a List cannot be created in one request; create its items one by one",
+                ));
+            }
+            let w = service
+                .create(&info, ns, object, &params.write_options()?)
+                .await?;
+            Ok(written(&target, w, render))
+        }
+        (Method::POST, Some(name), Some("binding")) => {
+            let binding = decode_body(headers, &body)?;
+            service.bind(ns.unwrap_or_default(), name, &binding).await?;
+            Ok(respond(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                &[],
+            ))
+        }
+        (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+            let object = decode_body(headers, &body)?;
+            let w = service
+                .update(&info, ns, name, object, sub, &params.write_options()?)
+                .await?;
+            Ok(written(&target, w, render))
+        }
+        (Method::PUT, Some(name), Some("scale")) => {
+            let scale = decode_body(headers, &body)?;
+            let replicas = scale["spec"]["replicas"].clone();
+            let (patch, sub) = scale_patch(&info, replicas)?;
+            let w = service
+                .patch(
+                    &info,
+                    ns,
+                    name,
+                    PatchKind::Merge,
+                    &patch,
+                    sub,
+                    &params.write_options()?,
+                )
+                .await?;
+            Ok(Json(scale_of(&info, &w.object)).into_response())
+        }
+        (Method::PATCH, Some(name), sub) => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|c| c.to_str().ok())
+                .unwrap_or_default();
+            let kind = PatchKind::from_content_type(content_type).ok_or_else(|| {
+                ApiError::unsupported_media_type(format!(
+                    "the patch Content-Type {content_type:?} is not supported; use application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json or application/apply-patch+yaml"
+                ))
+            })?;
+            let patch = if kind == PatchKind::Apply {
+                let mut h = headers.clone();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    "application/yaml".parse().expect("static header"),
+                );
+                decode_body(&h, &body)?
+            } else {
+                decode_body(&HeaderMap::new(), &body)?
+            };
+            if sub == Some("scale") {
+                let current = service.get(&info, ns, name)?;
+                let mut scale = scale_of(&info, &current.value);
+                crate::patch::merge(&mut scale, &patch);
+                let (patch, sub) = scale_patch(&info, scale["spec"]["replicas"].clone())?;
+                let w = service
+                    .patch(
+                        &info,
+                        ns,
+                        name,
+                        PatchKind::Merge,
+                        &patch,
+                        sub,
+                        &params.write_options()?,
+                    )
+                    .await?;
+                return Ok(Json(scale_of(&info, &w.object)).into_response());
+            }
+            let w = service
+                .patch(&info, ns, name, kind, &patch, sub, &params.write_options()?)
+                .await?;
+            Ok(written(&target, w, render))
+        }
+        (Method::DELETE, Some(name), None) => {
+            let options = delete_options(headers, &body, &params)?;
+            let object = service.delete(&info, ns, name, &options).await?;
+            Ok(respond(
+                StatusCode::OK,
+                &object_response(&target, object, Render::Json, None),
+                &[],
+            ))
+        }
+        (Method::DELETE, None, None) => {
+            let options = delete_options(headers, &body, &params)?;
+            let list_options = params.list_options()?;
+            let items = service.list(
+                &info,
+                ns,
+                &ListOptions {
+                    limit: 0,
+                    continue_token: None,
+                    ..list_options
+                },
+            )?;
+            let mut deleted = Vec::new();
+            for item in items.items {
+                let item_ns = crate::meta::namespace(&item).to_string();
+                let name = crate::meta::name(&item).to_string();
+                match service.delete(&info, Some(&item_ns), &name, &options).await {
+                    Ok(o) => deleted.push(with_version(&info, o)),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let list = json!({
+                "kind": format!("{}List", info.kind),
+                "apiVersion": info.api_version(),
+                "metadata": {"resourceVersion": service.store.revision().to_string()},
+                "items": deleted,
+            });
+            Ok(Json(list).into_response())
+        }
+        (m, _, sub) => Err(ApiError::method_not_allowed(format!(
+            "{m} is not supported on {}{}",
+            info.plural,
+            sub.map(|s| format!("/{s}")).unwrap_or_default()
+        ))),
+    }
+}
+
+fn list(
+    service: &Arc<Service>,
+    target: &Target,
+    params: &Params,
+    render: Render,
+) -> ApiResult<Response> {
+    let info = &target.info;
+    let options = params.list_options()?;
+    let result = service.list(info, target.namespace.as_deref(), &options)?;
+    let body = match render {
+        Render::Table(version) => {
+            let objects: Vec<Value> = result
+                .items
+                .iter()
+                .map(|o| with_version(info, (**o).clone()))
+                .collect();
+            let refs: Vec<&Value> = objects.iter().collect();
+            let include = IncludeObject::parse(params.get("includeObject"));
+            table::table(
+                info,
+                &refs,
+                version,
+                result.rev,
+                result.continue_token.as_deref(),
+                include,
+                true,
+            )
+        }
+        Render::Metadata => json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": list_metadata(result.rev, result.continue_token.as_deref()),
+            "items": result.items.iter().map(|o| table::partial_metadata(o)).collect::<Vec<_>>(),
+        }),
+        Render::Json => {
+            // Serialize items straight from the shared values.
+            let items: Vec<Value> = result
+                .items
+                .iter()
+                .map(|o| with_version(info, (**o).clone()))
+                .collect();
+            json!({
+                "kind": format!("{}List", info.kind),
+                "apiVersion": info.api_version(),
+                "metadata": list_metadata(result.rev, result.continue_token.as_deref()),
+                "items": items,
+            })
+        }
+    };
+    Ok(respond(StatusCode::OK, &body, &[]))
+}
+
+fn list_metadata(rev: u64, continue_token: Option<&str>) -> Value {
+    let mut m = json!({"resourceVersion": rev.to_string()});
+    if let Some(c) = continue_token {
+        m["continue"] = json!(c);
+    }
+    m
+}
+
+fn delete_options(headers: &HeaderMap, body: &[u8], params: &Params) -> ApiResult<DeleteOptions> {
+    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        decode_body(headers, body)?
+    };
+    let grace = match params.int("gracePeriodSeconds")? {
+        Some(g) => Some(g),
+        None => from_body["gracePeriodSeconds"].as_i64(),
+    };
+    let propagation = Some(params.get("propagationPolicy").to_string())
+        .filter(|p| !p.is_empty())
+        .or_else(|| from_body["propagationPolicy"].as_str().map(str::to_string))
+        .or_else(|| match from_body["orphanDependents"].as_bool() {
+            Some(true) => Some("Orphan".into()),
+            _ => None,
+        });
+    let body_dry_run = from_body["dryRun"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|v| v == "All"));
+    Ok(DeleteOptions {
+        grace_period_seconds: grace,
+        propagation_policy: propagation,
+        precondition_uid: from_body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        precondition_resource_version: from_body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        dry_run: dry_run(params.get("dryRun"))? || body_dry_run,
+    })
+}
+
+/// The `autoscaling/v1` Scale of a custom resource.
+fn scale_of(info: &ResourceInfo, object: &Value) -> Value {
+    let paths = info
+        .scale
+        .clone()
+        .unwrap_or_else(|| crate::registry::ScalePaths {
+            spec_replicas: ".spec.replicas".into(),
+            status_replicas: ".status.replicas".into(),
+            label_selector: None,
+        });
+    let m = crate::meta::metadata(object);
+    let selector = paths
+        .label_selector
+        .as_deref()
+        .and_then(|p| crate::meta::json_path(object, p))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m.get("name"), "namespace": m.get("namespace"), "uid": m.get("uid"),
+            "resourceVersion": m.get("resourceVersion"), "creationTimestamp": m.get("creationTimestamp"),
+        },
+        "spec": {"replicas": crate::meta::json_path(object, &paths.spec_replicas).cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": crate::meta::json_path(object, &paths.status_replicas).cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+/// A merge patch that sets the desired replicas through the scale subresource.
+fn scale_patch(info: &ResourceInfo, replicas: Value) -> ApiResult<(Value, Option<&'static str>)> {
+    let Some(paths) = &info.scale else {
+        return Err(ApiError::no_route(&format!("{}/scale", info.plural)));
+    };
+    if !replicas.is_i64() || replicas.as_i64().is_some_and(|r| r < 0) {
+        return Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            "",
+            vec![crate::error::FieldCause::invalid(
+                "spec.replicas",
+                &replicas,
+                "must be a non-negative integer",
+            )],
+        ));
+    }
+    let mut patch = json!({});
+    crate::meta::set_json_path(&mut patch, &paths.spec_replicas, replicas);
+    let sub = if paths.spec_replicas.starts_with(".status") {
+        Some("status")
+    } else {
+        None
+    };
+    Ok((patch, sub))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn content_negotiation() {
+        assert_eq!(negotiate(&HeaderMap::new()).unwrap(), Render::Json);
+        assert_eq!(
+            negotiate(&accept("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json")).unwrap(),
+            Render::Table("v1")
+        );
+        assert_eq!(
+            negotiate(&accept("application/vnd.kubernetes.protobuf, */*")).unwrap(),
+            Render::Json
+        );
+        assert_eq!(
+            negotiate(&accept("application/vnd.kubernetes.protobuf"))
+                .unwrap_err()
+                .code,
+            406
+        );
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+        assert_eq!(percent_decode("end%2"), "end%2");
+    }
+}

@@ -1,0 +1,183 @@
+//! `pods/log`: proxied to the node agent's log server, as the real API server proxies to the
+//! kubelet (`http://{InternalIP}:{daemonEndpoints.kubeletEndpoint.Port}/containerLogs/...`).
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::http::Params;
+use crate::service::Service;
+
+/// Query parameters passed through to the agent.
+const PASSED: [&str; 6] = [
+    "follow",
+    "tailLines",
+    "timestamps",
+    "sinceSeconds",
+    "limitBytes",
+    "previous",
+];
+
+/// Serves the log of a pod's container.
+pub async fn serve(
+    service: &Service,
+    namespace: &str,
+    name: &str,
+    params: &Params,
+) -> ApiResult<Response> {
+    let pods = service
+        .registry
+        .get("", "v1", "pods")
+        .ok_or_else(|| ApiError::internal("pods not served"))?;
+    let pod = service.get(&pods, Some(namespace), name)?.value;
+    let containers: Vec<&str> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|l| pod["spec"][l].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let main: Vec<&str> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let container = match params.get("container") {
+        "" if main.len() == 1 => main[0].to_string(),
+        "" => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                main.join(" ")
+            )));
+        }
+        c if containers.contains(&c) => c.to_string(),
+        c => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}; choose one of: [{}]",
+                containers.join(" ")
+            )));
+        }
+    };
+    let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+    if node_name.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled to a node yet"
+        )));
+    }
+    let started = ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .any(|l| {
+            pod["status"][l].as_array().into_iter().flatten().any(|s| {
+                s["name"] == container.as_str()
+                    && (s["state"].get("running").is_some()
+                        || s["state"].get("terminated").is_some()
+                        || s.get("lastState")
+                            .and_then(|l| l.get("terminated"))
+                            .is_some())
+            })
+        });
+    if !started {
+        let reason = pod["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == container.as_str())
+            .and_then(|s| s.pointer("/state/waiting/reason"))
+            .and_then(Value::as_str)
+            .unwrap_or("ContainerCreating");
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: {reason}"
+        )));
+    }
+    let nodes = service
+        .registry
+        .get("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("nodes not served"))?;
+    let node = service.get(&nodes, None, node_name).map_err(|_| {
+        ApiError::unavailable(format!(
+            "node {node_name:?} of pod {name:?} is not registered; its logs cannot be read"
+        ))
+    })?;
+    let port = node
+        .value
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let address = node.value["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    if port <= 0 {
+        return Err(ApiError::unavailable(format!(
+            "node {node_name:?} publishes no log endpoint"
+        )));
+    }
+    let mut query: Vec<String> = Vec::new();
+    for k in PASSED {
+        let v = params.get(k);
+        if !v.is_empty() {
+            query.push(format!("{k}={}", encode(v)));
+        }
+    }
+    let host = if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address
+    };
+    let url = format!(
+        "http://{host}:{port}/containerLogs/{}/{}/{}?{}",
+        encode(namespace),
+        encode(name),
+        encode(&container),
+        query.join("&")
+    );
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| ApiError::internal(format!("bad log URL {url}: {e}")))?;
+    let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
+    let upstream = client.get(uri).await.map_err(|e| {
+        ApiError::unavailable(format!(
+            "cannot reach the node agent of {node_name:?} for logs: {e}"
+        ))
+    })?;
+    let status = upstream.status();
+    if !status.is_success() {
+        let body = upstream
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body).trim().to_string();
+        return Err(match status {
+            StatusCode::NOT_FOUND => ApiError::bad_request(text),
+            _ => ApiError::internal(format!("the node agent answered {status}: {text}")),
+        });
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::new(upstream.into_body()))
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

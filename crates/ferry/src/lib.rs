@@ -1,0 +1,4 @@
+//! The `ferry` binary's library: the subcommands, and the embedded control plane that
+//! `ferry up` runs (also started in-process by integration tests).
+
+pub mod commands;
