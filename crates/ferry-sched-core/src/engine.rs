@@ -6,9 +6,9 @@ use std::fmt;
 
 use crate::frag::{TargetWorkload, WorkloadKey};
 use crate::framework::{Caching, FilterReason, NodeRanks, Policy, ScoreContext};
-use crate::model::{ClassKey, ModelError, PodRequest};
+use crate::model::{ClassKey, GpuRequest, ModelError, ModelId, ModelSet, PodRequest};
 use crate::plugins::Filter;
-use crate::state::{CardSet, Cluster, NodeId, PodHandle, StateError};
+use crate::state::{CardSet, Cluster, NodeId, NodeSummary, PodHandle, StateError};
 
 /// Most distinct pod classes whose scores are cached (others are scored every time).
 pub const MAX_CACHED_CLASSES: usize = 512;
@@ -158,6 +158,74 @@ pub struct Scheduler {
     feasible: Vec<NodeId>,
     scores: Vec<i64>,
     stats: EngineStats,
+    explain_failures: bool,
+}
+
+/// The built-in filters evaluated on a [`NodeSummary`].
+struct SummaryCheck {
+    cpu: u64,
+    memory: u64,
+    resources: bool,
+    model: Option<ModelSet>,
+    gpu: Option<GpuRequest>,
+}
+
+impl SummaryCheck {
+    fn new(_pod: &PodRequest) -> Self {
+        SummaryCheck {
+            cpu: 0,
+            memory: 0,
+            resources: false,
+            model: None,
+            gpu: None,
+        }
+    }
+
+    /// Takes over `filter` when it is a built-in one the summary can answer.
+    fn absorbs(&mut self, filter: &Filter, pod: &PodRequest) -> bool {
+        match filter {
+            Filter::ResourcesFit(_) => {
+                self.resources = true;
+                self.cpu = pod.cpu_milli;
+                self.memory = pod.memory_mib;
+                true
+            }
+            Filter::GpuModel(_) if pod.gpu.is_gpu() => {
+                self.model = Some(pod.gpu_models);
+                true
+            }
+            Filter::GpuFit(_) if pod.gpu.is_gpu() && pod.gpu.memory_mib == 0 => {
+                self.gpu = Some(pod.gpu);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    #[inline]
+    fn passes(&self, s: &NodeSummary) -> bool {
+        if self.resources
+            && (s.cpu_left < self.cpu || s.memory_left < self.memory || s.pod_room == 0)
+        {
+            return false;
+        }
+        if let Some(models) = self.model {
+            if s.model == 0 || !models.allows(Some(ModelId(s.model - 1))) {
+                return false;
+            }
+        }
+        if let Some(gpu) = self.gpu {
+            let ok = if gpu.is_whole() {
+                s.untouched_cards >= gpu.count
+            } else {
+                s.max_free_milli >= gpu.milli
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 impl fmt::Debug for Scheduler {
@@ -190,7 +258,14 @@ impl Scheduler {
             feasible: Vec::new(),
             scores: Vec::new(),
             stats: EngineStats::default(),
+            explain_failures: true,
         }
+    }
+
+    /// Whether a failed decision counts the failing filters per node (the "why not"; on by
+    /// default). Off, failures carry no reasons and cost no second scan.
+    pub fn set_explain_failures(&mut self, explain: bool) {
+        self.explain_failures = explain;
     }
 
     /// Appends a filter to the chain.
@@ -291,10 +366,15 @@ impl Scheduler {
                 self.active.push(i);
             }
         }
-        let (nodes, alive, stamps) = cluster.raw_nodes();
+        let (nodes, alive, stamps, summaries) = cluster.raw_nodes();
+        // The built-in resource, model and GPU filters run on the packed summaries; the
+        // others (selectors, taints, custom, card memory) on the full node.
+        let mut summary_check = SummaryCheck::new(pod);
+        self.active
+            .retain(|&fi| !summary_check.absorbs(&self.filters[fi], pod));
         self.feasible.clear();
         'nodes: for (id, node) in nodes.iter().enumerate() {
-            if !alive[id] {
+            if !alive[id] || !summary_check.passes(&summaries[id]) {
                 continue;
             }
             for &fi in &self.active {
@@ -314,7 +394,17 @@ impl Scheduler {
             workload_epoch: self.epoch,
         };
         let (node, score) = match self.feasible.len() {
-            0 => return Err(ScheduleError::Unschedulable(self.explain(cluster, pod))),
+            0 => {
+                let why = if self.explain_failures {
+                    self.explain(cluster, pod)
+                } else {
+                    Unschedulable {
+                        nodes: cluster.nodes().count() as u32,
+                        reasons: Vec::new(),
+                    }
+                };
+                return Err(ScheduleError::Unschedulable(why));
+            }
             1 => (self.feasible[0], None),
             _ => {
                 let scorer = &mut self.policy.scorer;

@@ -164,6 +164,43 @@ pub fn pod_kind(gpu: GpuRequest) -> usize {
     }
 }
 
+/// What the built-in filters read, packed per node so a scan over all nodes stays in cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeSummary {
+    /// CPU left.
+    pub cpu_left: u64,
+    /// Memory left.
+    pub memory_left: u64,
+    /// Pods the node can still take.
+    pub pod_room: u32,
+    /// Largest compute left on one card.
+    pub max_free_milli: u16,
+    /// Untouched cards.
+    pub untouched_cards: u8,
+    /// GPU model id + 1 (0 = no GPU).
+    pub model: u8,
+}
+
+impl NodeSummary {
+    /// The summary of a node.
+    pub fn of(spec: &NodeSpec, st: &NodeState) -> Self {
+        NodeSummary {
+            cpu_left: st.cpu_left,
+            memory_left: st.memory_left,
+            pod_room: spec.max_pods.saturating_sub(st.pods),
+            max_free_milli: st.free().iter().copied().max().unwrap_or(0),
+            untouched_cards: (0..st.cards as usize)
+                .filter(|&i| st.card_untouched(spec, i))
+                .count() as u8,
+            model: if spec.cards.is_empty() {
+                0
+            } else {
+                spec.gpu_model.map_or(0, |m| m.0 + 1)
+            },
+        }
+    }
+}
+
 /// A node: its spec and its state.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -235,6 +272,7 @@ pub struct Cluster {
     nodes: Vec<Node>,
     alive: Vec<bool>,
     stamps: Vec<u64>,
+    summaries: Vec<NodeSummary>,
     clock: u64,
     by_name: HashMap<String, NodeId>,
     allocations: Vec<Option<Allocation>>,
@@ -279,6 +317,8 @@ impl Cluster {
     fn tick(&mut self, id: NodeId) {
         self.clock += 1;
         self.stamps[id as usize] = self.clock;
+        let node = &self.nodes[id as usize];
+        self.summaries[id as usize] = NodeSummary::of(&node.spec, &node.state);
     }
 
     fn log(&mut self, entry: impl FnOnce() -> Undo) {
@@ -306,6 +346,7 @@ impl Cluster {
         self.nodes.push(Node { spec, state });
         self.alive.push(true);
         self.stamps.push(0);
+        self.summaries.push(NodeSummary::default());
         self.tick(id);
         self.log(|| Undo::Alive(id, false));
         self.recount_taints();
@@ -396,8 +437,8 @@ impl Cluster {
     }
 
     /// Every slot, live or not, by id (removed ones have `alive = false`).
-    pub(crate) fn raw_nodes(&self) -> (&[Node], &[bool], &[u64]) {
-        (&self.nodes, &self.alive, &self.stamps)
+    pub(crate) fn raw_nodes(&self) -> (&[Node], &[bool], &[u64], &[NodeSummary]) {
+        (&self.nodes, &self.alive, &self.stamps, &self.summaries)
     }
 
     /// Live nodes with their ids.

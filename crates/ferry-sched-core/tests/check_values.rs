@@ -130,14 +130,22 @@ fn reference_unit_test_fragmentation() {
     let mut cluster = Cluster::new();
     let w = go_test_workload(&mut cluster);
     let m1080 = Some(cluster.intern_model("1080").unwrap());
-    assert_near(w.node_frag(1000, &[200, 1000, 1000, 500], m1080), 2566.62, 0.01);
+    assert_near(
+        w.node_frag(1000, &[200, 1000, 1000, 500], m1080),
+        2566.62,
+        0.01,
+    );
     assert_near(w.node_frag(1000, &[1000; 4], m1080), 3802.40, 0.01);
     assert_near(w.node_frag(1000, &[1000; 8], m1080), 7604.80, 0.01);
 
     let single = TargetWorkload::new(vec![w.pods[0].clone()]);
     let detail = single.node_frag_detail(1000, &[200, 1000, 1000, 500], m1080);
     assert_eq!(detail, vec![(FragCategory::LackCpu, 2700)]);
-    assert_near(single.node_frag(1000, &[200, 1000, 1000, 500], m1080), 251.91, 0.01);
+    assert_near(
+        single.node_frag(1000, &[200, 1000, 1000, 500], m1080),
+        251.91,
+        0.01,
+    );
 }
 
 #[test]
@@ -152,7 +160,11 @@ fn default_workload_fragmentation() {
     // Appendix A rounds p to 6 decimals (they sum to 0.999998): compare to 0.05 milli.
     assert_near(w.node_frag(2000, &[1000; 8], g2), 8000.0, 0.05);
     assert_near(w.node_frag(104000, &[1000; 2], g2), 271.9547, 0.01);
-    assert_near(w.node_frag(50000, &[530, 1000, 1000, 1000], g2), 839.9305, 0.01);
+    assert_near(
+        w.node_frag(50000, &[530, 1000, 1000, 1000], g2),
+        839.9305,
+        0.01,
+    );
 }
 
 fn g2_node(cluster: &mut Cluster) -> u32 {
@@ -173,7 +185,11 @@ fn fgd_scores_and_card_choices() {
     let before = w.node_frag(96000, &[1000; 8], None);
     let mut after = [1000u16; 8];
     after[0] = 190;
-    assert_near(w.node_frag(96000 - 3152, &after, None) - before, 52.7015, 0.01);
+    assert_near(
+        w.node_frag(96000 - 3152, &after, None) - before,
+        52.7015,
+        0.01,
+    );
     assert_eq!(score, 48);
     assert_eq!(cards, CardSet(1), "first fitting card of an empty node");
     cluster.bind(id, &first, cards).unwrap();
@@ -193,7 +209,11 @@ fn fgd_scores_and_card_choices() {
     assert_eq!(fgd_score(d0), 53);
     assert_eq!(fgd_score(d1), 40);
     let (score, cards) = fgd_best(&w, node, &second).unwrap();
-    assert_eq!((score, cards), (53, CardSet(1)), "FGD puts it on GPU0 (190 -> 30)");
+    assert_eq!(
+        (score, cards),
+        (53, CardSet(1)),
+        "FGD puts it on GPU0 (190 -> 30)"
+    );
 
     // The same through the whole pipeline (card selection of the FGD policy).
     let mut scheduler = Scheduler::new(PolicyKind::Fgd.build(0));

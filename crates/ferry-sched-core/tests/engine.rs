@@ -2,7 +2,9 @@
 
 use ferry_sched_core::engine::{Knowledge, ScheduleError, Scheduler};
 use ferry_sched_core::framework::{FilterReason, NodeRanks};
-use ferry_sched_core::model::{GpuRequest, ModelSet, NodeSpec, PodRequest, Taint, TaintEffect, Toleration};
+use ferry_sched_core::model::{
+    GpuRequest, ModelSet, NodeSpec, PodRequest, Taint, TaintEffect, Toleration,
+};
 use ferry_sched_core::policies::PolicyKind;
 use ferry_sched_core::state::{CardSet, Cluster};
 
@@ -10,9 +12,12 @@ fn cluster() -> Cluster {
     let mut c = Cluster::new();
     let t4 = c.intern_model("T4").unwrap();
     let v100 = c.intern_model("V100").unwrap();
-    c.add_node(NodeSpec::simple("a", 32000, 65536, Some(t4), 2)).unwrap();
-    c.add_node(NodeSpec::simple("b", 64000, 131072, Some(v100), 4)).unwrap();
-    c.add_node(NodeSpec::simple("c", 8000, 16384, Some(v100), 1)).unwrap();
+    c.add_node(NodeSpec::simple("a", 32000, 65536, Some(t4), 2))
+        .unwrap();
+    c.add_node(NodeSpec::simple("b", 64000, 131072, Some(v100), 4))
+        .unwrap();
+    c.add_node(NodeSpec::simple("c", 8000, 16384, Some(v100), 1))
+        .unwrap();
     c
 }
 
@@ -25,7 +30,9 @@ fn why_not_counts_the_first_failing_filter_per_node() {
     s.place(&mut c, &pod).unwrap();
     s.place(&mut c, &pod).unwrap();
     let err = s.decide(&c, &pod).unwrap_err();
-    let ScheduleError::Unschedulable(why) = err else { panic!("expected unschedulable") };
+    let ScheduleError::Unschedulable(why) = err else {
+        panic!("expected unschedulable")
+    };
     assert_eq!(why.nodes, 3);
     assert_eq!(
         why.reasons,
@@ -45,7 +52,8 @@ fn why_not_counts_the_first_failing_filter_per_node() {
 fn ties_go_to_the_lowest_rank() {
     let mut c = Cluster::new();
     for name in ["n0", "n1", "n2"] {
-        c.add_node(NodeSpec::simple(name, 8000, 8192, None, 0)).unwrap();
+        c.add_node(NodeSpec::simple(name, 8000, 8192, None, 0))
+            .unwrap();
     }
     let pod = PodRequest::new(1000, 10, GpuRequest::NONE, ModelSet::ANY);
     let mut s = Scheduler::new(PolicyKind::GpuPacking.build(0));
@@ -88,7 +96,8 @@ fn rollback_restores_state_and_invalidates_stamps() {
     let cp = c.begin();
     c.bind(1, &pod, CardSet(2)).unwrap();
     c.release(keep).unwrap();
-    c.add_node(NodeSpec::simple("d", 1000, 1000, None, 0)).unwrap();
+    c.add_node(NodeSpec::simple("d", 1000, 1000, None, 0))
+        .unwrap();
     c.rollback(cp);
     c.commit();
     let after: Vec<_> = c.nodes().map(|(_, n)| n.state).collect();
@@ -103,21 +112,43 @@ fn selectors_taints_and_node_updates() {
     let mut c = cluster();
     let mut spec = c.node(1).unwrap().spec.clone();
     spec.labels.push(("pool".into(), "train".into()));
-    spec.taints.push(Taint { key: "dedicated".into(), value: "ml".into(), effect: TaintEffect::NoSchedule });
+    spec.taints.push(Taint {
+        key: "dedicated".into(),
+        value: "ml".into(),
+        effect: TaintEffect::NoSchedule,
+    });
     c.update_node(1, spec).unwrap();
     let mut pod = PodRequest::new(1000, 100, GpuRequest::NONE, ModelSet::ANY);
     pod.node_selector.push(("pool".into(), "train".into()));
     let mut s = Scheduler::new(PolicyKind::BestFit.build(0));
     let err = s.decide(&c, &pod).unwrap_err().to_string();
-    assert!(err.contains("untolerated taint") && err.contains("node selector mismatch"), "{err}");
-    pod.tolerations.push(Toleration { key: Some("dedicated".into()), value: None, effect: None });
+    assert!(
+        err.contains("untolerated taint") && err.contains("node selector mismatch"),
+        "{err}"
+    );
+    pod.tolerations.push(Toleration {
+        key: Some("dedicated".into()),
+        value: None,
+        effect: None,
+    });
     assert_eq!(s.decide(&c, &pod).unwrap().node, 1);
     c.remove_node(2).unwrap();
     assert!(c.node(2).is_none());
-    assert!(c.update_node(0, NodeSpec::simple("a", 1, 1, None, 2)).is_ok());
+    assert!(
+        c.update_node(0, NodeSpec::simple("a", 1, 1, None, 2))
+            .is_ok()
+    );
     let big = PodRequest::new(2000, 10, GpuRequest::NONE, ModelSet::ANY);
-    c.bind(0, &PodRequest::new(1, 1, GpuRequest::NONE, ModelSet::ANY), CardSet::EMPTY).unwrap();
-    assert!(c.update_node(0, NodeSpec::simple("a", 0, 0, None, 2)).is_err());
+    c.bind(
+        0,
+        &PodRequest::new(1, 1, GpuRequest::NONE, ModelSet::ANY),
+        CardSet::EMPTY,
+    )
+    .unwrap();
+    assert!(
+        c.update_node(0, NodeSpec::simple("a", 0, 0, None, 2))
+            .is_err()
+    );
     assert!(c.bind(0, &big, CardSet::EMPTY).is_err());
 }
 
@@ -125,6 +156,18 @@ fn selectors_taints_and_node_updates() {
 fn invalid_requests_are_rejected() {
     let c = cluster();
     let mut s = Scheduler::new(PolicyKind::Fgd.build(0));
-    let bad = PodRequest::new(1, 1, GpuRequest { count: 2, milli: 500, memory_mib: 0 }, ModelSet::ANY);
-    assert!(matches!(s.decide(&c, &bad), Err(ScheduleError::InvalidPod(_))));
+    let bad = PodRequest::new(
+        1,
+        1,
+        GpuRequest {
+            count: 2,
+            milli: 500,
+            memory_mib: 0,
+        },
+        ModelSet::ANY,
+    );
+    assert!(matches!(
+        s.decide(&c, &bad),
+        Err(ScheduleError::InvalidPod(_))
+    ));
 }

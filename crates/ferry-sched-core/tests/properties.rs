@@ -18,14 +18,27 @@ struct NodeShape {
 }
 
 fn node_shape() -> impl Strategy<Value = NodeShape> {
-    (1u64..64, 1u64..256, 0u8..3, prop::sample::select(vec![0usize, 1, 2, 4, 8]), prop::sample::select(vec![0u32, 16384, 32768]))
-        .prop_map(|(cpu, mem, model, cards, card_mem)| NodeShape { cpu: cpu * 2000, mem: mem * 1024, model, cards, card_mem })
+    (
+        1u64..64,
+        1u64..256,
+        0u8..3,
+        prop::sample::select(vec![0usize, 1, 2, 4, 8]),
+        prop::sample::select(vec![0u32, 16384, 32768]),
+    )
+        .prop_map(|(cpu, mem, model, cards, card_mem)| NodeShape {
+            cpu: cpu * 2000,
+            mem: mem * 1024,
+            model,
+            cards,
+            card_mem,
+        })
 }
 
 fn pod() -> impl Strategy<Value = PodRequest> {
     let gpu = prop_oneof![
         Just(GpuRequest::NONE),
-        (1u16..1000, prop::sample::select(vec![0u32, 0, 4096, 12000])).prop_map(|(m, mem)| GpuRequest::shared(m, mem)),
+        (1u16..1000, prop::sample::select(vec![0u32, 0, 4096, 12000]))
+            .prop_map(|(m, mem)| GpuRequest::shared(m, mem)),
         prop::sample::select(vec![1u8, 1, 2, 4, 8]).prop_map(GpuRequest::whole),
     ];
     (0u64..40_000, 0u64..64_000, gpu, 0u64..4).prop_map(|(cpu, mem, gpu, models)| {
@@ -36,17 +49,34 @@ fn pod() -> impl Strategy<Value = PodRequest> {
             2 => ModelSet(0b010),
             _ => ModelSet(0b110),
         };
-        PodRequest::new(cpu, mem, gpu, if gpu.is_gpu() { set } else { ModelSet::ANY })
+        PodRequest::new(
+            cpu,
+            mem,
+            gpu,
+            if gpu.is_gpu() { set } else { ModelSet::ANY },
+        )
     })
 }
 
 fn build(shapes: &[NodeShape]) -> Cluster {
     let mut c = Cluster::new();
-    let models: Vec<_> = ["A", "B", "C"].iter().map(|m| c.intern_model(m).unwrap()).collect();
+    let models: Vec<_> = ["A", "B", "C"]
+        .iter()
+        .map(|m| c.intern_model(m).unwrap())
+        .collect();
     for (i, s) in shapes.iter().enumerate() {
-        let mut spec = NodeSpec::simple(format!("n{i}"), s.cpu, s.mem, (s.cards > 0).then(|| models[s.model as usize]), s.cards);
+        let mut spec = NodeSpec::simple(
+            format!("n{i}"),
+            s.cpu,
+            s.mem,
+            (s.cards > 0).then(|| models[s.model as usize]),
+            s.cards,
+        );
         for card in &mut spec.cards {
-            *card = CardSpec { memory_mib: s.card_mem, nvlink_peers: 0 };
+            *card = CardSpec {
+                memory_mib: s.card_mem,
+                nvlink_peers: 0,
+            };
         }
         c.add_node(spec).unwrap();
     }
@@ -55,17 +85,43 @@ fn build(shapes: &[NodeShape]) -> Cluster {
 
 fn workload() -> TargetWorkload {
     TargetWorkload::new(vec![
-        TypicalPod { cpu_milli: 4000, gpu_milli: 500, gpu_count: 1, models: ModelSet::ANY, weight: 0.4 },
-        TypicalPod { cpu_milli: 8000, gpu_milli: 1000, gpu_count: 1, models: ModelSet::ANY, weight: 0.4 },
-        TypicalPod { cpu_milli: 2000, gpu_milli: 0, gpu_count: 0, models: ModelSet::ANY, weight: 0.2 },
+        TypicalPod {
+            cpu_milli: 4000,
+            gpu_milli: 500,
+            gpu_count: 1,
+            models: ModelSet::ANY,
+            weight: 0.4,
+        },
+        TypicalPod {
+            cpu_milli: 8000,
+            gpu_milli: 1000,
+            gpu_count: 1,
+            models: ModelSet::ANY,
+            weight: 0.4,
+        },
+        TypicalPod {
+            cpu_milli: 2000,
+            gpu_milli: 0,
+            gpu_count: 0,
+            models: ModelSet::ANY,
+            weight: 0.2,
+        },
     ])
 }
 
 /// Places every pod (releasing some on the way) and returns the decisions.
-fn simulate(shapes: &[NodeShape], pods: &[PodRequest], policy: PolicyKind, seed: u64, check: bool) -> Vec<Option<(u32, u32)>> {
+fn simulate(
+    shapes: &[NodeShape],
+    pods: &[PodRequest],
+    policy: PolicyKind,
+    seed: u64,
+    check: bool,
+) -> Vec<Option<(u32, u32)>> {
     let mut c = build(shapes);
     let mut s = Scheduler::new(policy.build(seed));
-    s.set_ranks(NodeRanks::from_ranks((0..shapes.len() as u32).rev().collect()));
+    s.set_ranks(NodeRanks::from_ranks(
+        (0..shapes.len() as u32).rev().collect(),
+    ));
     s.set_knowledge(Knowledge::Fixed(workload()));
     let mut placed: Vec<(PodHandle, PodRequest)> = Vec::new();
     let mut out = Vec::new();
@@ -75,7 +131,10 @@ fn simulate(shapes: &[NodeShape], pods: &[PodRequest], policy: PolicyKind, seed:
             Ok((d, h)) => {
                 if check {
                     let node = c.node(d.node).unwrap();
-                    assert!(pod.gpu_models.allows(node.spec.gpu_model) || !pod.gpu.is_gpu(), "model constraint");
+                    assert!(
+                        pod.gpu_models.allows(node.spec.gpu_model) || !pod.gpu.is_gpu(),
+                        "model constraint"
+                    );
                     assert_eq!(d.cards.len(), pod.gpu.count as usize);
                 }
                 placed.push((h, pod.clone()));
@@ -110,17 +169,27 @@ fn check_invariants(c: &Cluster, placed: &[(PodHandle, PodRequest)]) {
             mem += pod.memory_mib;
             for i in a.cards.indices() {
                 milli[i] += pod.gpu.milli as u32;
-                card_mem[i] += if pod.gpu.is_whole() { spec.cards[i].memory_mib } else { pod.gpu.memory_mib };
+                card_mem[i] += if pod.gpu.is_whole() {
+                    spec.cards[i].memory_mib
+                } else {
+                    pod.gpu.memory_mib
+                };
             }
         }
-        assert!(cpu <= spec.cpu_milli && mem <= spec.memory_mib, "cpu/memory over capacity");
+        assert!(
+            cpu <= spec.cpu_milli && mem <= spec.memory_mib,
+            "cpu/memory over capacity"
+        );
         assert_eq!(spec.cpu_milli - cpu, st.cpu_left);
         assert_eq!(spec.memory_mib - mem, st.memory_left);
         for i in 0..spec.cards.len() {
             assert!(milli[i] <= 1000, "card above 1000 milli");
             assert_eq!(1000 - milli[i], st.free_milli[i] as u32);
             if spec.cards[i].memory_mib > 0 {
-                assert!(card_mem[i] <= spec.cards[i].memory_mib, "card memory over capacity");
+                assert!(
+                    card_mem[i] <= spec.cards[i].memory_mib,
+                    "card memory over capacity"
+                );
             }
         }
     }

@@ -113,7 +113,10 @@ struct BenchArgs {
 pub fn parse_seeds(text: &str) -> anyhow::Result<Vec<u64>> {
     let text = text.trim();
     if let Some((a, b)) = text.split_once("..") {
-        let a: u64 = a.trim().parse().with_context(|| format!("bad seed range start in {text:?}"))?;
+        let a: u64 = a
+            .trim()
+            .parse()
+            .with_context(|| format!("bad seed range start in {text:?}"))?;
         let b: u64 = b
             .trim()
             .trim_start_matches('=')
@@ -125,7 +128,11 @@ pub fn parse_seeds(text: &str) -> anyhow::Result<Vec<u64>> {
         return Ok((a..=b).collect());
     }
     text.split(',')
-        .map(|s| s.trim().parse::<u64>().with_context(|| format!("bad seed {s:?} in {text:?}")))
+        .map(|s| {
+            s.trim()
+                .parse::<u64>()
+                .with_context(|| format!("bad seed {s:?} in {text:?}"))
+        })
         .collect()
 }
 
@@ -170,13 +177,23 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         SimCommand::Run(a) => run_experiments(a),
         SimCommand::Bench(a) => {
             let dir = trace::find_trace_dir(a.dir.trace_dir.as_deref())?;
-            bench::run_benchmarks(&dir, a.scale_nodes, a.scale_fill, a.repeat, &mut std::io::stdout())
+            bench::run_benchmarks(
+                &dir,
+                a.scale_nodes,
+                a.scale_fill,
+                a.repeat,
+                &mut std::io::stdout(),
+            )
         }
         SimCommand::Traces(a) => {
             let dir = trace::find_trace_dir(a.trace_dir.as_deref())?;
             println!("traces in {}:", dir.display());
             for name in trace::list_traces(&dir)? {
-                let paper = if trace::PAPER_TRACES.contains(&name.as_str()) { " (paper)" } else { "" };
+                let paper = if trace::PAPER_TRACES.contains(&name.as_str()) {
+                    " (paper)"
+                } else {
+                    ""
+                };
                 println!("  {name}{paper}");
             }
             Ok(())
@@ -213,10 +230,15 @@ fn run_experiments(a: RunArgs) -> anyhow::Result<()> {
             prepared.capacity_milli() / 1000,
             jobs.len()
         );
-        let progress = if a.quiet { None } else { Some(&stderr as &Mutex<dyn Write + Send>) };
+        let progress = if a.quiet {
+            None
+        } else {
+            Some(&stderr as &Mutex<dyn Write + Send>)
+        };
         let results = runner::run_all(&prepared, &jobs, a.tune, a.threads, progress);
         let out = a.out.join(&prepared.name);
-        std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
         if !a.no_snapshots {
             let snaps = out.join("snapshots");
             std::fs::create_dir_all(&snaps)?;
@@ -229,7 +251,12 @@ fn run_experiments(a: RunArgs) -> anyhow::Result<()> {
         let aggregates = aggregate(&results);
         let points = [100, 110, 120, 130];
         output::write_curves(&out.join("curves.csv"), &prepared.name, &aggregates)?;
-        output::write_summary_csv(&out.join("summary.csv"), &prepared.name, &aggregates, &points)?;
+        output::write_summary_csv(
+            &out.join("summary.csv"),
+            &prepared.name,
+            &aggregates,
+            &points,
+        )?;
         let summary = summary_markdown(&prepared.name, &aggregates, &points);
         std::fs::write(out.join("summary.md"), &summary)?;
         output::write_plots(&out, &prepared.name, &aggregates)?;

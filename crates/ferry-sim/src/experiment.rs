@@ -86,8 +86,10 @@ impl PreparedTrace {
             .map(|p| trace::pod_request(&mut cluster, p))
             .collect::<Result<Vec<_>, _>>()
             .map_err(model_err)?;
-        let metric_workload = trace::target_workload(&mut cluster, &pods, 95.0).map_err(model_err)?;
-        let full_workload = trace::target_workload(&mut cluster, &pods, 100.0).map_err(model_err)?;
+        let metric_workload =
+            trace::target_workload(&mut cluster, &pods, 95.0).map_err(model_err)?;
+        let full_workload =
+            trace::target_workload(&mut cluster, &pods, 100.0).map_err(model_err)?;
         let node_names = cluster.nodes().map(|(_, n)| n.spec.name.clone()).collect();
         Ok(PreparedTrace {
             name: trace.name.clone(),
@@ -210,9 +212,21 @@ pub fn knowledge_for(prepared: &PreparedTrace, setting: PolicySetting) -> Knowle
 }
 
 /// Runs one experiment.
-pub fn run(prepared: &PreparedTrace, setting: PolicySetting, seed: u64, tune_ratio: f64) -> RunResult {
+pub fn run(
+    prepared: &PreparedTrace,
+    setting: PolicySetting,
+    seed: u64,
+    tune_ratio: f64,
+) -> RunResult {
     let policy = setting.policy.build(seed);
-    run_with(prepared, setting, policy, knowledge_for(prepared, setting), seed, tune_ratio)
+    run_with(
+        prepared,
+        setting,
+        policy,
+        knowledge_for(prepared, setting),
+        seed,
+        tune_ratio,
+    )
 }
 
 /// Runs one experiment with an explicit policy object and knowledge (`setting` only labels
@@ -230,12 +244,15 @@ pub fn run_with(
     let mut scheduler = Scheduler::new(policy);
     scheduler.set_ranks(NodeRanks::from_ranks(ranks));
     scheduler.set_knowledge(knowledge);
+    scheduler.set_explain_failures(false);
     let metric = &prepared.metric_workload;
     let node_frag = |c: &Cluster, id: NodeId| {
         let n = c.node(id).expect("live node");
         metric.node_frag(n.state.cpu_left, n.state.free(), n.spec.gpu_model)
     };
-    let mut frags: Vec<f64> = (0..cluster.node_slots() as NodeId).map(|id| node_frag(&cluster, id)).collect();
+    let mut frags: Vec<f64> = (0..cluster.node_slots() as NodeId)
+        .map(|id| node_frag(&cluster, id))
+        .collect();
     let mut frag_total: f64 = frags.iter().sum();
     let mut used_node = vec![false; cluster.node_slots()];
     let (mut used_nodes, mut used_gpus) = (0u32, 0u32);

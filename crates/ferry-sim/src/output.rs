@@ -9,7 +9,11 @@ use crate::experiment::{PreparedTrace, RunResult};
 use crate::plot;
 
 /// Writes one run's per-pod snapshots as CSV.
-pub fn write_snapshots(path: &Path, prepared: &PreparedTrace, run: &RunResult) -> std::io::Result<()> {
+pub fn write_snapshots(
+    path: &Path,
+    prepared: &PreparedTrace,
+    run: &RunResult,
+) -> std::io::Result<()> {
     let mut w = BufWriter::new(fs::File::create(path)?);
     writeln!(
         w,
@@ -17,7 +21,9 @@ pub fn write_snapshots(path: &Path, prepared: &PreparedTrace, run: &RunResult) -
     )?;
     for (step, s) in run.snapshots.iter().enumerate() {
         let pod = &prepared.requests[s.pod as usize];
-        let node = s.node.map_or("", |id| prepared.node_names[id as usize].as_str());
+        let node = s
+            .node
+            .map_or("", |id| prepared.node_names[id as usize].as_str());
         writeln!(
             w,
             "{step},{},{},{},{},{node},{},{},{:.3},{:.4},{},{}",
@@ -39,7 +45,10 @@ pub fn write_snapshots(path: &Path, prepared: &PreparedTrace, run: &RunResult) -
 /// Writes the discretised curves of every run, long format.
 pub fn write_curves(path: &Path, trace: &str, aggregates: &[Aggregate]) -> std::io::Result<()> {
     let mut w = BufWriter::new(fs::File::create(path)?);
-    writeln!(w, "trace,policy,seed,arrived_pct,unallocated_gpu_pct,frag_amount_pct,frag_rate_pct")?;
+    writeln!(
+        w,
+        "trace,policy,seed,arrived_pct,unallocated_gpu_pct,frag_amount_pct,frag_rate_pct"
+    )?;
     for a in aggregates {
         for (seed, c) in a.seeds.iter().zip(&a.runs) {
             for x in 0..=MAX_X {
@@ -61,13 +70,23 @@ pub fn write_curves(path: &Path, trace: &str, aggregates: &[Aggregate]) -> std::
 }
 
 /// Writes the summary as CSV (mean, sd, median per policy and point).
-pub fn write_summary_csv(path: &Path, trace: &str, aggregates: &[Aggregate], points: &[usize]) -> std::io::Result<()> {
+pub fn write_summary_csv(
+    path: &Path,
+    trace: &str,
+    aggregates: &[Aggregate],
+    points: &[usize],
+) -> std::io::Result<()> {
     let mut w = BufWriter::new(fs::File::create(path)?);
-    writeln!(w, "trace,policy,seeds,arrived_pct,unalloc_mean,unalloc_sd,unalloc_median,frag_amount_mean,frag_rate_mean")?;
+    writeln!(
+        w,
+        "trace,policy,seeds,arrived_pct,unalloc_mean,unalloc_sd,unalloc_median,frag_amount_mean,frag_rate_mean"
+    )?;
     for a in aggregates {
         for &x in points {
             if let Some(s) = a.unallocated(x) {
-                let fa = a.stat(x, |r| &r.frag_amount_pct).map_or(f64::NAN, |s| s.mean);
+                let fa = a
+                    .stat(x, |r| &r.frag_amount_pct)
+                    .map_or(f64::NAN, |s| s.mean);
                 let fr = a.stat(x, |r| &r.frag_rate_pct).map_or(f64::NAN, |s| s.mean);
                 writeln!(
                     w,
@@ -88,6 +107,12 @@ pub fn write_summary_csv(path: &Path, trace: &str, aggregates: &[Aggregate], poi
 
 /// Writes the two plots (unallocated GPU and fragmentation vs arrived).
 pub fn write_plots(dir: &Path, trace: &str, aggregates: &[Aggregate]) -> std::io::Result<()> {
-    fs::write(dir.join("unallocated.svg"), plot::unallocated_svg(trace, aggregates))?;
-    fs::write(dir.join("fragmentation.svg"), plot::fragmentation_svg(trace, aggregates))
+    fs::write(
+        dir.join("unallocated.svg"),
+        plot::unallocated_svg(trace, aggregates),
+    )?;
+    fs::write(
+        dir.join("fragmentation.svg"),
+        plot::fragmentation_svg(trace, aggregates),
+    )
 }

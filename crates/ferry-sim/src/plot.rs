@@ -54,7 +54,9 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
         .flat_map(|s| s.points.iter())
         .filter(|p| p.0 >= x0 && p.0 <= x1)
         .flat_map(|p| [p.2, p.3, p.1]);
-    let (mut y0, mut y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
+    let (mut y0, mut y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+        (a.min(y), b.max(y))
+    });
     if !y0.is_finite() {
         (y0, y1) = (0.0, 1.0);
     }
@@ -113,7 +115,10 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
         top + ph / 2.0,
         chart.y_label
     );
-    let _ = writeln!(svg, r#"<clipPath id="plot"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath><g clip-path="url(#plot)">"#);
+    let _ = writeln!(
+        svg,
+        r#"<clipPath id="plot"><rect x="{left}" y="{top}" width="{pw}" height="{ph}"/></clipPath><g clip-path="url(#plot)">"#
+    );
     if let Some(a) = chart.ideal {
         let _ = writeln!(
             svg,
@@ -136,7 +141,10 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
         for p in pts.iter().rev() {
             let _ = write!(band, "{:.1},{:.1} ", sx(p.0), sy(p.2));
         }
-        let line: String = pts.iter().map(|p| format!("{:.1},{:.1} ", sx(p.0), sy(p.1))).collect();
+        let line: String = pts
+            .iter()
+            .map(|p| format!("{:.1},{:.1} ", sx(p.0), sy(p.1)))
+            .collect();
         let _ = writeln!(
             svg,
             r#"<polygon points="{band}" fill="{}" fill-opacity="0.15" stroke="none"/><polyline points="{line}" fill="none" stroke="{}" stroke-width="2"/>"#,
@@ -178,7 +186,10 @@ pub fn series_of(aggregates: &[Aggregate], metric: fn(&RunCurves) -> &Vec<f64>) 
             label: a.setting.label(),
             color: COLORS[i % COLORS.len()].to_string(),
             points: (0..=crate::curves::MAX_X)
-                .filter_map(|x| a.stat(x, metric).map(|s| (x as f64, s.median, s.p25, s.p75)))
+                .filter_map(|x| {
+                    a.stat(x, metric)
+                        .map(|s| (x as f64, s.median, s.p25, s.p75))
+                })
                 .collect(),
         })
         .collect()

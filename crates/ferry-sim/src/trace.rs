@@ -294,12 +294,15 @@ fn field<'r>(
     index: usize,
     column: &'static str,
 ) -> Result<&'r str, TraceError> {
-    record.get(index).map(str::trim).ok_or_else(|| TraceError::BadField {
-        path: path.to_path_buf(),
-        line: record.position().map_or(0, |p| p.line()),
-        column,
-        message: "missing field".into(),
-    })
+    record
+        .get(index)
+        .map(str::trim)
+        .ok_or_else(|| TraceError::BadField {
+            path: path.to_path_buf(),
+            line: record.position().map_or(0, |p| p.line()),
+            column,
+            message: "missing field".into(),
+        })
 }
 
 fn number<T: std::str::FromStr>(
@@ -402,11 +405,7 @@ pub fn read_pods(path: &Path) -> Result<Vec<TracePod>, TraceError> {
 }
 
 /// Loads a trace by name or path, with the folder's GPU-node cluster (or `nodes_file`).
-pub fn load_trace(
-    dir: &Path,
-    trace: &str,
-    nodes_file: Option<&Path>,
-) -> Result<Trace, TraceError> {
+pub fn load_trace(dir: &Path, trace: &str, nodes_file: Option<&Path>) -> Result<Trace, TraceError> {
     let (name, pod_path) = resolve_pod_file(dir, trace)?;
     let node_path = nodes_file
         .map(Path::to_path_buf)
@@ -426,20 +425,22 @@ pub fn build_cluster(nodes: &[TraceNode]) -> Result<Cluster, TraceError> {
     let path = PathBuf::from("<nodes>");
     for n in sorted {
         let model = if n.gpus > 0 && !n.model.is_empty() {
-            Some(cluster.intern_model(&n.model).map_err(|source| TraceError::Model {
-                path: path.clone(),
-                source,
-            })?)
+            Some(
+                cluster
+                    .intern_model(&n.model)
+                    .map_err(|source| TraceError::Model {
+                        path: path.clone(),
+                        source,
+                    })?,
+            )
         } else {
             None
         };
         let spec = NodeSpec::simple(&n.name, n.cpu_milli, n.memory_mib, model, n.gpus as usize);
-        cluster
-            .add_node(spec)
-            .map_err(|source| TraceError::State {
-                path: path.clone(),
-                source,
-            })?;
+        cluster.add_node(spec).map_err(|source| TraceError::State {
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(cluster)
 }

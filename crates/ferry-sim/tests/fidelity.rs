@@ -12,7 +12,10 @@ use ferry_sim::{runner, trace};
 
 fn prepared_default() -> Option<PreparedTrace> {
     let Ok(dir) = trace::find_trace_dir(None) else {
-        eprintln!("SKIPPED: trace folder not found (set {})", trace::TRACE_DIR_ENV);
+        eprintln!(
+            "SKIPPED: trace folder not found (set {})",
+            trace::TRACE_DIR_ENV
+        );
         return None;
     };
     let t = trace::load_trace(&dir, "default", None).expect("default trace loads");
@@ -30,14 +33,22 @@ const PAPER_MEAN_AT_100: [(PolicyKind, f64); 6] = [
 
 #[test]
 fn six_policies_match_the_paper_at_100_percent() {
-    let Some(prepared) = prepared_default() else { return };
+    let Some(prepared) = prepared_default() else {
+        return;
+    };
     assert_eq!(prepared.requests.len(), 8152);
     assert_eq!(prepared.capacity_milli(), 6_212_000);
     assert_eq!(prepared.metric_workload.pods.len(), 35);
     let settings: Vec<_> = PAPER_MEAN_AT_100
         .iter()
-        .map(|&(policy, _)| PolicySetting { policy, info: Info::TraceWide })
-        .chain([PolicySetting { policy: PolicyKind::Ferry, info: Info::TraceWide }])
+        .map(|&(policy, _)| PolicySetting {
+            policy,
+            info: Info::TraceWide,
+        })
+        .chain([PolicySetting {
+            policy: PolicyKind::Ferry,
+            info: Info::TraceWide,
+        }])
         .collect();
     let seeds: Vec<u64> = (42..=51).collect();
     let results = runner::run_all(&prepared, &runner::jobs(&settings, &seeds), 1.3, 0, None);
@@ -62,22 +73,40 @@ fn six_policies_match_the_paper_at_100_percent() {
     let (ferry, fgd) = (mean_of(PolicyKind::Ferry), mean_of(PolicyKind::Fgd));
     report.push_str(&format!("     ferry: {ferry:.2}\n"));
     eprintln!("{report}");
-    assert!(failures.is_empty(), "outside ±0.3 pp: {failures:?}\n{report}");
+    assert!(
+        failures.is_empty(),
+        "outside ±0.3 pp: {failures:?}\n{report}"
+    );
     assert!(ferry <= fgd, "ferry {ferry:.2} worse than fgd {fgd:.2}");
 }
 
 #[test]
 fn tuning_appends_clones_up_to_130_percent() {
-    let Some(prepared) = prepared_default() else { return };
+    let Some(prepared) = prepared_default() else {
+        return;
+    };
     let (order, ranks) = ferry_sim::experiment::arrival_order(&prepared, 42, 1.3);
-    let demand: u64 = order.iter().map(|&i| prepared.requests[i as usize].gpu.total_milli() as u64).sum();
+    let demand: u64 = order
+        .iter()
+        .map(|&i| prepared.requests[i as usize].gpu.total_milli() as u64)
+        .sum();
     let target = 1.3 * 6_212_000.0;
-    assert!(demand as f64 <= target + 1000.0 && demand as f64 > target - 1000.0, "{demand}");
+    assert!(
+        demand as f64 <= target + 1000.0 && demand as f64 > target - 1000.0,
+        "{demand}"
+    );
     let mut first: Vec<u32> = order[..8152].to_vec();
     first.sort_unstable();
-    assert_eq!(first, (0..8152).collect::<Vec<u32>>(), "the whole trace comes first, shuffled");
+    assert_eq!(
+        first,
+        (0..8152).collect::<Vec<u32>>(),
+        "the whole trace comes first, shuffled"
+    );
     let mut r = ranks.clone();
     r.sort_unstable();
     assert_eq!(r, (0..1213).collect::<Vec<u32>>());
-    assert_ne!(order, ferry_sim::experiment::arrival_order(&prepared, 43, 1.3).0);
+    assert_ne!(
+        order,
+        ferry_sim::experiment::arrival_order(&prepared, 43, 1.3).0
+    );
 }

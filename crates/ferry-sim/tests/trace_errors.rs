@@ -14,7 +14,10 @@ fn malformed_row_reports_file_line_and_column() {
     writeln!(f, "p1,1000,10,1,500").unwrap();
     writeln!(f, "p2,lots,10,1,500").unwrap();
     let err = trace::read_pods(&path).unwrap_err().to_string();
-    assert!(err.contains(":3:") && err.contains("cpu_milli") && err.contains("lots"), "{err}");
+    assert!(
+        err.contains(":3:") && err.contains("cpu_milli") && err.contains("lots"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -24,15 +27,22 @@ fn missing_column_and_unknown_trace_are_explained() {
     std::fs::write(&path, "sn,cpu_milli,gpu\nn1,1000,1\n").unwrap();
     let err = trace::read_nodes(&path).unwrap_err().to_string();
     assert!(err.contains("memory_mib"), "{err}");
-    let err = trace::resolve_pod_file(dir.path(), "nosuch").unwrap_err().to_string();
+    let err = trace::resolve_pod_file(dir.path(), "nosuch")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nosuch") && err.contains("not found"), "{err}");
-    let err = trace::find_trace_dir(Some(&dir.path().join("absent"))).unwrap_err().to_string();
+    let err = trace::find_trace_dir(Some(&dir.path().join("absent")))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--trace-dir"), "{err}");
 }
 
 #[test]
 fn seeds_and_policies_parse() {
-    assert_eq!(parse_seeds("42..51").unwrap(), (42..=51).collect::<Vec<_>>());
+    assert_eq!(
+        parse_seeds("42..51").unwrap(),
+        (42..=51).collect::<Vec<_>>()
+    );
     assert_eq!(parse_seeds("1,5").unwrap(), vec![1, 5]);
     assert!(parse_seeds("9..3").is_err());
     assert!(parse_seeds("x").is_err());

@@ -53,7 +53,13 @@ pub struct FerryScore {
 const SECONDARY_BITS: u32 = 40;
 
 /// The lexicographic score of one candidate (higher is better).
-fn candidate_score(cfg: &FerryConfig, node: &Node, pod: &PodRequest, cards: CardSet, delta: f64) -> i64 {
+fn candidate_score(
+    cfg: &FerryConfig,
+    node: &Node,
+    pod: &PodRequest,
+    cards: CardSet,
+    delta: f64,
+) -> i64 {
     let exact = (delta / cfg.quantum).round() as i64;
     let primary = if cfg.fgd_bins {
         crate::frag::fgd_score(delta) * (1 << 14) + exact.clamp(-(1 << 13), (1 << 13) - 1)
@@ -77,7 +83,12 @@ fn candidate_score(cfg: &FerryConfig, node: &Node, pod: &PodRequest, cards: Card
 }
 
 /// The best candidate of a node: (score, cards).
-pub fn ferry_best(cfg: &FerryConfig, ctx: &ScoreContext, node: &Node, pod: &PodRequest) -> Option<(i64, CardSet)> {
+pub fn ferry_best(
+    cfg: &FerryConfig,
+    ctx: &ScoreContext,
+    node: &Node,
+    pod: &PodRequest,
+) -> Option<(i64, CardSet)> {
     let mut best: Option<(i64, CardSet)> = None;
     candidate_deltas(ctx.workload, node, pod, |cards, delta| {
         let s = candidate_score(cfg, node, pod, cards, delta);
