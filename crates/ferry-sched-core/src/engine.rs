@@ -209,10 +209,10 @@ impl SummaryCheck {
         {
             return false;
         }
-        if let Some(models) = self.model {
-            if s.model == 0 || !models.allows(Some(ModelId(s.model - 1))) {
-                return false;
-            }
+        if let Some(models) = self.model
+            && (s.model == 0 || !models.allows(Some(ModelId(s.model - 1))))
+        {
+            return false;
         }
         if let Some(gpu) = self.gpu {
             let ok = if gpu.is_whole() {

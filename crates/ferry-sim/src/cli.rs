@@ -205,7 +205,7 @@ fn run_experiments(a: RunArgs) -> anyhow::Result<()> {
     let dir = trace::find_trace_dir(a.dir.trace_dir.as_deref())?;
     let seeds = parse_seeds(&a.seeds)?;
     let policies = parse_policies(&a.policy)?;
-    if !(a.tune > 0.0) {
+    if a.tune.is_nan() || a.tune <= 0.0 {
         bail!("--tune must be positive");
     }
     let mut traces = Vec::new();
