@@ -107,6 +107,7 @@ async fn sweep(service: &Arc<Service>) {
         let refs = meta::owner_references(&o.value);
         if !refs.is_empty() {
             let mut keep = Vec::new();
+            let mut orphaned = 0;
             let mut delete_with = None;
             for r in refs {
                 let uid = r["uid"].as_str().unwrap_or_default();
@@ -116,7 +117,10 @@ async fn sweep(service: &Arc<Service>) {
                         if meta::is_deleting(&owner.value)
                             && meta::finalizers(&owner.value)
                                 .iter()
-                                .any(|f| f == ORPHAN_FINALIZER) => {}
+                                .any(|f| f == ORPHAN_FINALIZER) =>
+                    {
+                        orphaned += 1;
+                    }
                     Some(owner)
                         if meta::is_deleting(&owner.value)
                             && meta::finalizers(&owner.value)
@@ -129,7 +133,7 @@ async fn sweep(service: &Arc<Service>) {
                     Some(_) => keep.push(r.clone()),
                 }
             }
-            if keep.is_empty() && !meta::is_deleting(&o.value) {
+            if keep.is_empty() && orphaned == 0 && !meta::is_deleting(&o.value) {
                 delete(service, o, ns, &background).await;
                 continue;
             }

@@ -306,6 +306,11 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         .get(header::CONTENT_TYPE)
         .and_then(|c| c.to_str().ok())
         .unwrap_or("application/json");
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body is {content_type}; this server reads JSON and YAML request bodies"
+        )));
+    }
     let yaml = content_type.contains("yaml");
     if yaml {
         let text = std::str::from_utf8(body)

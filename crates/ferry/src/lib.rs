@@ -2,3 +2,4 @@
 //! `ferry up` runs (also started in-process by integration tests).
 
 pub mod commands;
+pub mod up;

@@ -1,0 +1,113 @@
+//! The embedded control plane: API server, controllers, scheduler and node agent in one
+//! process, as `ferry up` runs it (and as integration tests start it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Settings of the embedded control plane.
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    /// Data directory (database, kubeconfig, agent state, logs).
+    pub data_dir: PathBuf,
+    /// API server address.
+    pub listen: SocketAddr,
+    /// Run the scheduler.
+    pub scheduler: bool,
+}
+
+impl UpConfig {
+    /// Defaults: everything on, loopback port 6443.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            scheduler: true,
+        }
+    }
+}
+
+/// A running embedded control plane.
+pub struct ControlPlane {
+    /// The API server.
+    pub server: ferry_apiserver::RunningServer,
+    /// Where the kubeconfig was written.
+    pub kubeconfig: PathBuf,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A kube-rs client for the server at `url`.
+pub fn client_for(url: &str) -> anyhow::Result<kube::Client> {
+    let uri = url
+        .parse()
+        .with_context(|| format!("bad server URL {url}"))?;
+    let config = kube::Config::new(uri);
+    kube::Client::try_from(config).context("cannot build a Kubernetes client")
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> {
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+impl ControlPlane {
+    /// Starts every component and writes the kubeconfig.
+    pub async fn start(config: UpConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let mut server_config = ferry_apiserver::ServerConfig::new(&config.data_dir);
+        server_config.listen = config.listen;
+        let server = ferry_apiserver::start(server_config).await?;
+        let kubeconfig = config.data_dir.join("kubeconfig");
+        server
+            .write_kubeconfig(&kubeconfig)
+            .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        if config.scheduler {
+            let client = client_for(&server.url())?;
+            let scheduler_config = ferry_scheduler::SchedulerConfig {
+                scheduler_names: vec![
+                    ferry_api::SCHEDULER_NAME.into(),
+                    ferry_api::DEFAULT_SCHEDULER_NAME.into(),
+                ],
+                ..Default::default()
+            };
+            let shutdown = stopped(stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = ferry_scheduler::run(client, scheduler_config, shutdown).await {
+                    tracing::error!(error = %e, "scheduler stopped");
+                }
+            }));
+        }
+        Ok(Self {
+            server,
+            kubeconfig,
+            stop,
+            tasks,
+        })
+    }
+
+    /// A kube-rs client for this control plane.
+    pub fn client(&self) -> anyhow::Result<kube::Client> {
+        client_for(&self.server.url())
+    }
+
+    /// Stops every component (running pods keep running; the agent adopts them on restart).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+        self.server.shutdown().await;
+    }
+}

@@ -1,0 +1,139 @@
+//! Shared helpers of the integration tests: an in-process control plane on a random loopback
+//! port in a temporary directory, and the real kubectl pointed at it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry::up::{ControlPlane, UpConfig};
+
+/// A control plane for one test.
+pub struct TestPlane {
+    pub plane: ControlPlane,
+    pub client: kube::Client,
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts the control plane (API server and scheduler) in a fresh temporary directory.
+pub async fn start() -> TestPlane {
+    start_with(|_| {}).await
+}
+
+/// Starts the control plane after adjusting its configuration.
+pub async fn start_with(adjust: impl FnOnce(&mut UpConfig)) -> TestPlane {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = UpConfig::new(dir.path().join("data"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    adjust(&mut config);
+    let plane = ControlPlane::start(config)
+        .await
+        .expect("control plane starts");
+    let client = plane.client().expect("client");
+    TestPlane { plane, client, dir }
+}
+
+impl TestPlane {
+    /// Runs kubectl against this control plane.
+    pub fn kubectl(&self, args: &[&str]) -> Kubectl {
+        kubectl(&self.plane.kubeconfig, args, None)
+    }
+
+    /// Runs kubectl with `stdin` as its input.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Kubectl {
+        kubectl(&self.plane.kubeconfig, args, Some(stdin))
+    }
+}
+
+/// The outcome of one kubectl run.
+#[derive(Debug)]
+pub struct Kubectl {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Kubectl {
+    /// Panics with kubectl's output unless it succeeded; returns stdout.
+    #[track_caller]
+    pub fn success(self) -> String {
+        assert!(
+            self.ok,
+            "kubectl failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self.stdout
+    }
+
+    /// Panics unless kubectl failed; returns stderr.
+    #[track_caller]
+    pub fn failure(self) -> String {
+        assert!(
+            !self.ok,
+            "kubectl should have failed:\nstdout: {}",
+            self.stdout
+        );
+        self.stderr
+    }
+}
+
+/// The kubectl binary: `$KUBECTL` or `kubectl` on the PATH. The tests need it; `.ci/run`
+/// installs it where it is missing.
+pub fn kubectl_binary() -> PathBuf {
+    std::env::var_os("KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("kubectl"))
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Kubectl {
+    use std::io::Write;
+    let mut cmd = Command::new(kubectl_binary());
+    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+    // No cache shared between tests (discovery is cached per server address otherwise).
+    let cache = tempfile::tempdir().unwrap();
+    cmd.arg("--cache-dir").arg(cache.path());
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot run kubectl ({}): {e}; install kubectl or set KUBECTL",
+            kubectl_binary().display()
+        )
+    });
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    Kubectl {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Waits until `check` returns `Some`, polling; panics with `what` after `timeout`.
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
