@@ -1,0 +1,1198 @@
+//! Running the pods bound to this node: one worker task per pod.
+//!
+//! A worker is level-triggered, like the kubelet's `syncPod`: each pass reads the pod (from the
+//! watch) and the containers' state (from disk, see [`crate::runtime`]), decides what to start,
+//! restart or stop, and publishes the resulting status through `pods/status`. It runs again
+//! when the pod changes, when a container's shim exits, or when a timer it asked for (a
+//! back-off, a grace period) expires. Because every decision is derived from the API and the
+//! disk, a restarted agent picks up exactly where the previous one stopped.
+
+pub mod env;
+pub mod status;
+pub mod volumes;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_api::gpu::{GpuDevice, POD_ASSIGNED_ANNOTATION, format_assigned, parse_assigned};
+use ferry_api::requests::PodRequests;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::config::AgentConfig;
+use crate::events::{EventRecorder, EventType, Subject};
+use crate::gpu::GpuInventory;
+use crate::layout::{Layout, safe_component};
+use crate::logserver::LogIndex;
+use crate::procfs::ProcId;
+use crate::runtime::{
+    self, AttemptState, ExitRecord, ShimSpec, files, read_json, write_json_atomic,
+};
+use env::{EnvSources, NodeFacts};
+use status::{ContainerObs, ContainerView, PodFailure, StatusInput};
+
+/// `PATH` of a container that sets none (containerd's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What every pod worker shares.
+pub(crate) struct Shared {
+    pub client: kube::Client,
+    pub config: Arc<AgentConfig>,
+    pub layout: Layout,
+    pub node: NodeFacts,
+    pub gpus: Arc<Mutex<GpuInventory>>,
+    /// GPU indices held by each non-terminal pod on this node, by pod uid.
+    pub allocations: Mutex<HashMap<String, Vec<u32>>>,
+    pub events: EventRecorder,
+    pub log_index: Arc<LogIndex>,
+}
+
+impl Shared {
+    fn devices(&self) -> Vec<GpuDevice> {
+        self.gpus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .devices()
+            .to_vec()
+    }
+
+    /// Records that `uid` holds `indices`.
+    pub fn hold(&self, uid: &str, indices: Vec<u32>) {
+        self.allocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.to_string(), indices);
+    }
+
+    /// Releases what `uid` holds.
+    pub fn release(&self, uid: &str) {
+        self.allocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(uid);
+    }
+
+    /// Picks `count` healthy devices nobody holds, and holds them for `uid`.
+    fn claim(&self, uid: &str, count: usize) -> Result<Vec<u32>, String> {
+        let devices = self.devices();
+        let mut held = self.allocations.lock().unwrap_or_else(|p| p.into_inner());
+        let busy: HashSet<u32> = held
+            .iter()
+            .filter(|(u, _)| u.as_str() != uid)
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect();
+        let free: Vec<u32> = devices
+            .iter()
+            .filter(|d| d.healthy && !busy.contains(&d.index))
+            .map(|d| d.index)
+            .collect();
+        if free.len() < count {
+            return Err(format!(
+                "the pod requests {count} nvidia.com/gpu but only {} of the node's {} devices are free and healthy",
+                free.len(),
+                devices.len()
+            ));
+        }
+        let chosen = free[..count].to_vec();
+        held.insert(uid.to_string(), chosen.clone());
+        Ok(chosen)
+    }
+}
+
+/// The pod's identity and the agent's decisions about it (`pod.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PodMeta {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// `terminationGracePeriodSeconds`, for when the pod vanishes from the API.
+    pub grace_seconds: i64,
+    /// When the agent first accepted the pod (`status.startTime`).
+    pub accepted_at: Option<Timestamp>,
+    /// The image events were recorded.
+    #[serde(default)]
+    pub announced: bool,
+    /// A failure decided at admission.
+    #[serde(default)]
+    pub failure: Option<PodFailure>,
+    /// GPU indices given to the pod (`None` until decided).
+    #[serde(default)]
+    pub gpus: Option<Vec<u32>>,
+}
+
+/// Per-attempt bookkeeping of the agent (`agent.json` in the attempt directory).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct AttemptMeta {
+    /// Consecutive quick restarts leading to this attempt (drives the back-off).
+    streak: u32,
+}
+
+const ATTEMPT_META: &str = "agent.json";
+
+/// What the disk says about one container.
+#[derive(Debug, Clone)]
+struct Observed {
+    latest: Option<u32>,
+    state: AttemptState,
+    previous_exit: Option<ExitRecord>,
+}
+
+/// When a crashed container may restart.
+enum Due {
+    Now(u32),
+    Later(Instant, Duration),
+}
+
+enum Next {
+    Done,
+    Wait(Option<Instant>),
+}
+
+struct Termination {
+    deadline: Instant,
+    killed: bool,
+    signalled: HashSet<(String, u32)>,
+}
+
+/// The worker of one pod.
+pub(crate) struct PodWorker {
+    shared: Arc<Shared>,
+    uid: String,
+    rx: watch::Receiver<Option<Arc<Pod>>>,
+    pod: Option<Arc<Pod>>,
+    gone: bool,
+    meta: PodMeta,
+    admitted: bool,
+    wake: Arc<Notify>,
+    watchers: JoinSet<()>,
+    watched: HashSet<(String, u32)>,
+    last_status: Option<serde_json::Value>,
+    /// Containers whose configuration failed: (message, retry time).
+    config_errors: HashMap<String, (String, Instant)>,
+    /// Containers waiting out a back-off: message.
+    backoff: HashMap<String, String>,
+    backoff_announced: HashSet<(String, u32)>,
+    termination: Option<Termination>,
+}
+
+impl PodWorker {
+    /// A worker for pod `uid`; `rx` carries the pod as the API shows it (`None`: gone).
+    pub fn new(shared: Arc<Shared>, uid: String, rx: watch::Receiver<Option<Arc<Pod>>>) -> Self {
+        let meta = read_json::<PodMeta>(&shared.layout.pod_meta(&uid))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| PodMeta {
+                uid: uid.clone(),
+                grace_seconds: 30,
+                ..Default::default()
+            });
+        PodWorker {
+            shared,
+            uid,
+            rx,
+            pod: None,
+            gone: false,
+            meta,
+            admitted: false,
+            wake: Arc::new(Notify::new()),
+            watchers: JoinSet::new(),
+            watched: HashSet::new(),
+            last_status: None,
+            config_errors: HashMap::new(),
+            backoff: HashMap::new(),
+            backoff_announced: HashSet::new(),
+            termination: None,
+        }
+    }
+
+    /// Runs until the pod is gone and cleaned up, or until `shutdown` (leaving processes running).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let next = tokio::select! {
+                r = self.sync() => r,
+                _ = shutdown.changed() => return,
+            };
+            let wake_at = match next {
+                Ok(Next::Done) => return,
+                Ok(Next::Wait(at)) => at,
+                Err(e) => {
+                    tracing::warn!(pod = %self.display_name(), error = %e, "pod sync failed; retrying");
+                    Some(Instant::now() + Duration::from_secs(2))
+                }
+            };
+            while self.watchers.try_join_next().is_some() {}
+            let sleep = async {
+                match wake_at {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = self.rx.changed() => if r.is_err() { return },
+                _ = self.wake.notified() => {}
+                _ = sleep => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    fn display_name(&self) -> String {
+        if self.meta.name.is_empty() {
+            format!("uid {}", self.uid)
+        } else {
+            format!("{}/{}", self.meta.namespace, self.meta.name)
+        }
+    }
+
+    fn save_meta(&self) -> Result<(), String> {
+        let dir = self.shared.layout.pod(&self.uid);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        write_json_atomic(&self.shared.layout.pod_meta(&self.uid), &self.meta)
+            .map_err(|e| format!("cannot write pod.json: {e}"))
+    }
+
+    fn subject(&self, container: Option<&str>) -> Subject {
+        Subject::pod(&self.meta.namespace, &self.meta.name, &self.uid, container)
+    }
+
+    async fn event(&self, container: Option<&str>, kind: EventType, reason: &str, message: &str) {
+        self.shared
+            .events
+            .record(&self.subject(container), kind, reason, message)
+            .await;
+    }
+
+    fn pods_api(&self) -> Api<Pod> {
+        Api::namespaced(self.shared.client.clone(), &self.meta.namespace)
+    }
+
+    /// One pass: bring the containers in line with the pod, publish the status.
+    async fn sync(&mut self) -> Result<Next, String> {
+        let latest = self.rx.borrow_and_update().clone();
+        match latest {
+            Some(p) => self.pod = Some(p),
+            None => self.gone = true,
+        }
+        if let Some(p) = &self.pod
+            && self.meta.name.is_empty()
+        {
+            self.meta.namespace = p.metadata.namespace.clone().unwrap_or_default();
+            self.meta.name = p.metadata.name.clone().unwrap_or_default();
+        }
+        let deleting = self.gone
+            || self.pod.is_none()
+            || self
+                .pod
+                .as_ref()
+                .is_some_and(|p| p.metadata.deletion_timestamp.is_some());
+        if deleting {
+            return self.sync_terminating().await;
+        }
+        let pod = self.pod.clone().expect("checked above");
+        if !self.admitted {
+            self.admit(&pod).await?;
+            self.admitted = true;
+        }
+        let api_phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("");
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let mut next: Option<Instant> = None;
+        let mut soonest = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+
+        let terminal = matches!(api_phase, "Succeeded" | "Failed") || self.meta.failure.is_some();
+        if !terminal {
+            self.backoff.clear();
+            let init = spec.init_containers.clone().unwrap_or_default();
+            let mut init_done = true;
+            for c in &init {
+                let o = self.observe(&c.name)?;
+                match &o.state {
+                    AttemptState::Exited(e) if e.exit_code == 0 => continue,
+                    AttemptState::Exited(_) if policy == "Never" => {}
+                    AttemptState::Exited(e) => {
+                        if let Some(t) = self.restart(&pod, c, &o, e).await? {
+                            soonest(t);
+                        }
+                    }
+                    AttemptState::NotStarted => {
+                        if let Some(t) = self.start(&pod, c, 0, 0).await? {
+                            soonest(t);
+                        }
+                    }
+                    AttemptState::Running(_) | AttemptState::Starting { .. } => {}
+                }
+                init_done = false;
+                break;
+            }
+            if init_done {
+                for c in &spec.containers {
+                    let o = self.observe(&c.name)?;
+                    match &o.state {
+                        AttemptState::NotStarted => {
+                            if let Some(t) = self.start(&pod, c, 0, 0).await? {
+                                soonest(t);
+                            }
+                        }
+                        AttemptState::Exited(e) => {
+                            let again =
+                                policy == "Always" || (policy == "OnFailure" && e.exit_code != 0);
+                            if again && let Some(t) = self.restart(&pod, c, &o, e).await? {
+                                soonest(t);
+                            }
+                        }
+                        AttemptState::Running(_) | AttemptState::Starting { .. } => {}
+                    }
+                }
+            }
+        }
+        // Watch every live shim; re-check soon a shim that is still starting its process.
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+        {
+            if let AttemptState::Starting { .. } = self.observe(&c.name)?.state {
+                soonest(Instant::now() + Duration::from_millis(200));
+            }
+        }
+        let phase = self.publish_status(&pod, &policy).await?;
+        if matches!(phase.as_str(), "Succeeded" | "Failed") {
+            self.shared.release(&self.uid);
+        }
+        Ok(Next::Wait(next))
+    }
+
+    /// First pass over a pod: identity on disk, admission checks, GPUs, the image events.
+    async fn admit(&mut self, pod: &Pod) -> Result<(), String> {
+        if !safe_component(&self.uid) {
+            return Err(format!(
+                "pod uid {:?} cannot be used as a directory name",
+                self.uid
+            ));
+        }
+        self.meta.grace_seconds = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0);
+        if self.meta.accepted_at.is_none() {
+            self.meta.accepted_at = Some(
+                pod.status
+                    .as_ref()
+                    .and_then(|s| s.start_time.as_ref())
+                    .map_or_else(Timestamp::now, |t| t.0),
+            );
+        }
+        self.save_meta()?;
+        self.shared
+            .log_index
+            .insert(&self.meta.namespace, &self.meta.name, &self.uid);
+        let api_phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("");
+        if matches!(api_phase, "Succeeded" | "Failed") {
+            return Ok(());
+        }
+        if let Some(held) = &self.meta.gpus {
+            self.shared.hold(&self.uid, held.clone());
+        }
+        if self.meta.failure.is_none()
+            && let Err(failure) = self.check(pod).await
+        {
+            self.event(None, EventType::Warning, &failure.reason, &failure.message)
+                .await;
+            self.meta.failure = Some(failure);
+            self.save_meta()?;
+        }
+        if !self.meta.announced {
+            for c in env::all_containers(pod) {
+                if let Some(image) = c.image.as_deref().filter(|i| !i.is_empty()) {
+                    let message = format!(
+                        "Container image \"{image}\" is not pulled: Ferry's host runtime runs the command of container \"{}\" directly on the node",
+                        c.name
+                    );
+                    self.event(Some(&c.name), EventType::Normal, "HostRuntime", &message)
+                        .await;
+                }
+            }
+            self.meta.announced = true;
+            self.save_meta()?;
+        }
+        Ok(())
+    }
+
+    /// Checks what makes a pod impossible to run here; decides its GPUs.
+    async fn check(&mut self, pod: &Pod) -> Result<(), PodFailure> {
+        let fail = |reason: &str, message: String| PodFailure {
+            reason: reason.into(),
+            message,
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut names = HashSet::new();
+        for c in env::all_containers(pod) {
+            if !safe_component(&c.name) || !names.insert(c.name.clone()) {
+                return Err(fail(
+                    "InvalidContainerName",
+                    format!("container name {:?} is invalid or repeated", c.name),
+                ));
+            }
+            if c.command.as_ref().is_none_or(|cmd| cmd.is_empty()) {
+                return Err(fail(
+                    "NoCommand",
+                    format!(
+                        "container {:?} has no command: Ferry runs containers as host processes and cannot use an image's entrypoint; set `command` (and optionally `args`)",
+                        c.name
+                    ),
+                ));
+            }
+        }
+        // Permanent volume problems (unsupported types, bad paths) fail the pod now; missing
+        // ConfigMaps and the like are retried when the container starts.
+        let sources = self.fetch_sources(pod).await.unwrap_or_default();
+        match volumes::prepare(
+            &self.shared.layout,
+            pod,
+            &self.uid,
+            &sources,
+            &self.shared.node,
+        ) {
+            Err(e) if !e.retryable => return Err(fail("UnsupportedVolume", e.message)),
+            Ok(vols) => {
+                for c in env::all_containers(pod) {
+                    if let Err(e) = volumes::mounts_for(c, &vols)
+                        && !e.retryable
+                    {
+                        return Err(fail("InvalidVolumeMount", e.message));
+                    }
+                }
+            }
+            Err(_) => {}
+        }
+        let requests =
+            PodRequests::of(&spec).map_err(|e| fail("InvalidResources", e.to_string()))?;
+        if self.meta.gpus.is_some() {
+            return Ok(());
+        }
+        let devices = self.shared.devices();
+        let annotation = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(POD_ASSIGNED_ANNOTATION))
+            .cloned();
+        let chosen = match annotation {
+            Some(value) => {
+                let indices = parse_assigned(&value).map_err(|e| {
+                    fail(
+                        "InvalidGpuAssignment",
+                        format!("annotation {POD_ASSIGNED_ANNOTATION}={value:?}: {e}"),
+                    )
+                })?;
+                for i in &indices {
+                    if !devices.iter().any(|d| d.index == *i) {
+                        return Err(fail(
+                            "InvalidGpuAssignment",
+                            format!(
+                                "annotation {POD_ASSIGNED_ANNOTATION}={value:?} names GPU {i}, but this node has {} GPUs",
+                                devices.len()
+                            ),
+                        ));
+                    }
+                }
+                self.shared.hold(&self.uid, indices.clone());
+                indices
+            }
+            None if requests.gpus > 0 => {
+                let chosen = self
+                    .shared
+                    .claim(&self.uid, requests.gpus as usize)
+                    .map_err(|m| fail("OutOfnvidia.com/gpu", m))?;
+                let value = format_assigned(&chosen);
+                let patch = serde_json::json!({"metadata": {"annotations": {POD_ASSIGNED_ANNOTATION: value}}});
+                if let Err(e) = self
+                    .pods_api()
+                    .patch(
+                        &self.meta.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    tracing::warn!(pod = %self.display_name(), error = %e, "cannot record the GPU assignment on the pod");
+                }
+                self.event(
+                    None,
+                    EventType::Normal,
+                    "GpusAssigned",
+                    &format!("Assigned GPUs {value} (the pod carried no {POD_ASSIGNED_ANNOTATION} annotation)"),
+                )
+                .await;
+                chosen
+            }
+            None => Vec::new(),
+        };
+        self.meta.gpus = Some(chosen);
+        Ok(())
+    }
+
+    /// Fetches the ConfigMaps and Secrets the pod refers to.
+    async fn fetch_sources(&self, pod: &Pod) -> Result<EnvSources, String> {
+        let mut cms: Vec<String> = Vec::new();
+        let mut secrets: Vec<String> = Vec::new();
+        for c in env::all_containers(pod) {
+            let (a, b) = EnvSources::referenced(c);
+            cms.extend(a);
+            secrets.extend(b);
+        }
+        let (a, b) = volumes::referenced(pod);
+        cms.extend(a);
+        secrets.extend(b);
+        cms.sort();
+        cms.dedup();
+        secrets.sort();
+        secrets.dedup();
+        let mut sources = EnvSources::default();
+        let cm_api: Api<ConfigMap> =
+            Api::namespaced(self.shared.client.clone(), &self.meta.namespace);
+        for name in cms {
+            let v = cm_api
+                .get_opt(&name)
+                .await
+                .map_err(|e| format!("cannot read configmap {name}: {e}"))?;
+            sources.config_maps.insert(name, v);
+        }
+        let secret_api: Api<Secret> =
+            Api::namespaced(self.shared.client.clone(), &self.meta.namespace);
+        for name in secrets {
+            let v = secret_api
+                .get_opt(&name)
+                .await
+                .map_err(|e| format!("cannot read secret {name}: {e}"))?;
+            sources.secrets.insert(name, v);
+        }
+        Ok(sources)
+    }
+
+    /// Reads a container's latest attempt from disk and watches its shim if it is alive.
+    fn observe(&mut self, name: &str) -> Result<Observed, String> {
+        let attempts = self.shared.layout.attempts(&self.uid, name);
+        let Some(&latest) = attempts.last() else {
+            return Ok(Observed {
+                latest: None,
+                state: AttemptState::NotStarted,
+                previous_exit: None,
+            });
+        };
+        let dir = self.shared.layout.attempt(&self.uid, name, latest);
+        let state =
+            runtime::inspect(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let shim = match &state {
+            AttemptState::Running(s) => Some(s.shim),
+            AttemptState::Starting { shim } => Some(*shim),
+            _ => None,
+        };
+        if let Some(shim) = shim {
+            self.watch_shim(name, latest, shim);
+        }
+        let previous_exit = match latest.checked_sub(1) {
+            Some(prev) if attempts.contains(&prev) => {
+                match runtime::inspect(&self.shared.layout.attempt(&self.uid, name, prev)) {
+                    Ok(AttemptState::Exited(e)) => Some(e),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        Ok(Observed {
+            latest: Some(latest),
+            state,
+            previous_exit,
+        })
+    }
+
+    fn watch_shim(&mut self, name: &str, attempt: u32, shim: ProcId) {
+        if self.watched.insert((name.to_string(), attempt)) {
+            let wake = self.wake.clone();
+            self.watchers.spawn(async move {
+                runtime::wait_exit(shim).await;
+                wake.notify_one();
+            });
+        }
+    }
+
+    /// Restarts an exited container once its back-off allows; returns when to look again.
+    async fn restart(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        o: &Observed,
+        exit: &ExitRecord,
+    ) -> Result<Option<Instant>, String> {
+        let latest = o.latest.unwrap_or(0);
+        match self.due(&c.name, latest, exit) {
+            Due::Now(streak) => self.start(pod, c, latest + 1, streak).await,
+            Due::Later(at, delay) => {
+                let message = format!(
+                    "back-off {} restarting failed container={} pod={}_{}({})",
+                    human(delay),
+                    c.name,
+                    self.meta.name,
+                    self.meta.namespace,
+                    self.uid
+                );
+                self.backoff.insert(c.name.clone(), message);
+                if self.backoff_announced.insert((c.name.clone(), latest)) {
+                    self.event(
+                        Some(&c.name),
+                        EventType::Warning,
+                        "BackOff",
+                        &format!(
+                            "Back-off restarting failed container {} in pod {}",
+                            c.name, self.meta.name
+                        ),
+                    )
+                    .await;
+                }
+                Ok(Some(at))
+            }
+        }
+    }
+
+    /// The kubelet's crash-loop back-off: the first restart is immediate, then the delay
+    /// starts at `backoff_initial` and doubles up to `backoff_max`; a run of at least
+    /// `backoff_reset` starts over.
+    fn due(&self, name: &str, latest: u32, exit: &ExitRecord) -> Due {
+        let cfg = &self.shared.config;
+        let dir = self.shared.layout.attempt(&self.uid, name, latest);
+        let previous: AttemptMeta = read_json(&dir.join(ATTEMPT_META))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let ran = exit
+            .started_at
+            .and_then(|s| exit.finished_at.duration_since(s).try_into().ok())
+            .unwrap_or(Duration::ZERO);
+        let streak = if ran >= cfg.backoff_reset {
+            1
+        } else {
+            previous.streak + 1
+        };
+        let delay = if streak <= 1 {
+            Duration::ZERO
+        } else {
+            let factor = 2u32.saturating_pow(streak - 2);
+            cfg.backoff_initial
+                .saturating_mul(factor)
+                .min(cfg.backoff_max)
+        };
+        let elapsed: Duration = Timestamp::now()
+            .duration_since(exit.finished_at)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        if elapsed >= delay {
+            Due::Now(streak)
+        } else {
+            Due::Later(Instant::now() + (delay - elapsed), delay)
+        }
+    }
+
+    /// Starts attempt `attempt` of container `c`; returns when to look again if it could not.
+    async fn start(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        attempt: u32,
+        streak: u32,
+    ) -> Result<Option<Instant>, String> {
+        if let Some((_, retry_at)) = self.config_errors.get(&c.name)
+            && Instant::now() < *retry_at
+        {
+            return Ok(Some(*retry_at));
+        }
+        let spec = match self.container_spec(pod, c).await {
+            Ok(spec) => spec,
+            Err(message) => {
+                let retry_in = self
+                    .shared
+                    .config
+                    .backoff_initial
+                    .clamp(Duration::from_secs(1), Duration::from_secs(10));
+                let retry_at = Instant::now() + retry_in;
+                self.config_errors
+                    .insert(c.name.clone(), (message.clone(), retry_at));
+                self.event(
+                    Some(&c.name),
+                    EventType::Warning,
+                    "Failed",
+                    &format!("Error: {message}"),
+                )
+                .await;
+                return Ok(Some(retry_at));
+            }
+        };
+        self.config_errors.remove(&c.name);
+        let dir = self.shared.layout.attempt(&self.uid, &c.name, attempt);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        write_json_atomic(&dir.join(ATTEMPT_META), &AttemptMeta { streak })
+            .map_err(|e| format!("cannot write {ATTEMPT_META}: {e}"))?;
+        // Keep the previous attempt (for `previous=true` logs), drop older ones.
+        for old in self.shared.layout.attempts(&self.uid, &c.name) {
+            if old + 1 < attempt {
+                let _ =
+                    std::fs::remove_dir_all(self.shared.layout.attempt(&self.uid, &c.name, old));
+            }
+        }
+        self.event(
+            Some(&c.name),
+            EventType::Normal,
+            "Created",
+            &format!("Created container {}", c.name),
+        )
+        .await;
+        let state = runtime::start(&self.shared.config.shim, &dir, &spec)
+            .await
+            .map_err(|e| format!("cannot start container {}: {e}", c.name))?;
+        match &state {
+            AttemptState::Running(s) => {
+                self.watch_shim(&c.name, attempt, s.shim);
+                self.event(
+                    Some(&c.name),
+                    EventType::Normal,
+                    "Started",
+                    &format!("Started container {}", c.name),
+                )
+                .await;
+                for w in &s.mounts.warnings {
+                    self.event(Some(&c.name), EventType::Warning, "VolumeNotMounted", w)
+                        .await;
+                }
+            }
+            AttemptState::Starting { shim } => self.watch_shim(&c.name, attempt, *shim),
+            AttemptState::Exited(e) => {
+                let message = e
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| format!("exit code {}", e.exit_code));
+                self.event(
+                    Some(&c.name),
+                    EventType::Warning,
+                    "Failed",
+                    &format!("Error: {message}"),
+                )
+                .await;
+            }
+            AttemptState::NotStarted => {}
+        }
+        Ok(None)
+    }
+
+    /// What the shim must run for container `c`.
+    async fn container_spec(&self, pod: &Pod, c: &Container) -> Result<ShimSpec, String> {
+        let sources = self.fetch_sources(pod).await?;
+        let vols = volumes::prepare(
+            &self.shared.layout,
+            pod,
+            &self.uid,
+            &sources,
+            &self.shared.node,
+        )
+        .map_err(|e| e.message)?;
+        let mounts = volumes::mounts_for(c, &vols).map_err(|e| e.message)?;
+        let (user_env, warnings) =
+            env::resolve_env(pod, c, &sources, &self.shared.node).map_err(|e| e.0)?;
+        for w in warnings {
+            self.event(
+                Some(&c.name),
+                EventType::Warning,
+                "InvalidEnvironmentVariableNames",
+                &w,
+            )
+            .await;
+        }
+        let spec = pod.spec.as_ref();
+        let pod_sc = spec.and_then(|s| s.security_context.as_ref());
+        let sc = c.security_context.as_ref();
+        let to_id = |v: Option<i64>, what: &str| -> Result<Option<u32>, String> {
+            v.map(|v| u32::try_from(v).map_err(|_| format!("{what} {v} is out of range")))
+                .transpose()
+        };
+        let run_as_user = to_id(
+            sc.and_then(|s| s.run_as_user)
+                .or(pod_sc.and_then(|s| s.run_as_user)),
+            "runAsUser",
+        )?;
+        let run_as_group = to_id(
+            sc.and_then(|s| s.run_as_group)
+                .or(pod_sc.and_then(|s| s.run_as_group)),
+            "runAsGroup",
+        )?;
+        let uid = run_as_user.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        let home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(|| "/".to_string(), |u| u.dir.display().to_string());
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), DEFAULT_PATH.into()),
+            ("HOME".into(), home),
+            ("HOSTNAME".into(), self.meta.name.clone()),
+        ];
+        for (k, v) in user_env {
+            match env.iter_mut().find(|(n, _)| *n == k) {
+                Some(slot) => slot.1 = v,
+                None => env.push((k, v)),
+            }
+        }
+        for (k, v) in self.gpu_env() {
+            env.retain(|(n, _)| *n != k);
+            env.push((k, v));
+        }
+        let argv = env::command_line(c, &env).map_err(|e| e.0)?;
+        let working_dir = match c.working_dir.as_deref().filter(|w| !w.is_empty()) {
+            Some(w) => PathBuf::from(w),
+            None => {
+                let dir = self.shared.layout.workdir(&self.uid);
+                if !dir.exists() {
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
+                }
+                dir
+            }
+        };
+        Ok(ShimSpec {
+            argv,
+            env,
+            working_dir,
+            mounts,
+            mount_mode: self.shared.config.mount_mode,
+            run_as_user,
+            run_as_group,
+        })
+    }
+
+    /// `CUDA_VISIBLE_DEVICES` and friends: the assigned devices (UUIDs for real devices,
+    /// indices for fake ones), or none at all on a GPU node for a pod given none.
+    fn gpu_env(&self) -> Vec<(String, String)> {
+        let devices = self.shared.devices();
+        if devices.is_empty() {
+            return Vec::new();
+        }
+        let assigned = self.meta.gpus.clone().unwrap_or_default();
+        if assigned.is_empty() {
+            return vec![
+                ("CUDA_VISIBLE_DEVICES".into(), String::new()),
+                ("NVIDIA_VISIBLE_DEVICES".into(), "void".into()),
+            ];
+        }
+        let ids: Vec<String> = assigned
+            .iter()
+            .map(|i| match devices.iter().find(|d| d.index == *i) {
+                Some(d) if !d.fake => d.uuid.clone(),
+                _ => i.to_string(),
+            })
+            .collect();
+        let ids = ids.join(",");
+        vec![
+            ("CUDA_VISIBLE_DEVICES".into(), ids.clone()),
+            ("NVIDIA_VISIBLE_DEVICES".into(), ids),
+            ("FERRY_GPU_ASSIGNED".into(), format_assigned(&assigned)),
+        ]
+    }
+
+    /// How one container is shown in the status.
+    fn container_obs(
+        &mut self,
+        c: &Container,
+        init: bool,
+        init_done: bool,
+    ) -> Result<ContainerObs, String> {
+        let o = self.observe(&c.name)?;
+        let restart_count = o.latest.unwrap_or(0);
+        let container_id = o
+            .latest
+            .map(|n| format!("ferry://{}/{}/{n}", self.uid, c.name));
+        let config_error = self.config_errors.get(&c.name).map(|(m, _)| m.clone());
+        let waiting = |reason: &str, message: Option<String>| ContainerView::Waiting {
+            reason: reason.into(),
+            message,
+        };
+        let (state, last) = match o.state {
+            AttemptState::NotStarted => {
+                let view = match (config_error, &self.meta.failure) {
+                    (_, Some(f)) => waiting(&f.reason, Some(f.message.clone())),
+                    (Some(m), None) => waiting("CreateContainerConfigError", Some(m)),
+                    (None, None) if init || init_done => waiting("ContainerCreating", None),
+                    (None, None) => waiting("PodInitializing", None),
+                };
+                (view, None)
+            }
+            AttemptState::Starting { .. } => (waiting("ContainerCreating", None), o.previous_exit),
+            AttemptState::Running(s) => (
+                ContainerView::Running {
+                    started_at: s.started_at,
+                },
+                o.previous_exit,
+            ),
+            AttemptState::Exited(e) => {
+                if let Some(m) = self.backoff.get(&c.name) {
+                    (waiting("CrashLoopBackOff", Some(m.clone())), Some(e))
+                } else if let Some(m) = config_error {
+                    (waiting("CreateContainerConfigError", Some(m)), Some(e))
+                } else {
+                    (ContainerView::Terminated(e), o.previous_exit)
+                }
+            }
+        };
+        Ok(ContainerObs {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            restart_count,
+            state,
+            last,
+            container_id,
+        })
+    }
+
+    /// Computes and (when it changed) writes the pod status; returns the phase.
+    async fn publish_status(&mut self, pod: &Pod, policy: &str) -> Result<String, String> {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let init_specs = spec.init_containers.clone().unwrap_or_default();
+        let mut init = Vec::new();
+        for c in &init_specs {
+            init.push(self.container_obs(c, true, false)?);
+        }
+        let init_done = init
+            .iter()
+            .all(|c| matches!(&c.state, ContainerView::Terminated(e) if e.exit_code == 0));
+        let mut main = Vec::new();
+        for c in &spec.containers {
+            main.push(self.container_obs(c, false, init_done)?);
+        }
+        let api_phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        let status = status::build(&StatusInput {
+            init: &init,
+            main: &main,
+            restart_policy: policy,
+            failure: self.meta.failure.as_ref(),
+            node_ip: &self.shared.node.node_ip,
+            start_time: self.meta.accepted_at.unwrap_or_else(Timestamp::now),
+            previous: pod.status.as_ref(),
+            now: Timestamp::now(),
+        });
+        let mut phase = status.phase.clone().unwrap_or_default();
+        // A terminal phase is final: never report a pod as running again.
+        if matches!(api_phase.as_str(), "Succeeded" | "Failed") && phase != api_phase {
+            phase = api_phase;
+            return Ok(phase);
+        }
+        let patch = status::merge_patch(&status);
+        if self.last_status.as_ref() == Some(&patch) {
+            return Ok(phase);
+        }
+        match self
+            .pods_api()
+            .patch_status(
+                &self.meta.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.last_status = Some(patch);
+                Ok(phase)
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(phase),
+            Err(e) => Err(format!("cannot update the pod status: {e}")),
+        }
+    }
+
+    /// The pod is being deleted (or is gone): stop its containers within the grace period,
+    /// publish the final status, remove the pod for good, clean up.
+    async fn sync_terminating(&mut self) -> Result<Next, String> {
+        self.backoff.clear();
+        let names: Vec<String> =
+            std::fs::read_dir(self.shared.layout.pod(&self.uid).join("containers"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+        let mut running = Vec::new();
+        let mut starting = false;
+        for name in &names {
+            let o = self.observe(name)?;
+            match o.state {
+                AttemptState::Running(s) => running.push((name.clone(), o.latest.unwrap_or(0), s)),
+                AttemptState::Starting { .. } => starting = true,
+                _ => {}
+            }
+        }
+        if !running.is_empty() || starting {
+            let now = Instant::now();
+            let grace = self
+                .pod
+                .as_ref()
+                .filter(|_| !self.gone)
+                .and_then(|p| p.metadata.deletion_grace_period_seconds)
+                .unwrap_or(self.meta.grace_seconds)
+                .max(0) as u64;
+            let termination = self.termination.get_or_insert_with(|| Termination {
+                deadline: now + Duration::from_secs(grace),
+                killed: false,
+                signalled: HashSet::new(),
+            });
+            let expired = now >= termination.deadline;
+            let mut to_announce = Vec::new();
+            for (name, attempt, state) in &running {
+                let first = termination.signalled.insert((name.clone(), *attempt));
+                if expired && !termination.killed {
+                    runtime::signal(state, Signal::SIGKILL)
+                        .map_err(|e| format!("cannot kill {name}: {e}"))?;
+                } else if first {
+                    let sig = if expired {
+                        Signal::SIGKILL
+                    } else {
+                        Signal::SIGTERM
+                    };
+                    runtime::signal(state, sig)
+                        .map_err(|e| format!("cannot signal {name}: {e}"))?;
+                    to_announce.push(name.clone());
+                }
+            }
+            if expired {
+                termination.killed = true;
+            }
+            let deadline = termination.deadline;
+            let killed = termination.killed;
+            for name in to_announce {
+                self.event(
+                    Some(&name),
+                    EventType::Normal,
+                    "Killing",
+                    &format!("Stopping container {name}"),
+                )
+                .await;
+            }
+            if let Some(pod) = self.pod.clone().filter(|_| !self.gone) {
+                self.publish_status(&pod, "Never").await?;
+            }
+            let wake = if killed || starting {
+                Instant::now() + Duration::from_millis(500)
+            } else {
+                deadline
+            };
+            return Ok(Next::Wait(Some(wake)));
+        }
+        // Everything has stopped.
+        if let Some(pod) = self.pod.clone().filter(|_| !self.gone) {
+            self.publish_status(&pod, "Never").await?;
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(self.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match self.pods_api().delete(&self.meta.name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(format!("cannot remove the pod: {e}")),
+            }
+        }
+        self.cleanup();
+        tracing::info!(pod = %self.display_name(), "pod removed");
+        Ok(Next::Done)
+    }
+
+    /// Removes everything the pod left on this node.
+    fn cleanup(&mut self) {
+        let layout = &self.shared.layout;
+        let containers = layout.pod(&self.uid).join("containers");
+        for entry in std::fs::read_dir(&containers)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            for attempt in layout.attempts(&self.uid, &name) {
+                let state: Option<runtime::StateRecord> =
+                    read_json(&layout.attempt(&self.uid, &name, attempt).join(files::STATE))
+                        .ok()
+                        .flatten();
+                if let Some(s) = state {
+                    crate::mounts::remove_symlinks(&s.mounts.symlinks);
+                }
+            }
+        }
+        self.shared.release(&self.uid);
+        self.shared.events.forget(&self.uid);
+        self.shared
+            .log_index
+            .remove(&self.meta.namespace, &self.meta.name, &self.uid);
+        if let Err(e) = std::fs::remove_dir_all(layout.pod(&self.uid))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(pod = %self.display_name(), error = %e, "cannot remove the pod's directory");
+        }
+    }
+}
+
+/// A duration as Go prints it (`10s`, `1m20s`, `5m0s`).
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Pod metadata of every pod directory, for the log index at start-up.
+pub(crate) fn known_pods(layout: &Layout) -> Vec<PodMeta> {
+    layout
+        .pod_uids()
+        .into_iter()
+        .filter_map(|uid| read_json::<PodMeta>(&layout.pod_meta(&uid)).ok().flatten())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(human(Duration::from_secs(10)), "10s");
+        assert_eq!(human(Duration::from_secs(80)), "1m20s");
+        assert_eq!(human(Duration::from_secs(300)), "5m0s");
+    }
+}

@@ -1,0 +1,615 @@
+//! A pod's volumes as host paths.
+//!
+//! | volume        | host path                                                          |
+//! |---------------|--------------------------------------------------------------------|
+//! | `hostPath`    | the path itself (its `type` is checked, `*OrCreate` types created) |
+//! | `emptyDir`    | `DATA_DIR/pods/UID/volumes/empty-dir/NAME`, mode 0777, removed with the pod (`medium: Memory` is a plain directory too) |
+//! | `configMap`   | `…/volumes/configmap/NAME`, one file per key (or per `items` entry) |
+//! | `secret`      | `…/volumes/secret/NAME`, likewise                                   |
+//! | `downwardAPI` | `…/volumes/downward-api/NAME`, one file per item                    |
+//!
+//! Other volume types are refused with a clear reason. How the process then sees each volume at
+//! its `mountPath` is [`crate::mounts`]' business.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+
+use crate::layout::Layout;
+use crate::pod::env::{EnvSources, NodeFacts, field_ref, resource_field_ref};
+use crate::runtime::MountSpec;
+
+/// Why a pod's volumes cannot be prepared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct VolumeError {
+    /// What is wrong.
+    pub message: String,
+    /// True when waiting may help (a missing ConfigMap, a hostPath not there yet).
+    pub retryable: bool,
+}
+
+fn permanent(message: String) -> VolumeError {
+    VolumeError {
+        message,
+        retryable: false,
+    }
+}
+
+fn retryable(message: String) -> VolumeError {
+    VolumeError {
+        message,
+        retryable: true,
+    }
+}
+
+/// Names of the ConfigMaps and Secrets the pod's volumes refer to.
+pub fn referenced(pod: &Pod) -> (Vec<String>, Vec<String>) {
+    let mut cms = Vec::new();
+    let mut secrets = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        if let Some(cm) = &v.config_map {
+            cms.push(cm.name.clone());
+        }
+        if let Some(s) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            secrets.push(s);
+        }
+    }
+    (cms, secrets)
+}
+
+/// Creates (or refreshes) the pod's volumes; returns the host path of each by volume name.
+pub fn prepare(
+    layout: &Layout,
+    pod: &Pod,
+    uid: &str,
+    sources: &EnvSources,
+    node: &NodeFacts,
+) -> Result<HashMap<String, PathBuf>, VolumeError> {
+    let mut out = HashMap::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        if !crate::layout::safe_component(&v.name) {
+            return Err(permanent(format!("invalid volume name {:?}", v.name)));
+        }
+        let path = prepare_one(layout, pod, uid, v, sources, node).map_err(|e| VolumeError {
+            message: format!("volume {:?}: {}", v.name, e.message),
+            ..e
+        })?;
+        out.insert(v.name.clone(), path);
+    }
+    Ok(out)
+}
+
+fn prepare_one(
+    layout: &Layout,
+    pod: &Pod,
+    uid: &str,
+    v: &Volume,
+    sources: &EnvSources,
+    node: &NodeFacts,
+) -> Result<PathBuf, VolumeError> {
+    let io =
+        |what: &str, p: &Path, e: std::io::Error| retryable(format!("{what} {}: {e}", p.display()));
+    if let Some(hp) = &v.host_path {
+        let path = PathBuf::from(&hp.path);
+        if !path.is_absolute() {
+            return Err(permanent(format!(
+                "hostPath {:?} must be absolute",
+                hp.path
+            )));
+        }
+        check_host_path(&path, hp.type_.as_deref().unwrap_or(""))?;
+        return Ok(path);
+    }
+    if v.empty_dir.is_some() {
+        let dir = layout.volume(uid, "empty-dir", &v.name);
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .map_err(|e| io("cannot set permissions of", &dir, e))?;
+        }
+        return Ok(dir);
+    }
+    if let Some(cm) = &v.config_map {
+        let dir = layout.volume(uid, "configmap", &v.name);
+        let data = match sources.config_maps.get(&cm.name).cloned().flatten() {
+            Some(c) => {
+                let mut d: BTreeMap<String, Vec<u8>> = c
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                d.extend(
+                    c.binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0)),
+                );
+                d
+            }
+            None if cm.optional == Some(true) => BTreeMap::new(),
+            None => return Err(retryable(format!("configmap {:?} not found", cm.name))),
+        };
+        write_keys(
+            &dir,
+            &data,
+            cm.items.as_deref(),
+            cm.default_mode,
+            cm.optional == Some(true),
+        )?;
+        return Ok(dir);
+    }
+    if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        let dir = layout.volume(uid, "secret", &v.name);
+        let data = match sources.secrets.get(&name).cloned().flatten() {
+            Some(sec) => {
+                let mut d: BTreeMap<String, Vec<u8>> = sec
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                d.extend(
+                    sec.string_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes())),
+                );
+                d
+            }
+            None if s.optional == Some(true) => BTreeMap::new(),
+            None => return Err(retryable(format!("secret {name:?} not found"))),
+        };
+        write_keys(
+            &dir,
+            &data,
+            s.items.as_deref(),
+            s.default_mode,
+            s.optional == Some(true),
+        )?;
+        return Ok(dir);
+    }
+    if let Some(d) = &v.downward_api {
+        let dir = layout.volume(uid, "downward-api", &v.name);
+        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+        for item in d.items.iter().flatten() {
+            let value = if let Some(f) = &item.field_ref {
+                match f.field_path.as_str() {
+                    "metadata.labels" => format_map(pod.metadata.labels.as_ref()),
+                    "metadata.annotations" => format_map(pod.metadata.annotations.as_ref()),
+                    path => field_ref(pod, path, node).map_err(|e| permanent(e.0))?,
+                }
+            } else if let Some(r) = &item.resource_field_ref {
+                let name = r.container_name.clone().unwrap_or_default();
+                let c = crate::pod::env::all_containers(pod)
+                    .find(|c| c.name == name)
+                    .ok_or_else(|| {
+                        permanent(format!("resourceFieldRef names unknown container {name:?}"))
+                    })?;
+                resource_field_ref(c, &r.resource, r.divisor.as_ref(), node)
+                    .map_err(|e| permanent(e.0))?
+            } else {
+                return Err(permanent(format!(
+                    "downwardAPI item {:?} has no source",
+                    item.path
+                )));
+            };
+            let target = relative_file(&dir, &item.path)?;
+            write_file(
+                &target,
+                value.as_bytes(),
+                item.mode.or(d.default_mode).unwrap_or(0o644),
+            )?;
+        }
+        return Ok(dir);
+    }
+    let kind = serde_json::to_value(v)
+        .ok()
+        .and_then(|j| {
+            j.as_object()
+                .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    Err(permanent(format!(
+        "type {kind:?} is not supported by Ferry's host runtime (supported: hostPath, emptyDir, configMap, secret, downwardAPI)"
+    )))
+}
+
+/// `k="v"` lines, sorted, as the downward API writes whole label and annotation maps.
+fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v:?}\n"))
+        .collect()
+}
+
+fn check_host_path(path: &Path, kind: &str) -> Result<(), VolumeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = std::fs::metadata(path);
+    let missing = |what: &str| retryable(format!("hostPath {} is not {what}", path.display()));
+    match kind {
+        "" => Ok(()),
+        "DirectoryOrCreate" => {
+            if !path.exists() {
+                std::fs::create_dir_all(path).map_err(|e| {
+                    retryable(format!("cannot create hostPath {}: {e}", path.display()))
+                })?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(
+                    |e| retryable(format!("cannot set permissions of {}: {e}", path.display())),
+                )?;
+            }
+            if path.is_dir() {
+                Ok(())
+            } else {
+                Err(missing("a directory"))
+            }
+        }
+        "Directory" => {
+            if path.is_dir() {
+                Ok(())
+            } else {
+                Err(missing("an existing directory"))
+            }
+        }
+        "FileOrCreate" => {
+            if !path.exists() {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        retryable(format!("cannot create hostPath {}: {e}", path.display()))
+                    })?;
+            }
+            if path.is_file() {
+                Ok(())
+            } else {
+                Err(missing("a file"))
+            }
+        }
+        "File" => {
+            if path.is_file() {
+                Ok(())
+            } else {
+                Err(missing("an existing file"))
+            }
+        }
+        "Socket" => match meta {
+            Ok(m) if m.file_type().is_socket() => Ok(()),
+            _ => Err(missing("a socket")),
+        },
+        "CharDevice" => match meta {
+            Ok(m) if m.file_type().is_char_device() => Ok(()),
+            _ => Err(missing("a character device")),
+        },
+        "BlockDevice" => match meta {
+            Ok(m) if m.file_type().is_block_device() => Ok(()),
+            _ => Err(missing("a block device")),
+        },
+        other => Err(permanent(format!("unknown hostPath type {other:?}"))),
+    }
+}
+
+/// `dir/rel`, refusing absolute paths and `..`.
+fn relative_file(dir: &Path, rel: &str) -> Result<PathBuf, VolumeError> {
+    let p = Path::new(rel);
+    if rel.is_empty()
+        || p.is_absolute()
+        || p.components().any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return Err(permanent(format!(
+            "item path {rel:?} must be relative, without '..'"
+        )));
+    }
+    Ok(dir.join(p))
+}
+
+fn write_file(path: &Path, data: &[u8], mode: i32) -> Result<(), VolumeError> {
+    let err = |e: std::io::Error| retryable(format!("cannot write {}: {e}", path.display()));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    std::fs::write(&tmp, data).map_err(err)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode((mode & 0o777) as u32))
+        .map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+fn write_keys(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    default_mode: Option<i32>,
+    optional: bool,
+) -> Result<(), VolumeError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| retryable(format!("cannot create {}: {e}", dir.display())))?;
+    let mode = default_mode.unwrap_or(0o644);
+    match items {
+        Some(items) if !items.is_empty() => {
+            for item in items {
+                match data.get(&item.key) {
+                    Some(value) => write_file(
+                        &relative_file(dir, &item.path)?,
+                        value,
+                        item.mode.unwrap_or(mode),
+                    )?,
+                    None if optional => {}
+                    None => return Err(retryable(format!("key {:?} not found", item.key))),
+                }
+            }
+        }
+        _ => {
+            for (key, value) in data {
+                write_file(&relative_file(dir, key)?, value, mode)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The mounts of one container: each `volumeMount` resolved to its host path (with `subPath`,
+/// created inside the volume when missing).
+pub fn mounts_for(
+    container: &Container,
+    volumes: &HashMap<String, PathBuf>,
+) -> Result<Vec<MountSpec>, VolumeError> {
+    let mut out = Vec::new();
+    for m in container.volume_mounts.iter().flatten() {
+        let source = volumes.get(&m.name).ok_or_else(|| {
+            permanent(format!(
+                "container {:?} mounts volume {:?}, which the pod does not define",
+                container.name, m.name
+            ))
+        })?;
+        let source = match m.sub_path.as_deref() {
+            None | Some("") => source.clone(),
+            Some(sub) => {
+                let path = relative_file(source, sub)?;
+                if !path.exists() {
+                    std::fs::create_dir_all(&path).map_err(|e| {
+                        retryable(format!("cannot create subPath {}: {e}", path.display()))
+                    })?;
+                }
+                path
+            }
+        };
+        let target = PathBuf::from(&m.mount_path);
+        if !target.is_absolute() || target.components().any(|c| c == Component::ParentDir) {
+            return Err(permanent(format!(
+                "mountPath {:?} of container {:?} must be absolute, without '..'",
+                m.mount_path, container.name
+            )));
+        }
+        out.push(MountSpec {
+            source,
+            target,
+            read_only: m.read_only == Some(true),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ConfigMap, ConfigMapVolumeSource, DownwardAPIVolumeFile, DownwardAPIVolumeSource,
+        EmptyDirVolumeSource, HostPathVolumeSource, ObjectFieldSelector, PodSpec, VolumeMount,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn facts() -> NodeFacts {
+        NodeFacts {
+            node_ip: "127.0.0.1".into(),
+            cpu_milli: 1000,
+            memory_bytes: 1 << 30,
+        }
+    }
+
+    fn pod_with(volumes: Vec<Volume>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                labels: Some(
+                    [
+                        ("b".to_string(), "2".to_string()),
+                        ("a".to_string(), "1".to_string()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                volumes: Some(volumes),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn maps_volumes_to_host_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path().join("data"));
+        let host = tmp.path().join("host/dir");
+        let pod = pod_with(vec![
+            Volume {
+                name: "scratch".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
+            Volume {
+                name: "host".into(),
+                host_path: Some(HostPathVolumeSource {
+                    path: host.display().to_string(),
+                    type_: Some("DirectoryOrCreate".into()),
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "conf".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: "settings".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "info".into(),
+                downward_api: Some(DownwardAPIVolumeSource {
+                    items: Some(vec![
+                        DownwardAPIVolumeFile {
+                            path: "labels".into(),
+                            field_ref: Some(ObjectFieldSelector {
+                                api_version: None,
+                                field_path: "metadata.labels".into(),
+                            }),
+                            ..Default::default()
+                        },
+                        DownwardAPIVolumeFile {
+                            path: "sub/name".into(),
+                            field_ref: Some(ObjectFieldSelector {
+                                api_version: None,
+                                field_path: "metadata.name".into(),
+                            }),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]);
+        let mut sources = EnvSources::default();
+        sources.config_maps.insert(
+            "settings".into(),
+            Some(ConfigMap {
+                data: Some([("app.conf".to_string(), "x=1\n".to_string())].into()),
+                ..Default::default()
+            }),
+        );
+        let vols = prepare(&layout, &pod, "uid1", &sources, &facts()).unwrap();
+        let scratch = &vols["scratch"];
+        assert_eq!(scratch, &layout.volume("uid1", "empty-dir", "scratch"));
+        assert_eq!(
+            std::fs::metadata(scratch).unwrap().permissions().mode() & 0o777,
+            0o777
+        );
+        assert_eq!(vols["host"], host);
+        assert!(host.is_dir(), "DirectoryOrCreate creates the directory");
+        assert_eq!(
+            std::fs::read_to_string(vols["conf"].join("app.conf")).unwrap(),
+            "x=1\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(vols["info"].join("labels")).unwrap(),
+            "a=\"1\"\nb=\"2\"\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(vols["info"].join("sub/name")).unwrap(),
+            "p"
+        );
+
+        let c = Container {
+            name: "c".into(),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: "scratch".into(),
+                    mount_path: "/scratch".into(),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "host".into(),
+                    mount_path: "/data/part".into(),
+                    sub_path: Some("part".into()),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let mounts = mounts_for(&c, &vols).unwrap();
+        assert_eq!(mounts[0].source, *scratch);
+        assert_eq!(mounts[1].source, host.join("part"));
+        assert!(mounts[1].read_only && host.join("part").is_dir());
+
+        let bad = Container {
+            name: "c".into(),
+            volume_mounts: Some(vec![VolumeMount {
+                name: "nope".into(),
+                mount_path: "/x".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert!(
+            mounts_for(&bad, &vols)
+                .unwrap_err()
+                .message
+                .contains("does not define")
+        );
+        let escape = Container {
+            name: "c".into(),
+            volume_mounts: Some(vec![VolumeMount {
+                name: "scratch".into(),
+                mount_path: "/x".into(),
+                sub_path: Some("../../etc".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert!(mounts_for(&escape, &vols).is_err());
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_do() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        let missing_dir = pod_with(vec![Volume {
+            name: "h".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: tmp.path().join("nope").display().to_string(),
+                type_: Some("Directory".into()),
+            }),
+            ..Default::default()
+        }]);
+        let err =
+            prepare(&layout, &missing_dir, "u", &EnvSources::default(), &facts()).unwrap_err();
+        assert!(
+            err.retryable && err.message.contains("not an existing directory"),
+            "{err}"
+        );
+        let cm_missing = pod_with(vec![Volume {
+            name: "c".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: "absent".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let err = prepare(&layout, &cm_missing, "u", &EnvSources::default(), &facts()).unwrap_err();
+        assert!(
+            err.retryable && err.message.contains("configmap \"absent\" not found"),
+            "{err}"
+        );
+        let pvc = pod_with(vec![Volume {
+            name: "claim".into(),
+            persistent_volume_claim: Some(Default::default()),
+            ..Default::default()
+        }]);
+        let err = prepare(&layout, &pvc, "u", &EnvSources::default(), &facts()).unwrap_err();
+        assert!(
+            !err.retryable && err.message.contains("persistentVolumeClaim"),
+            "{err}"
+        );
+    }
+}
