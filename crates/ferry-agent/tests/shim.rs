@@ -10,6 +10,36 @@ use ferry_agent::runtime::{
 };
 use nix::sys::signal::Signal;
 
+/// A temporary directory whose containers are killed when the test ends, passed or failed.
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for entry in std::fs::read_dir(self.0.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let state: Option<StateRecord> = runtime::read_json(&entry.path().join("state.json"))
+                .ok()
+                .flatten();
+            if let Some(state) = state {
+                let _ = runtime::signal(&state, Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+fn tempdir() -> Scratch {
+    Scratch(tempfile::tempdir().unwrap())
+}
+
 fn shim() -> ShimCommand {
     ShimCommand {
         program: PathBuf::from(env!("CARGO_BIN_EXE_ferry-agent-shim")),
@@ -60,7 +90,7 @@ fn running(state: &AttemptState) -> StateRecord {
 
 #[tokio::test]
 async fn runs_a_process_and_records_output_and_exit_code() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let dir = tmp.path().join("attempt");
     let script = "echo err-line >&2; sleep 0.2; echo out-line; echo \"$GREETING in $(pwd)\"; printf no-newline; exit 3";
     let state = runtime::start(&shim(), &dir, &spec(script, tmp.path()))
@@ -110,7 +140,7 @@ async fn runs_a_process_and_records_output_and_exit_code() {
 
 #[tokio::test]
 async fn a_missing_program_is_a_start_error() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let dir = tmp.path().join("attempt");
     let mut s = spec("", tmp.path());
     s.argv = vec!["/no/such/program".into()];
@@ -125,7 +155,7 @@ async fn a_missing_program_is_a_start_error() {
 
 #[tokio::test]
 async fn sigterm_ends_a_cooperative_process_and_sigkill_a_stubborn_one() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     // Cooperative: the default SIGTERM action ends it (exit 143).
     let dir = tmp.path().join("polite");
     let state = runtime::start(&shim(), &dir, &spec("sleep 300", tmp.path()))
@@ -172,7 +202,7 @@ async fn wait_for_log(dir: &Path, needle: &str) {
 
 #[tokio::test]
 async fn the_shim_is_detached_and_cleans_up_leftover_processes() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let dir = tmp.path().join("attempt");
     let pidfile = tmp.path().join("bg.pid");
     let script = format!(
@@ -205,7 +235,7 @@ async fn the_shim_is_detached_and_cleans_up_leftover_processes() {
 
 #[tokio::test]
 async fn state_is_recovered_from_disk_alone() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let dir = tmp.path().join("attempt");
     let state = runtime::start(&shim(), &dir, &spec("sleep 300", tmp.path()))
         .await
@@ -222,7 +252,7 @@ async fn state_is_recovered_from_disk_alone() {
 
 #[tokio::test]
 async fn volumes_appear_at_their_mount_paths() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let vol = tmp.path().join("volume");
     std::fs::create_dir(&vol).unwrap();
     std::fs::write(vol.join("greeting.txt"), "hi from the volume\n").unwrap();
