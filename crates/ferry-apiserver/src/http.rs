@@ -43,6 +43,7 @@ pub fn router(state: Shared) -> Router {
         .route("/readyz", get(ready))
         .route("/api", get(core_versions))
         .route("/apis", get(api_groups))
+        .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_doc))
         .fallback(dispatch)
@@ -67,6 +68,35 @@ async fn core_versions(State(s): State<Shared>) -> Json<Value> {
 
 async fn api_groups(State(s): State<Shared>) -> Json<Value> {
     Json(discovery::groups(&s.service.registry))
+}
+
+/// `/openapi/v2`: an empty document. Built-in kinds are described through OpenAPI v3 (which
+/// also tells clients the server validates fields); kubectl only falls back to v2 for kinds it
+/// cannot find there, and then an empty document means "no client-side schema".
+async fn openapi_v2(headers: HeaderMap) -> Response {
+    let wants_protobuf = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("protobuf"));
+    if wants_protobuf {
+        // The protobuf encoding of an empty OpenAPI v2 Document is zero bytes.
+        return (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            )],
+            Vec::new(),
+        )
+            .into_response();
+    }
+    Json(json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": discovery::KUBERNETES_VERSION},
+        "paths": {},
+        "definitions": {},
+    }))
+    .into_response()
 }
 
 async fn openapi_root(State(s): State<Shared>) -> Json<Value> {
