@@ -178,9 +178,9 @@ pub async fn start(client: kube::Client, config: AgentConfig) -> Result<AgentHan
             return;
         };
         tracing::info!(node = %reporter.config.node_name, "node registered");
-        let heartbeat = tokio::spawn(reporter.run(node_uid, shutdown.clone()));
-        manager::run(shared, shutdown).await;
-        let _ = heartbeat.await;
+        // One task for both, so that aborting the agent (dropping its handle) stops both.
+        let heartbeat = reporter.run(node_uid, shutdown.clone());
+        tokio::join!(heartbeat, manager::run(shared, shutdown));
     });
     Ok(AgentHandle {
         log_server_addr,

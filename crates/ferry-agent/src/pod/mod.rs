@@ -39,6 +39,9 @@ use crate::runtime::{
 use env::{EnvSources, NodeFacts};
 use status::{ContainerObs, ContainerView, PodFailure, StatusInput};
 
+/// Grace period of containers whose pod vanished from the API (force deletion).
+const GONE_GRACE_SECONDS: i64 = 2;
+
 /// `PATH` of a container that sets none (containerd's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -158,6 +161,7 @@ enum Next {
 }
 
 struct Termination {
+    noticed: Instant,
     deadline: Instant,
     killed: bool,
     signalled: HashSet<(String, u32)>,
@@ -265,11 +269,12 @@ impl PodWorker {
         Subject::pod(&self.meta.namespace, &self.meta.name, &self.uid, container)
     }
 
+    /// Records an Event in the background: the pod's progress never waits for it.
     async fn event(&self, container: Option<&str>, kind: EventType, reason: &str, message: &str) {
-        self.shared
-            .events
-            .record(&self.subject(container), kind, reason, message)
-            .await;
+        let events = self.shared.events.clone();
+        let subject = self.subject(container);
+        let (reason, message) = (reason.to_string(), message.to_string());
+        tokio::spawn(async move { events.record(&subject, kind, &reason, &message).await });
     }
 
     fn pods_api(&self) -> Api<Pod> {
@@ -693,19 +698,8 @@ impl PodWorker {
             .started_at
             .and_then(|s| exit.finished_at.duration_since(s).try_into().ok())
             .unwrap_or(Duration::ZERO);
-        let streak = if ran >= cfg.backoff_reset {
-            1
-        } else {
-            previous.streak + 1
-        };
-        let delay = if streak <= 1 {
-            Duration::ZERO
-        } else {
-            let factor = 2u32.saturating_pow(streak - 2);
-            cfg.backoff_initial
-                .saturating_mul(factor)
-                .min(cfg.backoff_max)
-        };
+        let streak = next_streak(previous.streak, ran, cfg.backoff_reset);
+        let delay = restart_delay(streak, cfg.backoff_initial, cfg.backoff_max);
         let elapsed: Duration = Timestamp::now()
             .duration_since(exit.finished_at)
             .try_into()
@@ -1057,18 +1051,28 @@ impl PodWorker {
         }
         if !running.is_empty() || starting {
             let now = Instant::now();
-            let grace = self
-                .pod
-                .as_ref()
-                .filter(|_| !self.gone)
-                .and_then(|p| p.metadata.deletion_grace_period_seconds)
-                .unwrap_or(self.meta.grace_seconds)
-                .max(0) as u64;
+            // A pod still in the API gives its deletion grace period. One that is already gone
+            // was force-deleted (or deleted while the agent was away): its owner wants it gone,
+            // so it gets at most GONE_GRACE_SECONDS.
+            let grace = if self.gone || self.pod.is_none() {
+                self.meta.grace_seconds.min(GONE_GRACE_SECONDS)
+            } else {
+                self.pod
+                    .as_ref()
+                    .and_then(|p| p.metadata.deletion_grace_period_seconds)
+                    .unwrap_or(self.meta.grace_seconds)
+            }
+            .max(0) as u64;
             let termination = self.termination.get_or_insert_with(|| Termination {
+                noticed: now,
                 deadline: now + Duration::from_secs(grace),
                 killed: false,
                 signalled: HashSet::new(),
             });
+            // A later delete may shorten the grace period (`kubectl delete --grace-period=1`).
+            termination.deadline = termination
+                .deadline
+                .min(termination.noticed + Duration::from_secs(grace));
             let expired = now >= termination.deadline;
             let mut to_announce = Vec::new();
             for (name, attempt, state) in &running {
@@ -1166,6 +1170,26 @@ impl PodWorker {
     }
 }
 
+/// The back-off streak of the next attempt: one more than the previous attempt's, or 1 when
+/// the exited attempt ran for at least `reset`.
+fn next_streak(previous: u32, ran: Duration, reset: Duration) -> u32 {
+    if ran >= reset {
+        1
+    } else {
+        previous.saturating_add(1)
+    }
+}
+
+/// Delay before starting an attempt with back-off streak `streak`, as the kubelet does: none
+/// for the first restart of a streak, then `initial`, doubling, capped at `max`.
+fn restart_delay(streak: u32, initial: Duration, max: Duration) -> Duration {
+    if streak <= 1 {
+        return Duration::ZERO;
+    }
+    let factor = 2u32.saturating_pow((streak - 2).min(31));
+    initial.saturating_mul(factor).min(max)
+}
+
 /// A duration as Go prints it (`10s`, `1m20s`, `5m0s`).
 fn human(d: Duration) -> String {
     let s = d.as_secs();
@@ -1188,6 +1212,30 @@ pub(crate) fn known_pods(layout: &Layout) -> Vec<PodMeta> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn back_off_doubles_caps_and_resets() {
+        let (initial, max, reset) = (
+            Duration::from_secs(10),
+            Duration::from_secs(300),
+            Duration::from_secs(600),
+        );
+        let mut streak = 0;
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            streak = next_streak(streak, Duration::from_secs(1), reset);
+            delays.push(restart_delay(streak, initial, max).as_secs());
+        }
+        assert_eq!(delays, [0, 10, 20, 40, 80, 160, 300, 300]);
+        // A long run starts a new streak: the next restart is immediate.
+        streak = next_streak(streak, Duration::from_secs(601), reset);
+        assert_eq!(restart_delay(streak, initial, max), Duration::ZERO);
+        assert_eq!(
+            restart_delay(next_streak(streak, Duration::ZERO, reset), initial, max),
+            initial
+        );
+        assert_eq!(restart_delay(u32::MAX, initial, max), max, "no overflow");
+    }
 
     #[test]
     fn durations_print_like_go() {
