@@ -219,6 +219,31 @@ mod tests {
     }
 
     #[test]
+    fn help_explains_the_flags() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        println!("{help}");
+        for flag in [
+            "--kubeconfig",
+            "--node-name",
+            "--data-dir",
+            "--fake-gpus",
+            "--no-gpus",
+            "--node-ip",
+            "--log-server-addr",
+            "--heartbeat-seconds",
+            "--volume-mounts",
+            "8xA100-80GB",
+        ] {
+            assert!(help.contains(flag), "help lacks {flag}");
+        }
+        assert!(
+            !help.contains("--shim-command"),
+            "the shim command is an internal knob"
+        );
+    }
+
+    #[test]
     fn rejects_bad_values_with_clear_errors() {
         let err = Cli::try_parse_from(["agent", "--fake-gpus", "0xA100"])
             .err()

@@ -8,12 +8,13 @@
 //!
 //! Modules:
 //! - [`config`], [`cli`]: settings and the command line.
-//! - [`gpu`]: NVML discovery, `--fake-gpus`.
-//! - [`node`]: Node registration, status, Lease heartbeats.
-//! - [`manager`](crate) (private) and [`pod`](crate) (private): the pod watch and one worker
-//!   per pod; [`pod_env`], [`pod_status`], [`pod_volumes`]: Kubernetes semantics of env,
-//!   status and volumes.
-//! - [`runtime`], [`shim`], [`mounts`], [`procfs`]: containers as supervised host processes.
+//! - [`gpu`]: NVML discovery and `--fake-gpus`.
+//! - [`node`]: Node registration, status and Lease heartbeats.
+//! - The pod watch and one worker per pod (private), with the Kubernetes semantics of
+//!   environment and command line ([`pod_env`]), status ([`pod_status`]) and volumes
+//!   ([`pod_volumes`]).
+//! - [`runtime`], [`shim`], [`mounts`], [`procfs`], [`layout`]: containers as supervised host
+//!   processes, and where their state lives.
 //! - [`logs`], [`logserver`]: log files and the `containerLogs` endpoint.
 //! - [`events`]: core/v1 Events.
 
@@ -144,6 +145,7 @@ pub async fn start(client: kube::Client, config: AgentConfig) -> Result<AgentHan
         layout: layout.clone(),
         index: log_index.clone(),
         node_name: config.node_name.clone(),
+        shutdown: shutdown_rx.clone(),
     };
     let mut stop = shutdown_rx.clone();
     tasks.spawn(logserver::serve(listener, state, async move {

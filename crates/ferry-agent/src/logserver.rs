@@ -18,7 +18,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use jiff::Timestamp;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::layout::Layout;
 use crate::logs::{LogQuery, stream_log};
@@ -67,6 +67,8 @@ pub struct LogServerState {
     pub index: Arc<LogIndex>,
     /// For messages.
     pub node_name: String,
+    /// Turns true when the agent stops: followed streams end then.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// The log server's routes.
@@ -230,9 +232,15 @@ async fn container_logs(
     }
     let exit_file = dir.join(files::EXIT);
     let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+    let mut shutdown = state.shutdown.clone();
     tokio::spawn(async move {
-        if let Err(e) = stream_log(path, query, move || exit_file.exists(), tx).await {
-            tracing::warn!(error = %e, "log stream failed");
+        tokio::select! {
+            r = stream_log(path, query, move || exit_file.exists(), tx) => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "log stream failed");
+                }
+            }
+            _ = shutdown.wait_for(|stop| *stop) => {}
         }
     });
     let body = futures::stream::unfold(rx, |mut rx| async move {

@@ -570,10 +570,30 @@ async fn logs_can_be_followed_until_the_container_ends() {
     ))
     .await;
     assert_eq!(code, 400);
+
+    // Stopping the agent ends followed streams cleanly (the container keeps running).
+    c.create_pod(json!({
+        "metadata": {"name": "chatty"},
+        "spec": {"containers": [{"name": "c", "image": "x", "command": ["sh", "-c", "while true; do echo chat; sleep 0.2; done"]}]}
+    }))
+    .await;
+    c.wait_pod("chatty", "Running", |p| phase(p) == "Running")
+        .await;
+    let follow = tokio::spawn(http_get(format!(
+        "{base}/containerLogs/default/chatty/c?follow=true"
+    )));
+    tokio::time::sleep(Duration::from_millis(600)).await;
     agent.stop().await;
+    let (code, body) = tokio::time::timeout(Duration::from_secs(30), follow)
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert_eq!(code, 200);
+    assert!(body.starts_with("chat\n"), "{body}");
 }
 
-async fn http_get(url: &str) -> (u16, String) {
+async fn http_get(url: impl AsRef<str>) -> (u16, String) {
+    let url = url.as_ref();
     use http_body_util::BodyExt;
     let uri: hyper::Uri = url.parse().unwrap();
     let stream = tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap()))
