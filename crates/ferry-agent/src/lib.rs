@@ -92,8 +92,14 @@ impl AgentHandle {
 
 /// Starts the agent: GPU discovery, the log server, then (in the background) node registration,
 /// heartbeats and the pods. Returns once the log server listens.
-pub async fn start(client: kube::Client, config: AgentConfig) -> Result<AgentHandle, AgentError> {
+pub async fn start(
+    client: kube::Client,
+    mut config: AgentConfig,
+) -> Result<AgentHandle, AgentError> {
     config.validate()?;
+    // Shims outlive the agent and must not depend on its working directory.
+    config.data_dir = std::path::absolute(&config.data_dir)
+        .map_err(|e| AgentError::io("cannot resolve the data directory", &config.data_dir, e))?;
     let layout = Layout::new(&config.data_dir);
     std::fs::create_dir_all(layout.pods())
         .map_err(|e| AgentError::io("cannot create the data directory", layout.pods(), e))?;

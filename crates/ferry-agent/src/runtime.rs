@@ -323,7 +323,7 @@ pub async fn start(shim: &ShimCommand, dir: &Path, spec: &ShimSpec) -> io::Resul
         .create(true)
         .append(true)
         .open(dir.join(files::SHIM_LOG))?;
-    let mut child = tokio::process::Command::new(&shim.program)
+    let spawned = tokio::process::Command::new(&shim.program)
         .args(&shim.args)
         .arg("--spec")
         .arg(dir.join(files::SPEC))
@@ -331,15 +331,23 @@ pub async fn start(shim: &ShimCommand, dir: &Path, spec: &ShimSpec) -> io::Resul
         .stdout(Stdio::piped())
         .stderr(shim_log)
         .kill_on_drop(false)
-        .spawn()
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot run the shim {}: {e}", shim.program.display()),
-            )
-        })?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            // Recorded like any start failure, so the pod status says what went wrong.
+            let record = ExitRecord::start_error(format!(
+                "cannot run the container supervisor {}: {e}",
+                shim.program.display()
+            ));
+            write_json_atomic(&dir.join(files::EXIT), &record)?;
+            return Ok(AttemptState::Exited(record));
+        }
+    };
     // The detached shim writes one line once the process runs (or failed), then closes the pipe.
-    let mut out = child.stdout.take().expect("stdout is piped");
+    let Some(mut out) = child.stdout.take() else {
+        return Err(io::Error::other("the shim's stdout is not piped"));
+    };
     let mut line = String::new();
     let read = tokio::time::timeout(Duration::from_secs(60), out.read_to_string(&mut line)).await;
     let _ = child.wait().await;

@@ -111,7 +111,11 @@ fn detach() -> i32 {
 
 /// Second stage: supervise the container described by `spec_path`.
 fn supervise(spec_path: &Path) -> i32 {
-    let dir = spec_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let spec_path = std::path::absolute(spec_path).unwrap_or_else(|_| spec_path.to_path_buf());
+    let spec_path = spec_path.as_path();
+    let dir = spec_path.parent().unwrap_or(Path::new("/")).to_path_buf();
+    // Keep no directory of the agent busy for the container's lifetime.
+    let _ = std::env::set_current_dir("/");
     let me = ProcId::of(std::process::id() as i32);
     match me {
         Ok(me) => {

@@ -151,6 +151,18 @@ async fn a_missing_program_is_a_start_error() {
     assert!(exit.message.unwrap().contains("/no/such/program"));
     let again = runtime::start(&shim(), &dir, &s).await;
     assert!(again.is_err(), "an attempt directory is never reused");
+
+    // A shim that cannot be run at all is recorded as a start error too.
+    let dir = tmp.path().join("no-shim");
+    let missing = ShimCommand {
+        program: "/no/such/shim".into(),
+        args: vec![],
+    };
+    let AttemptState::Exited(exit) = runtime::start(&missing, &dir, &s).await.unwrap() else {
+        panic!("expected a start error");
+    };
+    assert_eq!(exit.reason, "StartError");
+    assert!(exit.message.unwrap().contains("/no/such/shim"));
 }
 
 #[tokio::test]
