@@ -79,6 +79,21 @@ async fn registers_the_node_with_gpus_and_renews_its_lease() {
     assert!(renewed > t0);
     let owner = &first.metadata.owner_references.unwrap()[0];
     assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Node", NODE));
+
+    // A deleted Node is registered again at the next status refresh.
+    let old_uid = node.metadata.uid.clone().unwrap();
+    nodes.delete(NODE, &DeleteParams::default()).await.unwrap();
+    let again =
+        common_wait(|| async {
+            nodes.get_opt(NODE).await.ok().flatten().filter(|n| {
+                n.metadata.uid.as_deref() != Some(old_uid.as_str()) && n.status.is_some()
+            })
+        })
+        .await;
+    assert_eq!(
+        again.status.unwrap().capacity.unwrap()["nvidia.com/gpu"].0,
+        "2"
+    );
     agent.stop().await;
 }
 
@@ -736,4 +751,34 @@ async fn volumes_and_config_sources_reach_the_process() {
         )
     );
     agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_returns_cleanly_when_its_shutdown_future_resolves() {
+    let c = cluster().await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = c.agent_config();
+    let client = c.client.clone();
+    let agent = tokio::spawn(async move {
+        ferry_agent::run(client, config, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    common_wait(|| async { nodes.get_opt(NODE).await.ok().flatten() }).await;
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), agent)
+        .await
+        .expect("run returns after shutdown")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+
+    // A configuration error is reported, not panicked on.
+    let mut bad = c.agent_config();
+    bad.node_name = "Not A Node Name".into();
+    let err = ferry_agent::run(c.client.clone(), bad, async {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("node name"), "{err}");
 }
