@@ -44,7 +44,7 @@ pub fn groups(registry: &Registry) -> Value {
 /// `/apis/{group}` for one group.
 pub fn group(name: &str, versions: &[String]) -> Value {
     let mut sorted = versions.to_vec();
-    sorted.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+    sorted.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
     let entries: Vec<Value> = sorted
         .iter()
         .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))

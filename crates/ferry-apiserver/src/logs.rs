@@ -157,8 +157,10 @@ pub async fn serve(
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         let text = String::from_utf8_lossy(&body).trim().to_string();
+        // The agent's "no such container" (404) and "bad request" (400) are the client's
+        // problem, as the kubelet's are: both reach kubectl as 400 with the agent's words.
         return Err(match status {
-            StatusCode::NOT_FOUND => ApiError::bad_request(text),
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => ApiError::bad_request(text),
             _ => ApiError::internal(format!("the node agent answered {status}: {text}")),
         });
     }

@@ -550,8 +550,8 @@ fn join(path: &str, key: &str) -> String {
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 64 {
-        format!("{}...", &s[..s.floor_char_boundary(64)])
+    if s.chars().count() > 64 {
+        format!("{}...", s.chars().take(64).collect::<String>())
     } else {
         s
     }

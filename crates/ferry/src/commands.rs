@@ -17,6 +17,29 @@ pub struct ApiserverArgs {
     pub listen: SocketAddr,
 }
 
+/// Arguments of `ferry up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Directory of the database, the kubeconfig, pod logs and agent state. Everything
+    /// survives restarts (and `kill -9`): run `ferry up` again to resume.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+    /// Address to serve the Kubernetes API on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// Declare GPUs instead of discovering them, for demos and tests: comma-separated groups
+    /// `[COUNTx]MODEL[:MEMORY]`, such as `8xA100-80GB` or `4xH100,2xT4:16Gi`. Fake devices are
+    /// labelled `ferry.dev/gpu-fake=true` on the Node.
+    #[arg(long, value_name = "SPEC")]
+    pub fake_gpus: Option<String>,
+    /// Name of this machine's Node (default: the host name).
+    #[arg(long, env = "FERRY_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Run no node agent (a control plane without a node; pods stay Pending).
+    #[arg(long)]
+    pub no_agent: bool,
+}
+
 /// The default data directory: `$XDG_DATA_HOME/ferry` or `~/.local/share/ferry`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
@@ -47,6 +70,66 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Runs the embedded control plane until Ctrl-C.
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    use crate::up::{AgentOptions, ControlPlane, UpConfig};
+    let mut config = UpConfig::new(&args.data_dir);
+    config.listen = args.listen;
+    config.agent = if args.no_agent {
+        None
+    } else {
+        let mut options = AgentOptions::new();
+        if let Some(name) = args.node_name {
+            options.node_name = name;
+        }
+        if let Some(spec) = &args.fake_gpus {
+            let groups = ferry_agent::gpu::parse_fake_gpus(spec)
+                .map_err(|e| anyhow::anyhow!("--fake-gpus {spec:?}: {e}"))?;
+            options.gpus = ferry_agent::gpu::GpuSource::Fake(groups);
+        }
+        Some(options)
+    };
+    println!("Starting Ferry in {} ...", args.data_dir.display());
+    let plane = ControlPlane::start(config).await?;
+    let kubeconfig = plane.kubeconfig.display().to_string();
+    println!();
+    println!("Ferry is up.");
+    println!("  API server   {}", plane.server.url());
+    println!("  kubeconfig   {kubeconfig}");
+    match &plane.node_name {
+        Some(node) => println!("  node         {node}"),
+        None => println!("  node         none (--no-agent)"),
+    }
+    println!();
+    println!("Run a first job from another shell:");
+    println!("  export KUBECONFIG={kubeconfig}");
+    println!("  kubectl get nodes");
+    println!(
+        "  kubectl run hello --image=busybox --restart=Never --command -- sh -c 'echo hello from Ferry'"
+    );
+    println!("  kubectl logs hello");
+    println!();
+    println!("Press Ctrl-C to stop. Running pods keep running and are adopted on the next start.");
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot wait for Ctrl-C")?;
+    println!("Stopping Ferry ...");
+    plane.stop().await;
+    println!("Stopped. Data kept in {}", args.data_dir.display());
+    Ok(())
+}
+
+/// Runs only the node agent until Ctrl-C.
+pub async fn agent(args: ferry_agent::cli::AgentArgs) -> anyhow::Result<()> {
+    let client = args.client().await?;
+    let config = args.to_config()?;
+    ferry_agent::run(client, config, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
 }
 
 /// Runs the API server until Ctrl-C.

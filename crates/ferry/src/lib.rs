@@ -1,5 +1,6 @@
 //! The `ferry` binary's library: the subcommands, and the embedded control plane that
 //! `ferry up` runs (also started in-process by integration tests).
 
+pub mod bench;
 pub mod commands;
 pub mod up;

@@ -14,16 +14,38 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run only Ferry's Kubernetes-compatible API server (the embedded control plane's store).
+    /// Start Ferry on this machine: API server, scheduler, controllers and a node agent in one
+    /// process (the embedded control plane).
+    Up(commands::UpArgs),
+    /// Run only the node agent: register this machine as a Node and run its pods.
+    Agent(ferry_agent::cli::AgentArgs),
+    /// The per-container supervisor the node agent starts (internal).
+    #[command(name = "agent-shim", hide = true)]
+    AgentShim(ferry_agent::shim::ShimArgs),
+    /// Run only Ferry's Kubernetes-compatible API server.
     Apiserver(commands::ApiserverArgs),
+    /// Measure Ferry's own speed (each figure beside a baseline from the same run).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Replay a GPU-cluster trace under a placement policy (the FGD experiment).
     Sim(ferry_sim::cli::SimArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// The embedded control plane: durable create throughput, watch latency, submit-to-running.
+    Api(ferry::bench::ApiBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        // The shim must start before any runtime thread exists.
+        Command::AgentShim(args) => std::process::exit(ferry_agent::shim::run(args)),
+        Command::Up(args) => commands::run_async(commands::up(args)),
+        Command::Agent(args) => commands::run_async(commands::agent(args)),
         Command::Apiserver(args) => commands::run_async(commands::apiserver(args)),
+        Command::Bench(BenchCommand::Api(args)) => commands::run_async(ferry::bench::run(args)),
         Command::Sim(args) => ferry_sim::cli::run(args),
     }
 }

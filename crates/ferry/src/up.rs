@@ -17,6 +17,36 @@ pub struct UpConfig {
     pub listen: SocketAddr,
     /// Run the scheduler.
     pub scheduler: bool,
+    /// Run a node agent for this machine (`None`: no node).
+    pub agent: Option<AgentOptions>,
+}
+
+/// How `ferry up` runs its node agent.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The Node's name (default: the host name).
+    pub node_name: String,
+    /// Where the GPUs come from (NVML, declared fakes, or none).
+    pub gpus: ferry_agent::gpu::GpuSource,
+    /// The container supervisor to start (default: this executable's hidden `agent-shim`).
+    pub shim: Option<ferry_agent::runtime::ShimCommand>,
+}
+
+impl AgentOptions {
+    /// An agent for this host with automatic GPU discovery.
+    pub fn new() -> Self {
+        Self {
+            node_name: ferry_agent::config::default_node_name(),
+            gpus: ferry_agent::gpu::GpuSource::Auto,
+            shim: None,
+        }
+    }
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl UpConfig {
@@ -26,6 +56,7 @@ impl UpConfig {
             data_dir: data_dir.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
             scheduler: true,
+            agent: Some(AgentOptions::new()),
         }
     }
 }
@@ -36,6 +67,10 @@ pub struct ControlPlane {
     pub server: ferry_apiserver::RunningServer,
     /// Where the kubeconfig was written.
     pub kubeconfig: PathBuf,
+    /// The node agent, if one runs.
+    pub agent: Option<ferry_agent::AgentHandle>,
+    /// The agent's Node name, if an agent runs.
+    pub node_name: Option<String>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -49,10 +84,8 @@ pub fn client_for(url: &str) -> anyhow::Result<kube::Client> {
     kube::Client::try_from(config).context("cannot build a Kubernetes client")
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> {
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 impl ControlPlane {
@@ -89,9 +122,30 @@ impl ControlPlane {
                 }
             }));
         }
+        let mut agent = None;
+        let mut node_name = None;
+        if let Some(options) = config.agent {
+            let mut agent_config = ferry_agent::AgentConfig::new(
+                options.node_name.clone(),
+                config.data_dir.join("agent"),
+            );
+            agent_config.gpus = options.gpus;
+            // Any free port: the Node publishes the one chosen.
+            agent_config.log_server_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            if let Some(shim) = options.shim {
+                agent_config.shim = shim;
+            }
+            let handle = ferry_agent::start(client_for(&server.url())?, agent_config)
+                .await
+                .context("cannot start the node agent")?;
+            agent = Some(handle);
+            node_name = Some(options.node_name);
+        }
         Ok(Self {
             server,
             kubeconfig,
+            agent,
+            node_name,
             stop,
             tasks,
         })
@@ -104,6 +158,9 @@ impl ControlPlane {
 
     /// Stops every component (running pods keep running; the agent adopts them on restart).
     pub async fn stop(self) {
+        if let Some(agent) = self.agent {
+            agent.stop().await;
+        }
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;

@@ -331,6 +331,7 @@ async fn kubectl_watch_streams_changes() {
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
+    watch.wait().unwrap();
     let events: Vec<&str> = out
         .lines()
         .filter_map(|l| l.split_whitespace().next())

@@ -54,7 +54,9 @@ async fn acknowledged_writes_survive_kill_9_and_watches_resume() {
         let cms = cms.clone();
         let last_seen = last_seen.clone();
         tokio::spawn(async move {
-            let Ok(stream) = cms.watch(&WatchParams::default(), "0").await else { return };
+            let Ok(stream) = cms.watch(&WatchParams::default(), "0").await else {
+                return;
+            };
             let mut stream = std::pin::pin!(stream);
             while let Some(Ok(event)) = stream.next().await {
                 if let WatchEvent::Added(o) | WatchEvent::Modified(o) = event {
@@ -80,11 +82,16 @@ async fn acknowledged_writes_survive_kill_9_and_watches_resume() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let name = format!("w{w}-{}", n % 20);
                 let result = if n < 20 {
-                    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name}, "data": {"n": n.to_string()}})).unwrap();
+                    let cm: ConfigMap = serde_json::from_value(
+                        json!({"metadata": {"name": name}, "data": {"n": n.to_string()}}),
+                    )
+                    .unwrap();
                     cms.create(&PostParams::default(), &cm).await.map(|_| ())
                 } else {
                     let patch = json!({"data": {"n": n.to_string()}});
-                    cms.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await.map(|_| ())
+                    cms.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                        .map(|_| ())
                 };
                 match result {
                     Ok(()) => {
@@ -110,9 +117,15 @@ async fn acknowledged_writes_survive_kill_9_and_watches_resume() {
     watcher.abort();
     let acked = acked.lock().unwrap().clone();
     let last_seen = *last_seen.lock().unwrap();
-    assert!(acked.len() == 160, "every writer created its 20 objects before the crash ({} acked)", acked.len());
+    assert!(
+        acked.len() == 160,
+        "every writer created its 20 objects before the crash ({} acked)",
+        acked.len()
+    );
     let writes: u64 = acked.values().map(|n| n / 20 + 1).sum();
-    println!("{writes} acknowledged writes before kill -9; the watcher had seen revision {last_seen}");
+    println!(
+        "{writes} acknowledged writes before kill -9; the watcher had seen revision {last_seen}"
+    );
 
     // Restart on the same data: every acknowledged write is there.
     let (mut server, url) = start_server(dir.path());
@@ -123,32 +136,51 @@ async fn acknowledged_writes_survive_kill_9_and_watches_resume() {
         .unwrap()
         .items
         .into_iter()
-        .map(|cm| (cm.metadata.name.unwrap(), cm.data.unwrap()["n"].parse().unwrap()))
+        .map(|cm| {
+            (
+                cm.metadata.name.unwrap(),
+                cm.data.unwrap()["n"].parse().unwrap(),
+            )
+        })
         .collect();
     for (name, n) in &acked {
-        let have = stored.get(name).unwrap_or_else(|| panic!("acknowledged object {name} lost"));
+        let have = stored
+            .get(name)
+            .unwrap_or_else(|| panic!("acknowledged object {name} lost"));
         // The write in flight at the kill may or may not have landed (it was never answered),
         // but nothing acknowledged may be missing.
-        assert!(*have == *n || *have == n + 20, "{name}: acknowledged n={n}, stored n={have}");
+        assert!(
+            *have == *n || *have == n + 20,
+            "{name}: acknowledged n={n}, stored n={have}"
+        );
     }
 
     // A watch resumes from the revision the watcher had reached.
-    let stream = cms.watch(&WatchParams::default().timeout(3), &last_seen.to_string()).await.unwrap();
+    let stream = cms
+        .watch(&WatchParams::default().timeout(3), &last_seen.to_string())
+        .await
+        .unwrap();
     let events: Vec<_> = stream.collect().await;
     let mut previous = last_seen;
     for event in events {
         match event.unwrap() {
             WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
                 let rv: u64 = o.metadata.resource_version.unwrap().parse().unwrap();
-                assert!(rv > previous, "revisions go forward after resume ({rv} after {previous})");
+                assert!(
+                    rv > previous,
+                    "revisions go forward after resume ({rv} after {previous})"
+                );
                 previous = rv;
             }
-            WatchEvent::Error(e) => assert_eq!(e.code, 410, "only an expiry may end a resume: {e:?}"),
+            WatchEvent::Error(e) => {
+                assert_eq!(e.code, 410, "only an expiry may end a resume: {e:?}")
+            }
             WatchEvent::Bookmark(_) => {}
         }
     }
     // New writes continue the revision sequence past everything seen before the crash.
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "after-restart"}})).unwrap();
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "after-restart"}})).unwrap();
     let created = cms.create(&PostParams::default(), &cm).await.unwrap();
     let rv: u64 = created.metadata.resource_version.unwrap().parse().unwrap();
     assert!(rv > previous.max(last_seen));

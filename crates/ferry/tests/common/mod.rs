@@ -16,9 +16,32 @@ pub struct TestPlane {
     pub dir: tempfile::TempDir,
 }
 
-/// Starts the control plane (API server and scheduler) in a fresh temporary directory.
+/// Starts the control plane (API server and scheduler, no node agent) in a fresh temporary
+/// directory.
 pub async fn start() -> TestPlane {
     start_with(|_| {}).await
+}
+
+/// Starts the whole embedded control plane, node agent included, with declared GPUs.
+pub async fn start_with_node(fake_gpus: &str) -> TestPlane {
+    let groups = ferry_agent::gpu::parse_fake_gpus(fake_gpus).expect("valid --fake-gpus");
+    start_with(|c| {
+        let mut agent = ferry::up::AgentOptions::new();
+        agent.node_name = "test-node".into();
+        agent.gpus = ferry_agent::gpu::GpuSource::Fake(groups);
+        agent.shim = Some(shim_command());
+        c.agent = Some(agent);
+    })
+    .await
+}
+
+/// The container supervisor: the `ferry` binary's hidden subcommand (the test binary itself
+/// is not `ferry`).
+pub fn shim_command() -> ferry_agent::runtime::ShimCommand {
+    ferry_agent::runtime::ShimCommand {
+        program: env!("CARGO_BIN_EXE_ferry").into(),
+        args: vec![ferry_agent::shim::SHIM_SUBCOMMAND.into()],
+    }
 }
 
 /// Starts the control plane after adjusting its configuration.
@@ -26,6 +49,7 @@ pub async fn start_with(adjust: impl FnOnce(&mut UpConfig)) -> TestPlane {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut config = UpConfig::new(dir.path().join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.agent = None;
     adjust(&mut config);
     let plane = ControlPlane::start(config)
         .await
