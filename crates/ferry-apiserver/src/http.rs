@@ -321,7 +321,7 @@ fn dry_run(v: &str) -> ApiResult<bool> {
     }
 }
 
-/// Decodes a JSON or YAML body.
+/// Decodes a JSON, YAML or Kubernetes protobuf body.
 pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     if body.len() > MAX_BODY {
         return Err(ApiError::too_large(format!(
@@ -336,9 +336,19 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         .get(header::CONTENT_TYPE)
         .and_then(|c| c.to_str().ok())
         .unwrap_or("application/json");
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
+    if content_type.contains("protobuf") {
+        return crate::protobuf::decode(body).map_err(|e| {
+            let message = format!("the protobuf body cannot be read: {e}");
+            if e.is_unsupported() {
+                ApiError::unsupported_media_type(message)
+            } else {
+                ApiError::bad_request(message)
+            }
+        });
+    }
+    if content_type.contains("cbor") {
         return Err(ApiError::unsupported_media_type(format!(
-            "the body is {content_type}; this server reads JSON and YAML request bodies"
+            "the body is {content_type}; this server reads JSON, YAML and protobuf request bodies"
         )));
     }
     let yaml = content_type.contains("yaml");

@@ -3,7 +3,8 @@
 //!
 //! Layers, from the wire inwards:
 //! - [`http`]: routes (`/api`, `/apis`, discovery, OpenAPI), path parsing, content negotiation
-//!   (JSON, Tables for kubectl, metadata-only), request decoding (JSON or YAML).
+//!   (JSON, Tables for kubectl, metadata-only), request decoding (JSON, YAML, or Kubernetes
+//!   protobuf through [`protobuf`]).
 //! - [`watch`] and [`logs`]: streaming responses (watch events; container logs proxied to the
 //!   node agent as the real API server proxies to the kubelet).
 //! - [`service`]: the API's semantics, independent of HTTP: defaulting, validation, optimistic
@@ -21,6 +22,7 @@ pub mod logs;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod selectors;
 pub mod service;

@@ -1,8 +1,10 @@
-//! kubectl's typed commands (`create configmap|secret|namespace|serviceaccount|priorityclass`,
-//! `run`, `expose`) send Kubernetes protobuf request bodies; the embedded API server decodes
-//! them. Objects are read back as JSON and their fields checked. Then the two request types
-//! kubectl does not send this way but client-go programs do (a scheduler's `pods/binding`, a
-//! DELETE with `DeleteOptions`) are posted as hand-built protobuf.
+//! Kubernetes protobuf request bodies end to end.
+//!
+//! kubectl 1.32's typed commands (`create configmap|secret|namespace|serviceaccount|
+//! priorityclass`) send protobuf bodies (`run` and `expose` send JSON; both must work); the
+//! objects are read back and their fields checked. Then what client-go programs send as
+//! protobuf and kubectl does not (a typed Pod and Service create, a scheduler's
+//! `pods/binding`, a DELETE with `DeleteOptions`) is posted as hand-built protobuf.
 
 mod common;
 
@@ -25,20 +27,15 @@ fn get_json(t: &common::TestPlane, args: &[&str]) -> Value {
 async fn kubectl_typed_commands_send_protobuf() {
     let t = common::start_with(|c| c.scheduler = false).await;
 
-    // The typed commands really send protobuf (-v=8 logs the request headers).
-    let out = t.kubectl(&[
-        "create",
-        "configmap",
-        "settings",
-        "--from-literal=mode=fast",
-        "--from-literal=empty=",
-        "-v=8",
-    ]);
-    assert!(out.ok, "kubectl create configmap: {}", out.stderr);
-    assert!(
-        out.stderr.contains(PROTOBUF),
-        "kubectl did not send protobuf: {}",
-        out.stderr
+    kubectl_protobuf(
+        &t,
+        &[
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=mode=fast",
+            "--from-literal=empty=",
+        ],
     );
     let cm = get_json(&t, &["configmap", "settings"]);
     assert_eq!(cm["data"], json!({"mode": "fast", "empty": ""}));
@@ -54,15 +51,17 @@ async fn kubectl_typed_commands_send_protobuf() {
     let blob_path = t.dir.path().join("blob.bin");
     std::fs::write(&blob_path, blob).unwrap();
     let from_file = format!("--from-file=blob={}", blob_path.display());
-    t.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "creds",
-        "--from-literal=token=s3cr3t é",
-        &from_file,
-    ])
-    .success();
+    kubectl_protobuf(
+        &t,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "--from-literal=token=s3cr3t é",
+            &from_file,
+        ],
+    );
     // Read back with kube-rs, which decodes the base64.
     let secrets: Api<Secret> = Api::namespaced(t.client.clone(), "default");
     let secret = secrets.get("creds").await.unwrap();
@@ -77,12 +76,11 @@ async fn kubectl_typed_commands_send_protobuf() {
     assert_eq!(data["blob"].0, blob);
 
     // Namespace and a service account in it.
-    t.kubectl(&["create", "namespace", "team-a"]).success();
+    kubectl_protobuf(&t, &["create", "namespace", "team-a"]);
     let ns = get_json(&t, &["namespace", "team-a"]);
     assert_eq!(ns["metadata"]["name"], "team-a");
     assert_eq!(ns["status"]["phase"], "Active");
-    t.kubectl(&["create", "serviceaccount", "builder", "-n", "team-a"])
-        .success();
+    kubectl_protobuf(&t, &["create", "serviceaccount", "builder", "-n", "team-a"]);
     let sa = get_json(&t, &["serviceaccount", "builder", "-n", "team-a"]);
     assert_eq!(sa["metadata"]["namespace"], "team-a");
     assert_eq!(sa["kind"], "ServiceAccount");
@@ -94,7 +92,6 @@ async fn kubectl_typed_commands_send_protobuf() {
         &["sh", "-c", "echo hi"],
     );
     let pod = get_json(&t, &["pod", "x"]);
-    eprintln!("POD {pod:#}\nSVC_PLACEHOLDER");
     let container = &pod["spec"]["containers"][0];
     assert_eq!(container["name"], "x");
     assert_eq!(container["image"], "busybox");
@@ -118,20 +115,81 @@ async fn kubectl_typed_commands_send_protobuf() {
     assert_eq!(svc["spec"]["selector"], json!({"run": "x"}));
 
     // A priority class.
-    t.kubectl(&[
-        "create",
-        "priorityclass",
-        "high",
-        "--value=1000",
-        "--description=for training",
-        "--preemption-policy=Never",
-    ])
-    .success();
+    kubectl_protobuf(
+        &t,
+        &[
+            "create",
+            "priorityclass",
+            "high",
+            "--value=1000",
+            "--description=for training",
+            "--preemption-policy=Never",
+        ],
+    );
     let pc = get_json(&t, &["priorityclass", "high"]);
     assert_eq!(pc["value"], 1000);
     assert_eq!(pc["description"], "for training");
     assert_eq!(pc["preemptionPolicy"], "Never");
     assert_eq!(pc["globalDefault"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_go_protobuf_bodies() {
+    let t = common::start_with(|c| c.scheduler = false).await;
+
+    // A typed Pod create: metadata, containers with command and a port.
+    let container = message(&[
+        (1, b"main".to_vec()),
+        (2, b"busybox".to_vec()),
+        (3, b"sh".to_vec()),
+        (3, b"-c".to_vec()),
+        (3, b"echo hi".to_vec()),
+        (6, [field(1, b"http"), varint_field(3, 8080)].concat()),
+    ]);
+    let pod = message(&[
+        (1, object_meta("x", &[])),
+        (2, [field(2, &container), field(3, b"Never")].concat()),
+        (3, vec![]),
+    ]);
+    post_protobuf(
+        &t,
+        http::Method::POST,
+        "/api/v1/namespaces/default/pods",
+        envelope("v1", "Pod", pod),
+    )
+    .await
+    .expect("pod created");
+    let pod = get_json(&t, &["pod", "x"]);
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(c["command"], json!(["sh", "-c", "echo hi"]));
+    assert_eq!(c["ports"][0]["containerPort"], 8080);
+    assert_eq!(c["ports"][0]["name"], "http");
+    assert_eq!(pod["spec"]["restartPolicy"], "Never");
+
+    // A typed Service create with a named target port (IntOrString type 1, strVal).
+    let port = [
+        field(1, b"web"),
+        varint_field(3, 80),
+        field(4, &[varint_field(1, 1), field(3, b"http")].concat()),
+    ]
+    .concat();
+    let selector = message(&[(1, b"app".to_vec()), (2, b"x".to_vec())]);
+    let service = message(&[
+        (1, object_meta("x", &[])),
+        (2, [field(1, &port), field(2, &selector)].concat()),
+    ]);
+    post_protobuf(
+        &t,
+        http::Method::POST,
+        "/api/v1/namespaces/default/services",
+        envelope("v1", "Service", service),
+    )
+    .await
+    .expect("service created");
+    let svc = get_json(&t, &["service", "x"]);
+    assert_eq!(svc["spec"]["ports"][0]["port"], 80);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
+    assert_eq!(svc["spec"]["selector"], json!({"app": "x"}));
 
     // A scheduler's binding, as client-go sends it.
     let binding = message(&[
@@ -167,6 +225,20 @@ async fn kubectl_typed_commands_send_protobuf() {
             .concat(),
         )
     };
+    let config_map = message(&[
+        (1, object_meta("settings", &[])),
+        (2, message(&[(1, b"k".to_vec()), (2, b"v".to_vec())])),
+    ]);
+    post_protobuf(
+        &t,
+        http::Method::POST,
+        "/api/v1/namespaces/default/configmaps",
+        envelope("v1", "ConfigMap", config_map),
+    )
+    .await
+    .expect("config map created");
+    let cm = get_json(&t, &["configmap", "settings"]);
+    assert_eq!(cm["data"], json!({"k": "v"}));
     let path = "/api/v1/namespaces/default/configmaps/settings";
     match post_protobuf(&t, http::Method::DELETE, path, delete("not-the-uid")).await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
@@ -197,6 +269,19 @@ async fn kubectl_typed_commands_send_protobuf() {
         }
         other => panic!("malformed protobuf must be refused: {other:?}"),
     }
+}
+
+/// Runs a kubectl command that must send a protobuf body, and checks that it did (`-v=8`
+/// logs the request headers).
+fn kubectl_protobuf(t: &common::TestPlane, args: &[&str]) {
+    let mut all = args.to_vec();
+    all.push("-v=8");
+    let out = t.kubectl(&all);
+    assert!(out.ok, "kubectl {args:?}: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("Content-Type: {PROTOBUF}")),
+        "kubectl {args:?} did not send a protobuf body"
+    );
 }
 
 /// Runs `kubectl <args> -- <command>`; `t.kubectl` appends its own flags after the arguments,
