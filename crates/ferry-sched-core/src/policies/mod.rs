@@ -2,11 +2,14 @@
 
 pub mod best_fit;
 pub mod cards;
+pub mod cpu_stranding;
+pub mod dead_capacity;
 pub mod dot_product;
 pub mod ferry;
 pub mod fgd;
 pub mod gpu_clustering;
 pub mod gpu_packing;
+pub mod model_pressure;
 pub mod random;
 
 use std::fmt;
