@@ -76,9 +76,7 @@ fn scaled(input: &str, decimals: u32) -> Result<i64, QuantityError> {
         "P" => (0, 15),
         "E" => (0, 18),
         s if s.starts_with(['e', 'E']) => {
-            let e: i32 = s[1..]
-                .parse()
-                .map_err(|_| err(input, "bad exponent"))?;
+            let e: i32 = s[1..].parse().map_err(|_| err(input, "bad exponent"))?;
             if !(-30..=30).contains(&e) {
                 return Err(err(input, "exponent out of range"));
             }
@@ -94,7 +92,9 @@ fn scaled(input: &str, decimals: u32) -> Result<i64, QuantityError> {
     let mantissa: i128 = if digits.is_empty() {
         0
     } else {
-        digits.parse().map_err(|_| err(input, "expected a number"))?
+        digits
+            .parse()
+            .map_err(|_| err(input, "expected a number"))?
     };
     // value = mantissa * 2^shift * 10^(decimal_exp - frac_len + decimals)
     let exp10 = decimal_exp - frac_part.len() as i32 + decimals as i32;
@@ -104,7 +104,11 @@ fn scaled(input: &str, decimals: u32) -> Result<i64, QuantityError> {
     let mut denominator: i128 = 1;
     if exp10 >= 0 {
         numerator = numerator
-            .checked_mul(10i128.checked_pow(exp10 as u32).ok_or_else(|| err(input, "too large"))?)
+            .checked_mul(
+                10i128
+                    .checked_pow(exp10 as u32)
+                    .ok_or_else(|| err(input, "too large"))?,
+            )
             .ok_or_else(|| err(input, "too large"))?;
     } else {
         denominator = 10i128
@@ -146,7 +150,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "abc", "1x", "1..2", "--1", "1e99", "99999999999999999999999999999999Ei"] {
+        for bad in [
+            "",
+            "abc",
+            "1x",
+            "1..2",
+            "--1",
+            "1e99",
+            "99999999999999999999999999999999Ei",
+        ] {
             assert!(parse_units(bad).is_err(), "{bad} should not parse");
         }
     }

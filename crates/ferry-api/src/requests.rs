@@ -25,10 +25,17 @@ fn container_requests(c: &Container) -> Result<PodRequests, QuantityError> {
     let res = c.resources.as_ref();
     let requests = res.and_then(|r| r.requests.as_ref()).unwrap_or(&empty);
     let limits = res.and_then(|r| r.limits.as_ref()).unwrap_or(&empty);
-    let pick = |name: &str| -> Option<&Quantity> { requests.get(name).or_else(|| limits.get(name)) };
+    let pick =
+        |name: &str| -> Option<&Quantity> { requests.get(name).or_else(|| limits.get(name)) };
     Ok(PodRequests {
-        cpu_milli: pick("cpu").map(|q| quantity::parse_milli(&q.0)).transpose()?.unwrap_or(0),
-        memory_bytes: pick("memory").map(|q| quantity::parse_units(&q.0)).transpose()?.unwrap_or(0),
+        cpu_milli: pick("cpu")
+            .map(|q| quantity::parse_milli(&q.0))
+            .transpose()?
+            .unwrap_or(0),
+        memory_bytes: pick("memory")
+            .map(|q| quantity::parse_units(&q.0))
+            .transpose()?
+            .unwrap_or(0),
         gpus: pick(RESOURCE_NVIDIA_GPU)
             .map(|q| quantity::parse_integer(&q.0))
             .transpose()?
@@ -93,7 +100,10 @@ mod tests {
     fn sums_containers_and_takes_max_of_init() {
         let spec = PodSpec {
             containers: vec![
-                container(&[("cpu", "500m"), ("memory", "1Gi")], &[("nvidia.com/gpu", "2")]),
+                container(
+                    &[("cpu", "500m"), ("memory", "1Gi")],
+                    &[("nvidia.com/gpu", "2")],
+                ),
                 container(&[("cpu", "1")], &[]),
             ],
             init_containers: Some(vec![container(&[("cpu", "4")], &[])]),

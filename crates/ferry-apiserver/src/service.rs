@@ -342,6 +342,19 @@ impl Service {
         }
         match (info.group.as_str(), info.plural.as_str()) {
             ("", "pods") => self.default_pod(body),
+            ("", "secrets") => {
+                let obj = body
+                    .as_object_mut()
+                    .ok_or_else(|| ApiError::bad_request("a Secret must be an object"))?;
+                if obj
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    obj.insert("type".into(), json!("Opaque"));
+                }
+                Ok(())
+            }
             ("", "namespaces") => {
                 body["spec"] = json!({"finalizers": ["kubernetes"]});
                 body["status"] = json!({"phase": "Active"});
