@@ -735,6 +735,7 @@ pub fn cards_lower_bound(items: &[(u16, u32)]) -> f64 {
 }
 
 /// max d·y s.t. R y <= 1, y >= 0 (dense tableau, Bland's rule).
+#[allow(clippy::needless_range_loop)]
 fn simplex_max(d: &[f64], rows: &[Vec<f64>]) -> Vec<f64> {
     let m = d.len();
     let r = rows.len();
@@ -749,10 +750,7 @@ fn simplex_max(d: &[f64], rows: &[Vec<f64>]) -> Vec<f64> {
         t[r][j] = -d[j];
     }
     let mut basis: Vec<usize> = (m..m + r).collect();
-    loop {
-        let Some(col) = (0..w - 1).find(|&j| t[r][j] < -1e-12) else {
-            break;
-        };
+    while let Some(col) = (0..w - 1).find(|&j| t[r][j] < -1e-12) {
         let mut row = None;
         let mut ratio = f64::INFINITY;
         for k in 0..r {

@@ -153,53 +153,26 @@ pub fn run_benchmarks_with(
     )?;
     for setting in [fgd, ferry] {
         let heap_before = heap_bytes.map(|f| f());
-        let mut cluster = synthetic_cluster(&prepared, scale_nodes)?;
-        let heap_cluster = heap_bytes.map(|f| f());
-        let capacity = cluster.total_cards() as f64 * 1000.0;
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let mut pods = Vec::new();
-        let mut demand = 0.0;
-        while demand < capacity * scale_fill / 100.0 {
-            let p = &prepared.requests[rng.random_range(0..prepared.requests.len())];
-            demand += p.gpu.total_milli() as f64;
-            pods.push(p.clone());
-        }
-        let mut scheduler = Scheduler::new(setting.policy.build(7));
-        let mut ranks: Vec<u32> = (0..scale_nodes as u32).collect();
-        for i in (1..ranks.len()).rev() {
-            ranks.swap(i, rng.random_range(0..=i));
-        }
-        scheduler.set_ranks(NodeRanks::from_ranks(ranks));
-        scheduler.set_knowledge(Knowledge::Fixed(prepared.metric_workload.clone()));
-        scheduler.set_explain_failures(false);
-        let start = Instant::now();
-        let mut failed = 0;
-        for p in &pods {
-            if scheduler.place(&mut cluster, p).is_err() {
-                failed += 1;
-            }
-        }
-        let took = start.elapsed().as_secs_f64();
+        let run = scale_benchmark(&prepared, setting, scale_nodes, scale_fill, heap_bytes)?;
         let heap_after = heap_bytes.map(|f| f());
         writeln!(
             out,
-            "{:>6}: {} pods ({:.0}% of {} GPUs) in {:.2} s single-threaded = {:.0} pods/s ({failed} failed; {:.1}% of node scores from cache)",
+            "{:>6}: {} pods ({:.0}% of {} GPUs) in {:.2} s single-threaded = {:.0} pods/s ({} failed; {:.1}% of node scores from cache)",
             setting.label(),
-            pods.len(),
+            run.pods,
             scale_fill,
-            cluster.total_cards(),
-            took,
-            pods.len() as f64 / took,
-            100.0 * scheduler.stats().scores_cached as f64
-                / (scheduler.stats().scores_cached + scheduler.stats().scores_computed).max(1)
-                    as f64
+            run.gpus,
+            run.seconds,
+            run.pods as f64 / run.seconds,
+            run.failed,
+            run.cached_pct
         )?;
-        if let (Some(b), Some(c), Some(a)) = (heap_before, heap_cluster, heap_after) {
+        if let (Some(b), Some(c), Some(a)) = (heap_before, run.heap_cluster, heap_after) {
             writeln!(
                 out,
                 "        memory (measured heap): {:.0} B per node (cluster model); {:.0} B per placed pod (allocation record + score cache, amortised)",
                 (c - b) as f64 / scale_nodes as f64,
-                (a.saturating_sub(c)) as f64 / pods.len() as f64
+                (a.saturating_sub(c)) as f64 / run.pods as f64
             )?;
         }
     }
@@ -212,6 +185,72 @@ pub fn run_benchmarks_with(
         std::mem::size_of::<Option<ferry_sched_core::state::Allocation>>()
     )?;
     Ok(())
+}
+
+/// One run of the scale benchmark.
+#[derive(Debug, Clone, Copy)]
+pub struct ScaleRun {
+    /// Pods attempted.
+    pub pods: usize,
+    /// Pods that found no node.
+    pub failed: usize,
+    /// GPUs of the cluster.
+    pub gpus: usize,
+    /// Wall time of the placement loop.
+    pub seconds: f64,
+    /// Share of node scores served from the cache, %.
+    pub cached_pct: f64,
+    /// Heap after building the cluster (when a counter is given).
+    pub heap_cluster: Option<usize>,
+}
+
+/// Places pods drawn from the trace's mix into a synthetic cluster of `nodes` 8-GPU nodes
+/// until `fill` % of its GPU capacity is asked, single-threaded, and times it.
+pub fn scale_benchmark(
+    prepared: &PreparedTrace,
+    setting: PolicySetting,
+    nodes: usize,
+    fill: f64,
+    heap_bytes: Option<fn() -> usize>,
+) -> anyhow::Result<ScaleRun> {
+    let mut cluster = synthetic_cluster(prepared, nodes)?;
+    let heap_cluster = heap_bytes.map(|f| f());
+    let capacity = cluster.total_cards() as f64 * 1000.0;
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut pods = Vec::new();
+    let mut demand = 0.0;
+    while demand < capacity * fill / 100.0 {
+        let p = &prepared.requests[rng.random_range(0..prepared.requests.len())];
+        demand += p.gpu.total_milli() as f64;
+        pods.push(p.clone());
+    }
+    let mut scheduler = Scheduler::new(setting.policy.build(7));
+    scheduler.set_score_index(setting.policy.uses_workload());
+    let mut ranks: Vec<u32> = (0..nodes as u32).collect();
+    for i in (1..ranks.len()).rev() {
+        ranks.swap(i, rng.random_range(0..=i));
+    }
+    scheduler.set_ranks(NodeRanks::from_ranks(ranks));
+    scheduler.set_knowledge(Knowledge::Fixed(prepared.metric_workload.clone()));
+    scheduler.set_explain_failures(false);
+    let start = Instant::now();
+    let mut failed = 0;
+    for p in &pods {
+        if scheduler.place(&mut cluster, p).is_err() {
+            failed += 1;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let stats = scheduler.stats();
+    Ok(ScaleRun {
+        pods: pods.len(),
+        failed,
+        gpus: cluster.total_cards(),
+        seconds,
+        cached_pct: 100.0 * stats.scores_cached as f64
+            / (stats.scores_cached + stats.scores_computed).max(1) as f64,
+        heap_cluster,
+    })
 }
 
 /// A cluster of `nodes` 8-GPU nodes with the 8-GPU shapes of the trace, in their proportions.

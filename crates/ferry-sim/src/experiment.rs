@@ -242,6 +242,8 @@ pub fn run_with(
     let (order, ranks) = arrival_order(prepared, seed, tune_ratio);
     let mut cluster = prepared.cluster.clone();
     let mut scheduler = Scheduler::new(policy);
+    // FGD and Ferry score per node state with no normalisation: same decisions, indexed.
+    scheduler.set_score_index(setting.policy.uses_workload());
     scheduler.set_ranks(NodeRanks::from_ranks(ranks));
     scheduler.set_knowledge(knowledge);
     scheduler.set_explain_failures(false);
