@@ -304,4 +304,44 @@ mod tests {
         assert!(json(&mut obj, &json!([{"op": "remove", "path": "/nope"}])).is_err());
         assert!(json(&mut obj, &json!({"op": "add"})).is_err());
     }
+
+    /// Random JSON, biased towards the shapes patches touch (objects, keyed lists, directives).
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z$/]{0,6}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let key = prop_oneof![
+                Just("name".to_string()),
+                Just("containers".to_string()),
+                Just("finalizers".to_string()),
+                Just("conditions".to_string()),
+                Just("$patch".to_string()),
+                Just("$retainKeys".to_string()),
+                Just("$setElementOrder/containers".to_string()),
+                Just("$deleteFromPrimitiveList/finalizers".to_string()),
+                "[a-z]{1,4}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(key, inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn patching_never_panics(mut object in arb_json(), patch in arb_json()) {
+            let mut a = object.clone();
+            let _ = strategic(&mut a, &patch);
+            let mut b = object.clone();
+            let _ = json(&mut b, &patch);
+            merge(&mut object, &patch);
+        }
+    }
 }

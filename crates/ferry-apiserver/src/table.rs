@@ -296,7 +296,6 @@ fn pod_cells(o: &Value, name: Value, age: Value) -> Vec<Value> {
         } else if let Some(r) = s
             .pointer("/state/terminated/reason")
             .and_then(Value::as_str)
-            && status != "Succeeded"
         {
             status = r.to_string();
         }

@@ -40,6 +40,19 @@ pub struct UpArgs {
     pub no_agent: bool,
 }
 
+/// Arguments of `ferry scheduler`.
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Kubeconfig of the cluster (default: `$KUBECONFIG`, `~/.kube/config`, or the in-cluster
+    /// service account).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The schedulerName values to serve (repeat the flag for several). Pods naming another
+    /// scheduler are left alone.
+    #[arg(long = "scheduler-name", value_name = "NAME", default_value = ferry_api::SCHEDULER_NAME)]
+    pub scheduler_names: Vec<String>,
+}
+
 /// The default data directory: `$XDG_DATA_HOME/ferry` or `~/.local/share/ferry`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
@@ -130,6 +143,37 @@ pub async fn agent(args: ferry_agent::cli::AgentArgs) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// Runs only the scheduler until Ctrl-C.
+pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let config = ferry_scheduler::SchedulerConfig {
+        scheduler_names: args.scheduler_names,
+        ..Default::default()
+    };
+    ferry_scheduler::run(client, config, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}
+
+/// A client from an explicit kubeconfig, or kube-rs's default discovery.
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .with_context(|| format!("invalid kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration found: pass --kubeconfig or set KUBECONFIG")?,
+    };
+    kube::Client::try_from(config).context("cannot build a Kubernetes client")
 }
 
 /// Runs the API server until Ctrl-C.

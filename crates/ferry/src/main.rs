@@ -19,6 +19,9 @@ enum Command {
     Up(commands::UpArgs),
     /// Run only the node agent: register this machine as a Node and run its pods.
     Agent(ferry_agent::cli::AgentArgs),
+    /// Run only the scheduler, against any Kubernetes API server (binds pods whose
+    /// schedulerName is Ferry's).
+    Scheduler(commands::SchedulerArgs),
     /// The per-container supervisor the node agent starts (internal).
     #[command(name = "agent-shim", hide = true)]
     AgentShim(ferry_agent::shim::ShimArgs),
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::AgentShim(args) => std::process::exit(ferry_agent::shim::run(args)),
         Command::Up(args) => commands::run_async(commands::up(args)),
         Command::Agent(args) => commands::run_async(commands::agent(args)),
+        Command::Scheduler(args) => commands::run_async(commands::scheduler(args)),
         Command::Apiserver(args) => commands::run_async(commands::apiserver(args)),
         Command::Bench(BenchCommand::Api(args)) => commands::run_async(ferry::bench::run(args)),
         Command::Sim(args) => ferry_sim::cli::run(args),
