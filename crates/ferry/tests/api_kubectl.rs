@@ -258,6 +258,18 @@ async fn kubectl_custom_resources() {
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "SIZE", "PHASE", "AGE"]);
     assert!(out.lines().nth(1).unwrap().starts_with("w1"), "{out}");
+    // Watch the custom resources while they change.
+    let cache = tempfile::tempdir().unwrap();
+    let mut watch = Command::new(common::kubectl_binary())
+        .arg("--kubeconfig")
+        .arg(&t.plane.kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args(["get", "widgets", "-w", "--output-watch-events", "-o", "custom-columns=EVENT:.type,NAME:.object.metadata.name,SIZE:.object.spec.size"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
     t.kubectl(&[
         "patch",
         "widget",
@@ -295,6 +307,16 @@ async fn kubectl_custom_resources() {
         "4"
     );
     t.kubectl(&["delete", "wd", "w1"]).success();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    watch.kill().unwrap();
+    let mut watched = String::new();
+    watch.stdout.take().unwrap().read_to_string(&mut watched).unwrap();
+    watch.wait().unwrap();
+    let events: Vec<&str> = watched.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(events.first(), Some(&"EVENT"), "{watched}");
+    assert_eq!(events.get(1), Some(&"ADDED"), "{watched}");
+    assert!(events.iter().filter(|e| **e == "MODIFIED").count() >= 3, "{watched}");
+    assert_eq!(events.last(), Some(&"DELETED"), "{watched}");
     assert!(
         t.kubectl(&["get", "wd", "-o", "name"])
             .success()
