@@ -139,7 +139,7 @@ struct CacheLine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Ranked {
     score: i64,
-    rank: Reverse<u64>,
+    rank: Reverse<u32>,
     node: Reverse<NodeId>,
     stamp: u64,
 }
@@ -597,7 +597,7 @@ impl Scheduler {
                 let node = id as NodeId;
                 index.heap.push(Ranked {
                     score: self.policy.scorer.score(&ctx, node, &nodes[id], pod),
-                    rank: Reverse(self.ranks.rank(node)),
+                    rank: Reverse(self.ranks.rank(node).min(u32::MAX as u64) as u32),
                     node: Reverse(node),
                     stamp,
                 });

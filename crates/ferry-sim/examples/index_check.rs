@@ -18,7 +18,13 @@ fn main() {
         let mut s = Scheduler::new(kind.build(42));
         s.set_score_index(index);
         s.set_ranks(NodeRanks::from_ranks(ranks.clone()));
-        s.set_knowledge(Knowledge::Fixed(p.metric_workload.clone()));
+        if std::env::args().nth(2).as_deref() == Some("online") {
+            s.set_knowledge(Knowledge::Online(ferry_sched_core::OnlineWorkload::new(
+                95.0,
+            )));
+        } else {
+            s.set_knowledge(Knowledge::Fixed(p.metric_workload.clone()));
+        }
         s.set_explain_failures(false);
         s
     };
@@ -26,6 +32,8 @@ fn main() {
     let mut cluster = p.cluster.clone();
     for (i, &idx) in order.iter().enumerate() {
         let pod = &p.requests[idx as usize];
+        a.observe(&cluster, pod);
+        b.observe(&cluster, pod);
         let da = a.decide(&cluster, pod);
         let db = b.decide(&cluster, pod);
         let key =

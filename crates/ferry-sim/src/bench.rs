@@ -154,7 +154,6 @@ pub fn run_benchmarks_with(
     for setting in [fgd, ferry] {
         let heap_before = heap_bytes.map(|f| f());
         let run = scale_benchmark(&prepared, setting, scale_nodes, scale_fill, heap_bytes)?;
-        let heap_after = heap_bytes.map(|f| f());
         writeln!(
             out,
             "{:>6}: {} pods ({:.0}% of {} GPUs) in {:.2} s single-threaded = {:.0} pods/s ({} failed; {:.1}% of node scores from cache)",
@@ -167,10 +166,10 @@ pub fn run_benchmarks_with(
             run.failed,
             run.cached_pct
         )?;
-        if let (Some(b), Some(c), Some(a)) = (heap_before, run.heap_cluster, heap_after) {
+        if let (Some(b), Some(c), Some(a)) = (heap_before, run.heap_cluster, run.heap_after) {
             writeln!(
                 out,
-                "        memory (measured heap): {:.0} B per node (cluster model); {:.0} B per placed pod (allocation record + score cache, amortised)",
+                "        memory (measured heap): {:.0} B per node (cluster model); {:.0} B per placed pod (allocation record, pod list, score cache and index, amortised)",
                 (c - b) as f64 / scale_nodes as f64,
                 (a.saturating_sub(c)) as f64 / run.pods as f64
             )?;
@@ -202,6 +201,8 @@ pub struct ScaleRun {
     pub cached_pct: f64,
     /// Heap after building the cluster (when a counter is given).
     pub heap_cluster: Option<usize>,
+    /// Heap after placing, scheduler and pods still alive (when a counter is given).
+    pub heap_after: Option<usize>,
 }
 
 /// Places pods drawn from the trace's mix into a synthetic cluster of `nodes` 8-GPU nodes
@@ -241,6 +242,7 @@ pub fn scale_benchmark(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let heap_after = heap_bytes.map(|f| f());
     let stats = scheduler.stats();
     Ok(ScaleRun {
         pods: pods.len(),
@@ -250,6 +252,7 @@ pub fn scale_benchmark(
         cached_pct: 100.0 * stats.scores_cached as f64
             / (stats.scores_cached + stats.scores_computed).max(1) as f64,
         heap_cluster,
+        heap_after,
     })
 }
 
