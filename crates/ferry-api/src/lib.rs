@@ -7,6 +7,7 @@
 pub mod gpu;
 pub mod quantity;
 pub mod requests;
+pub mod scheduling;
 
 /// Ferry's own API group (for labels, annotations and custom resources).
 pub const GROUP: &str = "ferry.dev";

@@ -123,22 +123,36 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-/// Reads a dotted JSONPath such as `.status.replicas` or `.spec.containers[0].image`.
+/// Reads a simple JSONPath such as `.status.replicas`, `.spec.containers[0].image` or
+/// `.status.usage['nvidia.com/gpu']`.
 pub fn json_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     let path = path.trim().trim_start_matches('{').trim_end_matches('}');
     let path = path.strip_prefix('$').unwrap_or(path);
     let mut cur = v;
-    for part in path.split('.').filter(|p| !p.is_empty()) {
-        let (field, rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if !field.is_empty() {
-            cur = cur.get(field)?;
-        }
-        for index in rest.split('[').filter(|s| !s.is_empty()) {
-            let i: usize = index.trim_end_matches(']').parse().ok()?;
-            cur = cur.get(i)?;
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            if end > 0 {
+                cur = cur.get(&r[..end])?;
+            }
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let close = r.find(']')?;
+            let inside = r[..close].trim();
+            let quoted = inside
+                .strip_prefix('\'')
+                .and_then(|s| s.strip_suffix('\''))
+                .or_else(|| inside.strip_prefix('"').and_then(|s| s.strip_suffix('"')));
+            cur = match quoted {
+                Some(key) => cur.get(key)?,
+                None => cur.get(inside.parse::<usize>().ok()?)?,
+            };
+            rest = &r[close + 1..];
+        } else {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            cur = cur.get(&rest[..end])?;
+            rest = &rest[end..];
         }
     }
     Some(cur)
@@ -181,6 +195,16 @@ mod tests {
         );
         assert_eq!(json_path(&v, "{.spec.replicas}"), Some(&json!(2)));
         assert_eq!(json_path(&v, ".spec.nope"), None);
+        let u = json!({"status": {"usage": {"nvidia.com/gpu": "4"}}});
+        assert_eq!(
+            json_path(&u, ".status.usage['nvidia.com/gpu']"),
+            Some(&json!("4"))
+        );
+        assert_eq!(
+            json_path(&u, ".status.usage[\"nvidia.com/gpu\"]"),
+            Some(&json!("4"))
+        );
+        assert_eq!(json_path(&v, ".spec.containers[x]"), None);
         let mut w = json!({});
         assert!(set_json_path(&mut w, ".status.replicas", json!(3)));
         assert_eq!(w, json!({"status": {"replicas": 3}}));

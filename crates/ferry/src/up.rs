@@ -75,6 +75,29 @@ pub struct ControlPlane {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Creates or updates Ferry's CRDs (PodGroup, Queue, Reservation, ResourcePolicy) through the
+/// API, as `kubectl apply -f deploy/crds` would.
+pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, PostParams};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (name, yaml) in ferry_api::scheduling::CRDS {
+        let mut crd: CustomResourceDefinition = serde_saphyr::from_str(yaml)
+            .with_context(|| format!("the embedded CRD {name} is not valid"))?;
+        match api.get_opt(name).await? {
+            None => {
+                api.create(&PostParams::default(), &crd).await?;
+            }
+            Some(existing) if existing.spec == crd.spec => {}
+            Some(existing) => {
+                crd.metadata.resource_version = existing.metadata.resource_version;
+                api.replace(name, &PostParams::default(), &crd).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A kube-rs client for the server at `url`.
 pub fn client_for(url: &str) -> anyhow::Result<kube::Client> {
     let uri = url
@@ -104,6 +127,9 @@ impl ControlPlane {
         server
             .write_kubeconfig(&kubeconfig)
             .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+        install_crds(&client_for(&server.url())?)
+            .await
+            .context("cannot install Ferry's CRDs")?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         if config.scheduler {

@@ -1,0 +1,281 @@
+//! The scheduling kinds: PodGroup (the scheduler-plugins shape, so Kubeflow jobs that create
+//! PodGroups work), and Ferry's Queue, Reservation and ResourcePolicy. Their CRDs are the YAML
+//! files under `deploy/crds/`, embedded here as [`CRDS`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+
+/// Label a pod carries to join a PodGroup (scheduler-plugins' key).
+pub const POD_GROUP_LABEL: &str = "scheduling.x-k8s.io/pod-group";
+/// Label binding a Namespace (or overriding it on a pod or PodGroup) to a Queue.
+pub const QUEUE_LABEL: &str = "scheduling.ferry.dev/queue";
+/// The queue of pods whose namespace names none.
+pub const DEFAULT_QUEUE: &str = "default";
+/// Ferry's scheduling API group.
+pub const SCHEDULING_GROUP: &str = "scheduling.ferry.dev";
+
+/// The CRD manifests, as (name, YAML).
+pub const CRDS: [(&str, &str); 4] = [
+    (
+        "podgroups.scheduling.x-k8s.io",
+        include_str!("../../../deploy/crds/podgroups.yaml"),
+    ),
+    (
+        "queues.scheduling.ferry.dev",
+        include_str!("../../../deploy/crds/queues.yaml"),
+    ),
+    (
+        "reservations.scheduling.ferry.dev",
+        include_str!("../../../deploy/crds/reservations.yaml"),
+    ),
+    (
+        "resourcepolicies.scheduling.ferry.dev",
+        include_str!("../../../deploy/crds/resourcepolicies.yaml"),
+    ),
+];
+
+/// A group of pods scheduled all together or not at all.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "scheduling.x-k8s.io",
+    version = "v1alpha1",
+    kind = "PodGroup",
+    namespaced,
+    status = "PodGroupStatus",
+    shortname = "pg",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PodGroupSpec {
+    /// The least number of pods that must run at once.
+    #[serde(default)]
+    pub min_member: i32,
+    /// The least resources the group needs at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_resources: Option<BTreeMap<String, IntOrString>>,
+    /// How long a partial attempt may wait for the rest of the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_timeout_seconds: Option<i32>,
+}
+
+/// What the scheduler reports about a PodGroup.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodGroupStatus {
+    /// `Pending`, `Scheduled`, `Running`, `Succeeded`, `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Pods bound to nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<i32>,
+    /// Pods running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<i32>,
+    /// Pods succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded: Option<i32>,
+    /// Pods failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<i32>,
+    /// The owner that created the group (as scheduler-plugins reports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occupied_by: Option<String>,
+    /// When the scheduler first tried the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_start_time: Option<String>,
+    /// Why the group waits (`Scheduled=False` with a reason and message).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A status condition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Condition type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// Machine-readable reason.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Human message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When the status last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// A node of the queue tree with guaranteed quota, borrowing limits and fair-share weights.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "scheduling.ferry.dev",
+    version = "v1alpha1",
+    kind = "Queue",
+    status = "QueueStatus",
+    shortname = "q",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// The parent queue (none for a root queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Default fair-share weight for resources without their own (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Per resource: guarantee, borrowing limit, weight.
+    #[serde(default)]
+    pub resources: Vec<QueueResource>,
+}
+
+/// A queue's terms for one resource.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueResource {
+    /// `cpu`, `memory`, `nvidia.com/gpu`, `ferry.dev/gpu-milli` or `ferry.dev/gpu-memory`.
+    pub name: String,
+    /// Always available to the queue (reclaimed from borrowers when needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guaranteed: Option<IntOrString>,
+    /// How much above the guarantee the queue may borrow (none: no limit but its parent's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub borrowing_limit: Option<IntOrString>,
+    /// Fair-share weight for this resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// What the scheduler reports about a Queue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStatus {
+    /// Jobs waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_jobs: Option<u32>,
+    /// Jobs with pods bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_jobs: Option<u32>,
+    /// Resources in use by the queue's subtree.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub usage: BTreeMap<String, String>,
+    /// Guarantees in effect.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub guaranteed: BTreeMap<String, String>,
+    /// Limits in effect (guarantee plus borrowing limit).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limit: BTreeMap<String, String>,
+}
+
+/// Resources held on chosen nodes for matching pods, until a TTL.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "scheduling.ferry.dev",
+    version = "v1alpha1",
+    kind = "Reservation",
+    namespaced,
+    status = "ReservationStatus",
+    shortname = "rsv",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationSpec {
+    /// Nodes on which the resources are held (the same amount on each).
+    pub node_names: Vec<String>,
+    /// What is held on each node.
+    pub resources: BTreeMap<String, IntOrString>,
+    /// The pods (of this namespace) that may use what is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelMatch>,
+    /// How long the resources are held after creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+}
+
+/// An equality label selector.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelMatch {
+    /// Labels that must all be present with these values.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+/// What the scheduler reports about a Reservation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationStatus {
+    /// `Active` or `Expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// When the hold ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Ordered node units for the pods it selects: fill the first unit first, empty the last first.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "scheduling.ferry.dev",
+    version = "v1alpha1",
+    kind = "ResourcePolicy",
+    namespaced,
+    shortname = "rp",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcePolicySpec {
+    /// The pods of this namespace the policy applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelMatch>,
+    /// The units, in order of preference.
+    pub units: Vec<ResourcePolicyUnit>,
+}
+
+/// One unit of a ResourcePolicy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcePolicyUnit {
+    /// Unit name.
+    pub name: String,
+    /// Nodes of the unit.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Most pods of the policy in this unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crd_manifests_name_their_kinds() {
+        for (name, yaml) in CRDS {
+            assert!(yaml.contains(&format!("name: {name}")), "{name}");
+        }
+    }
+
+    #[test]
+    fn podgroup_round_trip() {
+        let pg: PodGroup = serde_json::from_value(serde_json::json!({
+            "apiVersion": "scheduling.x-k8s.io/v1alpha1",
+            "kind": "PodGroup",
+            "metadata": {"name": "job", "namespace": "team-a"},
+            "spec": {"minMember": 4, "minResources": {"nvidia.com/gpu": "4"}, "scheduleTimeoutSeconds": 60}
+        }))
+        .unwrap();
+        assert_eq!(pg.spec.min_member, 4);
+        let back = serde_json::to_value(&pg).unwrap();
+        assert_eq!(back["spec"]["minResources"]["nvidia.com/gpu"], "4");
+    }
+}
