@@ -656,7 +656,7 @@ fn print_detail(prepared: &PreparedTrace, seeds: usize) {
         pct(partial),
         pct(total - partial)
     );
-    for (k, v) in idle.iter().take(18) {
+    for (k, v) in idle.iter().take(80) {
         println!("    {:6.3} pp  {k}", pct(*v));
     }
     let mut combos = std::mem::take(&mut *DETAIL_COMBOS.lock().unwrap());
