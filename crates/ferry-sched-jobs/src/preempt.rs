@@ -1,0 +1,444 @@
+//! Preemption: reclaim of borrowed capacity, and priority preemption inside a queue.
+//!
+//! Both are tried only when a job's gang does not fit (nodes or quota), reclaim first.
+//! Victims are whole jobs (every running pod of the gang), ordered lowest priority first,
+//! then last resource-policy unit first, then youngest (latest started) first. The cycle
+//! **simulates** before it decides: it evicts candidates one by one in that order in a
+//! transaction and, as soon as the freed room could cover the job, tries to place the whole
+//! gang; if no prefix of the candidates makes it fit, nothing is evicted. Then it drops
+//! every victim the gang turns out not to need (newest added first), and only then evicts.
+//!
+//! **Reclaim** (job J of leaf P, victim X of leaf V ≠ P, L their lowest common ancestor):
+//! - every queue on P's side below L stays within its guarantee of J's primary resources
+//!   (GPU compute and GPU memory for GPU jobs, else CPU and memory) with J admitted — J
+//!   takes back what is guaranteed to it;
+//! - X uses some of J's primary resources, and for
+//!   every queue b on V's side below L and every such resource r used by X:
+//!   `usage_r(b) − X_r ≥ guaranteed_r(b)` — only borrowed capacity is taken, and no queue
+//!   drops below its guarantee. A queue within its guarantee is never a victim.
+//!
+//! **Priority**: victims are jobs of the same leaf queue with strictly lower priority.
+//! Priority never crosses queues; between queues only guarantees justify eviction.
+//!
+//! Why there are no preemption loops:
+//! - a reclaim victim's queue is left at or above its guarantee in the reclaimed
+//!   resources, so its returning jobs are not within guarantee and cannot reclaim back;
+//!   the preemptor's side is within guarantee, so it is not a reclaim victim;
+//! - priority victims have strictly lower priority, so they never preempt their preemptor;
+//! - the room a preemptor gets is held for it (a nomination on the exact nodes and cards,
+//!   plus its quota) until it is bound or the nomination lapses, so victims coming back
+//!   cannot take it in between, and nobody else preempts for it;
+//! - jobs bound in the same cycle are never victims, and pods already evicted are never
+//!   chosen again.
+
+use std::collections::{HashMap, HashSet};
+
+use ferry_sched_core::NodeId;
+
+use crate::outcome::{Eviction, HeldPod, Hold, HoldKind, PreemptionRule};
+use crate::queues::QueueIx;
+use crate::resources::{Resource, Resources};
+use crate::session::{Blocked, Session};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    Reclaim,
+    Priority,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    job: usize,
+    leaf: QueueIx,
+    res: Resources,
+}
+
+impl Session<'_> {
+    /// Tries reclaim, then priority preemption, for job `j` whose gang is `blocked`.
+    /// True when the job got room (bound, or nominated on room its victims free).
+    pub(crate) fn try_preemption(
+        &mut self,
+        j: usize,
+        gang: &[usize],
+        req: &Resources,
+        blocked: &Blocked,
+    ) -> bool {
+        if gang.is_empty() {
+            return false;
+        }
+        let mut notes = Vec::new();
+        for rule in [Rule::Reclaim, Rule::Priority] {
+            let cands = self.candidates(j, rule, gang, req, blocked);
+            if cands.is_empty() {
+                continue;
+            }
+            if self.stats.preemption_attempts >= self.cfg.max_preemption_attempts as u64 {
+                notes.push("not simulated: this cycle's preemption budget is spent".to_string());
+                break;
+            }
+            self.stats.preemption_attempts += 1;
+            if self.simulate(j, rule, gang, req, &cands) {
+                return true;
+            }
+            notes.push(match rule {
+                Rule::Reclaim => format!(
+                    "reclaiming borrowed capacity from {} jobs of other queues would not make it fit",
+                    cands.len()
+                ),
+                Rule::Priority => format!(
+                    "evicting {} lower-priority jobs of its queue would not make it fit",
+                    cands.len()
+                ),
+            });
+        }
+        if !notes.is_empty() {
+            self.jobs[j].preemption_note = Some(notes.join("; "));
+        }
+        false
+    }
+
+    fn candidates(
+        &self,
+        j: usize,
+        rule: Rule,
+        gang: &[usize],
+        req: &Resources,
+        blocked: &Blocked,
+    ) -> Vec<Cand> {
+        let snap = self.snap;
+        let q = self.jobs[j].queue.expect("queue");
+        let prio = snap.jobs[j].priority;
+        let primary = Resource::primary(req);
+        if rule == Rule::Reclaim && !self.book.within_guarantee(&self.tree, &[q], req, primary) {
+            return Vec::new();
+        }
+        // Nodes some pod of the gang could use at all.
+        let mut requests: Vec<&ferry_sched_core::PodRequest> = Vec::new();
+        for &p in gang {
+            let r = &snap.jobs[j].pods[p].request;
+            if !requests.contains(&r) {
+                requests.push(r);
+            }
+        }
+        let mut useful: HashMap<NodeId, bool> = HashMap::new();
+        let quota_queue = match blocked {
+            Blocked::Quota(b) => self.tree.index(&b.queue),
+            Blocked::Capacity(_) => None,
+        };
+        let mut out = Vec::new();
+        for (x, rt) in self.jobs.iter().enumerate() {
+            if x == j || rt.evicted || rt.running.is_empty() {
+                continue;
+            }
+            let Some(v) = rt.queue else { continue };
+            let eligible = match rule {
+                Rule::Priority => v == q && snap.jobs[x].priority < prio,
+                Rule::Reclaim => {
+                    v != q
+                        && primary
+                            .iter()
+                            .any(|&r| rt.usage.get(r) > 0 && self.book.borrows(&self.tree, v, r))
+                }
+            };
+            if !eligible {
+                continue;
+            }
+            let helps_quota = quota_queue.is_some_and(|b| self.tree.path(v).contains(&b));
+            let helps_nodes = rt.running.iter().any(|&i| {
+                let Some(node) = self.running[i].node else {
+                    return false;
+                };
+                *useful.entry(node).or_insert_with(|| {
+                    let spec = &self.cluster.node(node).expect("live").spec;
+                    requests
+                        .iter()
+                        .any(|r| crate::gang::statically_fits(spec, r))
+                })
+            });
+            if helps_quota || helps_nodes {
+                out.push(Cand {
+                    job: x,
+                    leaf: v,
+                    res: rt.usage,
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            let (ja, jb) = (&snap.jobs[a.job], &snap.jobs[b.job]);
+            ja.priority
+                .cmp(&jb.priority)
+                .then(self.jobs[b.job].unit_rank.cmp(&self.jobs[a.job].unit_rank))
+                .then(self.jobs[b.job].started.cmp(&self.jobs[a.job].started))
+                .then(ja.id.cmp(&jb.id))
+        });
+        out.truncate(self.cfg.max_victims);
+        out
+    }
+
+    /// The reclaim conditions for victim `c` of job `j` (see the module docs), against the
+    /// current book.
+    fn reclaim_ok(&self, j: usize, req: &Resources, c: &Cand) -> bool {
+        let p = self.jobs[j].queue.expect("queue");
+        let p_side = self.tree.below_common(p, c.leaf);
+        let primary = Resource::primary(req);
+        if !self.book.within_guarantee(&self.tree, p_side, req, primary) {
+            return false;
+        }
+        if !primary.iter().any(|&r| c.res.get(r) > 0) {
+            return false;
+        }
+        self.tree.below_common(c.leaf, p).iter().all(|&b| {
+            primary.iter().all(|&r| {
+                let x = c.res.get(r);
+                x == 0 || self.book.usage[b].get(r) >= self.tree.guaranteed(b, r) + x
+            })
+        })
+    }
+
+    /// Releases a victim's pods in the model (undone by rolling back).
+    fn evict_model(&mut self, c: &Cand) {
+        let snap = self.snap;
+        let running = self.jobs[c.job].running.clone();
+        for i in running {
+            let rt = &self.running[i];
+            let (Some(h), Some(node)) = (rt.handle, rt.node) else {
+                continue;
+            };
+            let res = rt.res;
+            self.cluster.release(h).expect("victim pod is bound");
+            self.book.uncharge(&self.tree, c.leaf, &res);
+            if let Some(p) = self.jobs[c.job].policy {
+                let labels = &self.cluster.node(node).expect("live").spec.labels;
+                if let Some(u) = snap.policies[p].unit_of(labels) {
+                    let use_ = &mut self.units[p][u];
+                    use_.pods = use_.pods.saturating_sub(1);
+                    use_.res = use_.res.saturating_sub(&res);
+                }
+            }
+            for s in &mut self.slots {
+                if s.node == node && self.jobs[c.job].reservations.contains(&s.reservation) {
+                    s.used = s.used.saturating_sub(&res);
+                }
+            }
+        }
+    }
+
+    fn trial(&mut self, j: usize, gang: &[usize]) -> bool {
+        let t = self.begin();
+        let ok = self.place_pods(j, gang, false).is_ok();
+        self.abort(t);
+        ok
+    }
+
+    fn free_total(&self) -> Resources {
+        let mut f = Resources::ZERO;
+        for (_, n) in self.cluster.nodes() {
+            let st = &n.state;
+            f += Resources::new(st.cpu_left, st.memory_left, st.idle_milli() as u64, 0);
+        }
+        f
+    }
+
+    /// Evicts `set` in order in the model; false when a reclaim condition fails on the way.
+    fn evict_set(&mut self, j: usize, rule: Rule, req: &Resources, set: &[Cand]) -> bool {
+        for c in set {
+            if rule == Rule::Reclaim && !self.reclaim_ok(j, req, c) {
+                return false;
+            }
+            self.evict_model(c);
+        }
+        true
+    }
+
+    fn simulate(
+        &mut self,
+        j: usize,
+        rule: Rule,
+        gang: &[usize],
+        req: &Resources,
+        cands: &[Cand],
+    ) -> bool {
+        let q = self.jobs[j].queue.expect("queue");
+        let base = self.begin();
+        self.release_claims_for(j);
+        let free = self.free_total();
+        let primary = Resource::primary(req);
+        let t0 = self.begin();
+        let mut chosen: Vec<Cand> = Vec::new();
+        let mut freed = Resources::ZERO;
+        let mut found = false;
+        for c in cands {
+            if rule == Rule::Reclaim && !self.reclaim_ok(j, req, c) {
+                continue;
+            }
+            self.evict_model(c);
+            chosen.push(*c);
+            freed += c.res;
+            let covered = primary
+                .iter()
+                .all(|&r| r == Resource::GpuMemory || free.get(r) + freed.get(r) >= req.get(r));
+            if !covered || self.book.admit(&self.tree, q, req).is_err() {
+                continue;
+            }
+            if self.trial(j, gang) {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            self.abort(t0);
+            self.abort(base);
+            return false;
+        }
+        // Drop the victims the gang does not need, newest added first (the last one added
+        // is needed: without it the gang did not fit).
+        let mut idx = chosen.len().saturating_sub(1);
+        while idx > 0 {
+            idx -= 1;
+            let subset: Vec<Cand> = chosen
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != idx)
+                .map(|(_, c)| *c)
+                .collect();
+            self.undo_to(&t0);
+            if self.evict_set(j, rule, req, &subset)
+                && self.book.admit(&self.tree, q, req).is_ok()
+                && self.trial(j, gang)
+            {
+                chosen = subset;
+            }
+        }
+        self.undo_to(&t0);
+        let messages: Vec<(PreemptionRule, String)> = chosen
+            .iter()
+            .map(|c| self.eviction_message(j, rule, c, req))
+            .collect();
+        if !self.evict_set(j, rule, req, &chosen) {
+            self.abort(t0);
+            self.abort(base);
+            return false;
+        }
+        let placed = match self.place_pods(j, gang, false) {
+            Ok(p) => p,
+            Err(_) => {
+                self.abort(t0);
+                self.abort(base);
+                return false;
+            }
+        };
+        self.commit(t0);
+        // Apply: victims are evicted for real.
+        let snap = self.snap;
+        let mut victim_nodes: HashSet<NodeId> = HashSet::new();
+        for (c, (rule, message)) in chosen.iter().zip(messages) {
+            self.jobs[c.job].evicted = true;
+            let running = self.jobs[c.job].running.clone();
+            for i in running {
+                let rt = &mut self.running[i];
+                let (Some(_), Some(node)) = (rt.handle.take(), rt.node) else {
+                    continue;
+                };
+                victim_nodes.insert(node);
+                self.evictions.push(Eviction {
+                    pod: snap.running[i].id.clone(),
+                    job: snap.jobs[c.job].id.clone(),
+                    node: snap.running[i].node.clone(),
+                    preemptor: snap.jobs[j].id.clone(),
+                    rule: rule.clone(),
+                    message: message.clone(),
+                });
+            }
+        }
+        let nominated = placed.iter().any(|p| victim_nodes.contains(&p.node));
+        let terminating = snap
+            .running
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                self.running[*i]
+                    .node
+                    .is_some_and(|n| placed.iter().any(|p| p.node == n))
+                    && (self.running[*i].terminating
+                        || self.running[*i].job.is_some_and(|x| self.jobs[x].evicted))
+            })
+            .count() as u32;
+        if nominated {
+            let job = &snap.jobs[j];
+            self.new_holds.push(Hold {
+                job: job.id.clone(),
+                kind: HoldKind::Preemption,
+                since: self.now,
+                expires_at: Some(self.now + self.cfg.nomination_ttl),
+                resources: *req,
+                pods: placed
+                    .iter()
+                    .map(|p| HeldPod {
+                        pod: job.pods[p.pod].id.clone(),
+                        node: self.cluster.node(p.node).expect("live").spec.name.clone(),
+                        request: job.pods[p.pod].request.clone(),
+                        cards: Some(p.cards),
+                    })
+                    .collect(),
+            });
+            self.jobs[j].nominated = true;
+            self.jobs[j].victims_terminating = terminating;
+        }
+        self.apply_placed(j, placed);
+        if nominated {
+            self.stats.pods_bound -= gang.len() as u64;
+        }
+        if !self.jobs[j].reservations.is_empty() {
+            self.rebind_reservations(j);
+        }
+        self.commit(base);
+        self.epoch += 1;
+        true
+    }
+
+    fn eviction_message(
+        &self,
+        j: usize,
+        rule: Rule,
+        c: &Cand,
+        req: &Resources,
+    ) -> (PreemptionRule, String) {
+        let snap = self.snap;
+        let (pj, px) = (&snap.jobs[j], &snap.jobs[c.job]);
+        match rule {
+            Rule::Priority => (
+                PreemptionRule::Priority {
+                    victim_priority: px.priority,
+                    preemptor_priority: pj.priority,
+                },
+                format!(
+                    "preempted by job {} (priority {}) of the same queue {}: it has higher priority than this job ({}) and fits only with this job's room",
+                    pj.id, pj.priority, pj.queue, px.priority
+                ),
+            ),
+            Rule::Reclaim => {
+                let r = Resource::primary(req)
+                    .iter()
+                    .copied()
+                    .find(|&r| c.res.get(r) > 0)
+                    .unwrap_or(Resource::Gpu);
+                let v = c.leaf;
+                (
+                    PreemptionRule::Reclaim {
+                        victim_queue: px.queue.clone(),
+                        preemptor_queue: pj.queue.clone(),
+                    },
+                    format!(
+                        "preempted by job {} of queue {} to reclaim its guarantee: queue {} uses {} of {}, above its guarantee of {}",
+                        pj.id,
+                        pj.queue,
+                        px.queue,
+                        r.format(self.book.usage[v].get(r)),
+                        r.name(),
+                        r.format(self.tree.guaranteed(v, r)),
+                    ),
+                )
+            }
+        }
+    }
+}
