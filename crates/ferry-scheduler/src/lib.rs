@@ -1,32 +1,42 @@
-//! Ferry's live scheduler: a client of the Kubernetes API that binds pending pods to nodes.
+//! Ferry's live scheduler: a client of the Kubernetes API that runs job-level scheduling
+//! cycles and binds pods.
 //!
-//! The loop is event-driven: reflectors keep nodes and pods in memory; any change wakes a
-//! scheduling cycle, which places every pending pod of Ferry's scheduler names in priority
-//! order against a snapshot of free capacity (counting pods it has just bound but not yet
-//! seen back, "assumed" pods), then posts the Bindings concurrently. A pod that fits nowhere
-//! gets `PodScheduled=False` with a message that says how many nodes failed which check,
-//! and a `FailedScheduling` Event.
-//!
-//! Placement is behind [`placement::place`]; the job-level policies (gangs, queues, GPU
-//! sharing) plug in there.
+//! - Informers (kube-rs reflectors) keep pods, nodes, namespaces, PodGroups, Queues,
+//!   Reservations and ResourcePolicies in memory; any change wakes a cycle (after a short
+//!   gather delay, so a burst of events makes one cycle).
+//! - A cycle turns them into the plain data of [`ferry_sched_jobs`] ([`snapshot`]), runs the
+//!   pure job-level session (gangs, queues, fair share, backfill, reclaim, preemption,
+//!   reservations, resource policies) and applies its outcome ([`apply`]): Bindings posted
+//!   concurrently (with the chosen GPU cards as an annotation), victims evicted, and the
+//!   reasons of every waiting job written where people look: PodGroup status, pod
+//!   `PodScheduled` conditions, `FailedScheduling` Events, Queue status.
+//! - Pods the scheduler bound are "assumed" until the informer shows them bound, so the next
+//!   cycle never gives their capacity away.
+//! - [`metrics`] exports scheduling latency, cycle duration, queue usage against guarantee
+//!   and limit, pending jobs per queue, and preemptions, at `/metrics`.
 
-pub mod placement;
-mod recorder;
+pub mod apply;
+pub mod convert;
+pub mod metrics;
+pub mod snapshot;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, PostParams};
+use ferry_api::scheduling::{PodGroup, Queue, Reservation, ResourcePolicy};
+use ferry_sched_core::{Knowledge, OnlineWorkload, PolicyKind};
+use ferry_sched_jobs::{Planner, PodId};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::json;
 use thiserror::Error;
 
-use placement::{NodeView, PodNeeds};
+use snapshot::{Assumed, Objects};
 
 /// Settings of the scheduler.
 #[derive(Debug, Clone)]
@@ -35,16 +45,31 @@ pub struct SchedulerConfig {
     pub scheduler_names: Vec<String>,
     /// Most Bindings posted at once.
     pub bind_concurrency: usize,
-    /// Longest wait before retrying unschedulable pods when nothing changes.
+    /// Most status and event writes at once.
+    pub status_concurrency: usize,
+    /// Longest time between cycles when nothing changes (for holds and TTLs).
     pub retry_interval: Duration,
+    /// How long a cycle waits after the first change, gathering the rest of a burst.
+    pub gather: Duration,
+    /// Where to serve `/metrics` (none: not served).
+    pub metrics_addr: Option<SocketAddr>,
+    /// The node-level placement policy.
+    pub policy: PolicyKind,
+    /// The job-level knobs (backfill wait, nomination TTL, …).
+    pub jobs: ferry_sched_jobs::Config,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             scheduler_names: vec![ferry_api::SCHEDULER_NAME.to_string()],
-            bind_concurrency: 64,
-            retry_interval: Duration::from_secs(10),
+            bind_concurrency: 256,
+            status_concurrency: 64,
+            retry_interval: Duration::from_secs(5),
+            gather: Duration::from_millis(20),
+            metrics_addr: None,
+            policy: PolicyKind::Ferry,
+            jobs: ferry_sched_jobs::Config::default(),
         }
     }
 }
@@ -55,6 +80,40 @@ pub enum SchedulerError {
     /// The API server failed in a way the scheduler cannot retry.
     #[error("Kubernetes API error: {0}")]
     Api(#[from] kube::Error),
+    /// The metrics endpoint could not listen.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// The informers of one resource: a store and the stream that fills it.
+fn informer<K>(api: Api<K>, wake: Arc<tokio::sync::Notify>) -> (Store<K>, impl Future<Output = ()>)
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store::<K>();
+    let kind = K::kind(&Default::default()).to_string();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .for_each(move |event| {
+            if let Err(e) = event {
+                tracing::debug!(%kind, error = %e, "watch failed; retrying");
+            }
+            wake.notify_one();
+            futures::future::ready(())
+        });
+    (store, stream)
 }
 
 /// Runs the scheduler until `shutdown` completes.
@@ -63,258 +122,193 @@ pub async fn run(
     config: SchedulerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SchedulerError> {
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let (nodes, node_writer) = reflector::store::<Node>();
+    let metrics = Arc::new(metrics::Metrics::new());
+    let mut metrics_task = None;
+    if let Some(addr) = config.metrics_addr {
+        match metrics::serve(metrics.clone(), addr).await {
+            Ok((bound, task)) => {
+                tracing::info!("scheduler metrics at http://{bound}/metrics");
+                metrics_task = Some(task);
+            }
+            // Scheduling matters more than its metrics: go on without them.
+            Err(source) => tracing::warn!("{}", SchedulerError::Metrics { addr, source }),
+        }
+    }
     let wake = Arc::new(tokio::sync::Notify::new());
-    let pod_stream = {
-        let wake = wake.clone();
-        reflector::reflector(
-            pod_writer,
-            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-        )
-        .default_backoff()
-        .for_each(move |event| {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "pod watch failed; retrying");
-            }
-            wake.notify_one();
-            futures::future::ready(())
-        })
-    };
-    let node_stream = {
-        let wake = wake.clone();
-        reflector::reflector(
-            node_writer,
-            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-        )
-        .default_backoff()
-        .for_each(move |event| {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "node watch failed; retrying");
-            }
-            wake.notify_one();
-            futures::future::ready(())
-        })
-    };
+    let (pods, pod_stream) = informer(Api::<Pod>::all(client.clone()), wake.clone());
+    let (nodes, node_stream) = informer(Api::<Node>::all(client.clone()), wake.clone());
+    let (namespaces, ns_stream) = informer(Api::<Namespace>::all(client.clone()), wake.clone());
+    let (groups, group_stream) = informer(Api::<PodGroup>::all(client.clone()), wake.clone());
+    let (queues, queue_stream) = informer(Api::<Queue>::all(client.clone()), wake.clone());
+    let (reservations, rsv_stream) =
+        informer(Api::<Reservation>::all(client.clone()), wake.clone());
+    let (policies, policy_stream) =
+        informer(Api::<ResourcePolicy>::all(client.clone()), wake.clone());
+    let informers = futures::future::join_all([
+        pod_stream.boxed(),
+        node_stream.boxed(),
+        ns_stream.boxed(),
+        group_stream.boxed(),
+        queue_stream.boxed(),
+        rsv_stream.boxed(),
+        policy_stream.boxed(),
+    ]);
+    let mut engine = ferry_sched_core::Scheduler::new(config.policy.build(0));
+    engine.set_knowledge(Knowledge::Online(OnlineWorkload::new(95.0)));
     let mut scheduler = Scheduler {
+        writer: apply::Writer::new(client.clone(), metrics.clone(), config.status_concurrency),
         client,
+        planner: Planner::new(engine, config.jobs.clone()),
         config,
-        pods,
-        nodes,
+        stores: Stores {
+            pods,
+            nodes,
+            namespaces,
+            groups,
+            queues,
+            reservations,
+            policies,
+        },
         assumed: HashMap::new(),
-        reported: HashMap::new(),
+        evicting: HashMap::new(),
+        metrics,
     };
-    let cycle = async {
-        scheduler.pods.wait_until_ready().await.ok();
-        scheduler.nodes.wait_until_ready().await.ok();
-        tracing::info!(names = ?scheduler.config.scheduler_names, "scheduler started");
+    let cycles = async {
+        // Pods and nodes must be known before anything is placed; Ferry's own kinds may be
+        // missing on a cluster without the CRDs, and are then empty.
+        let _ = scheduler.stores.pods.wait_until_ready().await;
+        let _ = scheduler.stores.nodes.wait_until_ready().await;
+        tracing::info!(names = ?scheduler.config.scheduler_names, policy = scheduler.config.policy.name(), "scheduler started");
         loop {
-            let _ = tokio::time::timeout(scheduler.config.retry_interval, wake.notified()).await;
             scheduler.cycle().await;
+            let _ = tokio::time::timeout(scheduler.config.retry_interval, wake.notified()).await;
+            tokio::time::sleep(scheduler.config.gather).await;
         }
     };
     tokio::select! {
-        _ = pod_stream => {}
-        _ = node_stream => {}
-        _ = cycle => {}
+        _ = informers => {}
+        _ = cycles => {}
         _ = shutdown => {}
+    }
+    if let Some(t) = metrics_task {
+        t.abort();
     }
     tracing::info!("scheduler stopped");
     Ok(())
 }
 
-/// A pod the scheduler bound but has not yet seen bound in its cache.
-struct Assumed {
-    node: String,
-    needs: PodNeeds,
-    gpus: Vec<u32>,
-    since: Instant,
+struct Stores {
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    namespaces: Store<Namespace>,
+    groups: Store<PodGroup>,
+    queues: Store<Queue>,
+    reservations: Store<Reservation>,
+    policies: Store<ResourcePolicy>,
 }
 
 struct Scheduler {
     client: kube::Client,
     config: SchedulerConfig,
-    pods: Store<Pod>,
-    nodes: Store<Node>,
-    /// Pods bound in this process but maybe not yet in the cache, by uid.
-    assumed: HashMap<String, Assumed>,
-    /// The last unschedulable message written per pod uid (to avoid rewriting it).
-    reported: HashMap<String, String>,
+    planner: Planner,
+    stores: Stores,
+    /// Pods bound by this process but maybe not yet shown bound by the informer.
+    assumed: HashMap<PodId, Assumed>,
+    /// Pods this process evicted, with when (they take capacity until they are gone).
+    evicting: HashMap<PodId, Instant>,
+    writer: apply::Writer,
+    metrics: Arc<metrics::Metrics>,
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Scheduler {
-    fn serves(&self, pod: &Pod) -> bool {
+    fn serves(names: &[String], pod: &Pod) -> bool {
         let name = pod
             .spec
             .as_ref()
             .and_then(|s| s.scheduler_name.as_deref())
             .unwrap_or(ferry_api::DEFAULT_SCHEDULER_NAME);
-        self.config.scheduler_names.iter().any(|n| n == name)
+        names.iter().any(|n| n == name)
     }
 
-    /// One pass: place every pending pod, then bind the placed ones.
+    /// One cycle: snapshot, session, then binds, evictions and reports.
     async fn cycle(&mut self) {
         let started = Instant::now();
-        let all_pods = self.pods.state();
-        let mut views: Vec<NodeView> = self.nodes.state().iter().map(|n| NodeView::of(n)).collect();
-        views.sort_by(|a, b| a.name.cmp(&b.name));
-        let index: HashMap<String, usize> = views
+        let objects = Objects {
+            pods: self.stores.pods.state(),
+            nodes: self.stores.nodes.state(),
+            namespaces: self.stores.namespaces.state(),
+            groups: self.stores.groups.state(),
+            queues: self.stores.queues.state(),
+            reservations: self.stores.reservations.state(),
+            policies: self.stores.policies.state(),
+        };
+        // Forget assumptions the informer has caught up with (or that are too old).
+        let bound: HashSet<PodId> = objects
+            .pods
             .iter()
-            .enumerate()
-            .map(|(i, v)| (v.name.clone(), i))
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+            .map(|p| snapshot::pod_id(p))
             .collect();
-        // Charge every pod already on a node, and the assumed ones not yet seen bound.
-        let mut seen_bound = HashSet::new();
-        for pod in &all_pods {
-            let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
-                continue;
-            };
-            seen_bound.insert(uid);
-            if placement::is_terminal(pod) {
-                continue;
-            }
-            if let (Some(&i), Ok(needs)) = (index.get(node), PodNeeds::of(pod)) {
-                let gpus = placement::assigned_gpus(pod);
-                views[i].charge(&needs, &gpus);
-            }
-        }
-        self.assumed.retain(|uid, a| {
-            !seen_bound.contains(uid) && a.since.elapsed() < Duration::from_secs(60)
+        let present: HashSet<PodId> = objects.pods.iter().map(|p| snapshot::pod_id(p)).collect();
+        let now = now_ms();
+        self.assumed.retain(|id, a| {
+            !bound.contains(id) && present.contains(id) && now.saturating_sub(a.at) < 60_000
         });
-        for a in self.assumed.values() {
-            if let Some(&i) = index.get(&a.node) {
-                views[i].charge(&a.needs, &a.gpus);
+        self.evicting
+            .retain(|id, at| present.contains(id) && at.elapsed() < Duration::from_secs(600));
+        let evicting: HashSet<PodId> = self.evicting.keys().cloned().collect();
+        let names = self.config.scheduler_names.clone();
+        let planner = &mut self.planner;
+        let built = snapshot::build(
+            &objects,
+            now,
+            |p| Self::serves(&names, p),
+            &self.assumed,
+            &evicting,
+            |m| planner.intern_model(m),
+        );
+        let outcome = match self.planner.run(&built.snapshot) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "scheduling cycle failed");
+                return;
             }
+        };
+        let decided = started.elapsed();
+        self.metrics.cycle_duration.observe(decided.as_secs_f64());
+        for w in &outcome.warnings {
+            tracing::warn!("{w}");
         }
-        let live: HashSet<String> = all_pods
-            .iter()
-            .filter_map(|p| p.metadata.uid.clone())
-            .collect();
-        self.reported.retain(|uid, _| live.contains(uid));
-        // Pending pods, highest priority first, then oldest first.
-        let mut pending: Vec<Arc<Pod>> = all_pods
-            .into_iter()
-            .filter(|p| {
-                p.spec
-                    .as_ref()
-                    .is_some_and(|s| s.node_name.as_deref().is_none_or(str::is_empty))
-                    && p.metadata.deletion_timestamp.is_none()
-                    && !placement::is_terminal(p)
-                    && self.serves(p)
-                    && !self
-                        .assumed
-                        .contains_key(p.metadata.uid.as_deref().unwrap_or_default())
-            })
-            .collect();
-        if pending.is_empty() {
-            return;
+        let bound_now = apply::bind_all(
+            &self.client,
+            &outcome,
+            &built,
+            self.config.bind_concurrency,
+            &self.metrics,
+        )
+        .await;
+        for (id, assumed) in bound_now {
+            self.assumed.insert(id, assumed);
         }
-        pending.sort_by_key(|p| {
-            let priority = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-            (
-                std::cmp::Reverse(priority),
-                p.metadata.creation_timestamp.clone().map(|t| t.0),
-                p.metadata.name.clone(),
-            )
-        });
-        let mut binds = Vec::new();
-        let mut unschedulable = Vec::new();
-        for pod in pending {
-            match PodNeeds::of(&pod) {
-                Err(problem) => unschedulable
-                    .push((pod, format!("the pod's requests cannot be read: {problem}"))),
-                Ok(needs) => match placement::place(&pod, &needs, &views) {
-                    Ok((i, gpus)) => {
-                        views[i].charge(&needs, &gpus);
-                        binds.push((pod, views[i].name.clone(), needs, gpus));
-                    }
-                    Err(why) => unschedulable.push((pod, why)),
-                },
-            }
+        for id in apply::evict_all(&self.client, &outcome, &built, &self.metrics).await {
+            self.evicting.insert(id, Instant::now());
         }
-        let placed = binds.len();
-        for (pod, node, needs, gpus) in &binds {
-            self.assumed.insert(
-                pod.metadata.uid.clone().unwrap_or_default(),
-                Assumed {
-                    node: node.clone(),
-                    needs: *needs,
-                    gpus: gpus.clone(),
-                    since: Instant::now(),
-                },
+        self.writer.report(&outcome, &built).await;
+        if !outcome.binds.is_empty() || !outcome.evictions.is_empty() {
+            tracing::debug!(
+                binds = outcome.binds.len(),
+                evictions = outcome.evictions.len(),
+                decide_ms = decided.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "scheduling cycle"
             );
         }
-        let client = self.client.clone();
-        let results: Vec<(String, Result<(), kube::Error>)> = futures::stream::iter(binds)
-            .map(|(pod, node, _, gpus)| {
-                let client = client.clone();
-                async move {
-                    let uid = pod.metadata.uid.clone().unwrap_or_default();
-                    (uid, bind(&client, &pod, &node, &gpus).await)
-                }
-            })
-            .buffer_unordered(self.config.bind_concurrency)
-            .collect()
-            .await;
-        for (uid, result) in results {
-            if let Err(e) = result {
-                tracing::warn!(pod_uid = %uid, error = %e, "binding failed; the pod will be retried");
-                self.assumed.remove(&uid);
-            }
-        }
-        for (pod, why) in unschedulable {
-            let uid = pod.metadata.uid.clone().unwrap_or_default();
-            if self.reported.get(&uid) == Some(&why) {
-                continue;
-            }
-            if let Err(e) = recorder::unschedulable(&self.client, &pod, &why).await {
-                tracing::debug!(error = %e, "could not record why a pod is pending");
-                continue;
-            }
-            self.reported.insert(uid, why);
-        }
-        tracing::debug!(
-            placed,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "scheduling cycle"
-        );
     }
-}
-
-/// Posts the Binding of `pod` to `node`, with the chosen GPUs as an annotation.
-async fn bind(
-    client: &kube::Client,
-    pod: &Pod,
-    node: &str,
-    gpus: &[u32],
-) -> Result<(), kube::Error> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
-    let mut annotations = serde_json::Map::new();
-    if !gpus.is_empty() {
-        annotations.insert(
-            ferry_api::gpu::POD_ASSIGNED_ANNOTATION.into(),
-            json!(ferry_api::gpu::format_assigned(gpus)),
-        );
-    }
-    let binding = json!({
-        "apiVersion": "v1",
-        "kind": "Binding",
-        "metadata": {"name": name, "namespace": ns, "uid": pod.metadata.uid, "annotations": annotations},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-    });
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let _: serde_json::Value = api
-        .create_subresource("binding", name, &PostParams::default(), &binding)
-        .await?;
-    recorder::event(
-        client,
-        pod,
-        "Normal",
-        "Scheduled",
-        &format!("Successfully assigned {ns}/{name} to {node}"),
-    )
-    .await;
-    Ok(())
 }

@@ -38,6 +38,9 @@ pub struct UpArgs {
     /// Run no node agent (a control plane without a node; pods stay Pending).
     #[arg(long)]
     pub no_agent: bool,
+    /// Where the scheduler serves its Prometheus metrics.
+    #[arg(long, default_value = "127.0.0.1:10259")]
+    pub metrics_listen: SocketAddr,
 }
 
 /// Arguments of `ferry scheduler`.
@@ -51,6 +54,13 @@ pub struct SchedulerArgs {
     /// scheduler are left alone.
     #[arg(long = "scheduler-name", value_name = "NAME", default_value = ferry_api::SCHEDULER_NAME)]
     pub scheduler_names: Vec<String>,
+    /// Where to serve Prometheus metrics (`/metrics`).
+    #[arg(long, default_value = "127.0.0.1:10259")]
+    pub metrics_listen: SocketAddr,
+    /// Node-level GPU placement policy: ferry (default), fgd, bestfit, dotprod, packing,
+    /// clustering or random.
+    #[arg(long, default_value = "ferry")]
+    pub policy: String,
 }
 
 /// The default data directory: `$XDG_DATA_HOME/ferry` or `~/.local/share/ferry`.
@@ -90,6 +100,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     use crate::up::{AgentOptions, ControlPlane, UpConfig};
     let mut config = UpConfig::new(&args.data_dir);
     config.listen = args.listen;
+    config.metrics = Some(args.metrics_listen);
     config.agent = if args.no_agent {
         None
     } else {
@@ -115,6 +126,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Some(node) => println!("  node         {node}"),
         None => println!("  node         none (--no-agent)"),
     }
+    println!(
+        "  metrics      http://{}/metrics (scheduler)",
+        args.metrics_listen
+    );
     println!();
     println!("Run a first job from another shell:");
     println!("  export KUBECONFIG={kubeconfig}");
@@ -148,8 +163,14 @@ pub async fn agent(args: ferry_agent::cli::AgentArgs) -> anyhow::Result<()> {
 /// Runs only the scheduler until Ctrl-C.
 pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let policy: ferry_sched_core::PolicyKind = args
+        .policy
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--policy {:?}: {e}", args.policy))?;
     let config = ferry_scheduler::SchedulerConfig {
         scheduler_names: args.scheduler_names,
+        metrics_addr: Some(args.metrics_listen),
+        policy,
         ..Default::default()
     };
     ferry_scheduler::run(client, config, async {

@@ -17,6 +17,8 @@ pub struct UpConfig {
     pub listen: SocketAddr,
     /// Run the scheduler.
     pub scheduler: bool,
+    /// Where the scheduler serves `/metrics` (none: not served).
+    pub metrics: Option<SocketAddr>,
     /// Run a node agent for this machine (`None`: no node).
     pub agent: Option<AgentOptions>,
 }
@@ -56,6 +58,7 @@ impl UpConfig {
             data_dir: data_dir.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
             scheduler: true,
+            metrics: None,
             agent: Some(AgentOptions::new()),
         }
     }
@@ -139,6 +142,7 @@ impl ControlPlane {
                     ferry_api::SCHEDULER_NAME.into(),
                     ferry_api::DEFAULT_SCHEDULER_NAME.into(),
                 ],
+                metrics_addr: config.metrics,
                 ..Default::default()
             };
             let shutdown = stopped(stop_rx.clone());

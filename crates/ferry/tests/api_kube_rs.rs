@@ -720,7 +720,7 @@ async fn scheduler_binds_gpu_pods_and_explains_pending_ones() {
     .await;
     assert_eq!(why.reason.as_deref(), Some("Unschedulable"));
     let message = why.message.unwrap();
-    assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}");
+    assert!(message.contains("0/1 nodes are available"), "{message}");
     assert!(
         message.contains("asks for 1000 GPUs; the largest node has 8"),
         "{message}"

@@ -214,7 +214,7 @@ async fn kubectl_rejects_bad_input_clearly() {
     )
     .await;
     assert!(
-        described.contains("Insufficient nvidia.com/gpu"),
+        described.contains("asks for 1000 GPUs; the largest node has 8"),
         "{described}"
     );
     assert!(described.contains("PodScheduled"), "{described}");
@@ -265,11 +265,19 @@ async fn kubectl_custom_resources() {
         .arg(&t.plane.kubeconfig)
         .arg("--cache-dir")
         .arg(cache.path())
-        .args(["get", "widgets", "-w", "--output-watch-events", "-o", "custom-columns=EVENT:.type,NAME:.object.metadata.name,SIZE:.object.spec.size"])
+        .args([
+            "get",
+            "widgets",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "custom-columns=EVENT:.type,NAME:.object.metadata.name,SIZE:.object.spec.size",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl runs");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     t.kubectl(&[
         "patch",
         "widget",
@@ -310,12 +318,23 @@ async fn kubectl_custom_resources() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     watch.kill().unwrap();
     let mut watched = String::new();
-    watch.stdout.take().unwrap().read_to_string(&mut watched).unwrap();
+    watch
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut watched)
+        .unwrap();
     watch.wait().unwrap();
-    let events: Vec<&str> = watched.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let events: Vec<&str> = watched
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     assert_eq!(events.first(), Some(&"EVENT"), "{watched}");
     assert_eq!(events.get(1), Some(&"ADDED"), "{watched}");
-    assert!(events.iter().filter(|e| **e == "MODIFIED").count() >= 3, "{watched}");
+    assert!(
+        events.iter().filter(|e| **e == "MODIFIED").count() >= 3,
+        "{watched}"
+    );
     assert_eq!(events.last(), Some(&"DELETED"), "{watched}");
     assert!(
         t.kubectl(&["get", "wd", "-o", "name"])
