@@ -159,7 +159,7 @@ impl Session<'_> {
             Some(p) => self.units[p].clone(),
             None => Vec::new(),
         };
-        let t = self.begin();
+        let t = self.begin_cluster();
         let mut placed: Vec<Placed> = Vec::with_capacity(pods.len());
         for (k, &p) in pods.iter().enumerate() {
             let req = &job.pods[p].request;

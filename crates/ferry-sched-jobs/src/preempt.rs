@@ -224,7 +224,7 @@ impl Session<'_> {
     }
 
     fn trial(&mut self, j: usize, gang: &[usize]) -> bool {
-        let t = self.begin();
+        let t = self.begin_cluster();
         let ok = self.place_pods(j, gang, false).is_ok();
         self.abort(t);
         ok

@@ -66,7 +66,7 @@ impl fmt::Display for Resource {
 }
 
 fn thousandths(v: u64) -> String {
-    if v % 1000 == 0 {
+    if v.is_multiple_of(1000) {
         format!("{}", v / 1000)
     } else {
         let s = format!("{}.{:03}", v / 1000, v % 1000);

@@ -229,6 +229,8 @@ pub(crate) struct JobRt {
     pub order: Vec<usize>,
     /// The first `gang` of `order` go all or nothing.
     pub gang: usize,
+    /// What the gang asks for.
+    pub req: Resources,
     pub placed: Vec<Placed>,
     pub nominated: bool,
     pub victims_terminating: u32,
@@ -289,9 +291,14 @@ pub(crate) struct UnitUse {
     pub res: Resources,
 }
 
-/// A transaction: the cluster's checkpoint plus copies of the session's small books.
+/// A transaction: the cluster's checkpoint plus, unless it only touches the cluster,
+/// copies of the session's small books.
 pub(crate) struct Txn {
     cp: ferry_sched_core::state::Checkpoint,
+    saved: Option<Saved>,
+}
+
+struct Saved {
     book: Book,
     claims: Vec<Claim>,
     units: Vec<Vec<UnitUse>>,
@@ -323,6 +330,8 @@ pub(crate) struct Session<'a> {
     pub units: Vec<Vec<UnitUse>>,
     /// Leaf → its jobs in queue order.
     pub lists: Vec<Vec<usize>>,
+    /// Leaf → index of its first job not yet handled in this pass.
+    pub cursor: Vec<usize>,
     pub memo: HashMap<PodRequest, Memo>,
     pub epoch: u64,
     pub depth: usize,
@@ -401,6 +410,7 @@ impl<'a> Session<'a> {
             holds: Vec::new(),
             units,
             lists,
+            cursor: Vec::new(),
             memo: HashMap::new(),
             epoch: 0,
             depth: 0,
@@ -544,6 +554,10 @@ impl<'a> Session<'a> {
             }
             rt.order = placement_order(&job.pods);
             rt.gang = need.min(job.pods.len());
+            rt.req = rt.order[..rt.gang]
+                .iter()
+                .map(|&p| Resources::of_pod(&job.pods[p].request))
+                .fold(Resources::ZERO, |a, b| a + b);
             if rt.invalid.is_none()
                 && !job.pods.is_empty()
                 && let Some(q) = rt.queue
@@ -648,21 +662,34 @@ impl<'a> Session<'a> {
         self.depth += 1;
         Txn {
             cp: self.cluster.begin(),
-            book: self.book.clone(),
-            claims: self.claims.clone(),
-            units: self.units.clone(),
-            slots: self.slots.iter().map(|s| s.used).collect(),
+            saved: Some(Saved {
+                book: self.book.clone(),
+                claims: self.claims.clone(),
+                units: self.units.clone(),
+                slots: self.slots.iter().map(|s| s.used).collect(),
+            }),
+        }
+    }
+
+    /// A transaction over the cluster only (binds and releases, nothing else).
+    pub(crate) fn begin_cluster(&mut self) -> Txn {
+        self.depth += 1;
+        Txn {
+            cp: self.cluster.begin(),
+            saved: None,
         }
     }
 
     /// Undoes everything since `t` and keeps the transaction open.
     pub(crate) fn undo_to(&mut self, t: &Txn) {
         self.cluster.rollback(t.cp);
-        self.book = t.book.clone();
-        self.claims = t.claims.clone();
-        self.units = t.units.clone();
-        for (s, used) in self.slots.iter_mut().zip(&t.slots) {
-            s.used = *used;
+        if let Some(saved) = &t.saved {
+            self.book.clone_from(&saved.book);
+            self.claims.clone_from(&saved.claims);
+            self.units.clone_from(&saved.units);
+            for (s, used) in self.slots.iter_mut().zip(&saved.slots) {
+                s.used = *used;
+            }
         }
     }
 
@@ -905,7 +932,7 @@ impl<'a> Session<'a> {
 
     /// Binds the pods of a preemption hold on exactly their held nodes and cards.
     fn place_exact(&mut self, j: usize, h: usize, gang: &[usize]) -> Option<Vec<Placed>> {
-        let t = self.begin();
+        let t = self.begin_cluster();
         let mut placed = Vec::new();
         for &p in gang {
             let req = &self.snap.jobs[j].pods[p].request;
@@ -946,8 +973,15 @@ impl<'a> Session<'a> {
     }
 
     /// The next job of leaf `q` for `pass`, if any.
-    fn candidate(&self, q: QueueIx, pass: Pass) -> Option<usize> {
-        for &j in &self.lists[q] {
+    fn candidate(&mut self, q: QueueIx, pass: Pass) -> Option<usize> {
+        // Skip the prefix of jobs already handled.
+        let list = &self.lists[q];
+        let mut c = self.cursor[q];
+        while c < list.len() && self.jobs[list[c]].done {
+            c += 1;
+        }
+        self.cursor[q] = c;
+        for &j in &self.lists[q][c..] {
             let rt = &self.jobs[j];
             if rt.done {
                 continue;
@@ -958,8 +992,8 @@ impl<'a> Session<'a> {
                     if rt.gang == 0 {
                         continue;
                     }
-                    let mut req = self.request_of(j, &rt.order[..rt.gang]);
-                    let primary = Resource::primary(&req);
+                    let primary = Resource::primary(&rt.req);
+                    let mut req = rt.req;
                     if let Some(h) = rt.hold {
                         // Its own hold is part of `held`; do not count it twice.
                         req = req.saturating_sub(&self.holds[h].hold.resources);
@@ -977,11 +1011,15 @@ impl<'a> Session<'a> {
     }
 
     fn run_pass(&mut self, pass: Pass) {
+        self.cursor = vec![0; self.tree.len()];
         let leaves: Vec<QueueIx> = (0..self.tree.len())
             .filter(|&q| !self.lists[q].is_empty())
             .collect();
-        let mut cand: Vec<Option<usize>> =
-            leaves.iter().map(|&q| self.candidate(q, pass)).collect();
+        let mut cand: Vec<Option<usize>> = Vec::with_capacity(leaves.len());
+        for &q in &leaves {
+            let c = self.candidate(q, pass);
+            cand.push(c);
+        }
         loop {
             let best = fairshare::pick(
                 &self.tree,
@@ -996,7 +1034,8 @@ impl<'a> Session<'a> {
             let li = leaves.iter().position(|&x| x == q).expect("leaf");
             let j = cand[li].expect("candidate");
             self.jobs[j].done = true;
-            let usage_before = self.book.usage.clone();
+            let usage_before = self.book.usage[self.tree.path(q)[0]];
+            let evictions_before = self.evictions.len();
             self.attempt(j);
             let started = !self.jobs[j].placed.is_empty() || self.jobs[j].nominated;
             if !started && !self.cfg.backfill {
@@ -1007,11 +1046,19 @@ impl<'a> Session<'a> {
                     }
                 }
             }
-            // Usage changed somewhere: within-guarantee candidates of other leaves may
-            // change too. Otherwise only this leaf's candidate moved on.
-            if pass == Pass::Guarantee && self.book.usage != usage_before {
-                for (i, &l) in leaves.iter().enumerate() {
-                    cand[i] = self.candidate(l, pass);
+            // In the guarantee pass a change of usage moves the within-guarantee candidates
+            // of the leaves under the same top-level queue (or of every leaf, after
+            // evictions); otherwise only this leaf's candidate moved on.
+            let top = self.tree.path(q)[0];
+            if pass == Pass::Guarantee && self.evictions.len() != evictions_before {
+                for i in 0..leaves.len() {
+                    cand[i] = self.candidate(leaves[i], pass);
+                }
+            } else if pass == Pass::Guarantee && self.book.usage[top] != usage_before {
+                for i in 0..leaves.len() {
+                    if self.tree.path(leaves[i])[0] == top {
+                        cand[i] = self.candidate(leaves[i], pass);
+                    }
                 }
             } else {
                 cand[li] = self.candidate(q, pass);
@@ -1029,38 +1076,52 @@ impl<'a> Session<'a> {
     // ---- reports ----
 
     fn reason_of(
-        &mut self,
+        &self,
         j: usize,
         blocked: &Blocked,
-        cache: &mut HashMap<PodRequest, ferry_sched_core::Unschedulable>,
+        why: &HashMap<PodRequest, ferry_sched_core::Unschedulable>,
     ) -> PendingReason {
         match blocked {
             Blocked::Quota(b) => PendingReason::Quota(b.clone()),
-            Blocked::Capacity(f) => {
-                let why = match cache.get(&f.request) {
-                    Some(w) => w.clone(),
-                    None => {
-                        let w = self.engine.explain(self.cluster, &f.request);
-                        cache.insert(f.request.clone(), w.clone());
-                        w
-                    }
-                };
-                PendingReason::Unschedulable {
-                    needed: f.needed,
-                    fit: f.fit,
-                    pod: self.snap.jobs[j].pods[f.pod].id.clone(),
-                    why: Some(why),
-                    held_for_others: self.held_for_others(j),
+            Blocked::Capacity(f) => PendingReason::Unschedulable {
+                needed: f.needed,
+                fit: f.fit,
+                pod: self.snap.jobs[j].pods[f.pod].id.clone(),
+                why: why.get(&f.request).cloned(),
+                held_for_others: self.held_for_others(j),
+            },
+        }
+    }
+
+    /// Node counts for every pod that did not fit, computed once per distinct request.
+    fn explanations(&mut self) -> HashMap<PodRequest, ferry_sched_core::Unschedulable> {
+        let mut requests: Vec<&PodRequest> = Vec::new();
+        let mut seen: std::collections::HashSet<&PodRequest> = std::collections::HashSet::new();
+        for rt in &self.jobs {
+            for b in [&rt.blocked, &rt.extra_blocked].into_iter().flatten() {
+                if let Blocked::Capacity(f) = b
+                    && seen.insert(&f.request)
+                {
+                    requests.push(&f.request);
                 }
             }
         }
+        let whys = if crate::explain::default_chain(self.engine) {
+            crate::explain::explain_batch(self.cluster, &requests)
+        } else {
+            requests
+                .iter()
+                .map(|r| self.engine.explain(self.cluster, r))
+                .collect()
+        };
+        requests.into_iter().cloned().zip(whys).collect()
     }
 
     fn finish(mut self) -> Outcome {
         let snap = self.snap;
         let mut binds = Vec::new();
         let mut reports = Vec::with_capacity(snap.jobs.len());
-        let mut explain_cache = HashMap::new();
+        let explain_cache = self.explanations();
         let hold_of: HashMap<&str, &Hold> =
             self.new_holds.iter().map(|h| (h.job.as_str(), h)).collect();
         let mut hold_copies: Vec<Option<Hold>> = Vec::with_capacity(snap.jobs.len());
@@ -1104,14 +1165,14 @@ impl<'a> Session<'a> {
                 let r = rt
                     .extra_blocked
                     .as_ref()
-                    .map(|b| self.reason_of(j, b, &mut explain_cache));
+                    .map(|b| self.reason_of(j, b, &explain_cache));
                 (JobState::Bound, r)
             } else if job.pods.is_empty() {
                 (JobState::Running, None)
             } else if let Some(b) = rt.blocked.as_ref() {
                 (
                     JobState::Pending,
-                    Some(self.reason_of(j, b, &mut explain_cache)),
+                    Some(self.reason_of(j, b, &explain_cache)),
                 )
             } else if let Some(h) = rt.behind {
                 (
@@ -1124,7 +1185,7 @@ impl<'a> Session<'a> {
                 let r = rt
                     .extra_blocked
                     .as_ref()
-                    .map(|b| self.reason_of(j, b, &mut explain_cache));
+                    .map(|b| self.reason_of(j, b, &explain_cache));
                 (JobState::Running, r)
             } else {
                 (JobState::Pending, Some(PendingReason::NotTried))
@@ -1186,7 +1247,7 @@ impl<'a> Session<'a> {
             });
         }
         let mut queues = Vec::with_capacity(self.tree.len());
-        for q in 0..self.tree.len() {
+        for (q, pending) in pending_by_queue.iter().enumerate() {
             let spec = self.tree.spec(q);
             let mut limit = Limits::NONE;
             for r in Resource::ALL {
@@ -1208,9 +1269,9 @@ impl<'a> Session<'a> {
                 held: self.book.held[q],
                 guaranteed: spec.guaranteed,
                 limit,
-                pending_jobs: pending_by_queue[q].0,
-                pending_pods: pending_by_queue[q].1,
-                pending: pending_by_queue[q].2,
+                pending_jobs: pending.0,
+                pending_pods: pending.1,
+                pending: pending.2,
                 borrowed_share: fairshare::borrowed_share(
                     &self.tree,
                     &self.capacity,

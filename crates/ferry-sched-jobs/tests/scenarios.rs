@@ -270,7 +270,8 @@ fn borrowing_is_limited_and_explained() {
 #[test]
 fn drf_shares_converge_to_the_weights_on_a_contended_cluster() {
     // Flat: weights 1, 2, 3, no guarantees; hierarchical: p (1) ⊃ {p1 (1), p2 (3)}, s (1).
-    let cases: Vec<(Vec<QueueSpec>, Vec<(&str, f64)>)> = vec![
+    type Case = (Vec<QueueSpec>, Vec<(&'static str, f64)>);
+    let cases: Vec<Case> = vec![
         (
             vec![
                 QueueSpec::new("w1").weight(1.0),
