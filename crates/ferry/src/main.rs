@@ -38,6 +38,9 @@ enum Command {
 enum BenchCommand {
     /// The embedded control plane: durable create throughput, watch latency, submit-to-running.
     Api(ferry::bench::ApiBenchArgs),
+    /// The live scheduler: end-to-end binding throughput of gangs through the API server, and
+    /// its memory.
+    Scheduler(ferry::bench_scheduler::SchedulerBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +53,9 @@ fn main() -> anyhow::Result<()> {
         Command::Scheduler(args) => commands::run_async(commands::scheduler(args)),
         Command::Apiserver(args) => commands::run_async(commands::apiserver(args)),
         Command::Bench(BenchCommand::Api(args)) => commands::run_async(ferry::bench::run(args)),
+        Command::Bench(BenchCommand::Scheduler(args)) => {
+            commands::run_async(ferry::bench_scheduler::run(args))
+        }
         Command::Sim(args) => ferry_sim::cli::run(args),
     }
 }
