@@ -41,6 +41,8 @@
 //! [`preempt`] (reclaim and priority preemption, anti-loop rules), [`reservation`],
 //! [`policy`] (resource policies), [`explain`] (pending reasons), [`session`] (the cycle).
 
+#![warn(missing_docs)]
+
 pub mod backfill;
 pub mod explain;
 pub mod fairshare;

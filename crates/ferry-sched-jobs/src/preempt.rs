@@ -12,17 +12,19 @@
 //! - every queue on P's side below L stays within its guarantee of J's primary resources
 //!   (GPU compute and GPU memory for GPU jobs, else CPU and memory) with J admitted — J
 //!   takes back what is guaranteed to it;
-//! - X uses some of J's primary resources, and for
-//!   every queue b on V's side below L and every such resource r used by X:
-//!   `usage_r(b) − X_r ≥ guaranteed_r(b)` — only borrowed capacity is taken, and no queue
-//!   drops below its guarantee. A queue within its guarantee is never a victim.
+//! - for every queue b on V's side below L: b borrows (uses more than its guarantee of)
+//!   some primary resource of J that X uses — the eviction gives back borrowed capacity
+//!   J needs — and for every resource r that X uses and b is at or above its guarantee
+//!   of, `usage_r(b) − X_r ≥ guaranteed_r(b)` — no queue is pushed below a guarantee it
+//!   meets (CPU reclaim cannot take a queue below its GPU guarantee, and the other way
+//!   round). A queue within its guarantee is never a victim.
 //!
 //! **Priority**: victims are jobs of the same leaf queue with strictly lower priority.
 //! Priority never crosses queues; between queues only guarantees justify eviction.
 //!
 //! Why there are no preemption loops:
-//! - a reclaim victim's queue is left at or above its guarantee in the reclaimed
-//!   resources, so its returning jobs are not within guarantee and cannot reclaim back;
+//! - a reclaim victim's queue is left at or above every guarantee it met, so its returning
+//!   jobs are not within guarantee there and cannot reclaim back;
 //!   the preemptor's side is within guarantee, so it is not a reclaim victim;
 //! - priority victims have strictly lower priority, so they never preempt their preemptor;
 //! - the room a preemptor gets is held for it (a nomination on the exact nodes and cards,
@@ -127,7 +129,9 @@ impl Session<'_> {
         };
         let mut out = Vec::new();
         for (x, rt) in self.jobs.iter().enumerate() {
-            if x == j || rt.evicted || rt.running.is_empty() {
+            // Jobs that got pods this cycle are not victims (whole gangs only, and what
+            // was just decided is not undone).
+            if x == j || rt.evicted || rt.running.is_empty() || !rt.placed.is_empty() {
                 continue;
             }
             let Some(v) = rt.queue else { continue };
@@ -184,14 +188,16 @@ impl Session<'_> {
         if !self.book.within_guarantee(&self.tree, p_side, req, primary) {
             return false;
         }
-        if !primary.iter().any(|&r| c.res.get(r) > 0) {
-            return false;
-        }
         self.tree.below_common(c.leaf, p).iter().all(|&b| {
-            primary.iter().all(|&r| {
-                let x = c.res.get(r);
-                x == 0 || self.book.usage[b].get(r) >= self.tree.guaranteed(b, r) + x
-            })
+            let usage = &self.book.usage[b];
+            let frees_borrowed = primary
+                .iter()
+                .any(|&r| c.res.get(r) > 0 && usage.get(r) > self.tree.guaranteed(b, r));
+            let keeps_guarantees = Resource::ALL.iter().all(|&r| {
+                let (x, g, u) = (c.res.get(r), self.tree.guaranteed(b, r), usage.get(r));
+                x == 0 || u < g || u - x >= g
+            });
+            frees_borrowed && keeps_guarantees
         })
     }
 

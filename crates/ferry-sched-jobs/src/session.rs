@@ -621,8 +621,22 @@ impl<'a> Session<'a> {
 
     fn load_reservations(&mut self) {
         let snap = self.snap;
+        if snap.reservations.is_empty() {
+            return;
+        }
+        let mut on_node: HashMap<NodeId, Vec<usize>> = HashMap::new();
+        for (i, rt) in self.running.iter().enumerate() {
+            if let (Some(node), false, Some(_)) = (rt.node, rt.terminating, rt.job) {
+                on_node.entry(node).or_default().push(i);
+            }
+        }
         for (ri, r) in snap.reservations.iter().enumerate() {
             if !r.active(self.now) {
+                continue;
+            }
+            if let Err(e) = r.per_node.validate() {
+                self.warnings
+                    .push(format!("reservation {} is ignored: {e}", r.name));
                 continue;
             }
             for name in &r.nodes {
@@ -630,13 +644,10 @@ impl<'a> Session<'a> {
                     continue;
                 };
                 let mut used = Resources::ZERO;
-                for (i, rp) in snap.running.iter().enumerate() {
+                for &i in on_node.get(&node).map_or(&[][..], |v| v.as_slice()) {
                     let rt = &self.running[i];
-                    if rt.node == Some(node)
-                        && !rt.terminating
-                        && rt.job.is_some_and(|j| r.admits(&snap.jobs[j].labels))
-                    {
-                        used += Resources::of_pod(&rp.request);
+                    if rt.job.is_some_and(|j| r.admits(&snap.jobs[j].labels)) {
+                        used += rt.res;
                     }
                 }
                 let slot = self.slots.len();
@@ -770,6 +781,9 @@ impl<'a> Session<'a> {
     fn held_for_others(&self, j: usize) -> Resources {
         let rt = &self.jobs[j];
         let mut total = Resources::ZERO;
+        if self.claims.is_empty() {
+            return total;
+        }
         for c in &self.claims {
             let mine = match c.owner {
                 ClaimOwner::Slot(s) => rt.reservations.contains(&self.slots[s].reservation),
