@@ -51,10 +51,11 @@ pub struct Job {
     pub priority: i32,
     /// Arrival time: FIFO order among jobs of equal priority.
     pub created: Time,
-    /// Pods that must run together: the first `min_member − running` pending pods are
-    /// placed all at once or not at all; pods beyond that are placed one by one afterwards.
+    /// Pods that must run together (running pods count): the first `min_member −
+    /// running` pending pods (in `pods` order) are placed all at once or not at all; the
+    /// others are placed one by one after them, while quota and nodes allow.
     pub min_member: u32,
-    /// Pending pods, in the order they should be placed.
+    /// Pending pods; the gang's are first (e.g. a driver before its executors).
     pub pods: Vec<PendingPod>,
     /// Labels (matched by reservations and resource policies).
     pub labels: Labels,

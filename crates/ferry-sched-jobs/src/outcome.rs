@@ -212,7 +212,8 @@ pub struct Carry {
     pub holds: Vec<Hold>,
     /// Since when each blocked head-of-line job has waited.
     pub waiting: BTreeMap<JobId, Time>,
-    /// Pods evicted and not yet gone, with when (treated as terminating).
+    /// Pods evicted and not yet gone, with when (treated as terminating for up to the
+    /// nomination TTL; after that the eviction is retried if still needed).
     pub evicted: BTreeMap<PodId, Time>,
 }
 

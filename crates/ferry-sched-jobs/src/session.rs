@@ -342,9 +342,11 @@ pub(crate) struct Session<'a> {
     pub warnings: Vec<String>,
 }
 
-fn placement_order(pods: &[crate::input::PendingPod]) -> Vec<usize> {
+/// The first `gang` pods (in the job's order) come first, then the others; each part
+/// largest first with identical requests together.
+fn placement_order(pods: &[crate::input::PendingPod], gang: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..pods.len()).collect();
-    order.sort_by(|&a, &b| {
+    let key = |&a: &usize, &b: &usize| {
         let (x, y) = (&pods[a].request, &pods[b].request);
         (
             y.gpu.count,
@@ -363,7 +365,10 @@ fn placement_order(pods: &[crate::input::PendingPod]) -> Vec<usize> {
             .then(y.gpu_models.cmp(&x.gpu_models))
             .then(x.node_selector.cmp(&y.node_selector))
             .then(a.cmp(&b))
-    });
+    };
+    let (head, tail) = order.split_at_mut(gang.min(pods.len()));
+    head.sort_by(key);
+    tail.sort_by(key);
     order
 }
 
@@ -479,7 +484,15 @@ impl<'a> Session<'a> {
     fn load_running(&mut self) {
         let snap = self.snap;
         for rp in &snap.running {
-            let terminating = rp.terminating || self.carry.evicted.contains_key(&rp.id);
+            // A pod this scheduler evicted counts as terminating until it is gone, or until
+            // the nomination TTL has passed (then the eviction is taken to have failed and
+            // the pod is an ordinary running pod again).
+            let evicting = self
+                .carry
+                .evicted
+                .get(&rp.id)
+                .is_some_and(|&t| self.now < t.saturating_add(self.cfg.nomination_ttl));
+            let terminating = rp.terminating || evicting;
             let mut rt = RunRt {
                 job: None,
                 node: None,
@@ -552,8 +565,8 @@ impl<'a> Session<'a> {
                     pods: running + job.pods.len() as u32,
                 });
             }
-            rt.order = placement_order(&job.pods);
             rt.gang = need.min(job.pods.len());
+            rt.order = placement_order(&job.pods, rt.gang);
             rt.req = rt.order[..rt.gang]
                 .iter()
                 .map(|&p| Resources::of_pod(&job.pods[p].request))
@@ -1331,7 +1344,9 @@ impl<'a> Session<'a> {
         }
         let mut evicted: BTreeMap<String, Time> = BTreeMap::new();
         for rp in &snap.running {
-            if let Some(&t) = self.carry.evicted.get(&rp.id) {
+            if let Some(&t) = self.carry.evicted.get(&rp.id)
+                && self.now < t.saturating_add(self.cfg.nomination_ttl)
+            {
                 evicted.insert(rp.id.clone(), t);
             }
         }

@@ -792,3 +792,96 @@ fn elastic_jobs_start_with_min_member_and_grow() {
     let out = w.step();
     assert_eq!(out.job("elastic").unwrap().bound, 2);
 }
+
+#[test]
+fn room_made_by_preemption_is_held_until_the_victims_are_gone() {
+    // b borrows: 4 GPUs on n0 and n1 each, 2 on n2 and n3 (2 free GPUs left there).
+    let mut w = World::new(nodes("n", 4, 4), two_teams(), Config::default());
+    w.run_on(Job::gang("b0", "b", 0, 0, 1, gpu_pod(4)), &["n0"], 0);
+    w.run_on(Job::gang("b1", "b", 0, 1, 1, gpu_pod(4)), &["n1"], 1);
+    w.run_on(Job::gang("b2", "b", 0, 2, 1, gpu_pod(2)), &["n2"], 2);
+    w.run_on(Job::gang("b3", "b", 0, 3, 1, gpu_pod(2)), &["n3"], 3);
+    w.now = 10_000;
+    w.submit(Job::gang("a-train", "a", 0, 10, 2, gpu_pod(4)));
+    let out = w.planner.run(&w.snapshot()).unwrap();
+    let victims: BTreeSet<&str> = out.evictions.iter().map(|e| e.job.as_str()).collect();
+    assert_eq!(victims, BTreeSet::from(["b2", "b3"]));
+    assert_eq!(out.job("a-train").unwrap().state, JobState::Nominated);
+    // The victims take a while to terminate: they are still listed (not even marked
+    // terminating yet). A new job of b would fit in the 2 free GPUs of n2 — but they are
+    // held for a-train, and nothing is evicted twice.
+    w.now += 1_000;
+    w.submit(Job::gang("b-new", "b", 0, 20, 1, gpu_pod(2)));
+    let out = w.planner.run(&w.snapshot()).unwrap();
+    assert!(out.evictions.is_empty(), "{:?}", out.evictions);
+    assert!(out.binds.is_empty(), "{:?}", out.binds);
+    let a = out.job("a-train").unwrap();
+    assert_eq!(a.state, JobState::Nominated);
+    assert_eq!(
+        a.message,
+        "room is held for this job; waiting for 2 preempted pods to terminate"
+    );
+    let b_new = out.job("b-new").unwrap();
+    assert!(
+        b_new
+            .message
+            .contains("held by reservations and holds for other jobs"),
+        "{}",
+        b_new.message
+    );
+    // Gone: a-train binds on the held nodes, b-new still finds no room.
+    w.complete("b2");
+    w.complete("b3");
+    w.now += 1_000;
+    let out = w.step();
+    let a_nodes: BTreeSet<&str> = out
+        .binds
+        .iter()
+        .filter(|b| b.job == "a-train")
+        .map(|b| b.node.as_str())
+        .collect();
+    assert_eq!(a_nodes, BTreeSet::from(["n2", "n3"]));
+    assert!(out.binds.iter().all(|b| b.job == "a-train"));
+}
+
+#[test]
+fn a_nomination_lapses_after_its_ttl() {
+    let config = Config {
+        nomination_ttl: 2_000,
+        ..Config::default()
+    };
+    let mut w = World::new(nodes("n", 1, 4), single_queue(), config);
+    w.run_on(Job::gang("lo", "q", 0, 0, 1, gpu_pod(4)), &["n0"], 0);
+    w.submit(Job::gang("hi", "q", 9, 1, 1, gpu_pod(4)));
+    let out = w.planner.run(&w.snapshot()).unwrap();
+    assert_eq!(out.evictions.len(), 1);
+    assert_eq!(out.carry.holds.len(), 1);
+    // Within the TTL the victim counts as terminating: not chosen again, room still held.
+    w.now = 1_000;
+    let out = w.planner.run(&w.snapshot()).unwrap();
+    assert!(out.evictions.is_empty());
+    assert_eq!(out.job("hi").unwrap().state, JobState::Nominated);
+    // The victim never goes away (say its eviction was refused): after the TTL the hold
+    // lapses and the eviction is retried, once per TTL.
+    w.now = 5_000;
+    let out = w.planner.run(&w.snapshot()).unwrap();
+    assert_eq!(out.evictions.len(), 1);
+    assert_eq!(out.carry.holds[0].since, 5_000);
+}
+
+#[test]
+fn the_gang_is_the_first_pods_of_the_job() {
+    // A driver (CPU only) and three GPU executors, min_member 1, on a node without free
+    // GPUs: the driver starts, the executors wait for room one by one.
+    let mut w = World::new(nodes("n", 1, 2), single_queue(), Config::default());
+    w.run_on(Job::gang("busy", "q", 9, 0, 1, gpu_pod(2)), &["n0"], 0);
+    let mut job = Job::gang("spark", "q", 0, 1, 4, gpu_pod(1));
+    job.pods[0].request = PodRequest::new(2000, 4096, GpuRequest::NONE, ModelSet::ANY);
+    job.min_member = 1;
+    w.submit(job);
+    let out = w.step();
+    assert_eq!(out.binds.len(), 1);
+    assert_eq!(out.binds[0].pod, "spark-0");
+    let r = out.job("spark").unwrap();
+    assert_eq!((r.state, r.pending), (JobState::Bound, 3));
+}
