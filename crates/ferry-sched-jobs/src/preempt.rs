@@ -14,18 +14,21 @@
 //!   takes back what is guaranteed to it;
 //! - for every queue b on V's side below L: b borrows (uses more than its guarantee of)
 //!   some primary resource of J that X uses — the eviction gives back borrowed capacity
-//!   J needs — and for every resource r that X uses and b is at or above its guarantee
-//!   of, `usage_r(b) − X_r ≥ guaranteed_r(b)` — no queue is pushed below a guarantee it
-//!   meets (CPU reclaim cannot take a queue below its GPU guarantee, and the other way
-//!   round). A queue within its guarantee is never a victim.
+//!   J needs. A queue within its guarantee is never a victim. Victims are whole gangs, so
+//!   giving one back may leave b below its guarantee of such a contested resource (b was
+//!   above it: the gang straddled the guarantee); refusing would let a gang larger than
+//!   the borrowed part keep it forever. For every other resource r that X uses and b is at
+//!   or above its guarantee of, `usage_r(b) − X_r ≥ guaranteed_r(b)` (CPU reclaim cannot
+//!   take a queue below its GPU guarantee, and the other way round).
 //!
 //! **Priority**: victims are jobs of the same leaf queue with strictly lower priority.
 //! Priority never crosses queues; between queues only guarantees justify eviction.
 //!
 //! Why there are no preemption loops:
-//! - a reclaim victim's queue is left at or above every guarantee it met, so its returning
-//!   jobs are not within guarantee there and cannot reclaim back;
-//!   the preemptor's side is within guarantee, so it is not a reclaim victim;
+//! - the preemptor's side stays within its guarantee, so it is never a reclaim victim and
+//!   the victim cannot reclaim back from it; the victim gang cannot return within its
+//!   queue's guarantee either (its queue was above the guarantee with it), and a queue
+//!   left at or above a guarantee has no job that could reclaim with it;
 //! - priority victims have strictly lower priority, so they never preempt their preemptor;
 //! - the room a preemptor gets is held for it (a nomination on the exact nodes and cards,
 //!   plus its quota) until it is bound or the nomination lapses, so victims coming back
@@ -193,9 +196,12 @@ impl Session<'_> {
             let frees_borrowed = primary
                 .iter()
                 .any(|&r| c.res.get(r) > 0 && usage.get(r) > self.tree.guaranteed(b, r));
+            // A borrowing queue gives back whole gangs, even when that leaves it below its
+            // guarantee of a contested resource (it was not within it); no other guarantee
+            // it meets is broken.
             let keeps_guarantees = Resource::ALL.iter().all(|&r| {
                 let (x, g, u) = (c.res.get(r), self.tree.guaranteed(b, r), usage.get(r));
-                x == 0 || u < g || u - x >= g
+                x == 0 || u < g || u - x >= g || (primary.contains(&r) && u > g)
             });
             frees_borrowed && keeps_guarantees
         })

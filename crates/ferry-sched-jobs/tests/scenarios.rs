@@ -159,6 +159,42 @@ fn a_queue_that_lent_its_guarantee_gets_it_back_within_one_cycle_whole_gangs_onl
 }
 
 #[test]
+fn a_gang_straddling_its_queues_guarantee_is_reclaimed_whole() {
+    // 2 nodes × 4 GPUs, a and b guaranteed 4 GPUs each. b runs one 4-pod gang of 2 GPUs:
+    // 8 GPUs, 4 of them borrowed. a submits 4 GPUs: the gang goes back whole, although that
+    // leaves b below its guarantee, and b's gang cannot take it back.
+    let halves = vec![
+        QueueSpec::new("a").guarantee(Resources::gpus(4)),
+        QueueSpec::new("b").guarantee(Resources::gpus(4)),
+    ];
+    let mut w = World::new(nodes("n", 2, 4), halves, Config::default());
+    w.run_on(
+        Job::gang("b-big", "b", 0, 1, 4, gpu_pod(2)),
+        &["n0", "n0", "n1", "n1"],
+        1,
+    );
+    w.now = 10_000;
+    w.submit(Job::gang("a-small", "a", 0, 10, 2, gpu_pod(2)));
+    let out = w.step();
+    assert_eq!(out.evictions.len(), 4, "the whole gang goes");
+    assert!(
+        out.evictions
+            .iter()
+            .all(|e| e.job == "b-big" && e.preemptor == "a-small")
+    );
+    assert_eq!(out.job("a-small").unwrap().state, JobState::Nominated);
+    let out = w.step();
+    assert_eq!(out.binds.iter().filter(|b| b.job == "a-small").count(), 2);
+    // b's gang (back as pending) needs 8 GPUs with 4 free and its guarantee of 4: it waits
+    // and preempts nothing.
+    for _ in 0..5 {
+        let out = w.step();
+        assert!(out.evictions.is_empty());
+        assert_eq!(w.gpu_usage("a"), 4000);
+    }
+}
+
+#[test]
 fn a_queue_within_its_guarantee_is_never_reclaimed_from() {
     let mut w = World::new(nodes("n", 4, 4), two_teams(), Config::default());
     // b uses exactly its guarantee; a foreign pod fills n3.
