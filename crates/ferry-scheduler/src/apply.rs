@@ -264,22 +264,29 @@ enum Write {
     },
 }
 
-/// Writes reports, remembering what was written so unchanged reports are not rewritten.
+/// Writes reports, remembering what was written so unchanged reports are not rewritten. The
+/// writes themselves run in the background, so a cycle never waits for them (Bindings come
+/// first).
 pub struct Writer {
-    client: kube::Client,
+    queue: tokio::sync::mpsc::UnboundedSender<Write>,
     metrics: Arc<Metrics>,
-    concurrency: usize,
     /// Last message written per pod / group / queue / reservation key.
     written: HashMap<String, String>,
 }
 
 impl Writer {
-    /// A writer.
+    /// A writer whose background task writes at most `concurrency` reports at once.
     pub fn new(client: kube::Client, metrics: Arc<Metrics>, concurrency: usize) -> Self {
+        let (queue, rx) = tokio::sync::mpsc::unbounded_channel::<Write>();
+        let incoming =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|w| (w, rx)) });
+        tokio::spawn(incoming.for_each_concurrent(concurrency.max(1), move |w| {
+            let client = client.clone();
+            async move { write(&client, w).await }
+        }));
         Self {
-            client,
+            queue,
             metrics,
-            concurrency,
             written: HashMap::new(),
         }
     }
@@ -294,7 +301,7 @@ impl Writer {
     }
 
     /// Writes everything that changed in this cycle's outcome, and updates the metrics.
-    pub async fn report(&mut self, outcome: &Outcome, built: &Built) {
+    pub fn report(&mut self, outcome: &Outcome, built: &Built) {
         let mut writes = Vec::new();
         let bound_jobs: HashMap<&str, Vec<&str>> =
             outcome.binds.iter().fold(HashMap::new(), |mut m, b| {
@@ -525,13 +532,10 @@ impl Writer {
                 });
             }
         }
-        let client = self.client.clone();
-        futures::stream::iter(writes)
-            .for_each_concurrent(self.concurrency.max(1), |w| {
-                let client = client.clone();
-                async move { write(&client, w).await }
-            })
-            .await;
+        for w in writes {
+            // The receiver lives as long as the runtime; a send fails only at shutdown.
+            let _ = self.queue.send(w);
+        }
         // Forget pods that are gone.
         self.written.retain(|k, _| {
             k.strip_prefix("pod ")

@@ -55,8 +55,9 @@ pub fn pod_request(
     pod: &Pod,
     models: &mut impl FnMut(&str) -> ferry_sched_core::ModelId,
 ) -> Result<PodRequest, ConvertError> {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let r = PodRequests::of(&spec).map_err(|e| ConvertError(e.to_string()))?;
+    let empty = k8s_openapi::api::core::v1::PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&empty);
+    let r = PodRequests::of(spec).map_err(|e| ConvertError(e.to_string()))?;
     let memory_mib = (r.memory_bytes.max(0) as u64).div_ceil(1 << 20);
     let milli = limit_or_request(pod, GPU_MILLI_RESOURCE)?;
     let gpu_memory = limit_or_request(pod, GPU_MEMORY_RESOURCE)?;
@@ -98,13 +99,13 @@ pub fn pod_request(
     }
     let tolerations = spec
         .tolerations
-        .unwrap_or_default()
-        .into_iter()
+        .iter()
+        .flatten()
         .map(|t| Toleration {
-            key: t.key.filter(|k| !k.is_empty()),
+            key: t.key.clone().filter(|k| !k.is_empty()),
             value: match t.operator.as_deref() {
                 Some("Exists") => None,
-                _ => Some(t.value.unwrap_or_default()),
+                _ => Some(t.value.clone().unwrap_or_default()),
             },
             effect: t.effect.as_deref().and_then(taint_effect),
         })

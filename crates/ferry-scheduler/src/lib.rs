@@ -178,7 +178,25 @@ pub async fn run(
         // missing on a cluster without the CRDs, and are then empty.
         let _ = scheduler.stores.pods.wait_until_ready().await;
         let _ = scheduler.stores.nodes.wait_until_ready().await;
-        tracing::info!(names = ?scheduler.config.scheduler_names, policy = scheduler.config.policy.name(), "scheduler started");
+        let others = async {
+            let s = &scheduler.stores;
+            let _ = futures::join!(
+                s.namespaces.wait_until_ready(),
+                s.groups.wait_until_ready(),
+                s.queues.wait_until_ready(),
+                s.reservations.wait_until_ready(),
+                s.policies.wait_until_ready(),
+            );
+        };
+        if tokio::time::timeout(Duration::from_secs(10), others)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "some of Ferry's kinds (PodGroup, Queue, Reservation, ResourcePolicy) are not served; are the CRDs installed? Scheduling without them"
+            );
+        }
+        tracing::info!(names = ?scheduler.config.scheduler_names, policy = scheduler.config.policy.name(), rss_mib = rss_mib(), "scheduler started");
         loop {
             scheduler.cycle().await;
             let _ = tokio::time::timeout(scheduler.config.retry_interval, wake.notified()).await;
@@ -218,6 +236,21 @@ struct Scheduler {
     evicting: HashMap<PodId, Instant>,
     writer: apply::Writer,
     metrics: Arc<metrics::Metrics>,
+}
+
+/// The resident memory of this process in MiB (0 where /proc is missing).
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kb| kb / 1024)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -274,6 +307,7 @@ impl Scheduler {
             &evicting,
             |m| planner.intern_model(m),
         );
+        let snapshot_ms = started.elapsed().as_millis() as u64;
         let outcome = match self.planner.run(&built.snapshot) {
             Ok(o) => o,
             Err(e) => {
@@ -300,11 +334,13 @@ impl Scheduler {
         for id in apply::evict_all(&self.client, &outcome, &built, &self.metrics).await {
             self.evicting.insert(id, Instant::now());
         }
-        self.writer.report(&outcome, &built).await;
+        self.writer.report(&outcome, &built);
         if !outcome.binds.is_empty() || !outcome.evictions.is_empty() {
             tracing::debug!(
                 binds = outcome.binds.len(),
                 evictions = outcome.evictions.len(),
+                snapshot_ms,
+                rss_mib = rss_mib(),
                 decide_ms = decided.as_millis() as u64,
                 total_ms = started.elapsed().as_millis() as u64,
                 "scheduling cycle"

@@ -55,7 +55,17 @@ pub(crate) fn run(
             answer(outcomes, &events); // every write of the batch failed its checks
             continue;
         };
-        if let Err(e) = db.persist(&events) {
+        let commit_started = std::time::Instant::now();
+        let persisted = db.persist(&events);
+        let commit = commit_started.elapsed();
+        if commit > std::time::Duration::from_millis(100) {
+            tracing::debug!(
+                writes = events.len(),
+                commit_ms = commit.as_millis() as u64,
+                "slow commit"
+            );
+        }
+        if let Err(e) = persisted {
             tracing::error!(error = %e, writes = events.len(), "commit failed; writes rejected");
             for (reply, outcome) in outcomes {
                 let _ = reply.send(Err(outcome.err().unwrap_or_else(|| e.clone())));
@@ -78,8 +88,14 @@ pub(crate) fn run(
         // Compact the log once the history has moved on by another full window.
         let horizon = last_rev.saturating_sub(history as u64);
         if horizon >= compacted_at + history as u64 {
+            let compact_started = std::time::Instant::now();
             match db.compact(horizon) {
-                Ok(removed) => tracing::debug!(horizon, removed, "log compacted"),
+                Ok(removed) => tracing::debug!(
+                    horizon,
+                    removed,
+                    ms = compact_started.elapsed().as_millis() as u64,
+                    "log compacted"
+                ),
                 Err(e) => tracing::warn!(error = %e, "log compaction failed"),
             }
             compacted_at = horizon;
