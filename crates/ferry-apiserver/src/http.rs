@@ -516,20 +516,15 @@ async fn handle(
         }
         (Method::PUT, Some(name), Some("scale")) => {
             let scale = decode_body(headers, &body)?;
-            let replicas = scale["spec"]["replicas"].clone();
-            let (patch, sub) = scale_patch(&info, replicas)?;
-            let w = service
-                .patch(
-                    &info,
-                    ns,
-                    name,
-                    PatchKind::Merge,
-                    &patch,
-                    sub,
-                    &params.write_options()?,
-                )
-                .await?;
-            Ok(Json(scale_of(&info, &w.object)).into_response())
+            set_scale(
+                service,
+                &info,
+                ns,
+                name,
+                scale["spec"]["replicas"].clone(),
+                &params,
+            )
+            .await
         }
         (Method::PATCH, Some(name), sub) => {
             let content_type = headers
@@ -555,19 +550,8 @@ async fn handle(
                 let current = service.get(&info, ns, name)?;
                 let mut scale = scale_of(&info, &current.value);
                 crate::patch::merge(&mut scale, &patch);
-                let (patch, sub) = scale_patch(&info, scale["spec"]["replicas"].clone())?;
-                let w = service
-                    .patch(
-                        &info,
-                        ns,
-                        name,
-                        PatchKind::Merge,
-                        &patch,
-                        sub,
-                        &params.write_options()?,
-                    )
-                    .await?;
-                return Ok(Json(scale_of(&info, &w.object)).into_response());
+                let replicas = scale["spec"]["replicas"].clone();
+                return set_scale(service, &info, ns, name, replicas, &params).await;
             }
             let w = service
                 .patch(&info, ns, name, kind, &patch, sub, &params.write_options()?)
@@ -746,6 +730,31 @@ fn scale_of(info: &ResourceInfo, object: &Value) -> Value {
             "selector": selector,
         },
     })
+}
+
+/// Sets the desired replicas of a custom resource through its scale subresource and answers
+/// with the new Scale.
+async fn set_scale(
+    service: &Service,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    replicas: Value,
+    params: &Params,
+) -> ApiResult<Response> {
+    let (patch, sub) = scale_patch(info, replicas)?;
+    let w = service
+        .patch(
+            info,
+            ns,
+            name,
+            PatchKind::Merge,
+            &patch,
+            sub,
+            &params.write_options()?,
+        )
+        .await?;
+    Ok(Json(scale_of(info, &w.object)).into_response())
 }
 
 /// A merge patch that sets the desired replicas through the scale subresource.

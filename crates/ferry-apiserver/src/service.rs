@@ -234,12 +234,6 @@ impl Service {
         mut body: Value,
         options: &WriteOptions,
     ) -> ApiResult<Written> {
-        if !body.is_object() {
-            return Err(ApiError::bad_request(format!(
-                "the body of a {} must be a JSON object",
-                info.kind
-            )));
-        }
         check_type(info, &mut body)?;
         let ns = if info.namespaced {
             let url_ns = namespace.unwrap_or_default();
@@ -587,12 +581,6 @@ impl Service {
         subresource: Option<&str>,
         options: &WriteOptions,
     ) -> ApiResult<Written> {
-        if !body.is_object() {
-            return Err(ApiError::bad_request(format!(
-                "the body of a {} must be a JSON object",
-                info.kind
-            )));
-        }
         check_type(info, &mut body)?;
         let body_name = meta::name(&body);
         if !body_name.is_empty() && body_name != name {
@@ -1120,9 +1108,9 @@ fn object_field<'a>(v: &'a mut Value, field: &str) -> &'a mut Map<String, Value>
 /// Checks (and fills) `apiVersion` and `kind`.
 fn check_type(info: &ResourceInfo, body: &mut Value) -> ApiResult<()> {
     let api_version = info.api_version();
-    let obj = body
-        .as_object_mut()
-        .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+    let obj = body.as_object_mut().ok_or_else(|| {
+        ApiError::bad_request(format!("the body of a {} must be a JSON object", info.kind))
+    })?;
     match obj.get("kind").and_then(Value::as_str) {
         None | Some("") => {
             obj.insert("kind".into(), json!(info.kind));

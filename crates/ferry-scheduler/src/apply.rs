@@ -321,11 +321,8 @@ impl Writer {
                         .unwrap_or("Unschedulable")
                         .to_string(),
                 };
-                let mut message = r.message.clone();
-                if let Some(p) = &r.preemption {
-                    message = format!("{message} {p}");
-                }
-                messages.insert(r.job.as_str(), (reason, message));
+                // The message already tells what preemption tried (`r.preemption`).
+                messages.insert(r.job.as_str(), (reason, r.message.clone()));
             }
         }
         for rej in &built.rejected {

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -259,24 +257,14 @@ async fn kubectl_custom_resources() {
     assert_eq!(header, ["NAME", "SIZE", "PHASE", "AGE"]);
     assert!(out.lines().nth(1).unwrap().starts_with("w1"), "{out}");
     // Watch the custom resources while they change.
-    let cache = tempfile::tempdir().unwrap();
-    let mut watch = Command::new(common::kubectl_binary())
-        .arg("--kubeconfig")
-        .arg(&t.plane.kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .args([
-            "get",
-            "widgets",
-            "-w",
-            "--output-watch-events",
-            "-o",
-            "custom-columns=EVENT:.type,NAME:.object.metadata.name,SIZE:.object.spec.size",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
+    let watch = t.kubectl_watch(&[
+        "get",
+        "widgets",
+        "-w",
+        "--output-watch-events",
+        "-o",
+        "custom-columns=EVENT:.type,NAME:.object.metadata.name,SIZE:.object.spec.size",
+    ]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     t.kubectl(&[
         "patch",
@@ -316,15 +304,7 @@ async fn kubectl_custom_resources() {
     );
     t.kubectl(&["delete", "wd", "w1"]).success();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    watch.kill().unwrap();
-    let mut watched = String::new();
-    watch
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut watched)
-        .unwrap();
-    watch.wait().unwrap();
+    let watched = watch.finish();
     let events: Vec<&str> = watched
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -348,31 +328,13 @@ async fn kubectl_custom_resources() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_watch_streams_changes() {
     let t = common::start_with(|c| c.scheduler = false).await;
-    let cache = tempfile::tempdir().unwrap();
-    let mut watch = Command::new(common::kubectl_binary())
-        .arg("--kubeconfig")
-        .arg(&t.plane.kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .args(["get", "pods", "-w", "--output-watch-events"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
+    let watch = t.kubectl_watch(&["get", "pods", "-w", "--output-watch-events"]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     t.kubectl_stdin(&["apply", "-f", "-"], POD).success();
     t.kubectl(&["label", "pod", "hello", "step=2"]).success();
     t.kubectl(&["delete", "pod", "hello"]).success();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    watch.kill().unwrap();
-    let mut out = String::new();
-    watch
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    watch.wait().unwrap();
+    let out = watch.finish();
     let events: Vec<&str> = out
         .lines()
         .filter_map(|l| l.split_whitespace().next())

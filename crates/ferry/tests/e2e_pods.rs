@@ -112,23 +112,14 @@ async fn deleting_a_sleeping_pod_stops_its_process_within_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_pods_see_their_devices_and_watches_stream_phases() {
     let t = common::start_with_node("4xH100-80GB").await;
-    let cache = tempfile::tempdir().unwrap();
-    let mut watch = std::process::Command::new(common::kubectl_binary())
-        .arg("--kubeconfig")
-        .arg(&t.plane.kubeconfig)
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .args([
-            "get",
-            "pods",
-            "-w",
-            "--no-headers",
-            "-o",
-            "custom-columns=NAME:.metadata.name,PHASE:.status.phase",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let watch = t.kubectl_watch(&[
+        "get",
+        "pods",
+        "-w",
+        "--no-headers",
+        "-o",
+        "custom-columns=NAME:.metadata.name,PHASE:.status.phase",
+    ]);
     let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: trainer}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: pytorch\n    command: [sh, -c, 'echo CUDA=$CUDA_VISIBLE_DEVICES']\n    resources:\n      limits: {nvidia.com/gpu: 2}\n";
     t.kubectl_stdin(&["apply", "-f", "-"], manifest).success();
     let pods: Api<Pod> = Api::namespaced(t.client.clone(), "default");
@@ -143,9 +134,8 @@ async fn gpu_pods_see_their_devices_and_watches_stream_phases() {
     let logs = t.kubectl(&["logs", "trainer"]).success();
     assert_eq!(logs.trim(), format!("CUDA={assigned}"));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    watch.kill().unwrap();
-    let out = watch.wait_with_output().unwrap();
-    let phases: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    let out = watch.finish();
+    let phases: Vec<String> = out
         .lines()
         .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
         .collect();

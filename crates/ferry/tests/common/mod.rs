@@ -70,6 +70,48 @@ impl TestPlane {
     }
 }
 
+/// A `kubectl ... -w` running in the background.
+pub struct KubectlWatch {
+    child: std::process::Child,
+    _cache: tempfile::TempDir,
+}
+
+impl KubectlWatch {
+    /// Stops kubectl and returns what it printed.
+    pub fn finish(mut self) -> String {
+        use std::io::Read;
+        let _ = self.child.kill();
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        let _ = self.child.wait();
+        out
+    }
+}
+
+impl TestPlane {
+    /// Starts `kubectl <args>` (a watch) in the background; give it a moment to connect.
+    pub fn kubectl_watch(&self, args: &[&str]) -> KubectlWatch {
+        let cache = tempfile::tempdir().unwrap();
+        let child = Command::new(kubectl_binary())
+            .arg("--kubeconfig")
+            .arg(&self.plane.kubeconfig)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+        KubectlWatch {
+            child,
+            _cache: cache,
+        }
+    }
+}
+
 /// The outcome of one kubectl run.
 #[derive(Debug)]
 pub struct Kubectl {
