@@ -19,14 +19,28 @@ pub struct PodRequests {
     pub gpus: i64,
 }
 
+/// The requests and limits of one container, however they are held (the full k8s-openapi
+/// [`Container`], or a slimmer copy such as the scheduler's informers keep).
+pub trait ContainerResources {
+    /// The request for `name`, if any.
+    fn request(&self, name: &str) -> Option<&Quantity>;
+    /// The limit for `name`, if any.
+    fn limit(&self, name: &str) -> Option<&Quantity>;
+}
+
+impl ContainerResources for Container {
+    fn request(&self, name: &str) -> Option<&Quantity> {
+        self.resources.as_ref()?.requests.as_ref()?.get(name)
+    }
+
+    fn limit(&self, name: &str) -> Option<&Quantity> {
+        self.resources.as_ref()?.limits.as_ref()?.get(name)
+    }
+}
+
 /// Reads one container's requests; a resource with only a limit is requested at its limit.
-fn container_requests(c: &Container) -> Result<PodRequests, QuantityError> {
-    let empty = BTreeMap::new();
-    let res = c.resources.as_ref();
-    let requests = res.and_then(|r| r.requests.as_ref()).unwrap_or(&empty);
-    let limits = res.and_then(|r| r.limits.as_ref()).unwrap_or(&empty);
-    let pick =
-        |name: &str| -> Option<&Quantity> { requests.get(name).or_else(|| limits.get(name)) };
+fn container_requests(c: &impl ContainerResources) -> Result<PodRequests, QuantityError> {
+    let pick = |name: &str| -> Option<&Quantity> { c.request(name).or_else(|| c.limit(name)) };
     Ok(PodRequests {
         cpu_milli: pick("cpu")
             .map(|q| quantity::parse_milli(&q.0))
@@ -47,26 +61,40 @@ impl PodRequests {
     /// The pod's effective requests: the sum over containers, raised to the largest init
     /// container (init containers run one at a time), plus the pod overhead.
     pub fn of(spec: &PodSpec) -> Result<Self, QuantityError> {
+        let empty = BTreeMap::new();
+        let overhead = spec.overhead.as_ref().unwrap_or(&empty);
+        Self::of_containers(
+            &spec.containers,
+            spec.init_containers.iter().flatten(),
+            |name| overhead.get(name),
+        )
+    }
+
+    /// [`PodRequests::of`] for a pod held in another shape: its containers, its init
+    /// containers, and its overhead by resource name.
+    pub fn of_containers<'a, C: ContainerResources + 'a>(
+        containers: impl IntoIterator<Item = &'a C>,
+        init_containers: impl IntoIterator<Item = &'a C>,
+        overhead: impl Fn(&str) -> Option<&'a Quantity>,
+    ) -> Result<Self, QuantityError> {
         let mut total = PodRequests::default();
-        for c in &spec.containers {
+        for c in containers {
             let r = container_requests(c)?;
             total.cpu_milli += r.cpu_milli;
             total.memory_bytes += r.memory_bytes;
             total.gpus += r.gpus;
         }
-        for c in spec.init_containers.iter().flatten() {
+        for c in init_containers {
             let r = container_requests(c)?;
             total.cpu_milli = total.cpu_milli.max(r.cpu_milli);
             total.memory_bytes = total.memory_bytes.max(r.memory_bytes);
             total.gpus = total.gpus.max(r.gpus);
         }
-        if let Some(overhead) = &spec.overhead {
-            if let Some(q) = overhead.get("cpu") {
-                total.cpu_milli += quantity::parse_milli(&q.0)?;
-            }
-            if let Some(q) = overhead.get("memory") {
-                total.memory_bytes += quantity::parse_units(&q.0)?;
-            }
+        if let Some(q) = overhead("cpu") {
+            total.cpu_milli += quantity::parse_milli(&q.0)?;
+        }
+        if let Some(q) = overhead("memory") {
+            total.memory_bytes += quantity::parse_units(&q.0)?;
         }
         Ok(total)
     }

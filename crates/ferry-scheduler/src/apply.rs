@@ -15,15 +15,11 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::metrics::{Metrics, PreemptionLabels, QueueLabels, QueueResourceLabels};
-use crate::snapshot::{Assumed, Built, PodCounts, millis};
+use crate::snapshot::{Assumed, Built, PodCounts, PodRef, split_id};
 
 /// Now, as a Kubernetes time string.
 fn now_string() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn split(id: &str) -> (&str, &str) {
-    id.split_once('/').unwrap_or(("default", id))
 }
 
 /// Posts every Binding of the outcome, concurrently. Returns the pods now assumed bound.
@@ -35,73 +31,77 @@ pub async fn bind_all(
     metrics: &Metrics,
 ) -> Vec<(PodId, Assumed)> {
     let now = crate::now_ms();
-    let work: Vec<(PodId, Option<Arc<Pod>>, String, ferry_sched_core::CardSet)> = outcome
-        .binds
-        .iter()
-        .map(|b| {
-            (
-                b.pod.clone(),
-                built.pods.get(&b.pod).cloned(),
-                b.node.clone(),
-                b.cards,
-            )
-        })
-        .collect();
-    let results: Vec<(PodId, Assumed, Result<(), kube::Error>)> = futures::stream::iter(work)
-        .map(|(id, pod, node, cards)| {
-            let client = client.clone();
-            async move {
-                let indices: Vec<u32> = cards.indices().map(|i| i as u32).collect();
-                let result = match &pod {
-                    Some(pod) => bind(&client, pod, &node, &indices).await,
-                    None => Ok(()),
-                };
-                (
-                    id,
-                    Assumed {
-                        node,
-                        cards,
-                        at: now,
-                    },
-                    result,
-                )
-            }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    let mut assumed = Vec::new();
-    for (id, a, result) in results {
+    // The Bindings are posted straight from the outcome, and each result is taken as it
+    // comes: nothing per pod is copied or held beyond what is returned.
+    let mut assumed = Vec::with_capacity(outcome.binds.len());
+    // At most `concurrency` in flight (a loop rather than a stream combinator, whose
+    // closure over borrowed pods would not be `Send` for every lifetime).
+    let mut waiting = outcome.binds.iter();
+    let mut running = futures::stream::FuturesUnordered::new();
+    loop {
+        while running.len() < concurrency.max(1)
+            && let Some(b) = waiting.next()
+        {
+            running.push(bind_one(client, b, built.pods.get(&b.pod)));
+        }
+        let Some((b, pod, result)) = running.next().await else {
+            break;
+        };
         match result {
             Ok(()) => {
                 metrics.binds.inc();
-                if let Some(pod) = built.pods.get(&id) {
-                    let created = millis(pod.metadata.creation_timestamp.as_ref());
+                if let Some(pod) = pod {
                     metrics
                         .scheduling_latency
-                        .observe(now.saturating_sub(created) as f64 / 1000.0);
+                        .observe(now.saturating_sub(pod.created) as f64 / 1000.0);
                 }
-                assumed.push((id, a));
+                assumed.push((
+                    b.pod.clone(),
+                    Assumed {
+                        node: b.node.clone(),
+                        cards: b.cards,
+                        at: now,
+                    },
+                ));
             }
             Err(e) => {
                 metrics.bind_errors.inc();
-                tracing::warn!(pod = %id, error = %e, "binding failed; the pod is tried again");
+                tracing::warn!(pod = %b.pod, error = %e, "binding failed; the pod is tried again");
             }
         }
     }
     assumed
 }
 
-/// Posts the Binding of `pod` to `node`, with its GPU cards as an annotation (Kubernetes copies
-/// a Binding's annotations onto the pod).
+/// Binds one pod of the outcome (none to post where the pod is unknown).
+async fn bind_one<'a>(
+    client: &kube::Client,
+    b: &'a ferry_sched_jobs::Bind,
+    pod: Option<&'a PodRef>,
+) -> (
+    &'a ferry_sched_jobs::Bind,
+    Option<&'a PodRef>,
+    Result<(), kube::Error>,
+) {
+    let indices: Vec<u32> = b.cards.indices().map(|i| i as u32).collect();
+    let result = match pod {
+        Some(pod) => bind(client, &b.pod, pod.uid.as_deref(), &b.node, &indices).await,
+        None => Ok(()),
+    };
+    (b, pod, result)
+}
+
+/// Posts the Binding of pod `id` (with `uid`) to `node`, with its GPU cards as an annotation
+/// (Kubernetes copies a Binding's annotations onto the pod).
 async fn bind(
     client: &kube::Client,
-    pod: &Pod,
+    id: &str,
+    uid: Option<&str>,
     node: &str,
     cards: &[u32],
 ) -> Result<(), kube::Error> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let (ns, name) = split_id(id);
+    let ns = if ns.is_empty() { "default" } else { ns };
     let mut annotations = serde_json::Map::new();
     if !cards.is_empty() {
         annotations.insert(
@@ -112,7 +112,7 @@ async fn bind(
     let binding = json!({
         "apiVersion": "v1",
         "kind": "Binding",
-        "metadata": {"name": name, "namespace": ns, "uid": pod.metadata.uid, "annotations": annotations},
+        "metadata": {"name": name, "namespace": ns, "uid": uid, "annotations": annotations},
         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     });
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -135,7 +135,7 @@ pub async fn evict_all(
         let Some(pod) = built.pods.get(&e.pod) else {
             continue;
         };
-        let (ns, name) = split(&e.pod);
+        let (ns, name) = split_id(&e.pod);
         let api: Api<Pod> = Api::namespaced(client.clone(), ns);
         match api.delete(name, &DeleteParams::default()).await {
             Ok(_) => {
@@ -157,7 +157,7 @@ pub async fn evict_all(
                     .inc();
                 event(
                     client,
-                    &object_ref_pod(pod),
+                    &object_ref_pod(&e.pod, pod),
                     "Warning",
                     "Preempted",
                     &e.message,
@@ -182,13 +182,14 @@ struct ObjectRef {
     uid: Option<String>,
 }
 
-fn object_ref_pod(pod: &Pod) -> ObjectRef {
+fn object_ref_pod(id: &str, pod: &PodRef) -> ObjectRef {
+    let (namespace, name) = split_id(id);
     ObjectRef {
         api_version: "v1",
         kind: "Pod",
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        uid: pod.metadata.uid.clone(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        uid: pod.uid.clone(),
     }
 }
 
@@ -240,12 +241,14 @@ async fn event(
 /// One write of a report.
 enum Write {
     PodPending {
-        pod: Arc<Pod>,
+        id: PodId,
+        pod: PodRef,
         reason: String,
         message: String,
     },
     PodScheduledEvent {
-        pod: Arc<Pod>,
+        id: PodId,
+        pod: PodRef,
         node: String,
     },
     GroupStatus {
@@ -344,6 +347,7 @@ impl Writer {
                 };
                 if self.changed(format!("pod {pod_id}"), message.clone()) {
                     writes.push(Write::PodPending {
+                        id: pod_id.clone(),
                         pod: pod.clone(),
                         reason: reason.clone(),
                         message: message.clone(),
@@ -359,6 +363,7 @@ impl Writer {
             if let Some(pod) = built.pods.get(&b.pod) {
                 self.written.remove(&format!("pod {}", b.pod));
                 writes.push(Write::PodScheduledEvent {
+                    id: b.pod.clone(),
                     pod: pod.clone(),
                     node: b.node.clone(),
                 });
@@ -502,7 +507,7 @@ impl Writer {
             }
         }
         for r in &outcome.reservations {
-            let (ns, name) = split(&r.name);
+            let (ns, name) = split_id(&r.name);
             let status = ReservationStatus {
                 phase: Some(if r.active { "Active" } else { "Expired" }.into()),
                 expires_at: None,
@@ -583,27 +588,25 @@ fn amounts(r: &Resources) -> std::collections::BTreeMap<String, String> {
 async fn write(client: &kube::Client, w: Write) {
     let result = match w {
         Write::PodPending {
+            id,
             pod,
             reason,
             message,
         } => {
-            let (ns, name) = (
-                pod.metadata.namespace.clone().unwrap_or_default(),
-                pod.metadata.name.clone().unwrap_or_default(),
-            );
-            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let (ns, name) = split_id(&id);
+            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
             let patch = json!({"status": {"conditions": [{
                 "type": "PodScheduled", "status": "False", "reason": reason, "message": message,
                 "lastProbeTime": null, "lastTransitionTime": now_string(),
             }]}});
             let r = api
-                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
+                .patch_status(name, &PatchParams::default(), &Patch::Strategic(patch))
                 .await
                 .map(|_| ());
             if r.is_ok() {
                 event(
                     client,
-                    &object_ref_pod(&pod),
+                    &object_ref_pod(&id, &pod),
                     "Warning",
                     "FailedScheduling",
                     &message,
@@ -612,13 +615,16 @@ async fn write(client: &kube::Client, w: Write) {
             }
             r
         }
-        Write::PodScheduledEvent { pod, node } => {
-            let msg = format!(
-                "Successfully assigned {}/{} to {node}",
-                pod.metadata.namespace.as_deref().unwrap_or_default(),
-                pod.metadata.name.as_deref().unwrap_or_default()
-            );
-            event(client, &object_ref_pod(&pod), "Normal", "Scheduled", &msg).await;
+        Write::PodScheduledEvent { id, pod, node } => {
+            let msg = format!("Successfully assigned {id} to {node}");
+            event(
+                client,
+                &object_ref_pod(&id, &pod),
+                "Normal",
+                "Scheduled",
+                &msg,
+            )
+            .await;
             Ok(())
         }
         Write::GroupStatus {

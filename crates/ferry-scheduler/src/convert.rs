@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 
 use ferry_api::gpu::{self, GpuDevice};
 use ferry_api::quantity;
-use ferry_api::requests::PodRequests;
 use ferry_api::scheduling::{self, LabelMatch, Queue, QueueResource, Reservation, ResourcePolicy};
 use ferry_sched_core::model::{CardSpec, Taint, TaintEffect, Toleration};
 use ferry_sched_core::{CardSet, GpuRequest, ModelSet, NodeSpec, PodRequest};
 use ferry_sched_jobs::{Limits, QueueSpec, Resources, Weights};
-use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::objects::{Node, Pairs, Pod};
 
 /// Extended resource: thousandths of one GPU card (a fractional, shared GPU).
 pub const GPU_MILLI_RESOURCE: &str = "ferry.dev/gpu-milli";
@@ -26,15 +26,9 @@ pub struct ConvertError(pub String);
 
 fn limit_or_request(pod: &Pod, name: &str) -> Result<i64, ConvertError> {
     let mut total = 0;
-    for c in pod.spec.iter().flat_map(|s| &s.containers) {
-        let res = c.resources.as_ref();
-        let q = res
-            .and_then(|r| r.limits.as_ref())
-            .and_then(|l| l.get(name))
-            .or_else(|| {
-                res.and_then(|r| r.requests.as_ref())
-                    .and_then(|l| l.get(name))
-            });
+    for c in &pod.spec.containers {
+        let res = &c.resources;
+        let q = res.limits.get(name).or_else(|| res.requests.get(name));
         if let Some(q) = q {
             total += quantity::parse_integer(&q.0).map_err(|e| ConvertError(e.to_string()))?;
         }
@@ -44,10 +38,7 @@ fn limit_or_request(pod: &Pod, name: &str) -> Result<i64, ConvertError> {
 
 /// The whole GPUs a pod asks for (before the core's card limit).
 pub fn requested_gpus(pod: &Pod) -> i64 {
-    pod.spec
-        .as_ref()
-        .and_then(|s| PodRequests::of(s).ok())
-        .map_or(0, |r| r.gpus)
+    pod.requests().map_or(0, |r| r.gpus)
 }
 
 /// What a pod asks of a node, in the core's terms.
@@ -55,9 +46,8 @@ pub fn pod_request(
     pod: &Pod,
     models: &mut impl FnMut(&str) -> ferry_sched_core::ModelId,
 ) -> Result<PodRequest, ConvertError> {
-    let empty = k8s_openapi::api::core::v1::PodSpec::default();
-    let spec = pod.spec.as_ref().unwrap_or(&empty);
-    let r = PodRequests::of(spec).map_err(|e| ConvertError(e.to_string()))?;
+    let spec = &pod.spec;
+    let r = pod.requests().map_err(|e| ConvertError(e.to_string()))?;
     let memory_mib = (r.memory_bytes.max(0) as u64).div_ceil(1 << 20);
     let milli = limit_or_request(pod, GPU_MILLI_RESOURCE)?;
     let gpu_memory = limit_or_request(pod, GPU_MEMORY_RESOURCE)?;
@@ -82,9 +72,8 @@ pub fn pod_request(
     };
     let mut node_selector: Vec<(String, String)> = spec
         .node_selector
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     // A GPU-model selector becomes the model constraint, so the core can explain mismatches.
     let mut gpu_models = ModelSet::ANY;
@@ -100,7 +89,6 @@ pub fn pod_request(
     let tolerations = spec
         .tolerations
         .iter()
-        .flatten()
         .map(|t| Toleration {
             key: t.key.clone().filter(|k| !k.is_empty()),
             value: match t.operator.as_deref() {
@@ -135,9 +123,8 @@ fn allocatable(
     parse: fn(&str) -> Result<i64, quantity::QuantityError>,
 ) -> i64 {
     node.status
-        .as_ref()
-        .and_then(|s| s.allocatable.as_ref())
-        .and_then(|a| a.get(name))
+        .allocatable
+        .get(name)
         .and_then(|q| parse(&q.0).ok())
         .unwrap_or(0)
         .max(0)
@@ -150,26 +137,23 @@ pub fn node_spec(
     models: &mut impl FnMut(&str) -> ferry_sched_core::ModelId,
 ) -> NodeSpec {
     let name = node.metadata.name.clone().unwrap_or_default();
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    let spec = node.spec.clone().unwrap_or_default();
+    let labels = &node.labels;
+    let spec = &node.spec;
     let mut taints: Vec<Taint> = spec
         .taints
-        .unwrap_or_default()
-        .into_iter()
+        .iter()
         .filter_map(|t| {
             Some(Taint {
-                key: t.key,
-                value: t.value.unwrap_or_default(),
+                key: t.key.clone(),
+                value: t.value.clone().unwrap_or_default(),
                 effect: taint_effect(&t.effect)?,
             })
         })
         .collect();
     let ready = node
         .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
+        .conditions
+        .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True");
     if !ready {
         taints.push(Taint {
@@ -191,10 +175,8 @@ pub fn node_spec(
         quantity::parse_integer,
     ) as usize;
     let devices: Option<Vec<GpuDevice>> = node
-        .metadata
         .annotations
-        .as_ref()
-        .and_then(|a| a.get(gpu::NODE_DEVICES_ANNOTATION))
+        .get(gpu::NODE_DEVICES_ANNOTATION)
         .and_then(|a| serde_json::from_str(a).ok());
     // Cards by index; an unhealthy card is kept (indices must stay stable) but made full.
     let mut cards: Vec<CardSpec> = Vec::new();
@@ -247,7 +229,7 @@ pub fn node_spec(
         memory_mib: (allocatable(node, "memory", quantity::parse_units) as u64) >> 20,
         max_pods: allocatable(node, "pods", quantity::parse_integer).clamp(0, u32::MAX as i64)
             as u32,
-        labels: labels.into_iter().collect(),
+        labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         taints,
         gpu_model: model,
         cards,
@@ -258,10 +240,8 @@ pub fn node_spec(
 pub fn assigned_cards(pod: &Pod) -> CardSet {
     let mut set = CardSet::default();
     if let Some(indices) = pod
-        .metadata
         .annotations
-        .as_ref()
-        .and_then(|a| a.get(gpu::POD_ASSIGNED_ANNOTATION))
+        .get(gpu::POD_ASSIGNED_ANNOTATION)
         .and_then(|v| gpu::parse_assigned(v).ok())
     {
         for i in indices.into_iter().filter(|i| *i < 32) {
@@ -429,17 +409,17 @@ pub fn resource_policy(p: &ResourcePolicy) -> ferry_sched_jobs::ResourcePolicy {
 /// The queue a pod is submitted to: its own label, its PodGroup's, its namespace's, or the
 /// default queue.
 pub fn queue_of(
-    pod_labels: Option<&BTreeMap<String, String>>,
+    pod_labels: &Pairs<String>,
     group_labels: Option<&BTreeMap<String, String>>,
     namespace_labels: Option<&BTreeMap<String, String>>,
 ) -> String {
-    [pod_labels, group_labels, namespace_labels]
-        .into_iter()
-        .flatten()
-        .find_map(|l| {
-            l.get(scheduling::QUEUE_LABEL)
-                .filter(|q| !q.is_empty())
-                .cloned()
+    let named = |q: Option<&String>| q.filter(|q| !q.is_empty()).cloned();
+    named(pod_labels.get(scheduling::QUEUE_LABEL))
+        .or_else(|| {
+            [group_labels, namespace_labels]
+                .into_iter()
+                .flatten()
+                .find_map(|l| named(l.get(scheduling::QUEUE_LABEL)))
         })
         .unwrap_or_else(|| scheduling::DEFAULT_QUEUE.to_string())
 }
@@ -526,9 +506,12 @@ mod tests {
     #[test]
     fn queue_resolution_order() {
         let l = |q: &str| BTreeMap::from([(scheduling::QUEUE_LABEL.to_string(), q.to_string())]);
-        assert_eq!(queue_of(Some(&l("a")), Some(&l("b")), Some(&l("c"))), "a");
-        assert_eq!(queue_of(None, Some(&l("b")), Some(&l("c"))), "b");
-        assert_eq!(queue_of(None, None, Some(&l("c"))), "c");
-        assert_eq!(queue_of(None, None, None), "default");
+        let p = |q: &str| Pairs::new(vec![(scheduling::QUEUE_LABEL.to_string(), q.to_string())]);
+        let none = Pairs::default();
+        assert_eq!(queue_of(&p("a"), Some(&l("b")), Some(&l("c"))), "a");
+        assert_eq!(queue_of(&p(""), Some(&l("b")), Some(&l("c"))), "b");
+        assert_eq!(queue_of(&none, Some(&l("b")), Some(&l("c"))), "b");
+        assert_eq!(queue_of(&none, None, Some(&l("c"))), "c");
+        assert_eq!(queue_of(&none, None, None), "default");
     }
 }

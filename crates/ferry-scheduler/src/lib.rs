@@ -18,6 +18,7 @@
 pub mod apply;
 pub mod convert;
 pub mod metrics;
+pub mod objects;
 pub mod snapshot;
 
 use std::collections::{HashMap, HashSet};
@@ -30,12 +31,13 @@ use ferry_api::scheduling::{PodGroup, Queue, Reservation, ResourcePolicy};
 use ferry_sched_core::{Knowledge, OnlineWorkload, PolicyKind};
 use ferry_sched_jobs::{Planner, PodId};
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use thiserror::Error;
 
+use objects::{Node, Pod};
 use snapshot::{Assumed, Objects};
 
 /// Settings of the scheduler.
@@ -264,8 +266,8 @@ impl Scheduler {
     fn serves(names: &[String], pod: &Pod) -> bool {
         let name = pod
             .spec
-            .as_ref()
-            .and_then(|s| s.scheduler_name.as_deref())
+            .scheduler_name
+            .as_deref()
             .unwrap_or(ferry_api::DEFAULT_SCHEDULER_NAME);
         names.iter().any(|n| n == name)
     }
@@ -273,40 +275,46 @@ impl Scheduler {
     /// One cycle: snapshot, session, then binds, evictions and reports.
     async fn cycle(&mut self) {
         let started = Instant::now();
-        let objects = Objects {
-            pods: self.stores.pods.state(),
-            nodes: self.stores.nodes.state(),
-            namespaces: self.stores.namespaces.state(),
-            groups: self.stores.groups.state(),
-            queues: self.stores.queues.state(),
-            reservations: self.stores.reservations.state(),
-            policies: self.stores.policies.state(),
+        let built = {
+            // The informers' objects live only while the snapshot is built: the Bindings
+            // of this cycle replace the pods they bind, and the old versions are freed as
+            // they are replaced rather than kept to the end of the cycle.
+            let objects = Objects {
+                pods: self.stores.pods.state(),
+                nodes: self.stores.nodes.state(),
+                namespaces: self.stores.namespaces.state(),
+                groups: self.stores.groups.state(),
+                queues: self.stores.queues.state(),
+                reservations: self.stores.reservations.state(),
+                policies: self.stores.policies.state(),
+            };
+            // Forget assumptions the informer has caught up with (or that are too old).
+            let bound: HashSet<PodId> = objects
+                .pods
+                .iter()
+                .filter(|p| p.spec.node_name.is_some())
+                .map(|p| snapshot::pod_id(p))
+                .collect();
+            let present: HashSet<PodId> =
+                objects.pods.iter().map(|p| snapshot::pod_id(p)).collect();
+            let now = now_ms();
+            self.assumed.retain(|id, a| {
+                !bound.contains(id) && present.contains(id) && now.saturating_sub(a.at) < 60_000
+            });
+            self.evicting
+                .retain(|id, at| present.contains(id) && at.elapsed() < Duration::from_secs(600));
+            let evicting: HashSet<PodId> = self.evicting.keys().cloned().collect();
+            let names = &self.config.scheduler_names;
+            let planner = &mut self.planner;
+            snapshot::build(
+                &objects,
+                now,
+                |p| Self::serves(names, p),
+                &self.assumed,
+                &evicting,
+                |m| planner.intern_model(m),
+            )
         };
-        // Forget assumptions the informer has caught up with (or that are too old).
-        let bound: HashSet<PodId> = objects
-            .pods
-            .iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
-            .map(|p| snapshot::pod_id(p))
-            .collect();
-        let present: HashSet<PodId> = objects.pods.iter().map(|p| snapshot::pod_id(p)).collect();
-        let now = now_ms();
-        self.assumed.retain(|id, a| {
-            !bound.contains(id) && present.contains(id) && now.saturating_sub(a.at) < 60_000
-        });
-        self.evicting
-            .retain(|id, at| present.contains(id) && at.elapsed() < Duration::from_secs(600));
-        let evicting: HashSet<PodId> = self.evicting.keys().cloned().collect();
-        let names = self.config.scheduler_names.clone();
-        let planner = &mut self.planner;
-        let built = snapshot::build(
-            &objects,
-            now,
-            |p| Self::serves(&names, p),
-            &self.assumed,
-            &evicting,
-            |m| planner.intern_model(m),
-        );
         let snapshot_ms = started.elapsed().as_millis() as u64;
         let outcome = match self.planner.run(&built.snapshot) {
             Ok(o) => o,

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use ferry_api::scheduling::{self, PodGroup, Queue, Reservation, ResourcePolicy};
 use ferry_sched_jobs::{Job, JobId, PendingPod, PodId, RunningPod, Snapshot, Time};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as KubeTime;
 
 use crate::convert::{self, NAMESPACE_LABEL};
+use crate::objects::{Node, Pod};
 
 /// The informers' current objects.
 pub struct Objects {
@@ -68,12 +69,37 @@ pub struct Rejected {
     pub reason: &'static str,
 }
 
+/// What acting on a pod needs once the snapshot is built (its namespace and name are in its
+/// id). The informer's object is not kept: the Bindings of a cycle replace every pod it
+/// binds, and the old versions are freed as they are replaced.
+#[derive(Debug, Clone)]
+pub struct PodRef {
+    /// Its uid.
+    pub uid: Option<String>,
+    /// When it was created.
+    pub created: Time,
+}
+
+impl PodRef {
+    fn of(pod: &Pod) -> Self {
+        Self {
+            uid: pod.metadata.uid.clone(),
+            created: millis(pod.metadata.creation_timestamp.as_ref()),
+        }
+    }
+}
+
+/// The namespace and name in a pod id.
+pub fn split_id(id: &str) -> (&str, &str) {
+    id.split_once('/').unwrap_or(("default", id))
+}
+
 /// The snapshot and its indexes.
 pub struct Built {
     /// What the core reads.
     pub snapshot: Snapshot,
     /// Pods by id.
-    pub pods: HashMap<PodId, Arc<Pod>>,
+    pub pods: HashMap<PodId, PodRef>,
     /// Pending pods per job.
     pub pending: HashMap<JobId, Vec<PodId>>,
     /// The PodGroup of each gang job.
@@ -113,10 +139,7 @@ pub fn pod_job(id: &str) -> JobId {
 }
 
 fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending")
+    pod.status.phase.as_deref().unwrap_or("Pending")
 }
 
 /// Builds the snapshot. `serves` says which pods this scheduler places; `intern` interns GPU
@@ -201,9 +224,9 @@ pub fn build(
     for pod in &objects.pods {
         let id = pod_id(pod);
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        let labels = pod.metadata.labels.as_ref();
-        let group_name = labels
-            .and_then(|l| l.get(scheduling::POD_GROUP_LABEL))
+        let group_name = pod
+            .labels
+            .get(scheduling::POD_GROUP_LABEL)
             .filter(|g| !g.is_empty());
         let job_id = match group_name {
             Some(g) => group_job(ns, g),
@@ -211,11 +234,7 @@ pub fn build(
         };
         let group = groups.get(&job_id);
         let terminal = matches!(phase(pod), "Succeeded" | "Failed");
-        let bound_node = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty());
+        let bound_node = pod.spec.node_name.clone().filter(|n| !n.is_empty());
         let assumed_node = assumed.get(&id);
         if group.is_some() {
             let c = built.counts.entry(job_id.clone()).or_default();
@@ -235,7 +254,7 @@ pub fn build(
         }
         let ours = serves(pod);
         let queue = convert::queue_of(
-            labels,
+            &pod.labels,
             group.and_then(|g| g.metadata.labels.as_ref()),
             namespace_labels.get(ns).copied(),
         );
@@ -268,18 +287,16 @@ pub fn build(
                 node,
                 cards,
                 request,
-                started: started.max(millis(
-                    pod.status.as_ref().and_then(|s| s.start_time.as_ref()),
-                )),
+                started: started.max(millis(pod.status.start_time.as_ref())),
                 terminating: pod.metadata.deletion_timestamp.is_some() || evicting.contains(&id),
             });
-            built.pods.insert(id, pod.clone());
+            built.pods.insert(id, PodRef::of(pod));
             continue;
         }
         if !ours || pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        built.pods.insert(id.clone(), pod.clone());
+        built.pods.insert(id.clone(), PodRef::of(pod));
         built.queue_of_job.insert(job_id.clone(), queue.clone());
         if let Some(g) = group_name
             && group.is_none()
@@ -387,7 +404,7 @@ fn ensure_job<'a>(
     group: Option<&Arc<PodGroup>>,
     ns: &str,
 ) -> &'a mut Job {
-    let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+    let priority = pod.spec.priority.unwrap_or(0);
     let job = jobs.entry(id.clone()).or_insert_with(|| {
         let (created, min_member) = match group {
             Some(g) => (
@@ -399,7 +416,7 @@ fn ensure_job<'a>(
         let mut labels: BTreeMap<String, String> = group
             .and_then(|g| g.metadata.labels.clone())
             .unwrap_or_default();
-        labels.extend(pod.metadata.labels.clone().unwrap_or_default());
+        labels.extend(pod.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         labels.insert(NAMESPACE_LABEL.into(), ns.to_string());
         let mut job = Job::new(id.clone(), queue, priority, created, min_member, Vec::new());
         job.labels = labels;
