@@ -35,7 +35,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use thiserror::Error;
 
 use objects::{Node, Pod};
 use snapshot::{Assumed, Objects};
@@ -76,22 +75,6 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Why the scheduler stopped.
-#[derive(Debug, Error)]
-pub enum SchedulerError {
-    /// The API server failed in a way the scheduler cannot retry.
-    #[error("Kubernetes API error: {0}")]
-    Api(#[from] kube::Error),
-    /// The metrics endpoint could not listen.
-    #[error("cannot serve metrics on {addr}: {source}")]
-    Metrics {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
-
 /// The informers of one resource: a store and the stream that fills it.
 fn informer<K>(api: Api<K>, wake: Arc<tokio::sync::Notify>) -> (Store<K>, impl Future<Output = ()>)
 where
@@ -123,7 +106,7 @@ pub async fn run(
     client: kube::Client,
     config: SchedulerConfig,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), SchedulerError> {
+) {
     let metrics = Arc::new(metrics::Metrics::new());
     let mut metrics_task = None;
     if let Some(addr) = config.metrics_addr {
@@ -133,7 +116,7 @@ pub async fn run(
                 metrics_task = Some(task);
             }
             // Scheduling matters more than its metrics: go on without them.
-            Err(source) => tracing::warn!("{}", SchedulerError::Metrics { addr, source }),
+            Err(e) => tracing::warn!("cannot serve metrics on {addr}: {e}"),
         }
     }
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -214,7 +197,6 @@ pub async fn run(
         t.abort();
     }
     tracing::info!("scheduler stopped");
-    Ok(())
 }
 
 struct Stores {

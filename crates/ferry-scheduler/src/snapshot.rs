@@ -202,12 +202,7 @@ pub fn build(
         largest_node_gpus = largest_node_gpus.max(spec.cards.len());
         snapshot.nodes.push(spec);
     }
-    let node_names: HashSet<&str> = snapshot
-        .nodes
-        .iter()
-        .map(|n| n.name.as_str())
-        .collect::<HashSet<_>>();
-    let node_names: HashSet<String> = node_names.into_iter().map(str::to_string).collect();
+    let node_names: HashSet<String> = snapshot.nodes.iter().map(|n| n.name.clone()).collect();
 
     let mut built = Built {
         snapshot,

@@ -176,7 +176,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
     ferry_scheduler::run(client, config, async {
         let _ = tokio::signal::ctrl_c().await;
     })
-    .await?;
+    .await;
     Ok(())
 }
 

@@ -146,11 +146,11 @@ impl ControlPlane {
                 ..Default::default()
             };
             let shutdown = stopped(stop_rx.clone());
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = ferry_scheduler::run(client, scheduler_config, shutdown).await {
-                    tracing::error!(error = %e, "scheduler stopped");
-                }
-            }));
+            tasks.push(tokio::spawn(ferry_scheduler::run(
+                client,
+                scheduler_config,
+                shutdown,
+            )));
         }
         let mut agent = None;
         let mut node_name = None;
