@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -19,9 +20,6 @@ use crate::service::{DeleteOptions, FieldValidation, ListOptions, Service, Write
 use crate::table::{self, IncludeObject};
 use crate::{discovery, logs, openapi, watch};
 
-/// Largest request body accepted (as Kubernetes: 3 MiB).
-const MAX_BODY: usize = 3 * 1024 * 1024;
-
 /// Shared state of the HTTP handlers.
 pub struct AppState {
     /// The API semantics.
@@ -30,13 +28,16 @@ pub struct AppState {
     pub advertise: String,
     /// Whether the server is ready (store loaded, bootstrap objects created).
     pub ready: std::sync::atomic::AtomicBool,
+    /// The limits that protect the server.
+    pub limits: crate::edge::Limits,
 }
 
 type Shared = Arc<AppState>;
 
 /// The router of the whole API.
 pub fn router(state: Shared) -> Router {
-    Router::new()
+    let limits = state.limits.clone();
+    let routes = Router::new()
         .route("/version", get(|| async { Json(discovery::version()) }))
         .route("/healthz", get(health))
         .route("/livez", get(health))
@@ -47,7 +48,13 @@ pub fn router(state: Shared) -> Router {
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_doc))
         .fallback(dispatch)
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    crate::edge::layer(routes, &limits)
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(format!("{method} is not supported on {}", uri.path()))
 }
 
 async fn health() -> &'static str {
@@ -294,10 +301,8 @@ impl Params {
             return Err(ApiError::bad_request("limit must not be negative"));
         }
         Ok(ListOptions {
-            labels: LabelSelector::parse(self.get("labelSelector"))
-                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
-            fields: FieldSelector::parse(self.get("fieldSelector"))
-                .map_err(ApiError::bad_request)?,
+            labels: LabelSelector::parse(self.get("labelSelector"))?,
+            fields: FieldSelector::parse(self.get("fieldSelector"))?,
             limit: limit as usize,
             continue_token: Some(self.get("continue").to_string()).filter(|c| !c.is_empty()),
         })
@@ -321,14 +326,9 @@ fn dry_run(v: &str) -> ApiResult<bool> {
     }
 }
 
-/// Decodes a JSON, YAML or Kubernetes protobuf body.
+/// Decodes a JSON, YAML or Kubernetes protobuf body (its size was bounded when it was read:
+/// [`crate::edge::read_body`]).
 pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
-    if body.len() > MAX_BODY {
-        return Err(ApiError::too_large(format!(
-            "the request body is {} bytes; the limit is {MAX_BODY}",
-            body.len()
-        )));
-    }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty"));
     }
@@ -424,12 +424,19 @@ async fn dispatch(
     State(state): State<Shared>,
     method: Method,
     uri: Uri,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let started = std::time::Instant::now();
-    let result = handle(&state, &method, &uri, Params(query), &headers, body).await;
+    let query = query.map_err(|e| ApiError::bad_request(format!("the query cannot be read: {e}")));
+    let body = crate::edge::read_body(body, state.limits.max_body_bytes).await;
+    let result = match (query, body) {
+        (Ok(Query(query)), Ok(body)) => {
+            handle(&state, &method, &uri, Params(query), &headers, body).await
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
     let response = result.unwrap_or_else(IntoResponse::into_response);
     tracing::debug!(%method, path = uri.path(), status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     response

@@ -14,14 +14,18 @@
 //!
 //! Authentication and TLS come later; the seam is [`ServerConfig`] and the router layer.
 
+#![warn(clippy::string_slice)]
+
 pub mod controllers;
 pub mod discovery;
+pub mod edge;
 pub mod error;
 pub mod http;
 pub mod logs;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod probe;
 pub mod protobuf;
 pub mod registry;
 pub mod selectors;
@@ -53,6 +57,8 @@ pub struct ServerConfig {
     pub durability: Durability,
     /// Events kept for watches that resume from an older revision.
     pub watch_history: usize,
+    /// Body size, header timeout and requests in flight.
+    pub limits: edge::Limits,
 }
 
 impl ServerConfig {
@@ -63,6 +69,7 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
             durability: Durability::Full,
             watch_history: 50_000,
+            limits: edge::Limits::default(),
         }
     }
 }
@@ -131,20 +138,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         service: service.clone(),
         advertise: addr.to_string(),
         ready: AtomicBool::new(false),
+        limits: config.limits.clone(),
     });
     let app = http::router(state.clone());
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let limits = config.limits.clone();
     let server = tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+        edge::serve(listener, app, &limits, async {
             let _ = stop.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "API server stopped with an error");
-        }
+        })
+        .await;
     });
     bootstrap(&service).await?;
     let controllers = tokio::spawn(controllers::run(service.clone()));

@@ -469,7 +469,7 @@ pub fn version_priority(v: &str) -> (u8, u32, u32) {
     };
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let major: u32 = digits.parse().unwrap_or(0);
-    let tail = &rest[digits.len()..];
+    let tail = rest.trim_start_matches(|c: char| c.is_ascii_digit());
     if tail.is_empty() {
         return (3, major, 0);
     }

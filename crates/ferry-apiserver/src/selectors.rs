@@ -3,6 +3,62 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
+use thiserror::Error;
+
+use crate::error::ApiError;
+
+/// Why a label or field selector cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SelectorError {
+    /// Parentheses of a set do not pair up.
+    #[error("unable to parse requirement: unbalanced parenthesis in label selector {0:?}")]
+    UnbalancedParenthesis(String),
+    /// `>` or `<` with something other than an integer.
+    #[error("unable to parse requirement: label selector {term:?}: {op} needs an integer")]
+    NotAnInteger {
+        /// The requirement.
+        term: String,
+        /// The operator.
+        op: &'static str,
+    },
+    /// `in`/`notin` without `(a,b)`.
+    #[error("unable to parse requirement: label selector {0:?}: expected a set such as (a,b)")]
+    ExpectedSet(String),
+    /// Two words joined by something other than `in`/`notin`.
+    #[error("unable to parse requirement: label selector {0:?}: unknown operator")]
+    UnknownOperator(String),
+    /// A `matchExpressions` operator other than In, NotIn, Exists and DoesNotExist.
+    #[error("unknown label selector operator {0:?}")]
+    UnknownExpressionOperator(String),
+    /// A label key that is not a qualified name.
+    #[error("unable to parse requirement: invalid label key {key:?}: {problem}")]
+    InvalidKey {
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A label value that is not valid.
+    #[error("unable to parse requirement: invalid label value {value:?}: {problem}")]
+    InvalidValue {
+        /// The value.
+        value: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A field selector term without `=`, `==` or `!=`.
+    #[error("invalid field selector term {0:?}: expected field=value")]
+    NoOperator(String),
+    /// A field selector term whose field path is empty or has an empty segment.
+    #[error("invalid field selector term {0:?}: bad field name")]
+    BadFieldName(String),
+}
+
+impl From<SelectorError> for ApiError {
+    fn from(e: SelectorError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
 
 /// One requirement of a label selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +81,7 @@ pub struct LabelSelector {
 
 impl LabelSelector {
     /// Parses `app=web,tier!=db,env in (a,b),!legacy,version>2`.
-    pub fn parse(input: &str) -> Result<Self, String> {
+    pub fn parse(input: &str) -> Result<Self, SelectorError> {
         let mut requirements = Vec::new();
         for term in split_terms(input)? {
             let term = term.trim();
@@ -38,7 +94,7 @@ impl LabelSelector {
     }
 
     /// Builds a selector from a `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`).
-    pub fn from_object(selector: &Value) -> Result<Self, String> {
+    pub fn from_object(selector: &Value) -> Result<Self, SelectorError> {
         let mut requirements = Vec::new();
         if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
             for (k, v) in labels {
@@ -66,7 +122,9 @@ impl LabelSelector {
                 "NotIn" => Requirement::NotIn(key, values),
                 "Exists" => Requirement::Exists(key),
                 "DoesNotExist" => Requirement::DoesNotExist(key),
-                other => return Err(format!("unknown label selector operator {other:?}")),
+                other => {
+                    return Err(SelectorError::UnknownExpressionOperator(other.to_string()));
+                }
             });
         }
         Ok(Self { requirements })
@@ -101,38 +159,31 @@ impl LabelSelector {
 }
 
 /// Splits on commas that are not inside parentheses.
-fn split_terms(input: &str) -> Result<Vec<&str>, String> {
-    let mut terms = Vec::new();
+fn split_terms(input: &str) -> Result<Vec<&str>, SelectorError> {
     let mut depth = 0i32;
-    let mut start = 0;
-    for (i, c) in input.char_indices() {
-        match c {
-            '(' => depth += 1,
+    let mut unbalanced = false;
+    let terms = input
+        .split(|c| match c {
+            '(' => {
+                depth += 1;
+                false
+            }
             ')' => {
                 depth -= 1;
-                if depth < 0 {
-                    return Err(format!(
-                        "unbalanced parenthesis in label selector {input:?}"
-                    ));
-                }
+                unbalanced |= depth < 0;
+                false
             }
-            ',' if depth == 0 => {
-                terms.push(&input[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
+            ',' => depth == 0,
+            _ => false,
+        })
+        .collect();
+    if unbalanced || depth != 0 {
+        return Err(SelectorError::UnbalancedParenthesis(input.to_string()));
     }
-    if depth != 0 {
-        return Err(format!(
-            "unbalanced parenthesis in label selector {input:?}"
-        ));
-    }
-    terms.push(&input[start..]);
     Ok(terms)
 }
 
-fn parse_requirement(term: &str) -> Result<Requirement, String> {
+fn parse_requirement(term: &str) -> Result<Requirement, SelectorError> {
     if let Some(key) = term.strip_prefix('!') {
         let key = check_key(key.trim())?;
         return Ok(Requirement::DoesNotExist(key));
@@ -154,10 +205,10 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
     for (op, greater) in [(">", true), ("<", false)] {
         if let Some((k, v)) = term.split_once(op) {
             let key = check_key(k.trim())?;
-            let n: i64 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("label selector {term:?}: {op} needs an integer"))?;
+            let n: i64 = v.trim().parse().map_err(|_| SelectorError::NotAnInteger {
+                term: term.to_string(),
+                op,
+            })?;
             return Ok(if greater {
                 Requirement::GreaterThan(key, n)
             } else {
@@ -174,9 +225,7 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
                 let inner = set
                     .strip_prefix('(')
                     .and_then(|s| s.strip_suffix(')'))
-                    .ok_or_else(|| {
-                        format!("label selector {term:?}: expected a set such as (a,b)")
-                    })?;
+                    .ok_or_else(|| SelectorError::ExpectedSet(term.to_string()))?;
                 let values = inner
                     .split(',')
                     .map(|v| check_value(v.trim()))
@@ -189,23 +238,29 @@ fn parse_requirement(term: &str) -> Result<Requirement, String> {
                 });
             }
         }
-        return Err(format!("label selector {term:?}: unknown operator"));
+        return Err(SelectorError::UnknownOperator(term.to_string()));
     }
     Ok(Requirement::Exists(check_key(term)?))
 }
 
-fn check_key(key: &str) -> Result<String, String> {
-    crate::validation::label_key_problem(key).map_or_else(
-        || Ok(key.to_string()),
-        |p| Err(format!("invalid label key {key:?}: {p}")),
-    )
+fn check_key(key: &str) -> Result<String, SelectorError> {
+    match crate::validation::label_key_problem(key) {
+        None => Ok(key.to_string()),
+        Some(problem) => Err(SelectorError::InvalidKey {
+            key: key.to_string(),
+            problem,
+        }),
+    }
 }
 
-fn check_value(value: &str) -> Result<String, String> {
-    crate::validation::label_value_problem(value).map_or_else(
-        || Ok(value.to_string()),
-        |p| Err(format!("invalid label value {value:?}: {p}")),
-    )
+fn check_value(value: &str) -> Result<String, SelectorError> {
+    match crate::validation::label_value_problem(value) {
+        None => Ok(value.to_string()),
+        Some(problem) => Err(SelectorError::InvalidValue {
+            value: value.to_string(),
+            problem,
+        }),
+    }
 }
 
 /// A field selector: `metadata.name=x,status.phase!=Running`. Any dotted path of the object
@@ -217,7 +272,7 @@ pub struct FieldSelector {
 
 impl FieldSelector {
     /// Parses a field selector (values may escape `\,`, `\=` and `\\`).
-    pub fn parse(input: &str) -> Result<Self, String> {
+    pub fn parse(input: &str) -> Result<Self, SelectorError> {
         let mut terms = Vec::new();
         for term in split_escaped(input, ',') {
             if term.trim().is_empty() {
@@ -230,15 +285,11 @@ impl FieldSelector {
             } else if let Some((k, v)) = split_op(&term, "=") {
                 (k, true, v)
             } else {
-                return Err(format!(
-                    "invalid field selector term {term:?}: expected field=value"
-                ));
+                return Err(SelectorError::NoOperator(term));
             };
             let path = path.trim();
             if path.is_empty() || path.split('.').any(str::is_empty) {
-                return Err(format!(
-                    "invalid field selector term {term:?}: bad field name"
-                ));
+                return Err(SelectorError::BadFieldName(term));
             }
             terms.push((
                 path.split('.').map(str::to_string).collect(),
@@ -280,22 +331,21 @@ impl FieldSelector {
     }
 }
 
+/// Splits `term` at the first unescaped `op` (an `=` that ends `!=` does not count).
 fn split_op(term: &str, op: &str) -> Option<(String, String)> {
-    // The operator must not be escaped.
-    let bytes = term.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            i += 2;
+    let mut chars = term.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == '\\' {
+            chars.next();
             continue;
         }
-        if term[i..].starts_with(op) {
-            if op == "=" && i > 0 && bytes[i - 1] == b'!' {
+        let (key, rest) = term.split_at_checked(i)?;
+        if let Some(value) = rest.strip_prefix(op) {
+            if op == "=" && key.ends_with('!') {
                 return None;
             }
-            return Some((term[..i].to_string(), term[i + op.len()..].to_string()));
+            return Some((key.to_string(), value.to_string()));
         }
-        i += 1;
     }
     None
 }
@@ -422,6 +472,20 @@ mod tests {
             Some("a,b")
         );
         assert!(FieldSelector::parse("nonsense").is_err());
+        // Non-ASCII text anywhere in a term (once a panic: a byte slice off a char boundary).
+        let named = json!({"metadata": {"name": "é"}});
+        assert!(
+            FieldSelector::parse("metadata.name=é")
+                .unwrap()
+                .matches(&named)
+        );
+        assert!(
+            FieldSelector::parse("metadata.name!=é")
+                .unwrap()
+                .matches(&o)
+        );
+        assert!(FieldSelector::parse("é").is_err());
+        assert!(FieldSelector::parse("métadata.nâme\\é=ü\\").is_ok());
         assert!(FieldSelector::parse("a..b=c").is_err());
     }
 }

@@ -1161,11 +1161,12 @@ fn generate_name(prefix: &str) -> String {
         .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
         .collect();
     let max_prefix = 253 - 5;
-    let prefix = if prefix.len() > max_prefix {
-        &prefix[..max_prefix]
-    } else {
-        prefix
-    };
+    // Cut at a character boundary: a byte index inside a character would panic.
+    let mut end = prefix.len().min(max_prefix);
+    while !prefix.is_char_boundary(end) {
+        end -= 1;
+    }
+    let prefix = prefix.get(..end).unwrap_or_default();
     format!("{prefix}{suffix}")
 }
 

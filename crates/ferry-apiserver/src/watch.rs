@@ -23,6 +23,19 @@ use crate::table::{self, IncludeObject};
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 /// Longest watch when the client sets no timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Longest watch a client can ask for with `timeoutSeconds` (larger values are clamped).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The watch's duration from `timeoutSeconds`: none or not positive is the default, more
+/// than [`MAX_TIMEOUT`] is clamped to it.
+pub fn timeout(params: &Params) -> ApiResult<Duration> {
+    Ok(match params.int("timeoutSeconds")? {
+        Some(t) if t > 0 => {
+            Duration::from_secs(u64::try_from(t).unwrap_or(u64::MAX)).min(MAX_TIMEOUT)
+        }
+        _ => DEFAULT_TIMEOUT,
+    })
+}
 
 /// Starts a watch and streams it to the client.
 pub async fn serve(
@@ -32,10 +45,8 @@ pub async fn serve(
     render: Render,
 ) -> ApiResult<Response> {
     let info = target.info.clone();
-    let labels = LabelSelector::parse(params.get("labelSelector"))
-        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-    let fields =
-        FieldSelector::parse(params.get("fieldSelector")).map_err(ApiError::bad_request)?;
+    let labels = LabelSelector::parse(params.get("labelSelector"))?;
+    let fields = FieldSelector::parse(params.get("fieldSelector"))?;
     let namespace = match target.namespace.clone() {
         Some(ns) => Some(ns),
         None if info.namespaced => fields.required("metadata.namespace").map(str::to_string),
@@ -48,10 +59,7 @@ pub async fn serve(
     }
     let bookmarks = params.flag("allowWatchBookmarks");
     let initial_events = params.flag("sendInitialEvents");
-    let timeout = params
-        .int("timeoutSeconds")?
-        .filter(|t| *t > 0)
-        .map_or(DEFAULT_TIMEOUT, |t| Duration::from_secs(t as u64));
+    let timeout = timeout(params)?;
     let from = match params.get("resourceVersion") {
         "" | "0" => WatchFrom::Snapshot,
         rv => {
@@ -116,7 +124,8 @@ pub async fn serve(
     };
     let matches = move |o: &Value| labels.matches(o) && fields.matches(o);
     tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or(now + DEFAULT_TIMEOUT);
         let mut backlog_done = !initial_events;
         let mut last_bookmark = 0u64;
         let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
@@ -189,4 +198,25 @@ fn line_bytes(v: &Value) -> Bytes {
     let mut bytes = serde_json::to_vec(v).unwrap_or_default();
     bytes.push(b'\n');
     Bytes::from(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(timeout: &str) -> Params {
+        Params([("timeoutSeconds".to_string(), timeout.to_string())].into())
+    }
+
+    #[test]
+    fn timeouts_are_clamped() {
+        assert_eq!(timeout(&params("")).unwrap(), DEFAULT_TIMEOUT);
+        assert_eq!(timeout(&params("-5")).unwrap(), DEFAULT_TIMEOUT);
+        assert_eq!(timeout(&params("7")).unwrap(), Duration::from_secs(7));
+        // Once a panic: an Instant plus this overflows.
+        let huge = timeout(&params(&i64::MAX.to_string())).unwrap();
+        assert_eq!(huge, MAX_TIMEOUT);
+        assert!(tokio::time::Instant::now().checked_add(huge).is_some());
+        assert_eq!(timeout(&params("x")).unwrap_err().code, 400);
+    }
 }

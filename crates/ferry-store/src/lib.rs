@@ -15,6 +15,8 @@
 //!   committed writes. Watchers get committed events in revision order, from a bounded history
 //!   (so a watch can resume from an older revision, also across restarts) and then live.
 
+#![warn(clippy::string_slice)]
+
 mod error;
 mod event;
 mod sqlite;

@@ -161,9 +161,9 @@ fn norm(s: &str) -> String {
 }
 
 fn quoted(s: &str) -> Option<&str> {
-    let start = s.find('"')? + 1;
-    let end = start + s[start..].find('"')?;
-    Some(&s[start..end])
+    let (_, rest) = s.split_once('"')?;
+    let (inner, _) = rest.split_once('"')?;
+    Some(inner)
 }
 
 /// Splits on commas outside double quotes.
