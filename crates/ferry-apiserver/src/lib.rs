@@ -21,6 +21,7 @@ pub mod discovery;
 pub mod edge;
 pub mod error;
 pub mod http;
+pub mod jsonpath;
 pub mod logs;
 pub mod meta;
 pub mod openapi;

@@ -123,39 +123,10 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-/// Reads a simple JSONPath such as `.status.replicas`, `.spec.containers[0].image` or
-/// `.status.usage['nvidia.com/gpu']`.
+/// The first value a JSONPath selects, in Kubernetes' dialect ([`crate::jsonpath`]), such as
+/// `.status.replicas`, `.status.conditions[-1:].type` or `.status.usage['nvidia.com/gpu']`.
 pub fn json_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    let path = path.trim().trim_start_matches('{').trim_end_matches('}');
-    let path = path.strip_prefix('$').unwrap_or(path);
-    let mut cur = v;
-    let mut rest = path;
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix('.') {
-            let end = r.find(['.', '[']).unwrap_or(r.len());
-            if end > 0 {
-                cur = cur.get(&r[..end])?;
-            }
-            rest = &r[end..];
-        } else if let Some(r) = rest.strip_prefix('[') {
-            let close = r.find(']')?;
-            let inside = r[..close].trim();
-            let quoted = inside
-                .strip_prefix('\'')
-                .and_then(|s| s.strip_suffix('\''))
-                .or_else(|| inside.strip_prefix('"').and_then(|s| s.strip_suffix('"')));
-            cur = match quoted {
-                Some(key) => cur.get(key)?,
-                None => cur.get(inside.parse::<usize>().ok()?)?,
-            };
-            rest = &r[close + 1..];
-        } else {
-            let end = rest.find(['.', '[']).unwrap_or(rest.len());
-            cur = cur.get(&rest[..end])?;
-            rest = &rest[end..];
-        }
-    }
-    Some(cur)
+    crate::jsonpath::first(v, path)
 }
 
 /// Writes a dotted JSONPath (objects are created on the way).
