@@ -77,10 +77,10 @@ async fn api_groups(State(s): State<Shared>) -> Json<Value> {
     Json(discovery::groups(&s.service.registry))
 }
 
-/// `/openapi/v2`: an empty document. Built-in kinds are described through OpenAPI v3 (which
-/// also tells clients the server validates fields); kubectl only falls back to v2 for kinds it
-/// cannot find there, and then an empty document means "no client-side schema".
-async fn openapi_v2(headers: HeaderMap) -> Response {
+/// `/openapi/v2`: the definitions of every kind as JSON. A client that asks for protobuf (as
+/// client-go does) gets an empty protobuf document ("no client-side schema"); kubectl reads
+/// the schemas from OpenAPI v3.
+async fn openapi_v2(State(s): State<Shared>, headers: HeaderMap) -> Response {
     let wants_protobuf = headers
         .get(header::ACCEPT)
         .and_then(|a| a.to_str().ok())
@@ -97,13 +97,7 @@ async fn openapi_v2(headers: HeaderMap) -> Response {
         )
             .into_response();
     }
-    Json(json!({
-        "swagger": "2.0",
-        "info": {"title": "Kubernetes", "version": discovery::KUBERNETES_VERSION},
-        "paths": {},
-        "definitions": {},
-    }))
-    .into_response()
+    Json(openapi::v2(&s.service.registry)).into_response()
 }
 
 async fn openapi_root(State(s): State<Shared>) -> Json<Value> {
