@@ -133,7 +133,7 @@ impl ProbeRequest {
         }
         for (i, (name, value)) in self.params.iter().enumerate() {
             uri.push(if i == 0 { '?' } else { '&' });
-            uri.push_str(*pick(PARAMS, *name));
+            uri.push_str(pick::<&str>(PARAMS, *name));
             uri.push('=');
             uri.push_str(&encode(value, false));
         }
