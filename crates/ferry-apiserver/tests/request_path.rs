@@ -82,8 +82,13 @@ fn any_request_gets_an_answer_and_errors_are_statuses() {
         .build()
         .unwrap();
     let app = runtime.block_on(async { probe::app(dir.path()) }).unwrap();
+    // 2,000 cases per CI run; `PROPTEST_CASES` runs more.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(2000);
     let config = ProptestConfig {
-        cases: 2000,
+        cases,
         ..ProptestConfig::default()
     };
     proptest!(config, |(r in request())| {
