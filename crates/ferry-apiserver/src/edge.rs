@@ -204,9 +204,10 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Out of file descriptors and the like: keep serving the open connections.
+                    // Out of file descriptors and the like: back off, keep serving the open
+                    // connections.
                     tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::task::yield_now().await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
