@@ -2,9 +2,12 @@
 //! kubectl, client-go and kube-rs need, over [`ferry_store`].
 //!
 //! Layers, from the wire inwards:
+//! - [`edge`]: connections (HTTP/1.1 with a header read timeout, HTTP/2), the bound on
+//!   requests in flight (`429`), the body limit (`413`), and panics answered as `500` Statuses.
 //! - [`http`]: routes (`/api`, `/apis`, discovery, OpenAPI), path parsing, content negotiation
 //!   (JSON, Tables for kubectl, metadata-only), request decoding (JSON, YAML, or Kubernetes
-//!   protobuf through [`protobuf`]).
+//!   protobuf through [`protobuf`]); [`openapi`] serves the schemas of every kind, and
+//!   [`jsonpath`] evaluates printer columns in Kubernetes' JSONPath dialect.
 //! - [`watch`] and [`logs`]: streaming responses (watch events; container logs proxied to the
 //!   node agent as the real API server proxies to the kubelet).
 //! - [`service`]: the API's semantics, independent of HTTP: defaulting, validation, optimistic
