@@ -488,4 +488,20 @@ mod tests {
         assert!(FieldSelector::parse("métadata.nâme\\é=ü\\").is_ok());
         assert!(FieldSelector::parse("a..b=c").is_err());
     }
+
+    proptest::proptest! {
+        /// Any text parses or is refused with a message; never a panic.
+        #[test]
+        fn any_selector_parses_or_errs(input in r#"[a-zé.=!,()<>\\ /-]{0,40}|\PC{0,40}"#) {
+            let o = obj(json!({"app": "é", "v": "3"}));
+            match LabelSelector::parse(&input) {
+                Ok(s) => { s.matches(&o); }
+                Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+            }
+            match FieldSelector::parse(&input) {
+                Ok(s) => { s.matches(&o); }
+                Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
 }
