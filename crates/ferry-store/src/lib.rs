@@ -14,9 +14,17 @@
 //! - Reads never touch SQLite: the committed state lives in memory, and readers only ever see
 //!   committed writes. Watchers get committed events in revision order, from a bounded history
 //!   (so a watch can resume from an older revision, also across restarts) and then live.
+//! - The store **owns its data directory**: an advisory lock (`<dir>/lock`) held while it is
+//!   open refuses a second store on the same directory. The directory is owner-only (0700, its
+//!   files 0600): it holds Secrets.
+//! - **Nothing is lost silently**: every row carries a CRC-32 verified at start, and a side file
+//!   (`<db>.revision`) records the newest acknowledged revision, which SQLite cannot drop the
+//!   way it drops a damaged or truncated WAL's frames. Either kind of damage stops the start
+//!   with the revision; [`check`] and [`recover`] are `ferry store check` / `recover`.
 
 mod error;
 mod event;
+mod files;
 mod sqlite;
 mod state;
 mod watch;
@@ -30,6 +38,8 @@ use tokio::sync::{broadcast, oneshot};
 
 pub use error::StoreError;
 pub use event::{Event, EventType};
+pub use files::LOCK_FILE;
+pub use sqlite::{CheckReport, RecoverReport};
 pub use watch::{Watch, WatchEnd, WatchFrom};
 
 use state::State;
@@ -134,12 +144,68 @@ struct Shared {
     events: broadcast::Sender<Arc<Event>>,
 }
 
-/// A handle to an open store; cheap to clone. The writer thread stops when the last handle
-/// is dropped.
+/// A handle to an open store; cheap to clone. When the last handle is dropped the writer
+/// thread finishes its batch and stops, and the data directory's lock is released.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
-    writes: std::sync::mpsc::Sender<Request>,
+    owner: Arc<Owner>,
+}
+
+/// What the last handle closes: the writer's queue, the writer thread, the directory lock.
+struct Owner {
+    writes: Option<std::sync::mpsc::Sender<Request>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    _lock: files::DirLock,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // Closing the queue stops the writer; joining it makes the lock's release (after this)
+        // follow the last commit, so the next owner of the directory starts on a closed store.
+        self.writes.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The data directory of the database at `path` (its parent).
+fn data_dir(path: &std::path::Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf()
+}
+
+/// Takes the data directory of the database at `path`: creates it owner-only, restricts the
+/// store's files to their owner and locks it.
+fn own(path: &std::path::Path) -> Result<files::DirLock, StoreError> {
+    let dir = data_dir(path);
+    let mut private = sqlite::sqlite_files(path).to_vec();
+    private.push(files::RevisionFile::path(path));
+    private.push(dir.join(LOCK_FILE));
+    files::make_private(&dir, &private)?;
+    files::DirLock::acquire(&dir)
+}
+
+/// Verifies every row of the store at `path` (checksums, SQLite's structure, no acknowledged
+/// revision missing) without changing anything. Fails with [`StoreError::InUse`] while a
+/// store has it open.
+pub fn check(path: impl AsRef<std::path::Path>) -> Result<CheckReport, StoreError> {
+    let path = path.as_ref();
+    let _lock = own(path)?;
+    sqlite::check(path)
+}
+
+/// Recovers a damaged store at `path`: keeps every revision up to the last good one, moves
+/// the damaged files into a `damaged-<time>` folder beside them, and bumps the revision past
+/// every one handed out before (watches from older revisions expire, so clients list again).
+/// An intact store is left as it is.
+pub fn recover(path: impl AsRef<std::path::Path>) -> Result<RecoverReport, StoreError> {
+    let path = path.as_ref();
+    let _lock = own(path)?;
+    sqlite::recover(path)
 }
 
 /// Capacity of the live event channel; a watcher that falls this far behind is dropped and
@@ -147,13 +213,12 @@ pub struct Store {
 const LIVE_EVENT_CAPACITY: usize = 65_536;
 
 impl Store {
-    /// Opens (or creates) the store at `config.path` and loads its current state.
+    /// Opens (or creates) the store at `config.path`, takes its directory's lock, verifies it
+    /// and loads its current state. Fails with [`StoreError::InUse`] when another store has
+    /// the directory and with [`StoreError::Damaged`] when a check fails (nothing is changed
+    /// then).
     pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
-        if let Some(parent) = config.path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Storage(format!("cannot create {}: {e}", parent.display()))
-            })?;
-        }
+        let lock = own(&config.path)?;
         let mut db = sqlite::Database::open(&config.path, config.durability)?;
         let state = db.load(config.history)?;
         tracing::info!(
@@ -169,11 +234,16 @@ impl Store {
         });
         let (writes, receiver) = std::sync::mpsc::channel();
         let writer_shared = shared.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("ferry-store-writer".into())
             .spawn(move || writer::run(db, receiver, writer_shared, config.history))
             .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?;
-        Ok(Self { shared, writes })
+        let owner = Arc::new(Owner {
+            writes: Some(writes),
+            writer: Some(writer),
+            _lock: lock,
+        });
+        Ok(Self { shared, owner })
     }
 
     /// The newest committed revision.
@@ -265,7 +335,10 @@ impl Store {
 
     async fn submit(&self, write: Write) -> Result<StoredObject, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.writes
+        self.owner
+            .writes
+            .as_ref()
+            .ok_or(StoreError::Closed)?
             .send(Request { write, reply })
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
