@@ -521,7 +521,10 @@ pub(crate) fn check(path: &Path) -> Result<CheckReport, StoreError> {
         ..Scan::default()
     });
     let newest = meta(&conn, "revision").unwrap_or(0).max(scan.newest_row);
-    let mut last_good = scan.last_good();
+    let mut last_good = match scan.first_bad {
+        Some(_) => scan.last_good(),
+        None => newest,
+    };
     if let Some((_, p)) = &scan.first_bad {
         problems.push(p.clone());
         if scan.bad_rows > 1 {
@@ -535,6 +538,7 @@ pub(crate) fn check(path: &Path) -> Result<CheckReport, StoreError> {
             "revisions {} to {ack} were acknowledged but are missing from the database (a damaged or truncated write-ahead log or database file)",
             newest + 1
         ));
+        last_good = last_good.min(newest);
     }
     let structure: Vec<String> = conn
         .prepare("PRAGMA quick_check")
