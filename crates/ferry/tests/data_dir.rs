@@ -47,6 +47,22 @@ async fn a_second_ferry_on_the_same_data_directory_refuses_to_start() {
     let t = common::start().await;
     let data_dir = t.dir.path().join("data");
     let kubeconfig = std::fs::read(&t.plane.kubeconfig).unwrap();
+    // Owner-only: the directory holds Secrets (whatever is inside it, agent state included).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data_dir), 0o700);
+        for name in [
+            "kubeconfig",
+            "state.db",
+            "state.db-wal",
+            "state.db-shm",
+            "lock",
+        ] {
+            assert_eq!(mode(&data_dir.join(name)), 0o600, "{name}");
+        }
+    }
 
     // A second control plane in this process.
     let mut config = UpConfig::new(&data_dir);
