@@ -34,6 +34,9 @@ pub async fn run(service: Arc<Service>) {
         }
     };
     loop {
+        // The sweep covers every change queued so far: skip them now, since the store keeps
+        // each event in memory until every watcher has read it.
+        while let Some(Ok(_)) = futures::FutureExt::now_or_never(events.next()) {}
         sweep(&service).await;
         tokio::time::sleep(MIN_SWEEP_GAP).await;
         // Sweep again after a change that can matter (a deletion or a deletion mark), or

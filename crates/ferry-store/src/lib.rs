@@ -41,6 +41,7 @@ pub use event::{Event, EventType};
 pub use files::LOCK_FILE;
 pub use sqlite::{CheckReport, RecoverReport};
 pub use watch::{Watch, WatchEnd, WatchFrom};
+pub use writer::release_free_memory;
 
 use state::State;
 use writer::{Request, Write};
@@ -113,16 +114,20 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// How many past events are kept for watches that resume from an older revision.
     pub history: usize,
+    /// At most this many bytes of encoded past events are kept (the oldest go first).
+    pub history_bytes: usize,
     /// Commit durability.
     pub durability: Durability,
 }
 
 impl StoreConfig {
-    /// A configuration with default history (50,000 events) and full durability.
+    /// A configuration with default history (50,000 events, at most 64 MiB of them) and full
+    /// durability.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
             history: 50_000,
+            history_bytes: 64 << 20,
             durability: Durability::Full,
         }
     }
@@ -220,7 +225,7 @@ impl Store {
     pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
         let lock = own(&config.path)?;
         let mut db = sqlite::Database::open(&config.path, config.durability)?;
-        let state = db.load(config.history)?;
+        let state = db.load(config.history, config.history_bytes)?;
         tracing::info!(
             path = %config.path.display(),
             objects = state.object_count(),
@@ -249,6 +254,11 @@ impl Store {
     /// The newest committed revision.
     pub fn revision(&self) -> u64 {
         self.read().rev
+    }
+
+    /// How many past events the watch history holds, and their encoded size in bytes.
+    pub fn history_size(&self) -> (usize, usize) {
+        self.read().history_size()
     }
 
     /// Reads one object.
@@ -319,16 +329,24 @@ impl Store {
         // through the live channel, every one before it from the state or the history.
         let live = self.shared.events.subscribe();
         let filter = watch::Filter::new(resource, namespace);
+        let start_rev = state.rev;
         let backlog = match from {
             WatchFrom::Now => Vec::new(),
             WatchFrom::Snapshot => state.snapshot_events(&filter),
-            WatchFrom::Revision(rev) => state.history_after(rev, &filter)?,
+            WatchFrom::Revision(rev) => {
+                let past = state.history_after(rev, &filter)?;
+                // Parsed outside the lock, so the writer is not held up.
+                drop(state);
+                past.iter()
+                    .map(state::Past::decode)
+                    .collect::<Result<_, _>>()?
+            }
         };
         Ok(Watch::new(
             filter,
             backlog,
             live,
-            state.rev,
+            start_rev,
             self.shared.clone(),
         ))
     }

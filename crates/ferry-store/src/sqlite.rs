@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use crate::files::{Acknowledged, RevisionFile, private_options};
-use crate::state::State;
+use crate::state::{Past, State};
 use crate::{Durability, Event, EventType, ObjectKey, StoreError, StoredObject};
 
 pub(crate) struct Database {
@@ -264,7 +264,11 @@ impl Database {
 
     /// Verifies every row and that no acknowledged revision is missing, then reads the current
     /// objects and the recent history.
-    pub fn load(&mut self, history_capacity: usize) -> Result<State, StoreError> {
+    pub fn load(
+        &mut self,
+        history_capacity: usize,
+        history_bytes: usize,
+    ) -> Result<State, StoreError> {
         let acknowledged = RevisionFile::read(&self.path).map_err(|p| self.damaged(p, 0))?;
         let scan = scan(&self.conn, u64::MAX, |_| Ok(()))?;
         if let Some((_, problem)) = &scan.first_bad {
@@ -289,7 +293,7 @@ impl Database {
         }
         let compacted = meta(&self.conn, "compacted")?;
         let history_start = compacted.max(rev.saturating_sub(history_capacity as u64));
-        let mut state = State::new(rev, history_capacity, history_start);
+        let mut state = State::new(rev, history_capacity, history_bytes, history_start);
 
         let mut current = self.conn.prepare(
             "SELECT l.rev, l.resource, l.namespace, l.name, l.value FROM log l
@@ -317,6 +321,7 @@ impl Database {
                     rev: row_rev as u64,
                     value: Arc::new(value),
                 },
+                Arc::from(bytes),
             );
         }
         drop(current);
@@ -336,7 +341,7 @@ impl Database {
                 r.get::<_, Vec<u8>>(5)?,
             ))
         })?;
-        let mut previous: HashMap<ObjectKey, Arc<Value>> = HashMap::new();
+        let mut previous: HashMap<ObjectKey, Arc<[u8]>> = HashMap::new();
         for row in rows {
             let (row_rev, key, kind, bytes) = row?;
             let kind = EventType::from_code(kind).ok_or_else(|| {
@@ -344,19 +349,13 @@ impl Database {
                     "revision {row_rev} has an unknown event kind {kind}"
                 ))
             })?;
-            let object = Arc::new(decode(&bytes, row_rev)?);
+            let object: Arc<[u8]> = Arc::from(bytes);
             let prev = if kind == EventType::Deleted {
                 previous.remove(&key)
             } else {
                 previous.insert(key.clone(), object.clone())
             };
-            state.load_history(Arc::new(Event {
-                rev: row_rev as u64,
-                kind,
-                key,
-                object,
-                previous: prev,
-            }));
+            state.load_history(Past::new(row_rev as u64, kind, key, object, prev));
         }
         drop(recent);
         // Verified: from now on closing checkpoints as usual.
@@ -382,17 +381,19 @@ impl Database {
     }
 
     /// Writes the events of one batch in one transaction.
-    pub fn persist(&mut self, events: &[Arc<Event>]) -> Result<(), StoreError> {
+    pub fn persist(
+        &mut self,
+        events: &[Arc<Event>],
+        encoded: &[Arc<[u8]>],
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO log (rev, resource, namespace, name, kind, value, crc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            for e in events {
-                let bytes = serde_json::to_vec(&*e.object).map_err(|err| {
-                    StoreError::Storage(format!("cannot encode {}: {err}", e.key))
-                })?;
-                let crc = checksum(e.rev, e.kind.code(), &e.key, &bytes);
+            for (e, bytes) in events.iter().zip(encoded) {
+                let bytes: &[u8] = bytes;
+                let crc = checksum(e.rev, e.kind.code(), &e.key, bytes);
                 insert.execute(params![
                     e.rev as i64,
                     e.key.resource,

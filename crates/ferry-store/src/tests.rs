@@ -550,3 +550,41 @@ async fn a_store_from_before_checksums_is_migrated() {
     let (problem, _) = damaged(Store::open(StoreConfig::new(&db)));
     assert!(problem.contains("revision 1 "), "{problem}");
 }
+
+#[tokio::test]
+async fn the_history_is_bounded_in_bytes_and_keeps_deleted_objects_encoded_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path().join("ferry.db"));
+    config.history = 100_000;
+    config.history_bytes = 200_000;
+    let store = Store::open(config).unwrap();
+    let big = "x".repeat(2_000);
+    for i in 0..300 {
+        let key = ObjectKey::new("pods", "default", format!("p{i}"));
+        store
+            .create(
+                key.clone(),
+                json!({"metadata": {"name": format!("p{i}")}, "data": big}),
+            )
+            .await
+            .unwrap();
+        store.delete(key, None).await.unwrap();
+    }
+    let (events, bytes) = store.history_size();
+    // 600 events of ~2 kB each would be 1.2 MB: the budget keeps the newest that fit.
+    assert!(bytes <= 200_000, "{bytes} bytes kept");
+    assert!((80..300).contains(&events), "{events} events kept");
+    // The oldest are gone for watches (clients list again); the newest replay, decoded, with
+    // the state before each delete.
+    assert!(matches!(
+        store.watch("pods", None, WatchFrom::Revision(1)),
+        Err(StoreError::Expired { .. })
+    ));
+    let mut w = store.watch("pods", None, WatchFrom::Revision(598)).unwrap();
+    let (added, deleted) = (w.next().await.unwrap(), w.next().await.unwrap());
+    assert_eq!((added.rev, added.kind), (599, EventType::Added));
+    assert_eq!((deleted.rev, deleted.kind), (600, EventType::Deleted));
+    assert_eq!(deleted.previous.as_ref().unwrap()["data"], big);
+    assert_eq!(deleted.object["metadata"]["resourceVersion"], "600");
+    assert_eq!(store.list("pods", None, None, 0, |_| true).items.len(), 0);
+}

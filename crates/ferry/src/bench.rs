@@ -28,6 +28,9 @@ pub struct ApiBenchArgs {
     /// Pods whose submit-to-running latency is measured (needs the node agent).
     #[arg(long, default_value_t = 30)]
     pub pods: usize,
+    /// Pods created, changed and deleted in the memory run (0: skip it).
+    #[arg(long, default_value_t = 2_000)]
+    pub memory_pods: usize,
     /// Where to put the temporary control plane (default: a fresh temporary directory).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
@@ -58,6 +61,31 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     config.listen = "127.0.0.1:0".parse()?;
     let plane = ControlPlane::start(config).await?;
     let client = plane.client()?;
+
+    // 0. Memory that comes back: a fresh control plane is the baseline.
+    if args.memory_pods > 0 {
+        let m = memory_after_delete(&plane, &client, args.memory_pods).await?;
+        println!();
+        println!(
+            "memory ({} pods created, changed 3 times, deleted; resident set of this process):",
+            args.memory_pods
+        );
+        println!(
+            "  baseline: the fresh control plane  {:>7.1} MB",
+            m.baseline
+        );
+        println!("  peak, every pod present            {:>7.1} MB", m.peak);
+        println!(
+            "  after every pod was deleted        {:>7.1} MB ({} events, {:.1} MB encoded, kept for watches)",
+            m.after_delete,
+            m.history_events,
+            m.history_bytes as f64 / 1e6
+        );
+        println!(
+            "  after returning free pages (malloc_trim) {:>7.1} MB",
+            m.after_trim
+        );
+    }
 
     // 1. Durable create throughput, against naive one-transaction-per-write SQLite.
     let baseline = naive_sqlite_writes(&dir.join("baseline.db"), 2_000)?;
@@ -278,4 +306,103 @@ fn direct_spawn_latency(samples: usize) -> anyhow::Result<(Duration, Duration)> 
     }
     latencies.sort();
     Ok((percentile(&latencies, 0.5), percentile(&latencies, 0.99)))
+}
+
+/// Resident set size of this process in MB (Linux; 0 elsewhere).
+pub fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// What the memory run measured.
+struct Memory {
+    baseline: f64,
+    peak: f64,
+    after_delete: f64,
+    after_trim: f64,
+    history_events: usize,
+    history_bytes: usize,
+}
+
+/// Creates `pods` pods (left unscheduled: a scheduler name nobody serves), changes each three
+/// times, deletes them all, and measures the resident set at each step.
+async fn memory_after_delete(
+    plane: &ControlPlane,
+    client: &kube::Client,
+    pods: usize,
+) -> anyhow::Result<Memory> {
+    use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let baseline = rss_mb();
+    let concurrency = 16;
+    let run = |step: usize| {
+        let api = api.clone();
+        async move {
+            futures::stream::iter(0..pods)
+                .map(|i| {
+                    let api = api.clone();
+                    async move {
+                        let name = format!("memory-{i}");
+                        match step {
+                            0 => {
+                                let pod: Pod = serde_json::from_value(json!({
+                                    "metadata": {"name": name, "labels": {"app": "memory", "index": i.to_string()}},
+                                    "spec": {"schedulerName": "bench-unserved", "restartPolicy": "Never",
+                                        "containers": [{"name": "main", "image": "busybox",
+                                            "command": ["sh", "-c", "sleep 3600"],
+                                            "env": (0..8).map(|e| json!({"name": format!("VAR_{e}"), "value": "x".repeat(24)})).collect::<Vec<_>>(),
+                                            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
+                                }))
+                                .expect("static pod");
+                                api.create(&PostParams::default(), &pod).await.map(|_| ())
+                            }
+                            1..=3 => {
+                                let patch = json!({"metadata": {"annotations": {"bench/step": step.to_string()}}});
+                                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                                    .await
+                                    .map(|_| ())
+                            }
+                            _ => api.delete(&name, &DeleteParams::default()).await.map(|_| ()),
+                        }
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect::<Vec<Result<(), kube::Error>>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, kube::Error>>()
+        }
+    };
+    for step in 0..=3 {
+        run(step).await?;
+    }
+    let peak = rss_mb();
+    run(4).await?;
+    let left = api
+        .list(&ListParams::default().labels("app=memory"))
+        .await?
+        .items
+        .len();
+    anyhow::ensure!(left == 0, "{left} pods were not deleted");
+    let after_delete = rss_mb();
+    let (history_events, history_bytes) = plane.server.service.store.history_size();
+    ferry_store::release_free_memory();
+    let after_trim = rss_mb();
+    Ok(Memory {
+        baseline,
+        peak,
+        after_delete,
+        after_trim,
+        history_events,
+        history_bytes,
+    })
 }
