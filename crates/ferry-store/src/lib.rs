@@ -194,11 +194,24 @@ fn own(path: &std::path::Path) -> Result<files::DirLock, StoreError> {
     files::DirLock::acquire(&dir)
 }
 
+/// Checking or recovering creates nothing: the database must be there.
+fn must_exist(path: &std::path::Path) -> Result<(), StoreError> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(StoreError::Storage(format!(
+            "there is no database at {}",
+            path.display()
+        )))
+    }
+}
+
 /// Verifies every row of the store at `path` (checksums, SQLite's structure, no acknowledged
 /// revision missing) without changing anything. Fails with [`StoreError::InUse`] while a
 /// store has it open.
 pub fn check(path: impl AsRef<std::path::Path>) -> Result<CheckReport, StoreError> {
     let path = path.as_ref();
+    must_exist(path)?;
     let _lock = own(path)?;
     sqlite::check(path)
 }
@@ -209,6 +222,7 @@ pub fn check(path: impl AsRef<std::path::Path>) -> Result<CheckReport, StoreErro
 /// An intact store is left as it is.
 pub fn recover(path: impl AsRef<std::path::Path>) -> Result<RecoverReport, StoreError> {
     let path = path.as_ref();
+    must_exist(path)?;
     let _lock = own(path)?;
     sqlite::recover(path)
 }
