@@ -270,6 +270,12 @@ impl Store {
         self.read().rev
     }
 
+    /// Live events held in memory because some watcher has not read them yet (a watcher that
+    /// stops reading pins them until it lags out).
+    pub fn queued_events(&self) -> usize {
+        self.shared.events.len()
+    }
+
     /// How many past events the watch history holds, and their encoded size in bytes.
     pub fn history_size(&self) -> (usize, usize) {
         self.read().history_size()
