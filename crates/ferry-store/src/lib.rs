@@ -44,7 +44,7 @@ pub use watch::{Watch, WatchEnd, WatchFrom};
 pub use writer::release_free_memory;
 
 use state::State;
-use writer::{Request, Write};
+use writer::{Message, Request, Write};
 
 /// Identifies one object: its resource (`pods`, `apps/deployments`, …), namespace (empty for
 /// cluster-scoped objects) and name.
@@ -157,21 +157,33 @@ pub struct Store {
     owner: Arc<Owner>,
 }
 
-/// What the last handle closes: the writer's queue, the writer thread, the directory lock.
+/// What the last handle closes: the writer's queue and the writer thread (which holds the
+/// database and the directory lock).
 struct Owner {
-    writes: Option<std::sync::mpsc::Sender<Request>>,
-    writer: Option<std::thread::JoinHandle<()>>,
-    _lock: files::DirLock,
+    writes: Option<std::sync::mpsc::Sender<Message>>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Owner {
+    /// Waits for the writer thread to finish (it releases the lock as it ends).
+    fn join(&self) {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        // Closing the queue stops the writer; joining it makes the lock's release (after this)
-        // follow the last commit, so the next owner of the directory starts on a closed store.
+        // Closing the queue stops the writer; joining it means the next owner of the
+        // directory starts after the last commit.
         self.writes.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+        self.join();
     }
 }
 
@@ -255,14 +267,23 @@ impl Store {
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("ferry-store-writer".into())
-            .spawn(move || writer::run(db, receiver, writer_shared, config.history))
+            .spawn(move || writer::run(db, lock, receiver, writer_shared, config.history))
             .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?;
         let owner = Arc::new(Owner {
             writes: Some(writes),
-            writer: Some(writer),
-            _lock: lock,
+            writer: std::sync::Mutex::new(Some(writer)),
         });
         Ok(Self { shared, owner })
+    }
+
+    /// Closes the store for every handle: commits what is queued, closes the database and
+    /// releases the data directory, blocking until done (a commit's time). Later writes fail
+    /// with [`StoreError::Closed`]; reads still see the last state.
+    pub fn close(&self) {
+        if let Some(writes) = &self.owner.writes {
+            let _ = writes.send(Message::Close);
+        }
+        self.owner.join();
     }
 
     /// The newest committed revision.
@@ -377,7 +398,7 @@ impl Store {
             .writes
             .as_ref()
             .ok_or(StoreError::Closed)?
-            .send(Request { write, reply })
+            .send(Message::Write(Request { write, reply }))
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }

@@ -323,6 +323,21 @@ async fn a_second_store_on_the_same_directory_is_refused() {
 }
 
 #[tokio::test]
+async fn close_releases_the_directory_while_handles_remain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, 100);
+    let other = store.clone();
+    let (k, v) = pod("default", "a");
+    store.create(k, v).await.unwrap();
+    store.close();
+    let (k, v) = pod("default", "b");
+    assert_eq!(other.create(k, v).await.unwrap_err(), StoreError::Closed);
+    assert_eq!(other.revision(), 1);
+    let reopened = open(&dir, 100);
+    assert_eq!(reopened.revision(), 1);
+}
+
+#[tokio::test]
 async fn flipped_bytes_refuse_the_start_and_recover_keeps_the_revisions_before() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ferry.db");

@@ -8,6 +8,7 @@ use std::sync::mpsc::Receiver;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::files::DirLock;
 use crate::sqlite::Database;
 use crate::{Event, EventType, ObjectKey, Shared, StoreError, StoredObject};
 
@@ -35,19 +36,38 @@ pub(crate) struct Request {
     pub reply: oneshot::Sender<Result<StoredObject, StoreError>>,
 }
 
+/// What the writer's queue carries.
+pub(crate) enum Message {
+    Write(Request),
+    /// Commit what came before, then stop (writes queued after it fail with `Closed`).
+    Close,
+}
+
+/// Runs until the queue closes or a `Close` arrives; then closes the database and releases
+/// the data directory's lock.
 pub(crate) fn run(
     mut db: Database,
-    requests: Receiver<Request>,
+    lock: DirLock,
+    requests: Receiver<Message>,
     shared: Arc<Shared>,
     history: usize,
 ) {
     let mut compacted_at = 0u64;
     let mut trim = Trim::default();
-    while let Ok(first) = requests.recv() {
+    let mut closing = false;
+    while !closing {
+        let first = match requests.recv() {
+            Ok(Message::Write(r)) => r,
+            Ok(Message::Close) | Err(_) => break,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match requests.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(Message::Write(r)) => batch.push(r),
+                Ok(Message::Close) => {
+                    closing = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -114,6 +134,8 @@ pub(crate) fn run(
             compacted_at = horizon;
         }
     }
+    drop(db);
+    drop(lock);
     tracing::debug!("store writer stopped");
 }
 

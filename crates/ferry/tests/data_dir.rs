@@ -97,7 +97,19 @@ async fn a_second_ferry_on_the_same_data_directory_refuses_to_start() {
     cms.create(&PostParams::default(), &cm)
         .await
         .expect("the first server still writes");
+
+    // Once stopped, the directory is free again at once (also in the same process).
     t.plane.stop().await;
+    let mut config = UpConfig::new(&data_dir);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.agent = None;
+    config.scheduler = false;
+    let again = ControlPlane::start(config)
+        .await
+        .expect("a control plane starts after the first one stopped");
+    let cms: Api<ConfigMap> = Api::namespaced(again.client().unwrap(), "default");
+    assert!(cms.get_opt("after").await.unwrap().is_some());
+    again.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
