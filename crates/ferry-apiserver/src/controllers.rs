@@ -33,15 +33,27 @@ pub async fn run(service: Arc<Service>) {
             return;
         }
     };
+    let relevant_change =
+        |e: &ferry_store::Event| e.kind == EventType::Deleted || meta::is_deleting(&e.object);
     loop {
+        // Read every queued change now (the store keeps each event in memory until every
+        // watcher has read it); if one can matter, sweep once more after this sweep, which
+        // may only have done the first step (orphaning dependents before the owner can go).
+        let mut again = false;
+        while let Some(Ok(e)) = futures::FutureExt::now_or_never(events.next()) {
+            again |= relevant_change(&e);
+        }
         sweep(&service).await;
         tokio::time::sleep(MIN_SWEEP_GAP).await;
+        if again {
+            continue;
+        }
         // Sweep again after a change that can matter (a deletion or a deletion mark), or
         // after a while anyway; one sweep covers every change that arrived meanwhile.
         let relevant = async {
             loop {
                 match events.next().await {
-                    Ok(e) if e.kind == EventType::Deleted || meta::is_deleting(&e.object) => {
+                    Ok(e) if relevant_change(&e) => {
                         return true;
                     }
                     Ok(_) => continue,

@@ -218,6 +218,9 @@ impl RunningServer {
         {
             self.server.abort();
         }
+        // Release the data directory now, not when the last stray handle goes.
+        let store = self.service.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }
 }
 

@@ -1,3 +1,5 @@
+use std::path::PathBuf;
+
 use thiserror::Error;
 
 use crate::ObjectKey;
@@ -39,6 +41,35 @@ pub enum StoreError {
     /// The store has shut down.
     #[error("the store is closed")]
     Closed,
+    /// Another process (or another store in this one) holds the data directory.
+    #[error(
+        "the data directory {} is in use by another Ferry{}: stop that one first, or give this one another --data-dir",
+        dir.display(),
+        pid.map(|p| if p == std::process::id() { " (in this process)".to_string() } else { format!(" (pid {p})") }).unwrap_or_default()
+    )]
+    InUse {
+        /// The data directory.
+        dir: PathBuf,
+        /// The holder's process id, when it recorded one.
+        pid: Option<u32>,
+    },
+    /// The database failed its integrity checks; the store refuses to start on it.
+    #[error(
+        "the store {} is damaged: {problem}. Nothing was changed. Run `ferry store check --data-dir {}` for details, then `ferry store recover --data-dir {}` to keep every revision up to {last_good} (the damaged files are moved aside as a backup)",
+        path.display(),
+        dir.display(),
+        dir.display()
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// Its data directory.
+        dir: PathBuf,
+        /// What is wrong, naming the revision.
+        problem: String,
+        /// The newest revision up to which every row is intact.
+        last_good: u64,
+    },
 }
 
 impl From<rusqlite::Error> for StoreError {

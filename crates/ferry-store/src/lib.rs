@@ -14,11 +14,19 @@
 //! - Reads never touch SQLite: the committed state lives in memory, and readers only ever see
 //!   committed writes. Watchers get committed events in revision order, from a bounded history
 //!   (so a watch can resume from an older revision, also across restarts) and then live.
+//! - The store **owns its data directory**: an advisory lock (`<dir>/lock`) held while it is
+//!   open refuses a second store on the same directory. The directory is owner-only (0700, its
+//!   files 0600): it holds Secrets.
+//! - **Nothing is lost silently**: every row carries a CRC-32 verified at start, and a side file
+//!   (`<db>.revision`) records the newest acknowledged revision, which SQLite cannot drop the
+//!   way it drops a damaged or truncated WAL's frames. Either kind of damage stops the start
+//!   with the revision; [`check`] and [`recover`] are `ferry store check` / `recover`.
 
 #![warn(clippy::string_slice)]
 
 mod error;
 mod event;
+mod files;
 mod sqlite;
 mod state;
 mod watch;
@@ -32,10 +40,13 @@ use tokio::sync::{broadcast, oneshot};
 
 pub use error::StoreError;
 pub use event::{Event, EventType};
+pub use files::LOCK_FILE;
+pub use sqlite::{CheckReport, RecoverReport};
 pub use watch::{Watch, WatchEnd, WatchFrom};
+pub use writer::release_free_memory;
 
 use state::State;
-use writer::{Request, Write};
+use writer::{Message, Request, Write};
 
 /// Identifies one object: its resource (`pods`, `apps/deployments`, …), namespace (empty for
 /// cluster-scoped objects) and name.
@@ -105,16 +116,20 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// How many past events are kept for watches that resume from an older revision.
     pub history: usize,
+    /// At most this many bytes of encoded past events are kept (the oldest go first).
+    pub history_bytes: usize,
     /// Commit durability.
     pub durability: Durability,
 }
 
 impl StoreConfig {
-    /// A configuration with default history (50,000 events) and full durability.
+    /// A configuration with default history (50,000 events, at most 64 MiB of them) and full
+    /// durability.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
             history: 50_000,
+            history_bytes: 64 << 20,
             durability: Durability::Full,
         }
     }
@@ -136,12 +151,94 @@ struct Shared {
     events: broadcast::Sender<Arc<Event>>,
 }
 
-/// A handle to an open store; cheap to clone. The writer thread stops when the last handle
-/// is dropped.
+/// A handle to an open store; cheap to clone. When the last handle is dropped the writer
+/// thread finishes its batch and stops, and the data directory's lock is released.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
-    writes: std::sync::mpsc::Sender<Request>,
+    owner: Arc<Owner>,
+}
+
+/// What the last handle closes: the writer's queue and the writer thread (which holds the
+/// database and the directory lock).
+struct Owner {
+    writes: Option<std::sync::mpsc::Sender<Message>>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Owner {
+    /// Waits for the writer thread to finish (it releases the lock as it ends).
+    fn join(&self) {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // Closing the queue stops the writer; joining it means the next owner of the
+        // directory starts after the last commit.
+        self.writes.take();
+        self.join();
+    }
+}
+
+/// The data directory of the database at `path` (its parent).
+fn data_dir(path: &std::path::Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf()
+}
+
+/// Takes the data directory of the database at `path`: creates it owner-only, restricts the
+/// store's files to their owner and locks it.
+fn own(path: &std::path::Path) -> Result<files::DirLock, StoreError> {
+    let dir = data_dir(path);
+    let mut private = sqlite::sqlite_files(path).to_vec();
+    private.push(files::RevisionFile::path(path));
+    private.push(dir.join(LOCK_FILE));
+    files::make_private(&dir, &private)?;
+    files::DirLock::acquire(&dir)
+}
+
+/// Checking or recovering creates nothing: the database must be there.
+fn must_exist(path: &std::path::Path) -> Result<(), StoreError> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(StoreError::Storage(format!(
+            "there is no database at {}",
+            path.display()
+        )))
+    }
+}
+
+/// Verifies every row of the store at `path` (checksums, SQLite's structure, no acknowledged
+/// revision missing) without changing anything. Fails with [`StoreError::InUse`] while a
+/// store has it open.
+pub fn check(path: impl AsRef<std::path::Path>) -> Result<CheckReport, StoreError> {
+    let path = path.as_ref();
+    must_exist(path)?;
+    let _lock = own(path)?;
+    sqlite::check(path)
+}
+
+/// Recovers a damaged store at `path`: keeps every revision up to the last good one, moves
+/// the damaged files into a `damaged-<time>` folder beside them, and bumps the revision past
+/// every one handed out before (watches from older revisions expire, so clients list again).
+/// An intact store is left as it is.
+pub fn recover(path: impl AsRef<std::path::Path>) -> Result<RecoverReport, StoreError> {
+    let path = path.as_ref();
+    must_exist(path)?;
+    let _lock = own(path)?;
+    sqlite::recover(path)
 }
 
 /// Capacity of the live event channel; a watcher that falls this far behind is dropped and
@@ -149,15 +246,14 @@ pub struct Store {
 const LIVE_EVENT_CAPACITY: usize = 65_536;
 
 impl Store {
-    /// Opens (or creates) the store at `config.path` and loads its current state.
+    /// Opens (or creates) the store at `config.path`, takes its directory's lock, verifies it
+    /// and loads its current state. Fails with [`StoreError::InUse`] when another store has
+    /// the directory and with [`StoreError::Damaged`] when a check fails (nothing is changed
+    /// then).
     pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
-        if let Some(parent) = config.path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Storage(format!("cannot create {}: {e}", parent.display()))
-            })?;
-        }
+        let lock = own(&config.path)?;
         let mut db = sqlite::Database::open(&config.path, config.durability)?;
-        let state = db.load(config.history)?;
+        let state = db.load(config.history, config.history_bytes)?;
         tracing::info!(
             path = %config.path.display(),
             objects = state.object_count(),
@@ -171,16 +267,41 @@ impl Store {
         });
         let (writes, receiver) = std::sync::mpsc::channel();
         let writer_shared = shared.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("ferry-store-writer".into())
-            .spawn(move || writer::run(db, receiver, writer_shared, config.history))
+            .spawn(move || writer::run(db, lock, receiver, writer_shared, config.history))
             .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?;
-        Ok(Self { shared, writes })
+        let owner = Arc::new(Owner {
+            writes: Some(writes),
+            writer: std::sync::Mutex::new(Some(writer)),
+        });
+        Ok(Self { shared, owner })
+    }
+
+    /// Closes the store for every handle: commits what is queued, closes the database and
+    /// releases the data directory, blocking until done (a commit's time). Later writes fail
+    /// with [`StoreError::Closed`]; reads still see the last state.
+    pub fn close(&self) {
+        if let Some(writes) = &self.owner.writes {
+            let _ = writes.send(Message::Close);
+        }
+        self.owner.join();
     }
 
     /// The newest committed revision.
     pub fn revision(&self) -> u64 {
         self.read().rev
+    }
+
+    /// Live events held in memory because some watcher has not read them yet (a watcher that
+    /// stops reading pins them until it lags out).
+    pub fn queued_events(&self) -> usize {
+        self.shared.events.len()
+    }
+
+    /// How many past events the watch history holds, and their encoded size in bytes.
+    pub fn history_size(&self) -> (usize, usize) {
+        self.read().history_size()
     }
 
     /// Reads one object.
@@ -251,24 +372,35 @@ impl Store {
         // through the live channel, every one before it from the state or the history.
         let live = self.shared.events.subscribe();
         let filter = watch::Filter::new(resource, namespace);
+        let start_rev = state.rev;
         let backlog = match from {
             WatchFrom::Now => Vec::new(),
             WatchFrom::Snapshot => state.snapshot_events(&filter),
-            WatchFrom::Revision(rev) => state.history_after(rev, &filter)?,
+            WatchFrom::Revision(rev) => {
+                let past = state.history_after(rev, &filter)?;
+                // Parsed outside the lock, so the writer is not held up.
+                drop(state);
+                past.iter()
+                    .map(state::Past::decode)
+                    .collect::<Result<_, _>>()?
+            }
         };
         Ok(Watch::new(
             filter,
             backlog,
             live,
-            state.rev,
+            start_rev,
             self.shared.clone(),
         ))
     }
 
     async fn submit(&self, write: Write) -> Result<StoredObject, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.writes
-            .send(Request { write, reply })
+        self.owner
+            .writes
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(Message::Write(Request { write, reply }))
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }

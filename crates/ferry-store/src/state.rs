@@ -1,4 +1,9 @@
 //! The committed state in memory: objects by resource, plus the bounded event history.
+//!
+//! The history keeps past events as their encoded JSON (the bytes written to SQLite), a tenth
+//! of a parsed object's size, and is bounded both in events and in bytes: superseded and
+//! deleted objects do not keep their parsed form alive. A watch that resumes from an older
+//! revision decodes its backlog.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -8,25 +13,96 @@ use serde_json::Value;
 use crate::watch::Filter;
 use crate::{Event, EventType, ListPage, ObjectKey, StoreError, StoredObject};
 
-type Objects = BTreeMap<(String, String), StoredObject>;
+/// A current object and its encoded form (the next event's `previous`).
+struct Entry {
+    object: StoredObject,
+    encoded: Arc<[u8]>,
+}
+
+type Objects = BTreeMap<(String, String), Entry>;
+
+/// A past event, encoded.
+#[derive(Clone)]
+pub(crate) struct Past {
+    rev: u64,
+    kind: EventType,
+    key: ObjectKey,
+    object: Arc<[u8]>,
+    previous: Option<Arc<[u8]>>,
+}
+
+impl Past {
+    pub fn new(
+        rev: u64,
+        kind: EventType,
+        key: ObjectKey,
+        object: Arc<[u8]>,
+        previous: Option<Arc<[u8]>>,
+    ) -> Self {
+        Self {
+            rev,
+            kind,
+            key,
+            object,
+            previous,
+        }
+    }
+
+    /// What it costs the history: its object (a `previous` is an earlier event's object, or
+    /// the current one's) and its key.
+    fn size(&self) -> usize {
+        self.object.len()
+            + self.key.resource.len()
+            + self.key.namespace.len()
+            + self.key.name.len()
+            + 96
+    }
+
+    /// The event, parsed again.
+    pub fn decode(&self) -> Result<Arc<Event>, StoreError> {
+        let parse = |bytes: &[u8]| {
+            serde_json::from_slice::<Value>(bytes)
+                .map(Arc::new)
+                .map_err(|e| {
+                    StoreError::Storage(format!("revision {} holds invalid JSON: {e}", self.rev))
+                })
+        };
+        Ok(Arc::new(Event {
+            rev: self.rev,
+            kind: self.kind,
+            key: self.key.clone(),
+            object: parse(&self.object)?,
+            previous: self.previous.as_deref().map(parse).transpose()?,
+        }))
+    }
+}
 
 pub(crate) struct State {
     objects: HashMap<String, Objects>,
     /// The newest committed revision.
     pub rev: u64,
-    history: VecDeque<Arc<Event>>,
+    history: VecDeque<Past>,
     history_capacity: usize,
+    history_bytes: usize,
+    history_budget: usize,
     /// A watch can resume from any revision >= this one: every later event is in `history`.
     oldest_watchable: u64,
 }
 
 impl State {
-    pub fn new(rev: u64, history_capacity: usize, oldest_watchable: u64) -> Self {
+    pub fn new(
+        rev: u64,
+        history_capacity: usize,
+        history_budget: usize,
+        oldest_watchable: u64,
+    ) -> Self {
         Self {
             objects: HashMap::new(),
             rev,
             history: VecDeque::new(),
             history_capacity: history_capacity.max(1),
+            history_bytes: 0,
+            history_budget,
             oldest_watchable,
         }
     }
@@ -39,51 +115,71 @@ impl State {
         self.objects
             .get(&key.resource)?
             .get(&(key.namespace.clone(), key.name.clone()))
+            .map(|e| &e.object)
     }
 
     /// Puts an object in place during loading, without recording an event.
-    pub fn load_object(&mut self, key: ObjectKey, object: StoredObject) {
+    pub fn load_object(&mut self, key: ObjectKey, object: StoredObject, encoded: Arc<[u8]>) {
         self.objects
             .entry(key.resource)
             .or_default()
-            .insert((key.namespace, key.name), object);
+            .insert((key.namespace, key.name), Entry { object, encoded });
     }
 
     /// Adds a past event to the history during loading.
-    pub fn load_history(&mut self, event: Arc<Event>) {
-        self.history.push_back(event);
-        self.trim_history();
+    pub fn load_history(&mut self, past: Past) {
+        self.push_history(past);
     }
 
-    /// Applies a committed event.
-    pub fn apply(&mut self, event: Arc<Event>) {
+    /// Applies a committed event; `encoded` is its object as written to the database.
+    pub fn apply(&mut self, event: Arc<Event>, encoded: Arc<[u8]>) {
         let objects = self.objects.entry(event.key.resource.clone()).or_default();
         let id = (event.key.namespace.clone(), event.key.name.clone());
-        match event.kind {
-            EventType::Deleted => {
-                objects.remove(&id);
-            }
-            EventType::Added | EventType::Modified => {
-                objects.insert(
+        let previous = match event.kind {
+            EventType::Deleted => objects.remove(&id).map(|e| e.encoded),
+            EventType::Added | EventType::Modified => objects
+                .insert(
                     id,
-                    StoredObject {
-                        rev: event.rev,
-                        value: event.object.clone(),
+                    Entry {
+                        object: StoredObject {
+                            rev: event.rev,
+                            value: event.object.clone(),
+                        },
+                        encoded: encoded.clone(),
                     },
-                );
-            }
+                )
+                .map(|e| e.encoded),
+        };
+        if objects.is_empty() {
+            // No per-resource map outlives its last object.
+            self.objects.remove(&event.key.resource);
         }
         self.rev = event.rev;
-        self.history.push_back(event);
-        self.trim_history();
+        self.push_history(Past::new(
+            event.rev,
+            event.kind,
+            event.key.clone(),
+            encoded,
+            previous,
+        ));
     }
 
-    fn trim_history(&mut self) {
-        while self.history.len() > self.history_capacity {
+    fn push_history(&mut self, past: Past) {
+        self.history_bytes += past.size();
+        self.history.push_back(past);
+        while self.history.len() > self.history_capacity
+            || (self.history_bytes > self.history_budget && self.history.len() > 1)
+        {
             if let Some(dropped) = self.history.pop_front() {
+                self.history_bytes -= dropped.size();
                 self.oldest_watchable = dropped.rev;
             }
         }
+    }
+
+    /// Events and bytes the history holds.
+    pub fn history_size(&self) -> (usize, usize) {
+        (self.history.len(), self.history_bytes)
     }
 
     pub fn list(
@@ -104,7 +200,7 @@ impl State {
                 (None, None) => Bound::Unbounded,
             };
             let mut last: Option<&(String, String)> = None;
-            for (id, object) in objects.range((lower, Bound::Unbounded)) {
+            for (id, Entry { object, .. }) in objects.range((lower, Bound::Unbounded)) {
                 if let Some(wanted) = namespace
                     && id.0 != wanted
                 {
@@ -131,7 +227,7 @@ impl State {
 
     pub fn for_each(&self, visit: &mut impl FnMut(&ObjectKey, &StoredObject)) {
         for (resource, objects) in &self.objects {
-            for ((namespace, name), object) in objects {
+            for ((namespace, name), Entry { object, .. }) in objects {
                 let key = ObjectKey::new(resource.clone(), namespace.clone(), name.clone());
                 visit(&key, object);
             }
@@ -147,7 +243,7 @@ impl State {
         objects
             .iter()
             .filter(|((ns, _), _)| filter.namespace.as_ref().is_none_or(|want| want == ns))
-            .map(|((namespace, name), object)| {
+            .map(|((namespace, name), Entry { object, .. })| {
                 Arc::new(Event {
                     rev: object.rev,
                     kind: EventType::Added,
@@ -159,8 +255,9 @@ impl State {
             .collect()
     }
 
-    /// The events after `rev` matching `filter`, or `Expired` if some are no longer kept.
-    pub fn history_after(&self, rev: u64, filter: &Filter) -> Result<Vec<Arc<Event>>, StoreError> {
+    /// The events after `rev` matching `filter` (still encoded: decode them outside the lock),
+    /// or `Expired` if some are no longer kept.
+    pub fn history_after(&self, rev: u64, filter: &Filter) -> Result<Vec<Past>, StoreError> {
         if rev < self.oldest_watchable {
             return Err(StoreError::Expired {
                 requested: rev,

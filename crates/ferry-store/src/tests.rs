@@ -263,3 +263,343 @@ async fn a_batch_sees_its_own_earlier_writes() {
     assert_eq!(c.unwrap().rev, 3);
     assert!(store.get(&k).is_none());
 }
+
+/// Creates `n` pods `p0..` (revisions 1..=n), each carrying a marker unique to it.
+async fn write_markers(store: &Store, n: usize) {
+    for i in 0..n {
+        let key = ObjectKey::new("pods", "default", format!("p{i}"));
+        let value = json!({"metadata": {"name": format!("p{i}")}, "data": format!("marker-{i:04}-abcdefgh")});
+        store.create(key, value).await.unwrap();
+    }
+}
+
+/// Flips a byte inside the first occurrence of `needle` in `path`.
+fn flip_inside(path: &std::path::Path, needle: &[u8]) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("{} does not hold the marker", path.display()));
+    // 'a' -> 'b' inside the string: still valid JSON, so only a checksum can tell.
+    bytes[at + needle.len() - 8] ^= 0x03;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn damaged(result: Result<Store, StoreError>) -> (String, u64) {
+    match result {
+        Err(StoreError::Damaged {
+            problem, last_good, ..
+        }) => (problem, last_good),
+        Err(e) => panic!("expected a damaged store, got {e}"),
+        Ok(_) => panic!("a damaged store opened"),
+    }
+}
+
+#[tokio::test]
+async fn a_second_store_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(&dir, 100);
+    let (k, v) = pod("default", "a");
+    first.create(k, v).await.unwrap();
+    let second = Store::open(StoreConfig::new(dir.path().join("ferry.db")));
+    match second {
+        Err(e @ StoreError::InUse { pid: Some(pid), .. }) => {
+            assert_eq!(pid, std::process::id());
+            assert!(e.to_string().contains("is in use by another Ferry"), "{e}");
+        }
+        Err(e) => panic!("expected InUse, got {e}"),
+        Ok(_) => panic!("a second store opened the same directory"),
+    }
+    // `store check` is refused too while the store is open.
+    assert!(matches!(
+        check(dir.path().join("ferry.db")),
+        Err(StoreError::InUse { .. })
+    ));
+    // The first one goes on writing; once it is closed the directory is free.
+    let (k, v) = pod("default", "b");
+    assert_eq!(first.create(k, v).await.unwrap().rev, 2);
+    drop(first);
+    assert_eq!(open(&dir, 100).revision(), 2);
+}
+
+#[tokio::test]
+async fn close_releases_the_directory_while_handles_remain() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, 100);
+    let other = store.clone();
+    let (k, v) = pod("default", "a");
+    store.create(k, v).await.unwrap();
+    store.close();
+    let (k, v) = pod("default", "b");
+    assert_eq!(other.create(k, v).await.unwrap_err(), StoreError::Closed);
+    assert_eq!(other.revision(), 1);
+    let reopened = open(&dir, 100);
+    assert_eq!(reopened.revision(), 1);
+}
+
+#[tokio::test]
+async fn flipped_bytes_refuse_the_start_and_recover_keeps_the_revisions_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ferry.db");
+    {
+        let store = open(&dir, 100);
+        write_markers(&store, 10).await;
+    }
+    // Closed: the log is checkpointed into the database file. p4 is revision 5.
+    flip_inside(&db, b"marker-0004-abcdefgh");
+    let (problem, last_good) = damaged(Store::open(StoreConfig::new(&db)));
+    assert!(problem.contains("revision 5 "), "{problem}");
+    assert_eq!(last_good, 4);
+
+    let report = check(&db).unwrap();
+    assert!(!report.is_ok());
+    assert_eq!(
+        (report.last_good, report.bad_rows, report.good_rows),
+        (4, 1, 9)
+    );
+    assert!(report.problems[0].contains("revision 5 "), "{report:?}");
+
+    let recovered = recover(&db).unwrap();
+    assert!(!recovered.intact);
+    assert_eq!(recovered.last_good, 4);
+    assert_eq!(recovered.dropped_revisions, 6);
+    assert_eq!(recovered.kept_rows, 4);
+    assert_eq!(recovered.new_revision, 11);
+    let backup = recovered.backup.unwrap();
+    assert!(backup.join("ferry.db").exists());
+    assert!(check(&db).unwrap().is_ok());
+
+    let store = open(&dir, 100);
+    let names: Vec<String> = store
+        .list("pods", None, None, 0, |_| true)
+        .items
+        .iter()
+        .map(|o| o.value["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["p0", "p1", "p2", "p3"]);
+    assert_eq!(store.revision(), 11);
+    // Watches from before the recovery expire (clients list again); new writes go on.
+    assert!(matches!(
+        store.watch("pods", None, WatchFrom::Revision(10)),
+        Err(StoreError::Expired { .. })
+    ));
+    let (k, v) = pod("default", "new");
+    assert_eq!(store.create(k, v).await.unwrap().rev, 12);
+}
+
+/// Writes 100 acknowledged revisions and copies the files as a crash would leave them (the
+/// store still open: the newest commits are only in the WAL) into a new directory.
+async fn crashed_copy() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, 1000);
+    write_markers(&store, 100).await;
+    let copy = tempfile::tempdir().unwrap();
+    for name in ["ferry.db", "ferry.db-wal", "ferry.db.revision"] {
+        std::fs::copy(dir.path().join(name), copy.path().join(name)).unwrap();
+    }
+    drop(store);
+    let db = copy.path().join("ferry.db");
+    (copy, db)
+}
+
+#[tokio::test]
+async fn a_damaged_or_truncated_wal_refuses_the_start() {
+    // Control: the copy as it is opens with every write.
+    let (_dir, db) = crashed_copy().await;
+    assert_eq!(Store::open(StoreConfig::new(&db)).unwrap().revision(), 100);
+
+    // A frame in the middle of the WAL damaged: SQLite stops its replay there, silently.
+    let (_dir, db) = crashed_copy().await;
+    let wal = db.with_file_name("ferry.db-wal");
+    let mut bytes = std::fs::read(&wal).unwrap();
+    let middle = bytes.len() / 2;
+    for b in &mut bytes[middle..middle + 3] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&wal, &bytes).unwrap();
+    let (problem, _) = damaged(Store::open(StoreConfig::new(&db)));
+    assert!(
+        problem.contains("to 100 were acknowledged but are missing"),
+        "{problem}"
+    );
+    // The refused start left the WAL as it was, for recovery.
+    assert_eq!(std::fs::read(&wal).unwrap(), bytes);
+
+    // The WAL cut short.
+    let (_dir, db) = crashed_copy().await;
+    let wal = db.with_file_name("ferry.db-wal");
+    let len = std::fs::metadata(&wal).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (problem, last_good) = damaged(Store::open(StoreConfig::new(&db)));
+    assert!(
+        problem.contains("to 100 were acknowledged but are missing"),
+        "{problem}"
+    );
+    assert!(last_good < 100);
+    let report = check(&db).unwrap();
+    assert_eq!(
+        (report.acknowledged, report.last_good),
+        (Some(100), last_good)
+    );
+    let recovered = recover(&db).unwrap();
+    assert_eq!(recovered.dropped_revisions, 100 - last_good);
+    let store = Store::open(StoreConfig::new(&db)).unwrap();
+    assert_eq!(store.revision(), 101);
+    assert_eq!(
+        store.list("pods", None, None, 0, |_| true).items.len() as u64,
+        last_good
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_database_beside_its_wal_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ferry.db");
+    {
+        let store = open(&dir, 1000);
+        write_markers(&store, 300).await;
+    }
+    let copy = tempfile::tempdir().unwrap();
+    let copied = copy.path().join("ferry.db");
+    {
+        // Reopened: the first 300 revisions are in the database file, 20 more in the WAL.
+        let store = open(&dir, 1000);
+        for i in 0..20 {
+            let (k, v) = pod("other", &format!("q{i}"));
+            store.create(k, v).await.unwrap();
+        }
+        for name in ["ferry.db", "ferry.db-wal", "ferry.db.revision"] {
+            std::fs::copy(dir.path().join(name), copy.path().join(name)).unwrap();
+        }
+    }
+    let len = std::fs::metadata(&copied).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&copied)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+    let _ = db;
+    match Store::open(StoreConfig::new(&copied)) {
+        Err(StoreError::Damaged { .. }) => {}
+        Err(e) => panic!("expected a damaged store, got {e}"),
+        Ok(_) => panic!("a truncated database opened"),
+    }
+    assert!(!check(&copied).unwrap().is_ok());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_its_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    {
+        let store = Store::open(StoreConfig::new(dir.join("state.db"))).unwrap();
+        let (k, v) = pod("default", "secret");
+        store.create(k, v).await.unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for name in [
+            "state.db",
+            "state.db-wal",
+            "state.db-shm",
+            "state.db.revision",
+            "lock",
+        ] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+    }
+    // A directory made before: opened, it is restricted.
+    for (path, m) in [(&dir, 0o755), (&dir.join("state.db"), 0o644)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    let _store = Store::open(StoreConfig::new(dir.join("state.db"))).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("state.db")), 0o600);
+}
+
+#[tokio::test]
+async fn a_store_from_before_checksums_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ferry.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE log (rev INTEGER PRIMARY KEY, resource TEXT NOT NULL,
+                 namespace TEXT NOT NULL, name TEXT NOT NULL, kind INTEGER NOT NULL,
+                 value BLOB NOT NULL);
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             INSERT INTO meta VALUES ('revision', 2);",
+        )
+        .unwrap();
+        for rev in 1..=2 {
+            let value = json!({"metadata": {"name": format!("old{rev}"), "resourceVersion": rev.to_string()}});
+            conn.execute(
+                "INSERT INTO log VALUES (?1, 'pods', 'default', ?2, 0, ?3)",
+                rusqlite::params![
+                    rev,
+                    format!("old{rev}"),
+                    serde_json::to_vec(&value).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+    }
+    {
+        let store = Store::open(StoreConfig::new(&db)).unwrap();
+        assert_eq!(store.revision(), 2);
+        assert_eq!(store.list("pods", None, None, 0, |_| true).items.len(), 2);
+    }
+    let report = check(&db).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.good_rows, 2);
+    // The migrated rows are checked from now on.
+    flip_inside(&db, b"old1\"");
+    let (problem, _) = damaged(Store::open(StoreConfig::new(&db)));
+    assert!(problem.contains("revision 1 "), "{problem}");
+}
+
+#[tokio::test]
+async fn the_history_is_bounded_in_bytes_and_keeps_deleted_objects_encoded_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path().join("ferry.db"));
+    config.history = 100_000;
+    config.history_bytes = 200_000;
+    let store = Store::open(config).unwrap();
+    let big = "x".repeat(2_000);
+    for i in 0..300 {
+        let key = ObjectKey::new("pods", "default", format!("p{i}"));
+        store
+            .create(
+                key.clone(),
+                json!({"metadata": {"name": format!("p{i}")}, "data": big}),
+            )
+            .await
+            .unwrap();
+        store.delete(key, None).await.unwrap();
+    }
+    let (events, bytes) = store.history_size();
+    // 600 events of ~2 kB each would be 1.2 MB: the budget keeps the newest that fit.
+    assert!(bytes <= 200_000, "{bytes} bytes kept");
+    assert!((80..300).contains(&events), "{events} events kept");
+    // The oldest are gone for watches (clients list again); the newest replay, decoded, with
+    // the state before each delete.
+    assert!(matches!(
+        store.watch("pods", None, WatchFrom::Revision(1)),
+        Err(StoreError::Expired { .. })
+    ));
+    let mut w = store.watch("pods", None, WatchFrom::Revision(598)).unwrap();
+    let (added, deleted) = (w.next().await.unwrap(), w.next().await.unwrap());
+    assert_eq!((added.rev, added.kind), (599, EventType::Added));
+    assert_eq!((deleted.rev, deleted.kind), (600, EventType::Deleted));
+    assert_eq!(deleted.previous.as_ref().unwrap()["data"], big);
+    assert_eq!(deleted.object["metadata"]["resourceVersion"], "600");
+    assert_eq!(store.list("pods", None, None, 0, |_| true).items.len(), 0);
+}

@@ -28,6 +28,16 @@ pub struct ApiBenchArgs {
     /// Pods whose submit-to-running latency is measured (needs the node agent).
     #[arg(long, default_value_t = 30)]
     pub pods: usize,
+    /// Pods created, changed and deleted in the memory run (0: skip it).
+    #[arg(long, default_value_t = 2_000)]
+    pub memory_pods: usize,
+    /// In the memory run, run the pods on the node to completion (`true`) instead of leaving
+    /// them unscheduled: the scheduler, the agent and its workers take part.
+    #[arg(long)]
+    pub memory_on_node: bool,
+    /// Memory runs, one after the other.
+    #[arg(long, default_value_t = 2)]
+    pub memory_cycles: usize,
     /// Where to put the temporary control plane (default: a fresh temporary directory).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
@@ -58,6 +68,42 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     config.listen = "127.0.0.1:0".parse()?;
     let plane = ControlPlane::start(config).await?;
     let client = plane.client()?;
+
+    // 0. Memory that comes back: a fresh control plane is the baseline; a second cycle tells
+    // a leak (it grows again) from memory the allocator or the history keeps (it does not).
+    if args.memory_pods > 0 {
+        let baseline = rss_mb();
+        println!();
+        if args.memory_on_node {
+            println!(
+                "memory ({} pods run to completion on the node, then deleted, per cycle; resident set of this process, MB):",
+                args.memory_pods
+            );
+        } else {
+            println!(
+                "memory ({} pods created, changed 3 times, deleted, per cycle; resident set of this process, MB):",
+                args.memory_pods
+            );
+        }
+        println!("  baseline: the fresh control plane {baseline:>7.1}");
+        println!(
+            "  cycle     peak  after delete  after malloc_trim  history (events, MB encoded)  objects left (Events)"
+        );
+        for cycle in 1..=args.memory_cycles {
+            let m =
+                memory_after_delete(&plane, &client, args.memory_pods, args.memory_on_node).await?;
+            println!(
+                "  {cycle:>5} {:>8.1} {:>13.1} {:>18.1}  {:>10} {:>6.1}              {:>6} ({})",
+                m.peak,
+                m.after_delete,
+                m.after_trim,
+                m.history_events,
+                m.history_bytes as f64 / 1e6,
+                m.objects_left,
+                m.events_left
+            );
+        }
+    }
 
     // 1. Durable create throughput, against naive one-transaction-per-write SQLite.
     let baseline = naive_sqlite_writes(&dir.join("baseline.db"), 2_000)?;
@@ -278,4 +324,151 @@ fn direct_spawn_latency(samples: usize) -> anyhow::Result<(Duration, Duration)> 
     }
     latencies.sort();
     Ok((percentile(&latencies, 0.5), percentile(&latencies, 0.99)))
+}
+
+/// Resident set size of this process in MB (Linux; 0 elsewhere).
+pub fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// What the memory run measured.
+struct Memory {
+    peak: f64,
+    after_delete: f64,
+    after_trim: f64,
+    history_events: usize,
+    history_bytes: usize,
+    /// Objects left in the store after the deletions, and how many of them are Events (kept
+    /// for their time to live, as Kubernetes does).
+    objects_left: usize,
+    events_left: usize,
+}
+
+/// Creates `pods` pods (left unscheduled: a scheduler name nobody serves), changes each three
+/// times, deletes them all, and measures the resident set at each step.
+async fn memory_after_delete(
+    plane: &ControlPlane,
+    client: &kube::Client,
+    pods: usize,
+    on_node: bool,
+) -> anyhow::Result<Memory> {
+    use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let concurrency = 16;
+    let run = |step: usize| {
+        let api = api.clone();
+        async move {
+            futures::stream::iter(0..pods)
+                .map(|i| {
+                    let api = api.clone();
+                    async move {
+                        let name = format!("memory-{i}");
+                        match step {
+                            0 => {
+                                let (scheduler, command) = if on_node {
+                                    (ferry_api::SCHEDULER_NAME, "true")
+                                } else {
+                                    ("bench-unserved", "sleep 3600")
+                                };
+                                let pod: Pod = serde_json::from_value(json!({
+                                    "metadata": {"name": name, "labels": {"app": "memory", "index": i.to_string()}},
+                                    "spec": {"schedulerName": scheduler, "restartPolicy": "Never",
+                                        "terminationGracePeriodSeconds": 1,
+                                        "containers": [{"name": "main", "image": "busybox",
+                                            "command": ["sh", "-c", command],
+                                            "env": (0..8).map(|e| json!({"name": format!("VAR_{e}"), "value": "x".repeat(24)})).collect::<Vec<_>>(),
+                                            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
+                                }))
+                                .expect("static pod");
+                                api.create(&PostParams::default(), &pod).await.map(|_| ())
+                            }
+                            1..=3 => {
+                                let patch = json!({"metadata": {"annotations": {"bench/step": step.to_string()}}});
+                                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                                    .await
+                                    .map(|_| ())
+                            }
+                            _ => api.delete(&name, &DeleteParams::default()).await.map(|_| ()),
+                        }
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect::<Vec<Result<(), kube::Error>>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, kube::Error>>()
+        }
+    };
+    let mine = ListParams::default().labels("app=memory");
+    let mut peak = 0f64;
+    if on_node {
+        run(0).await?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            peak = peak.max(rss_mb());
+            let list = api.list(&mine).await?;
+            let done = list
+                .items
+                .iter()
+                .filter(|p| {
+                    matches!(
+                        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                        Some("Succeeded" | "Failed")
+                    )
+                })
+                .count();
+            if done == pods {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {done} of {pods} pods finished"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    } else {
+        for step in 0..=3 {
+            run(step).await?;
+        }
+    }
+    peak = peak.max(rss_mb());
+    run(4).await?;
+    // Pods on a node go once their agent has confirmed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = api.list(&mine).await?.items.len();
+        if left == 0 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{left} pods were not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after_delete = rss_mb();
+    let (history_events, history_bytes) = plane.server.service.store.history_size();
+    let (mut objects_left, mut events_left) = (0, 0);
+    plane.server.service.store.for_each(|key, _| {
+        objects_left += 1;
+        events_left += usize::from(key.resource == "events");
+    });
+    ferry_store::release_free_memory();
+    let after_trim = rss_mb();
+    Ok(Memory {
+        peak,
+        after_delete,
+        after_trim,
+        history_events,
+        history_bytes,
+        objects_left,
+        events_left,
+    })
 }

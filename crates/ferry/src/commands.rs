@@ -43,6 +43,94 @@ pub struct UpArgs {
     pub metrics_listen: SocketAddr,
 }
 
+/// Arguments of `ferry store check` and `ferry store recover`.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The data directory whose store to check (that of `ferry up` or `ferry apiserver`).
+    #[arg(long, env = "FERRY_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+}
+
+/// The database of a data directory, as the API server names it.
+pub fn database_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("state.db")
+}
+
+/// `ferry store check`: prints what the check found; an error (exit 1) when damaged.
+pub fn store_check(args: StoreArgs) -> anyhow::Result<()> {
+    init_logging();
+    let db = database_path(&args.data_dir);
+    let report = ferry_store::check(&db)?;
+    println!("store {}", db.display());
+    println!(
+        "  rows verified        {} ({} damaged)",
+        report.good_rows + report.bad_rows,
+        report.bad_rows
+    );
+    println!("  newest revision      {}", report.newest);
+    match report.acknowledged {
+        Some(rev) => println!("  acknowledged         {rev}"),
+        None => {
+            println!("  acknowledged         not recorded (a store from before Ferry recorded it)")
+        }
+    }
+    println!("  last good revision   {}", report.last_good);
+    if report.is_ok() {
+        println!("intact");
+        return Ok(());
+    }
+    println!("damaged:");
+    for problem in &report.problems {
+        println!("  - {problem}");
+    }
+    println!(
+        "Run `ferry store recover --data-dir {}` to keep every revision up to {} (the damaged files are moved aside as a backup).",
+        args.data_dir.display(),
+        report.last_good
+    );
+    anyhow::bail!("the store in {} is damaged", args.data_dir.display())
+}
+
+/// `ferry store recover`: keeps the good revisions, moves the damaged files aside.
+pub fn store_recover(args: StoreArgs) -> anyhow::Result<()> {
+    init_logging();
+    let db = database_path(&args.data_dir);
+    let report = ferry_store::recover(&db)?;
+    if report.intact {
+        println!(
+            "store {} is intact (newest revision {}): nothing changed",
+            db.display(),
+            report.newest
+        );
+        return Ok(());
+    }
+    println!("recovered {}", db.display());
+    println!(
+        "  kept                 every revision up to {} ({} rows)",
+        report.last_good, report.kept_rows
+    );
+    println!(
+        "  dropped              {} revisions ({} to {})",
+        report.dropped_revisions,
+        report.last_good + 1,
+        report.newest
+    );
+    if report.lost_objects > 0 {
+        println!(
+            "  lost                 {} objects that existed at revision {} (their older rows had been compacted)",
+            report.lost_objects, report.last_good
+        );
+    }
+    if let Some(backup) = &report.backup {
+        println!("  damaged files        moved to {}", backup.display());
+    }
+    println!(
+        "  revision             now {}: watches from older revisions expire and clients list again",
+        report.new_revision
+    );
+    Ok(())
+}
+
 /// Arguments of `ferry scheduler`.
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {

@@ -27,11 +27,24 @@ enum Command {
     AgentShim(ferry_agent::shim::ShimArgs),
     /// Run only Ferry's Kubernetes-compatible API server.
     Apiserver(commands::ApiserverArgs),
+    /// Check or recover the store of a data directory (while no Ferry runs on it).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Measure Ferry's own speed (each figure beside a baseline from the same run).
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Replay a GPU-cluster trace under a placement policy (the FGD experiment).
     Sim(ferry_sim::cli::SimArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Verify every revision (checksums, SQLite's structure, no acknowledged write missing)
+    /// and print the last good one; exits non-zero on damage. Changes nothing.
+    Check(commands::StoreArgs),
+    /// Keep every revision up to the last good one, move the damaged files aside as a backup,
+    /// and report how many revisions were dropped.
+    Recover(commands::StoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +65,8 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => commands::run_async(commands::agent(args)),
         Command::Scheduler(args) => commands::run_async(commands::scheduler(args)),
         Command::Apiserver(args) => commands::run_async(commands::apiserver(args)),
+        Command::Store(StoreCommand::Check(args)) => commands::store_check(args),
+        Command::Store(StoreCommand::Recover(args)) => commands::store_recover(args),
         Command::Bench(BenchCommand::Api(args)) => commands::run_async(ferry::bench::run(args)),
         Command::Bench(BenchCommand::Scheduler(args)) => {
             commands::run_async(ferry::bench_scheduler::run(args))
