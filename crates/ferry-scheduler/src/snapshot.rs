@@ -42,7 +42,7 @@ pub struct Assumed {
     pub at: Time,
 }
 
-/// Counts of a job's pods by state (for PodGroup status).
+/// Counts of a job's pods by state (for PodGroup status), pods being deleted left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodCounts {
     /// Pods bound to a node (running or not yet).
@@ -319,7 +319,9 @@ pub fn build(
         let terminal = matches!(phase(pod), "Succeeded" | "Failed");
         let bound_node = pod.spec.node_name.clone().filter(|n| !n.is_empty());
         let assumed_node = assumed.get(&id);
-        if group.is_some() {
+        // Pods being deleted are no longer the group's (killed, they may end as Failed on
+        // their way out, which is no failure of the group).
+        if group.is_some() && pod.metadata.deletion_timestamp.is_none() {
             let c = built.counts.entry(job_id.clone()).or_default();
             match (phase(pod), &bound_node, assumed_node) {
                 ("Succeeded", _, _) => c.succeeded += 1,
