@@ -67,53 +67,68 @@ async fn node_ready(t: &common::TestPlane) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_completed_gang_finishes_a_deleted_one_follows_and_queue_usage_returns_to_zero() {
+async fn a_gang_whose_pods_all_complete_finishes() {
+    let t = common::start_with_node("8xA100-80GB").await;
+    node_ready(&t).await;
+    t.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &gang("default", "done", 2, 2, 1, "sleep 1"),
+    )
+    .success();
+    let finished = common::eventually("the PodGroup to finish", WAIT, async || {
+        let s = group_status(&t, "default", "done").await?;
+        (s.0 == "Finished").then_some(s)
+    })
+    .await;
+    // (phase, running, succeeded, scheduled)
+    assert_eq!(finished, ("Finished".to_string(), 0, 2, 0));
+    t.plane.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_usage_returns_to_zero_when_its_pods_end() {
     let t = common::start_with_node("8xA100-80GB").await;
     node_ready(&t).await;
     t.kubectl_stdin(&["apply", "-f", "-"], &queue("q-status", "ns-status"))
         .success();
     let queues: Api<Queue> = Api::all(t.client.clone());
-
-    // A gang that runs for a moment and succeeds: its queue shows the GPUs while it runs.
+    // Pods that run for a moment: the queue shows their GPUs while they run.
     t.kubectl_stdin(
         &["apply", "-f", "-"],
-        &gang("ns-status", "done", 2, 2, 1, "sleep 3"),
+        &gang("ns-status", "brief", 2, 2, 1, "sleep 3"),
     )
     .success();
-    common::eventually("the queue to show the gang's GPUs", WAIT, async || {
+    common::eventually("the queue to show the GPUs in use", WAIT, async || {
         let s = queues.get("q-status").await.ok()?.status?;
         (s.usage.get("nvidia.com/gpu").map(String::as_str) == Some("2")).then_some(())
     })
     .await;
-    let finished = common::eventually("the PodGroup to finish", WAIT, async || {
-        let s = group_status(&t, "ns-status", "done").await?;
-        (s.0 == "Finished").then_some(s)
-    })
-    .await;
-    assert_eq!(finished, ("Finished".to_string(), 0, 2, 0));
-    let usage = common::eventually("the queue's usage to return to zero", WAIT, async || {
+    let status = common::eventually("the queue's usage to return to zero", WAIT, async || {
         let s = queues.get("q-status").await.ok()?.status?;
-        s.usage.is_empty().then_some(s.usage)
+        s.usage.is_empty().then_some(s)
     })
     .await;
-    assert!(usage.is_empty(), "{usage:?}");
+    assert_eq!(status.running_jobs, Some(0), "{status:?}");
+    t.plane.stop().await;
+}
 
-    // A gang whose pods are deleted while it runs: its status no longer reports them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_whose_pods_are_deleted_no_longer_reports_them() {
+    let t = common::start_with_node("8xA100-80GB").await;
+    node_ready(&t).await;
     t.kubectl_stdin(
         &["apply", "-f", "-"],
-        &gang("ns-status", "evicted", 2, 2, 1, "sleep 600"),
+        &gang("default", "evicted", 2, 2, 1, "sleep 600"),
     )
     .success();
     common::eventually("the gang to run", WAIT, async || {
-        let s = group_status(&t, "ns-status", "evicted").await?;
+        let s = group_status(&t, "default", "evicted").await?;
         (s.0 == "Running" && s.1 == 2).then_some(())
     })
     .await;
     t.kubectl(&[
         "delete",
         "pods",
-        "-n",
-        "ns-status",
         "-l",
         "scheduling.x-k8s.io/pod-group=evicted",
         "--grace-period=1",
@@ -123,7 +138,7 @@ async fn a_completed_gang_finishes_a_deleted_one_follows_and_queue_usage_returns
         "the PodGroup to follow its deleted pods",
         WAIT,
         async || {
-            let s = group_status(&t, "ns-status", "evicted").await?;
+            let s = group_status(&t, "default", "evicted").await?;
             (s.0 == "Pending").then_some(s)
         },
     )
@@ -151,23 +166,26 @@ async fn a_gang_status_converges_while_another_writer_changes_its_podgroup() {
             .then_some(())
     })
     .await;
-    // Another writer changes the PodGroup all the time (each write a new resourceVersion).
+    // Other writers change the PodGroup all the time (each write a new resourceVersion),
+    // so the scheduler's writes meet 409s.
     let stop = Arc::new(AtomicBool::new(false));
-    let bumper = {
-        let (client, stop) = (t.client.clone(), stop.clone());
-        tokio::spawn(async move {
-            let groups: Api<PodGroup> = Api::namespaced(client, "default");
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let patch = serde_json::json!({"metadata": {"labels": {"bump": i.to_string()}}});
-                let _ = groups
-                    .patch("busy", &PatchParams::default(), &Patch::Merge(patch))
-                    .await;
-            }
-            i
+    let bumpers: Vec<_> = (0..6)
+        .map(|w| {
+            let (client, stop) = (t.client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let groups: Api<PodGroup> = Api::namespaced(client, "default");
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let patch = serde_json::json!({"metadata": {"labels": {format!("bump-{w}"): i.to_string()}}});
+                    let _ = groups
+                        .patch("busy", &PatchParams::default(), &Patch::Merge(patch))
+                        .await;
+                }
+                i
+            })
         })
-    };
+        .collect();
     t.kubectl_stdin(
         &["apply", "-f", "-"],
         &pod("default", "busy-2", Some("busy"), 1, "sleep 600"),
@@ -179,7 +197,10 @@ async fn a_gang_status_converges_while_another_writer_changes_its_podgroup() {
     })
     .await;
     stop.store(true, Ordering::Relaxed);
-    let bumps = bumper.await.unwrap();
+    let mut bumps = 0;
+    for b in bumpers {
+        bumps += b.await.unwrap();
+    }
     assert!(bumps > 1, "the other writer wrote ({bumps} times)");
     assert_eq!(status.1, 3);
     let groups: Api<PodGroup> = Api::namespaced(t.client.clone(), "default");
