@@ -291,6 +291,10 @@ struct Track {
     sent: Sent,
     /// Failed writes in a row (for the back-off).
     failures: u32,
+    /// Writes of this report that succeeded and were then not what the informer showed
+    /// (another writer, or a version in between): written again with back-off, so two
+    /// writers that disagree do not fight at full speed.
+    rewrites: u32,
 }
 
 /// The first retry of a failed write waits this long; each failure doubles it.
@@ -408,7 +412,8 @@ impl Plan<'_> {
             Some(t) => match &t.sent {
                 Sent::InFlight => false,
                 Sent::Written { rv: sent, at } => {
-                    sent.as_deref() != rv || self.now.duration_since(*at) > UNSEEN
+                    let waited = self.now.saturating_duration_since(*at);
+                    (sent.as_deref() != rv && waited >= backoff(t.rewrites + 1)) || waited > UNSEEN
                 }
                 Sent::Failed { rv: sent, retry_at } => {
                     sent.as_deref() != rv || self.now >= *retry_at
@@ -422,9 +427,13 @@ impl Plan<'_> {
             report: String::new(),
             sent: Sent::InFlight,
             failures: 0,
+            rewrites: 0,
         });
         if track.report != report {
             track.failures = 0;
+            track.rewrites = 0;
+        } else if matches!(track.sent, Sent::Written { .. }) {
+            track.rewrites += 1;
         }
         track.report = report;
         track.sent = Sent::InFlight;
@@ -1138,11 +1147,14 @@ mod tests {
         // Written: not again while the informer has not caught up ...
         assert_eq!(finished(&mut tracks, &key, Some("6".into()), Ok(())), None);
         assert!(!offer(&mut tracks, "6", false, Instant::now()));
-        // ... written again when a newer version still does not show it ...
-        assert!(offer(&mut tracks, "7", false, Instant::now()));
+        // ... written again (after a short back-off) when a newer version still does not
+        // show it ...
+        let later = Instant::now() + RETRY_MIN;
+        assert!(offer(&mut tracks, "7", false, later));
         finished(&mut tracks, &key, Some("7".into()), Ok(()));
+        assert!(!offer(&mut tracks, "8", false, Instant::now()), "backs off");
         // ... and forgotten once it shows.
-        assert!(!offer(&mut tracks, "8", true, Instant::now()));
+        assert!(!offer(&mut tracks, "9", true, Instant::now()));
         assert!(tracks.is_empty());
     }
 
