@@ -115,8 +115,9 @@ fn scaled(input: &str, decimals: u32) -> Result<i64, QuantityError> {
             .checked_pow((-exp10) as u32)
             .ok_or_else(|| err(input, "too small"))?;
     }
-    let value = (numerator + denominator - 1) / denominator * sign;
-    i64::try_from(value).map_err(|_| err(input, "too large"))
+    // Rounded up: (n + d - 1) / d, written so that it cannot overflow.
+    let value = numerator / denominator + i128::from(numerator % denominator != 0);
+    i64::try_from(value * sign).map_err(|_| err(input, "too large"))
 }
 
 #[cfg(test)]
@@ -160,6 +161,26 @@ mod tests {
             "99999999999999999999999999999999Ei",
         ] {
             assert!(parse_units(bad).is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn large_values_are_errors_not_overflows() {
+        // (2^67 - 1) * 2^60 is just below the top of i128.
+        assert!(parse_units("147573952589.676412927Ei").is_err());
+        assert_eq!(parse_units("7Ei").unwrap(), 7 << 60);
+        assert!(parse_units("8Ei").is_err());
+        assert!(parse_units("170141183460469231731687303715884105727").is_err());
+        assert!(parse_units("9223372036854775808").is_err());
+        assert_eq!(parse_units("9223372036854775807").unwrap(), i64::MAX);
+        assert!(parse_milli("9223372036854775807").is_err());
+        assert!(parse_units("-9223372036854775809").is_err());
+        for digits in 1..=30 {
+            for suffix in ["", "m", "Ei", "E", "e30", "e-30", "n"] {
+                let s = format!("{}.{}{suffix}", "9".repeat(digits), "9".repeat(30 - digits));
+                let _ = parse_milli(&s);
+                let _ = parse_units(&s);
+            }
         }
     }
 }

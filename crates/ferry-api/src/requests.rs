@@ -8,6 +8,25 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use crate::RESOURCE_NVIDIA_GPU;
 use crate::quantity::{self, QuantityError};
 
+/// Why a pod's effective requests cannot be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestsError {
+    /// A request, limit or overhead is not a valid quantity.
+    #[error(transparent)]
+    Quantity(#[from] QuantityError),
+    /// The sum over the pod's containers (and overhead) does not fit in 64 bits.
+    #[error("the pod's total {resource} request is too large")]
+    Overflow {
+        /// `cpu`, `memory` or `nvidia.com/gpu`.
+        resource: &'static str,
+    },
+}
+
+/// `a + b`, or the overflow of `resource`.
+fn add(a: i64, b: i64, resource: &'static str) -> Result<i64, RequestsError> {
+    a.checked_add(b).ok_or(RequestsError::Overflow { resource })
+}
+
 /// The effective resource requests of a pod.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PodRequests {
@@ -59,8 +78,10 @@ fn container_requests(c: &impl ContainerResources) -> Result<PodRequests, Quanti
 
 impl PodRequests {
     /// The pod's effective requests: the sum over containers, raised to the largest init
-    /// container (init containers run one at a time), plus the pod overhead.
-    pub fn of(spec: &PodSpec) -> Result<Self, QuantityError> {
+    /// container (init containers run one at a time), plus the pod overhead. Fails on an
+    /// invalid quantity or a total that overflows (the API server's validation and the
+    /// scheduler refuse such a pod with this error).
+    pub fn of(spec: &PodSpec) -> Result<Self, RequestsError> {
         let empty = BTreeMap::new();
         let overhead = spec.overhead.as_ref().unwrap_or(&empty);
         Self::of_containers(
@@ -76,13 +97,13 @@ impl PodRequests {
         containers: impl IntoIterator<Item = &'a C>,
         init_containers: impl IntoIterator<Item = &'a C>,
         overhead: impl Fn(&str) -> Option<&'a Quantity>,
-    ) -> Result<Self, QuantityError> {
+    ) -> Result<Self, RequestsError> {
         let mut total = PodRequests::default();
         for c in containers {
             let r = container_requests(c)?;
-            total.cpu_milli += r.cpu_milli;
-            total.memory_bytes += r.memory_bytes;
-            total.gpus += r.gpus;
+            total.cpu_milli = add(total.cpu_milli, r.cpu_milli, "cpu")?;
+            total.memory_bytes = add(total.memory_bytes, r.memory_bytes, "memory")?;
+            total.gpus = add(total.gpus, r.gpus, RESOURCE_NVIDIA_GPU)?;
         }
         for c in init_containers {
             let r = container_requests(c)?;
@@ -91,10 +112,10 @@ impl PodRequests {
             total.gpus = total.gpus.max(r.gpus);
         }
         if let Some(q) = overhead("cpu") {
-            total.cpu_milli += quantity::parse_milli(&q.0)?;
+            total.cpu_milli = add(total.cpu_milli, quantity::parse_milli(&q.0)?, "cpu")?;
         }
         if let Some(q) = overhead("memory") {
-            total.memory_bytes += quantity::parse_units(&q.0)?;
+            total.memory_bytes = add(total.memory_bytes, quantity::parse_units(&q.0)?, "memory")?;
         }
         Ok(total)
     }
@@ -141,6 +162,42 @@ mod tests {
         assert_eq!(r.cpu_milli, 4000);
         assert_eq!(r.memory_bytes, 1 << 30);
         assert_eq!(r.gpus, 2);
+    }
+
+    #[test]
+    fn overflowing_sums_are_errors() {
+        let big = "9223372036854775807"; // i64::MAX bytes
+        let spec = PodSpec {
+            containers: vec![
+                container(&[("memory", big)], &[]),
+                container(&[("memory", "1")], &[]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            PodRequests::of(&spec),
+            Err(RequestsError::Overflow { resource: "memory" })
+        );
+        let spec = PodSpec {
+            containers: vec![container(&[("cpu", "9223372036854775")], &[])],
+            overhead: Some([("cpu".to_string(), Quantity("1".into()))].into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            PodRequests::of(&spec),
+            Err(RequestsError::Overflow { resource: "cpu" })
+        );
+        let gpus = |n: &str| container(&[], &[("nvidia.com/gpu", n)]);
+        let spec = PodSpec {
+            containers: vec![gpus("9223372036854775"), gpus("9223372036854775")],
+            ..Default::default()
+        };
+        assert!(PodRequests::of(&spec).is_ok());
+        let spec = PodSpec {
+            containers: vec![gpus("9223372036854775807"), gpus("1")],
+            ..Default::default()
+        };
+        assert!(PodRequests::of(&spec).is_err());
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub struct PodGroupSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodGroupStatus {
-    /// `Pending`, `Scheduled`, `Running`, `Succeeded`, `Failed`.
+    /// `Pending`, `Scheduled`, `Running`, `Finished`, `Failed` (scheduler-plugins' phases).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// Pods bound to nodes.

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 /// Compute capacity of one GPU card, in thousandths of a card.
 pub const GPU_MILLI: u16 = 1000;
 
-/// The most GPU cards one node may carry.
+/// The most GPU cards one node may carry, and one pod may ask for: the one limit of the
+/// whole scheduler (per-card arrays are this long).
 pub const MAX_CARDS: usize = 16;
 
 /// Errors raised when building the model.
@@ -75,24 +76,34 @@ impl ModelSet {
     }
 }
 
-/// Interns GPU model names into small ids.
+/// The most distinct GPU models known at once (the bits of a [`ModelSet`]).
+pub const MAX_MODELS: usize = 64;
+
+/// Interns GPU model names into small ids. Names no longer used can be forgotten
+/// ([`ModelRegistry::retain`]); their ids are then given to new names.
 #[derive(Debug, Clone, Default)]
 pub struct ModelRegistry {
-    names: Vec<String>,
+    /// By id; `None` for a forgotten name whose id is free.
+    names: Vec<Option<String>>,
     ids: HashMap<String, ModelId>,
 }
 
 impl ModelRegistry {
-    /// The id of `name`, registering it when new.
+    /// The id of `name`, registering it when new; fails when [`MAX_MODELS`] names are known.
     pub fn intern(&mut self, name: &str) -> Result<ModelId, ModelError> {
         if let Some(id) = self.ids.get(name) {
             return Ok(*id);
         }
-        if self.names.len() >= 64 {
-            return Err(ModelError::TooManyModels { max: 64 });
-        }
-        let id = ModelId(self.names.len() as u8);
-        self.names.push(name.to_string());
+        let slot = match self.names.iter().position(Option::is_none) {
+            Some(free) => free,
+            None if self.names.len() < MAX_MODELS => {
+                self.names.push(None);
+                self.names.len() - 1
+            }
+            None => return Err(ModelError::TooManyModels { max: MAX_MODELS }),
+        };
+        let id = ModelId(slot as u8);
+        self.names[slot] = Some(name.to_string());
         self.ids.insert(name.to_string(), id);
         Ok(id)
     }
@@ -102,9 +113,39 @@ impl ModelRegistry {
         self.ids.get(name).copied()
     }
 
-    /// The name of a registered model.
+    /// The name of a registered model (empty for a forgotten one).
     pub fn name(&self, id: ModelId) -> &str {
-        &self.names[id.0 as usize]
+        self.names
+            .get(id.0 as usize)
+            .and_then(Option::as_deref)
+            .unwrap_or_default()
+    }
+
+    /// How many names are registered.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when no name is registered.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Forgets every model whose id `keep` refuses; their ids become free for new names.
+    /// Callers keep every id still held by a node or request (a freed id may come back
+    /// with another name).
+    pub fn retain(&mut self, mut keep: impl FnMut(ModelId) -> bool) {
+        for (i, slot) in self.names.iter_mut().enumerate() {
+            if slot.is_some()
+                && !keep(ModelId(i as u8))
+                && let Some(name) = slot.take()
+            {
+                self.ids.remove(&name);
+            }
+        }
+        while self.names.last().is_some_and(Option::is_none) {
+            self.names.pop();
+        }
     }
 
     /// Parses a `|`-separated list of model names ("" = any model), interning each.
@@ -118,9 +159,11 @@ impl ModelRegistry {
 
     /// The names in a set, `|`-joined (empty for "any").
     pub fn format_set(&self, set: ModelSet) -> String {
-        (0..self.names.len())
-            .filter(|i| set.0 & (1u64 << i) != 0)
-            .map(|i| self.names[i].as_str())
+        self.names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| set.0 & (1u64 << i) != 0)
+            .filter_map(|(_, n)| n.as_deref())
             .collect::<Vec<_>>()
             .join("|")
     }
@@ -369,4 +412,34 @@ pub struct ClassKey {
     pub gpu: GpuRequest,
     /// Allowed models.
     pub gpu_models: ModelSet,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgotten_models_free_their_ids() {
+        let mut reg = ModelRegistry::default();
+        let ids: Vec<ModelId> = (0..MAX_MODELS)
+            .map(|i| reg.intern(&format!("m{i}")).unwrap())
+            .collect();
+        assert_eq!(
+            reg.intern("one-too-many"),
+            Err(ModelError::TooManyModels { max: MAX_MODELS })
+        );
+        // Keep m3 only: every other id is free again, m3 keeps its id and name.
+        reg.retain(|id| id == ids[3]);
+        assert_eq!(reg.len(), 1);
+        assert_eq!(reg.get("m3"), Some(ids[3]));
+        assert_eq!(reg.get("m4"), None);
+        let fresh: Vec<ModelId> = (0..MAX_MODELS - 1)
+            .map(|i| reg.intern(&format!("new{i}")).unwrap())
+            .collect();
+        assert!(!fresh.contains(&ids[3]));
+        assert_eq!(reg.name(ids[3]), "m3");
+        assert!(reg.intern("again-too-many").is_err());
+        let set = ModelSet::only(ids[3]);
+        assert_eq!(reg.format_set(set), "m3");
+    }
 }

@@ -211,8 +211,8 @@ fn main() {
         let mut engine = Scheduler::new(policy.build(0));
         engine.set_explain_failures(false);
         let mut planner = Planner::new(engine, Config::default());
-        planner.intern_model("H100");
-        planner.intern_model("A100");
+        planner.intern_model("H100").unwrap();
+        planner.intern_model("A100").unwrap();
         let mut snap = Snapshot {
             now: 1_000,
             nodes: nodes.clone(),
@@ -258,8 +258,8 @@ fn main() {
                 ..Config::default()
             };
             let mut p = Planner::new(engine, config);
-            p.intern_model("H100");
-            p.intern_model("A100");
+            p.intern_model("H100").unwrap();
+            p.intern_model("A100").unwrap();
             let start = Instant::now();
             let o = p.run(&snap).expect("cycle");
             let secs = start.elapsed().as_secs_f64();

@@ -51,6 +51,10 @@ pub struct Job {
     pub priority: i32,
     /// Arrival time: FIFO order among jobs of equal priority.
     pub created: Time,
+    /// Arrival order among jobs of the same `created` time (a creation sequence that
+    /// cannot tie, such as the revision at which the job was first seen; 0 where unknown,
+    /// and then the id decides).
+    pub arrival: u64,
     /// Pods that must run together (running pods count): the first `min_member −
     /// running` pending pods (in `pods` order) are placed all at once or not at all; the
     /// others are placed one by one after them, while quota and nodes allow.
@@ -76,6 +80,7 @@ impl Job {
             queue: queue.into(),
             priority,
             created,
+            arrival: 0,
             min_member,
             pods,
             labels: Labels::new(),

@@ -13,7 +13,7 @@
 //! use ferry_sched_jobs::{Config, Job, Planner, QueueSpec, Resources, Snapshot};
 //!
 //! let mut planner = Planner::new(Scheduler::new(PolicyKind::BestFit.build(0)), Config::default());
-//! let h100 = planner.intern_model("H100");
+//! let h100 = planner.intern_model("H100").unwrap();
 //! let snap = Snapshot {
 //!     now: 0,
 //!     nodes: vec![NodeSpec::simple("n1", 64_000, 262_144, Some(h100), 8)],

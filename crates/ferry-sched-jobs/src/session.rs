@@ -12,8 +12,9 @@
 //! 5. head-of-line waits and holds ([`crate::backfill`]);
 //! 6. reports and explanations; the cluster is emptied again for the next cycle.
 //!
-//! Within a queue, jobs go by priority, then arrival. A job that cannot start is passed
-//! over for later ones (backfill) unless backfill is off.
+//! Within a queue, jobs go by priority, then arrival (`created`, then `arrival`, then the
+//! id). A job that cannot start is passed over for later ones (backfill) unless backfill is
+//! off.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -79,11 +80,26 @@ impl Planner {
         }
     }
 
-    /// Interns a GPU model name (node specs and pod requests must use these ids).
-    pub fn intern_model(&mut self, name: &str) -> ferry_sched_core::ModelId {
+    /// Interns a GPU model name (node specs and pod requests must use these ids); fails when
+    /// [`ferry_sched_core::model::MAX_MODELS`] names are known at once.
+    pub fn intern_model(
+        &mut self,
+        name: &str,
+    ) -> Result<ferry_sched_core::ModelId, ferry_sched_core::model::ModelError> {
+        self.cluster.intern_model(name)
+    }
+
+    /// Forgets the GPU models `keep` refuses and no node of the planner carries, so their
+    /// ids serve new names. Call it between cycles with the ids the next snapshot uses.
+    pub fn retain_models(&mut self, mut keep: impl FnMut(ferry_sched_core::ModelId) -> bool) {
+        let on_nodes: std::collections::HashSet<ferry_sched_core::ModelId> = self
+            .nodes
+            .values()
+            .filter_map(|(_, spec)| spec.gpu_model)
+            .collect();
         self.cluster
-            .intern_model(name)
-            .expect("at most 64 GPU models")
+            .models_mut()
+            .retain(|id| on_nodes.contains(&id) || keep(id));
     }
 
     /// The cluster's GPU model names.
@@ -584,6 +600,7 @@ impl<'a> Session<'a> {
                 y.priority
                     .cmp(&x.priority)
                     .then(x.created.cmp(&y.created))
+                    .then(x.arrival.cmp(&y.arrival))
                     .then(x.id.cmp(&y.id))
             });
         }

@@ -527,7 +527,7 @@ fn a_custom_filter_switches_to_the_engines_explain() {
     engine.add_filter(ferry_sched_core::plugins::Filter::Custom(Box::new(No)));
     assert!(!ferry_sched_jobs::explain::default_chain(&engine));
     let mut planner = ferry_sched_jobs::Planner::new(engine, Config::default());
-    planner.intern_model("H100");
+    planner.intern_model("H100").unwrap();
     let snap = ferry_sched_jobs::Snapshot {
         nodes: common::nodes("n", 2, 4),
         queues: vec![QueueSpec::new("q")],

@@ -921,3 +921,19 @@ fn the_gang_is_the_first_pods_of_the_job() {
     let r = out.job("spark").unwrap();
     assert_eq!((r.state, r.pending), (JobState::Bound, 3));
 }
+
+#[test]
+fn fifo_within_one_creation_time_follows_arrival_not_the_name() {
+    // One GPU, two one-GPU jobs created in the same second: the first to arrive runs,
+    // whatever the names say.
+    let mut w = World::new(nodes("n", 1, 1), single_queue(), Config::default());
+    let mut first = Job::gang("zz-first", "q", 0, 1000, 1, gpu_pod(1));
+    first.arrival = 7;
+    let mut second = Job::gang("aa-second", "q", 0, 1000, 1, gpu_pod(1));
+    second.arrival = 8;
+    w.submit(second);
+    w.submit(first);
+    w.step();
+    let bound: Vec<_> = w.running.iter().filter_map(|r| r.job.clone()).collect();
+    assert_eq!(bound, ["zz-first"]);
+}

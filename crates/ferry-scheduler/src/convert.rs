@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use ferry_api::gpu::{self, GpuDevice};
 use ferry_api::quantity;
 use ferry_api::scheduling::{self, LabelMatch, Queue, QueueResource, Reservation, ResourcePolicy};
-use ferry_sched_core::model::{CardSpec, Taint, TaintEffect, Toleration};
+use ferry_sched_core::model::{CardSpec, MAX_CARDS, ModelError, Taint, TaintEffect, Toleration};
 use ferry_sched_core::{CardSet, GpuRequest, ModelSet, NodeSpec, PodRequest};
 use ferry_sched_jobs::{Limits, QueueSpec, Resources, Weights};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -16,21 +16,24 @@ use crate::objects::{Node, Pairs, Pod};
 pub const GPU_MILLI_RESOURCE: &str = "ferry.dev/gpu-milli";
 /// Extended resource: GPU memory in MiB on a shared card.
 pub const GPU_MEMORY_RESOURCE: &str = "ferry.dev/gpu-memory";
-/// Most cards one pod can ask for in the core (nodes have at most 16).
-const MAX_CARDS: i64 = 255;
-
 /// Why an object could not be turned into core data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ConvertError(pub String);
 
+/// Interns a GPU model name, or says why it cannot be represented.
+pub type Intern<'a> = dyn FnMut(&str) -> Result<ferry_sched_core::ModelId, ModelError> + 'a;
+
 fn limit_or_request(pod: &Pod, name: &str) -> Result<i64, ConvertError> {
-    let mut total = 0;
+    let mut total: i64 = 0;
     for c in &pod.spec.containers {
         let res = &c.resources;
         let q = res.limits.get(name).or_else(|| res.requests.get(name));
         if let Some(q) = q {
-            total += quantity::parse_integer(&q.0).map_err(|e| ConvertError(e.to_string()))?;
+            let v = quantity::parse_integer(&q.0).map_err(|e| ConvertError(e.to_string()))?;
+            total = total
+                .checked_add(v)
+                .ok_or_else(|| ConvertError(format!("the pod's total {name} is too large")))?;
         }
     }
     Ok(total)
@@ -41,10 +44,13 @@ pub fn requested_gpus(pod: &Pod) -> i64 {
     pod.requests().map_or(0, |r| r.gpus)
 }
 
-/// What a pod asks of a node, in the core's terms.
+/// What a pod asks of a node, in the core's terms. With `strict`, a GPU model that cannot
+/// be interned is an error (the pod cannot be represented); without (a pod already bound,
+/// whose model no longer matters), it is left out of the constraint.
 pub fn pod_request(
     pod: &Pod,
-    models: &mut impl FnMut(&str) -> ferry_sched_core::ModelId,
+    models: &mut Intern<'_>,
+    strict: bool,
 ) -> Result<PodRequest, ConvertError> {
     let spec = &pod.spec;
     let r = pod.requests().map_err(|e| ConvertError(e.to_string()))?;
@@ -58,7 +64,13 @@ pub fn pod_request(
                 ferry_api::RESOURCE_NVIDIA_GPU
             )));
         }
-        GpuRequest::whole(r.gpus.min(MAX_CARDS) as u8)
+        if r.gpus > MAX_CARDS as i64 {
+            return Err(ConvertError(format!(
+                "the pod asks for {} GPUs; a node has at most {MAX_CARDS}",
+                r.gpus
+            )));
+        }
+        GpuRequest::whole(r.gpus as u8)
     } else if milli > 0 || gpu_memory > 0 {
         if !(0..=1000).contains(&milli) {
             return Err(ConvertError(format!(
@@ -83,7 +95,15 @@ pub fn pod_request(
     {
         let (_, wanted) = node_selector.remove(pos);
         for model in wanted.split('|').filter(|m| !m.is_empty()) {
-            gpu_models.insert(models(model));
+            match models(model) {
+                Ok(id) => gpu_models.insert(id),
+                Err(e) if strict => {
+                    return Err(ConvertError(format!(
+                        "no node has GPU model {model:?}, and no more models can be told apart ({e})"
+                    )));
+                }
+                Err(_) => {}
+            }
         }
     }
     let tolerations = spec
@@ -130,12 +150,12 @@ fn allocatable(
         .max(0)
 }
 
-/// A node in the core's terms. Nodes that are not Ready or are cordoned get the taints
-/// Kubernetes gives them, so only tolerating pods go there.
-pub fn node_spec(
-    node: &Node,
-    models: &mut impl FnMut(&str) -> ferry_sched_core::ModelId,
-) -> NodeSpec {
+/// A node in the core's terms, and what could not be represented. Nodes that are not Ready
+/// or are cordoned get the taints Kubernetes gives them, so only tolerating pods go there.
+/// A node with more than [`MAX_CARDS`] GPUs offers its first [`MAX_CARDS`]; one whose
+/// model cannot be interned offers its cards only to pods that name no model.
+pub fn node_spec(node: &Node, models: &mut Intern<'_>) -> (NodeSpec, Vec<String>) {
+    let mut warnings = Vec::new();
     let name = node.metadata.name.clone().unwrap_or_default();
     let labels = &node.labels;
     let spec = &node.spec;
@@ -181,13 +201,19 @@ pub fn node_spec(
     // Cards by index; an unhealthy card is kept (indices must stay stable) but made full.
     let mut cards: Vec<CardSpec> = Vec::new();
     let mut unhealthy = Vec::new();
+    let declared = devices.as_ref().map_or(count, Vec::len);
+    if declared > MAX_CARDS {
+        warnings.push(format!(
+            "node {name} has {declared} GPUs; the scheduler uses its first {MAX_CARDS} (the most one node may have)"
+        ));
+    }
     match devices {
         Some(devices) => {
-            for d in devices.iter().take(16) {
+            for d in devices.iter().take(MAX_CARDS) {
                 let peers = d
                     .nvlink_peers
                     .iter()
-                    .filter(|p| **p < 32)
+                    .filter(|p| (**p as usize) < MAX_CARDS)
                     .fold(0u32, |m, p| m | (1 << p));
                 cards.push(CardSpec {
                     memory_mib: d.memory_mib.min(u32::MAX as u64) as u32,
@@ -204,7 +230,7 @@ pub fn node_spec(
                     memory_mib: 0,
                     nvlink_peers: 0
                 };
-                count.min(16)
+                count.min(MAX_CARDS)
             ]
         }
     }
@@ -216,14 +242,23 @@ pub fn node_spec(
         });
     }
     // Cards without a declared model still need one (the core matches models on GPU nodes).
-    let model = (!cards.is_empty()).then(|| {
-        models(
-            labels
-                .get(gpu::NODE_MODEL_LABEL)
-                .map_or("unknown", String::as_str),
-        )
-    });
-    NodeSpec {
+    let model = if cards.is_empty() {
+        None
+    } else {
+        let wanted = labels
+            .get(gpu::NODE_MODEL_LABEL)
+            .map_or("unknown", String::as_str);
+        match models(wanted) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                warnings.push(format!(
+                    "node {name}: GPU model {wanted:?} cannot be represented ({e}); its GPUs serve only pods that name no model"
+                ));
+                None
+            }
+        }
+    };
+    let spec = NodeSpec {
         name,
         cpu_milli: allocatable(node, "cpu", quantity::parse_milli) as u64,
         memory_mib: (allocatable(node, "memory", quantity::parse_units) as u64) >> 20,
@@ -233,7 +268,8 @@ pub fn node_spec(
         taints,
         gpu_model: model,
         cards,
-    }
+    };
+    (spec, warnings)
 }
 
 /// The cards recorded on a bound pod.
@@ -244,7 +280,7 @@ pub fn assigned_cards(pod: &Pod) -> CardSet {
         .get(gpu::POD_ASSIGNED_ANNOTATION)
         .and_then(|v| gpu::parse_assigned(v).ok())
     {
-        for i in indices.into_iter().filter(|i| *i < 32) {
+        for i in indices.into_iter().filter(|i| (*i as usize) < MAX_CARDS) {
             set.insert(i as usize);
         }
     }
@@ -360,7 +396,12 @@ pub fn reservation(
                         "{n} must be a whole number in a Reservation"
                     )));
                 }
-                per_node.gpu = GpuRequest::whole((v / 1000).min(MAX_CARDS as u64) as u8);
+                if v / 1000 > MAX_CARDS as u64 {
+                    return Err(ConvertError(format!(
+                        "{n}: a node has at most {MAX_CARDS} GPUs"
+                    )));
+                }
+                per_node.gpu = GpuRequest::whole((v / 1000) as u8);
             }
             other => return Err(ConvertError(format!("a Reservation cannot hold {other}"))),
         }
@@ -376,7 +417,7 @@ pub fn reservation(
         expires_at: r
             .spec
             .ttl_seconds
-            .map(|t| created_ms + (t.max(0) as u64) * 1000),
+            .map(|t| created_ms.saturating_add((t.max(0) as u64).saturating_mul(1000))),
     })
 }
 
@@ -429,9 +470,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn models() -> impl FnMut(&str) -> ferry_sched_core::ModelId {
+    fn models() -> impl FnMut(&str) -> Result<ferry_sched_core::ModelId, ModelError> {
         let mut reg = ferry_sched_core::model::ModelRegistry::default();
-        move |name| reg.intern(name).expect("few models")
+        move |name| reg.intern(name)
     }
 
     #[test]
@@ -447,7 +488,7 @@ mod tests {
             }
         }))
         .unwrap();
-        let r = pod_request(&pod, &mut models()).unwrap();
+        let r = pod_request(&pod, &mut models(), true).unwrap();
         assert_eq!((r.cpu_milli, r.memory_mib, r.gpu.count), (4000, 16384, 2));
         assert!(!r.gpu_models.is_any());
         assert_eq!(r.node_selector, vec![("zone".to_string(), "a".to_string())]);
@@ -456,7 +497,7 @@ mod tests {
         let shared: Pod = serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": {"containers": [{"name": "c",
             "resources": {"limits": {"ferry.dev/gpu-milli": "250", "ferry.dev/gpu-memory": "8192"}}}]}}))
         .unwrap();
-        let r = pod_request(&shared, &mut models()).unwrap();
+        let r = pod_request(&shared, &mut models(), true).unwrap();
         assert_eq!((r.gpu.count, r.gpu.milli, r.gpu.memory_mib), (1, 250, 8192));
     }
 
@@ -490,7 +531,8 @@ mod tests {
                 "conditions": [{"type": "Ready", "status": "False"}]}
         }))
         .unwrap();
-        let spec = node_spec(&node, &mut models());
+        let (spec, warnings) = node_spec(&node, &mut models());
+        assert!(warnings.is_empty());
         assert_eq!(spec.cards.len(), 2);
         assert_eq!(spec.memory_mib, 32 * 1024);
         let keys: Vec<&str> = spec.taints.iter().map(|t| t.key.as_str()).collect();
@@ -500,6 +542,49 @@ mod tests {
                 "node.kubernetes.io/not-ready",
                 "node.kubernetes.io/unschedulable"
             ]
+        );
+    }
+
+    #[test]
+    fn nodes_above_the_card_limit_offer_the_limit_and_say_so() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "big", "labels": {"ferry.dev/gpu-model": "T4"}},
+            "status": {"allocatable": {"nvidia.com/gpu": "20"},
+                "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let (spec, warnings) = node_spec(&node, &mut models());
+        assert_eq!(spec.cards.len(), MAX_CARDS);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("has 20 GPUs"), "{}", warnings[0]);
+    }
+
+    #[test]
+    fn pods_beyond_limits_are_refused_with_a_reason() {
+        let pod = |v: serde_json::Value| -> Pod { serde_json::from_value(v).unwrap() };
+        let many = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c",
+            "resources": {"limits": {"nvidia.com/gpu": "17"}}}]}}),
+        );
+        let e = pod_request(&many, &mut models(), true).unwrap_err();
+        assert!(e.0.contains("at most 16"), "{e}");
+        let huge = pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "a", "resources": {"limits": {"ferry.dev/gpu-memory": "9223372036854775807"}}},
+            {"name": "b", "resources": {"limits": {"ferry.dev/gpu-memory": "1"}}}]}}));
+        let e = pod_request(&huge, &mut models(), true).unwrap_err();
+        assert!(e.0.contains("too large"), "{e}");
+        // A model that cannot be interned: refused when pending, ignored once bound.
+        let picky = pod(json!({"metadata": {"name": "p"}, "spec": {
+            "nodeSelector": {"ferry.dev/gpu-model": "X"},
+            "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}));
+        let mut full = |_: &str| Err(ModelError::TooManyModels { max: 64 });
+        let e = pod_request(&picky, &mut full, true).unwrap_err();
+        assert!(e.0.contains("\"X\""), "{e}");
+        assert!(
+            pod_request(&picky, &mut full, false)
+                .unwrap()
+                .gpu_models
+                .is_any()
         );
     }
 

@@ -141,7 +141,14 @@ pub async fn run(
     let mut engine = ferry_sched_core::Scheduler::new(config.policy.build(0));
     engine.set_knowledge(Knowledge::Online(OnlineWorkload::new(95.0)));
     let mut scheduler = Scheduler {
-        writer: apply::Writer::new(client.clone(), metrics.clone(), config.status_concurrency),
+        writer: apply::Writer::new(
+            client.clone(),
+            metrics.clone(),
+            config.status_concurrency,
+            wake.clone(),
+        ),
+        arrivals: snapshot::Arrivals::default(),
+        warned: HashSet::new(),
         client,
         planner: Planner::new(engine, config.jobs.clone()),
         config,
@@ -219,6 +226,10 @@ struct Scheduler {
     /// Pods this process evicted, with when (they take capacity until they are gone).
     evicting: HashMap<PodId, Instant>,
     writer: apply::Writer,
+    /// When each job's object was first seen (FIFO among jobs created in one second).
+    arrivals: snapshot::Arrivals,
+    /// The warnings of the last snapshot (logged when new).
+    warned: HashSet<String>,
     metrics: Arc<metrics::Metrics>,
 }
 
@@ -288,15 +299,26 @@ impl Scheduler {
             let evicting: HashSet<PodId> = self.evicting.keys().cloned().collect();
             let names = &self.config.scheduler_names;
             let planner = &mut self.planner;
+            // GPU model ids are given per snapshot: only the models of the planner's nodes
+            // keep theirs, so names that pods stop asking for are forgotten, and nodes'
+            // models are interned before any pod's.
+            planner.retain_models(|_| false);
             snapshot::build(
                 &objects,
                 now,
                 |p| Self::serves(names, p),
                 &self.assumed,
                 &evicting,
-                |m| planner.intern_model(m),
+                &mut |m| planner.intern_model(m),
+                &mut self.arrivals,
             )
         };
+        for w in &built.warnings {
+            if !self.warned.contains(w) {
+                tracing::warn!("{w}");
+            }
+        }
+        self.warned = built.warnings.iter().cloned().collect();
         let snapshot_ms = started.elapsed().as_millis() as u64;
         let outcome = match self.planner.run(&built.snapshot) {
             Ok(o) => o,

@@ -9,7 +9,8 @@
 //!   (in an [`ObjectMeta`], which the informers need), labels, and only the annotations the
 //!   scheduler reads ([`KEPT_ANNOTATIONS`]);
 //! - pod spec: nodeName, schedulerName, priority, nodeSelector, tolerations, overhead, and
-//!   only `resources` of each container and init container; pod status: phase, startTime;
+//!   only `resources` of each container and init container; pod status: phase, startTime,
+//!   and the `PodScheduled` condition;
 //! - node spec: taints, unschedulable; node status: allocatable, and the type and status of
 //!   each condition.
 //!
@@ -236,6 +237,49 @@ pub struct PodSpec {
     pub init_containers: Vec<Container>,
 }
 
+/// A pod's `PodScheduled` condition: what the scheduler last reported, as the API server
+/// holds it (reports are compared with it, not with what was sent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ScheduledCondition {
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// Machine-readable reason.
+    pub reason: String,
+    /// Human message.
+    pub message: String,
+}
+
+/// One condition as read (only the `PodScheduled` one is kept).
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ConditionWire {
+    #[serde(rename = "type", deserialize_with = "or_default")]
+    type_: String,
+    #[serde(deserialize_with = "or_default")]
+    status: String,
+    #[serde(deserialize_with = "or_default")]
+    reason: String,
+    #[serde(deserialize_with = "or_default")]
+    message: String,
+}
+
+/// The `PodScheduled` condition of a `conditions` list.
+fn scheduled_condition<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<ScheduledCondition>, D::Error> {
+    let all: Option<Vec<ConditionWire>> = Option::deserialize(d)?;
+    Ok(all
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled")
+        .map(|c| ScheduledCondition {
+            status: c.status,
+            reason: c.reason,
+            message: c.message,
+        }))
+}
+
 /// What the scheduler reads of a pod's status.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -244,6 +288,9 @@ pub struct PodStatus {
     pub phase: Option<String>,
     /// When its kubelet started it.
     pub start_time: Option<Time>,
+    /// Its `PodScheduled` condition.
+    #[serde(rename = "conditions", deserialize_with = "scheduled_condition")]
+    pub scheduled: Option<ScheduledCondition>,
 }
 
 #[derive(Default, Deserialize)]
@@ -290,7 +337,7 @@ impl Pod {
     /// The effective requests of its containers.
     pub fn requests(
         &self,
-    ) -> Result<ferry_api::requests::PodRequests, ferry_api::quantity::QuantityError> {
+    ) -> Result<ferry_api::requests::PodRequests, ferry_api::requests::RequestsError> {
         ferry_api::requests::PodRequests::of_containers(
             &self.spec.containers,
             &self.spec.init_containers,
@@ -446,6 +493,20 @@ mod tests {
         assert_eq!(pod.spec.priority, Some(5));
         assert!(pod.spec.tolerations.is_empty());
         assert_eq!(pod.status.phase.as_deref(), Some("Running"));
+        assert_eq!(pod.status.scheduled, None);
+        let waiting: Pod = serde_json::from_value(json!({"metadata": {"name": "w"}, "status": {
+            "conditions": [{"type": "Ready", "status": "False", "message": "x"},
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "no", "x": null,
+                 "lastTransitionTime": "2024-01-01T00:00:00Z", "lastProbeTime": null}]}}))
+        .unwrap();
+        assert_eq!(
+            waiting.status.scheduled,
+            Some(ScheduledCondition {
+                status: "False".into(),
+                reason: "Unschedulable".into(),
+                message: "no".into()
+            })
+        );
         let r = pod.requests().unwrap();
         assert_eq!((r.cpu_milli, r.memory_bytes, r.gpus), (1100, 1 << 30, 2));
         // The same as the full pod gives.

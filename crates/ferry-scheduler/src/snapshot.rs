@@ -9,8 +9,9 @@ use ferry_sched_jobs::{Job, JobId, PendingPod, PodId, RunningPod, Snapshot, Time
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time as KubeTime;
 
-use crate::convert::{self, NAMESPACE_LABEL};
-use crate::objects::{Node, Pod};
+use crate::convert::{self, Intern, NAMESPACE_LABEL};
+use crate::objects::{Node, Pod, ScheduledCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// The informers' current objects.
 pub struct Objects {
@@ -41,7 +42,7 @@ pub struct Assumed {
     pub at: Time,
 }
 
-/// Counts of a job's pods by state (for PodGroup status).
+/// Counts of a job's pods by state (for PodGroup status), pods being deleted left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodCounts {
     /// Pods bound to a node (running or not yet).
@@ -78,14 +79,75 @@ pub struct PodRef {
     pub uid: Option<String>,
     /// When it was created.
     pub created: Time,
+    /// Its resourceVersion as the informer shows it.
+    pub resource_version: Option<String>,
+    /// Its `PodScheduled` condition as the informer shows it (pending pods only).
+    pub scheduled: Option<ScheduledCondition>,
 }
 
 impl PodRef {
-    fn of(pod: &Pod) -> Self {
+    fn of(pod: &Pod, pending: bool) -> Self {
         Self {
             uid: pod.metadata.uid.clone(),
             created: millis(pod.metadata.creation_timestamp.as_ref()),
+            resource_version: pod.metadata.resource_version.clone(),
+            scheduled: pending.then(|| pod.status.scheduled.clone()).flatten(),
         }
+    }
+}
+
+/// Arrival order that cannot tie: the resourceVersion at which this scheduler first saw each
+/// job's object (a PodGroup, or a pod on its own), by uid. For an object created while the
+/// scheduler watches, that is its creation revision; for one already there when it started,
+/// its revision then. Jobs are ordered by creationTimestamp first, so this only orders jobs
+/// created within the same second (before, the name did, and `aa-second` overtook
+/// `zz-first`). A resourceVersion that is not a number counts as 0 (the name decides).
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    seen: HashMap<String, (u64, u64)>,
+    cycle: u64,
+}
+
+impl Arrivals {
+    /// Starts a snapshot: objects not looked up until [`Arrivals::end`] are forgotten.
+    pub fn begin(&mut self) {
+        self.cycle += 1;
+    }
+
+    /// The arrival of the object with `meta`.
+    pub fn of(&mut self, meta: &ObjectMeta) -> u64 {
+        let key = match &meta.uid {
+            Some(uid) => uid.clone(),
+            None => format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default()
+            ),
+        };
+        let rv = meta
+            .resource_version
+            .as_deref()
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(0);
+        let entry = self.seen.entry(key).or_insert((rv, 0));
+        entry.1 = self.cycle;
+        entry.0
+    }
+
+    /// Ends a snapshot, forgetting the objects it did not look up.
+    pub fn end(&mut self) {
+        let cycle = self.cycle;
+        self.seen.retain(|_, (_, at)| *at == cycle);
+    }
+
+    /// How many objects are remembered.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// True when none is.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
     }
 }
 
@@ -104,6 +166,12 @@ pub struct Built {
     pub pending: HashMap<JobId, Vec<PodId>>,
     /// The PodGroup of each gang job.
     pub groups: HashMap<JobId, Arc<PodGroup>>,
+    /// The Queues, by name.
+    pub queues: HashMap<String, Arc<Queue>>,
+    /// The Reservations, by `namespace/name`.
+    pub reservations: HashMap<String, Arc<Reservation>>,
+    /// What could not be represented (nodes beyond the card or model limits).
+    pub warnings: Vec<String>,
     /// Pod counts of each PodGroup job.
     pub counts: HashMap<JobId, PodCounts>,
     /// The queue of every job.
@@ -143,15 +211,18 @@ fn phase(pod: &Pod) -> &str {
 }
 
 /// Builds the snapshot. `serves` says which pods this scheduler places; `intern` interns GPU
-/// model names.
+/// model names (nodes' first, so a pod naming models no node has cannot crowd them out);
+/// `arrivals` orders jobs created in the same second.
 pub fn build(
     objects: &Objects,
     now: Time,
     serves: impl Fn(&Pod) -> bool,
     assumed: &HashMap<PodId, Assumed>,
     evicting: &HashSet<PodId>,
-    mut intern: impl FnMut(&str) -> ferry_sched_core::ModelId,
+    intern: &mut Intern<'_>,
+    arrivals: &mut Arrivals,
 ) -> Built {
+    arrivals.begin();
     let namespace_labels: HashMap<&str, &BTreeMap<String, String>> = objects
         .namespaces
         .iter()
@@ -197,8 +268,10 @@ pub fn build(
         tracing::warn!("{warning}");
     }
     let mut largest_node_gpus = 0;
+    let mut warnings = Vec::new();
     for n in &objects.nodes {
-        let spec = convert::node_spec(n, &mut intern);
+        let (spec, w) = convert::node_spec(n, intern);
+        warnings.extend(w);
         largest_node_gpus = largest_node_gpus.max(spec.cards.len());
         snapshot.nodes.push(spec);
     }
@@ -209,6 +282,21 @@ pub fn build(
         pods: HashMap::new(),
         pending: HashMap::new(),
         groups: HashMap::new(),
+        queues: objects
+            .queues
+            .iter()
+            .map(|q| (q.metadata.name.clone().unwrap_or_default(), q.clone()))
+            .collect(),
+        reservations: objects
+            .reservations
+            .iter()
+            .map(|r| {
+                let ns = r.metadata.namespace.as_deref().unwrap_or_default();
+                let name = r.metadata.name.as_deref().unwrap_or_default();
+                (format!("{ns}/{name}"), r.clone())
+            })
+            .collect(),
+        warnings,
         counts: HashMap::new(),
         queue_of_job: HashMap::new(),
         rejected: Vec::new(),
@@ -231,7 +319,9 @@ pub fn build(
         let terminal = matches!(phase(pod), "Succeeded" | "Failed");
         let bound_node = pod.spec.node_name.clone().filter(|n| !n.is_empty());
         let assumed_node = assumed.get(&id);
-        if group.is_some() {
+        // Pods being deleted are no longer the group's (killed, they may end as Failed on
+        // their way out, which is no failure of the group).
+        if group.is_some() && pod.metadata.deletion_timestamp.is_none() {
             let c = built.counts.entry(job_id.clone()).or_default();
             match (phase(pod), &bound_node, assumed_node) {
                 ("Succeeded", _, _) => c.succeeded += 1,
@@ -253,7 +343,6 @@ pub fn build(
             group.and_then(|g| g.metadata.labels.as_ref()),
             namespace_labels.get(ns).copied(),
         );
-        let mut request = || convert::pod_request(pod, &mut intern);
         // Bound (or assumed bound): capacity taken on its node.
         if let Some(node) = bound_node
             .clone()
@@ -262,7 +351,11 @@ pub fn build(
             if !node_names.contains(&node) {
                 continue; // its node is gone; nothing to charge
             }
-            let Ok(request) = request() else { continue };
+            // Its model no longer matters (it is placed): one that cannot be interned is
+            // left out rather than leaving its capacity uncharged.
+            let Ok(request) = convert::pod_request(pod, intern, false) else {
+                continue;
+            };
             let cards = match assumed_node {
                 Some(a) if bound_node.is_none() => a.cards,
                 _ => convert::assigned_cards(pod),
@@ -273,7 +366,7 @@ pub fn build(
             );
             let job = ours.then(|| job_id.clone());
             if let Some(j) = &job {
-                ensure_job(&mut jobs, j, &queue, pod, group, ns);
+                ensure_job(&mut jobs, j, &queue, pod, group, ns, arrivals);
                 built.queue_of_job.insert(j.clone(), queue.clone());
             }
             built.snapshot.running.push(RunningPod {
@@ -285,13 +378,13 @@ pub fn build(
                 started: started.max(millis(pod.status.start_time.as_ref())),
                 terminating: pod.metadata.deletion_timestamp.is_some() || evicting.contains(&id),
             });
-            built.pods.insert(id, PodRef::of(pod));
+            built.pods.insert(id, PodRef::of(pod, false));
             continue;
         }
         if !ours || pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        built.pods.insert(id.clone(), PodRef::of(pod));
+        built.pods.insert(id.clone(), PodRef::of(pod, true));
         built.queue_of_job.insert(job_id.clone(), queue.clone());
         if let Some(g) = group_name
             && group.is_none()
@@ -339,9 +432,17 @@ pub fn build(
                 .push(id);
             continue;
         }
-        match request() {
+        // A model no node has cannot be interned once the ids are spent: such a pod cannot
+        // be placed, and says so.
+        let mut unknown_model = false;
+        let mut strict = |m: &str| {
+            let r = intern(m);
+            unknown_model |= r.is_err();
+            r
+        };
+        match convert::pod_request(pod, &mut strict, true) {
             Ok(request) => {
-                let job = ensure_job(&mut jobs, &job_id, &queue, pod, group, ns);
+                let job = ensure_job(&mut jobs, &job_id, &queue, pod, group, ns, arrivals);
                 job.pods.push(PendingPod {
                     id: id.clone(),
                     request,
@@ -350,11 +451,19 @@ pub fn build(
             }
             Err(e) => {
                 let entry = bad_requests.entry(job_id.clone()).or_insert_with(|| {
-                    (
-                        Vec::new(),
-                        format!("the pod's requests cannot be used: {e}"),
-                        "InvalidRequest",
-                    )
+                    if unknown_model {
+                        (
+                            Vec::new(),
+                            format!("0/{} nodes are available: {e}", built.snapshot.nodes.len()),
+                            "Unschedulable",
+                        )
+                    } else {
+                        (
+                            Vec::new(),
+                            format!("the pod's requests cannot be used: {e}"),
+                            "InvalidRequest",
+                        )
+                    }
                 });
                 entry.0.push(id);
             }
@@ -387,6 +496,7 @@ pub fn build(
         .iter()
         .map(|p| convert::resource_policy(p))
         .collect();
+    arrivals.end();
     built
 }
 
@@ -398,22 +508,22 @@ fn ensure_job<'a>(
     pod: &Pod,
     group: Option<&Arc<PodGroup>>,
     ns: &str,
+    arrivals: &mut Arrivals,
 ) -> &'a mut Job {
     let priority = pod.spec.priority.unwrap_or(0);
     let job = jobs.entry(id.clone()).or_insert_with(|| {
-        let (created, min_member) = match group {
-            Some(g) => (
-                millis(g.metadata.creation_timestamp.as_ref()),
-                g.spec.min_member.max(1) as u32,
-            ),
-            None => (millis(pod.metadata.creation_timestamp.as_ref()), 1),
+        let (meta, min_member) = match group {
+            Some(g) => (&g.metadata, g.spec.min_member.max(1) as u32),
+            None => (&pod.metadata, 1),
         };
+        let created = millis(meta.creation_timestamp.as_ref());
         let mut labels: BTreeMap<String, String> = group
             .and_then(|g| g.metadata.labels.clone())
             .unwrap_or_default();
         labels.extend(pod.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         labels.insert(NAMESPACE_LABEL.into(), ns.to_string());
         let mut job = Job::new(id.clone(), queue, priority, created, min_member, Vec::new());
+        job.arrival = arrivals.of(meta);
         job.labels = labels;
         job
     });

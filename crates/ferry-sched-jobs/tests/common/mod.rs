@@ -39,7 +39,7 @@ pub fn labelled(mut nodes: Vec<NodeSpec>, key: &str, value: &str) -> Vec<NodeSpe
 
 pub fn planner(config: Config) -> Planner {
     let mut p = Planner::new(Scheduler::new(PolicyKind::BestFit.build(0)), config);
-    assert_eq!(p.intern_model("H100"), H100);
+    assert_eq!(p.intern_model("H100"), Ok(H100));
     p
 }
 
