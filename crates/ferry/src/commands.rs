@@ -63,6 +63,15 @@ pub struct SchedulerArgs {
     pub policy: String,
 }
 
+/// Arguments of `ferry controllers`.
+#[derive(Debug, Args)]
+pub struct ControllersArgs {
+    /// Kubeconfig of the cluster (default: `$KUBECONFIG`, `~/.kube/config`, or the in-cluster
+    /// service account).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
 /// The default data directory: `$XDG_DATA_HOME/ferry` or `~/.local/share/ferry`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
@@ -87,12 +96,23 @@ pub fn run_async(
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .try_init();
+}
+
+/// Whether logs are coloured: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+pub fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Runs the embedded control plane until Ctrl-C.
@@ -157,6 +177,18 @@ pub async fn agent(args: ferry_agent::cli::AgentArgs) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
+    Ok(())
+}
+
+/// Runs only the built-in controllers (garbage collection, namespaces, service accounts)
+/// against any API server until Ctrl-C.
+pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    tracing::info!("controllers started");
+    ferry_controllers::run(client, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
     Ok(())
 }
 
