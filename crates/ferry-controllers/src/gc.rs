@@ -34,12 +34,25 @@ pub const ORPHAN_FINALIZER: &str = "orphan";
 const PERIODIC_SWEEP: Duration = Duration::from_secs(30);
 /// Shortest time between sweeps: changes arriving meanwhile share one sweep.
 const MIN_SWEEP_GAP: Duration = Duration::from_millis(100);
+/// How long garbage collection waits for a resource type's first list before it sweeps
+/// without that type (as the Kubernetes garbage collector goes on without unsynced monitors).
+const SYNC_GRACE: Duration = Duration::from_secs(30);
 
 type Meta = PartialObjectMeta<DynamicObject>;
 
 struct Watched {
     kind: ResourceType,
     store: Store<Meta>,
+    since: tokio::time::Instant,
+}
+
+impl Watched {
+    /// Whether the cache holds the type's objects; a type that cannot be listed (forbidden,
+    /// an aggregated API that is down) stops holding the others back after [`SYNC_GRACE`].
+    fn usable(&self) -> bool {
+        futures::FutureExt::now_or_never(self.store.wait_until_ready()).is_some()
+            || self.since.elapsed() > SYNC_GRACE
+    }
 }
 
 /// Runs the garbage collector until its future is dropped.
@@ -90,6 +103,7 @@ pub async fn run(client: kube::Client, mut resources: Resources) {
                 Watched {
                     kind: kind.clone(),
                     store,
+                    since: tokio::time::Instant::now(),
                 },
             );
         }
@@ -105,10 +119,7 @@ pub async fn run(client: kube::Client, mut resources: Resources) {
         }
         tokio::time::sleep(MIN_SWEEP_GAP).await;
         // Sweep only over complete caches: a type still listing would hide dependents.
-        let ready = watched
-            .values()
-            .all(|w| futures::FutureExt::now_or_never(w.store.wait_until_ready()).is_some());
-        if !ready {
+        if !watched.values().all(Watched::usable) {
             wait = MIN_SWEEP_GAP;
             continue;
         }

@@ -21,6 +21,7 @@ const WAIT: Duration = Duration::from_secs(30);
 struct Ferry {
     child: Child,
     stderr: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Ferry {
@@ -38,7 +39,7 @@ impl Ferry {
         let mut pipe = child.stderr.take().unwrap();
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = pipe.read(&mut buf) {
                 if n == 0 {
@@ -47,7 +48,14 @@ impl Ferry {
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        (Self { child, stderr }, stdout)
+        (
+            Self {
+                child,
+                stderr,
+                reader: Some(reader),
+            },
+            stdout,
+        )
     }
 
     fn stderr(&self) -> String {
@@ -55,7 +63,10 @@ impl Ferry {
     }
 
     /// Waits up to `timeout` for the process to exit on its own (killed after that).
-    fn exit_within(self, timeout: Duration) -> Option<std::process::ExitStatus> {
+    /// Returns its status and everything it wrote to stderr.
+    fn exit_within(mut self, timeout: Duration) -> (Option<std::process::ExitStatus>, String) {
+        let reader = self.reader.take();
+        let stderr = self.stderr.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let pid = self.child.id();
         let waiter = std::thread::spawn(move || {
@@ -64,13 +75,18 @@ impl Ferry {
             let _ = tx.send(());
             status.ok()
         });
-        if rx.recv_timeout(timeout).is_err() {
+        let exited = rx.recv_timeout(timeout).is_ok();
+        if !exited {
             // Still running: stop it (our own child, by its id).
             let _ = Command::new("kill").arg(pid.to_string()).status();
-            let _ = waiter.join();
-            return None;
         }
-        waiter.join().ok().flatten()
+        let status = waiter.join().ok().flatten().filter(|_| exited);
+        // Everything it wrote, up to the end of its stderr.
+        if let Some(reader) = reader {
+            let _ = reader.join();
+        }
+        let log = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+        (status, log)
     }
 }
 
@@ -278,9 +294,7 @@ async fn up_refuses_a_busy_metrics_port_clearly() {
         "--data-dir",
         data.to_str().unwrap(),
     ]);
-    let stderr = up.stderr.clone();
-    let status = up.exit_within(WAIT);
-    let stderr = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+    let (status, stderr) = up.exit_within(WAIT);
     let status = status.unwrap_or_else(|| panic!("ferry up kept running; stderr: {stderr}"));
     assert!(!status.success());
     assert!(
@@ -384,7 +398,15 @@ async fn readme_first_job_prints_what_the_readme_says() {
         "hello from Ferry\n"
     );
     // The scheduler's and the agent's Events, within one second, in the order they happened.
-    let describe = t.kubectl(&["describe", "pod", "hello"]).success();
+    // (The agent records Events in the background: wait until all three are in.)
+    let describe = eventually("the pod's Events", WAIT, async || {
+        let out = t.kubectl(&["describe", "pod", "hello"]).success();
+        ["Scheduled", "Created", "Started"]
+            .iter()
+            .all(|r| out.contains(&format!("  {r}  ")))
+            .then_some(out)
+    })
+    .await;
     let at = |reason: &str| {
         describe
             .find(&format!("  {reason}  "))
