@@ -146,10 +146,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Some(node) => println!("  node         {node}"),
         None => println!("  node         none (--no-agent)"),
     }
-    println!(
-        "  metrics      http://{}/metrics (scheduler)",
-        args.metrics_listen
-    );
+    if args.metrics_listen.port() == 0 {
+        println!("  metrics      a free port (the scheduler logs which)");
+    } else {
+        println!(
+            "  metrics      http://{}/metrics (scheduler)",
+            args.metrics_listen
+        );
+    }
     println!();
     println!("Run a first job from another shell:");
     println!("  export KUBECONFIG={kubeconfig}");
