@@ -13,16 +13,27 @@ use crate::runtime::{MountMode, ShimCommand};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeGpus(pub Vec<FakeGpuGroup>);
 
-fn parse_fake(s: &str) -> Result<FakeGpus, String> {
-    parse_fake_gpus(s).map(FakeGpus).map_err(|e| e.to_string())
+fn parse_fake(s: &str) -> Result<FakeGpus, crate::gpu::GpuSpecError> {
+    parse_fake_gpus(s).map(FakeGpus)
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
+/// A `--node-label` value that is not `KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    /// No `=`.
+    #[error("{0:?} is not KEY=VALUE")]
+    NotKeyValue(String),
+    /// Nothing before the `=`.
+    #[error("{0:?} has an empty key")]
+    EmptyKey(String),
+}
+
+fn parse_label(s: &str) -> Result<(String, String), LabelError> {
     let (k, v) = s
         .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+        .ok_or_else(|| LabelError::NotKeyValue(s.into()))?;
     if k.is_empty() {
-        return Err(format!("{s:?} has an empty key"));
+        return Err(LabelError::EmptyKey(s.into()));
     }
     Ok((k.to_string(), v.to_string()))
 }
@@ -188,6 +199,17 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         agent: AgentArgs,
+    }
+
+    #[test]
+    fn node_labels_parse_or_say_what_is_wrong() {
+        assert_eq!(parse_label("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(
+            parse_label("nolabel"),
+            Err(LabelError::NotKeyValue("nolabel".into()))
+        );
+        assert_eq!(parse_label("=v"), Err(LabelError::EmptyKey("=v".into())));
+        assert!(parse_fake("0xA100").is_err());
     }
 
     #[test]

@@ -2,13 +2,18 @@
 //! `ferry-agent`, `source.host` the node). Repeats of the same reason and message for the same
 //! object bump `count` and `lastTimestamp` instead of creating a new Event. Failing to record an
 //! Event is logged and otherwise ignored.
+//!
+//! Events within one second keep the order they happened in: `eventTime` is a `MicroTime`
+//! (`kubectl get events --sort-by=.eventTime`), and the name is `<object>.<nanoseconds in
+//! hex>` as client-go names Events, so Events of one object whose `lastTimestamp` (whole
+//! seconds, the key of `kubectl describe`) ties are listed in the order they were created.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 
@@ -124,35 +129,7 @@ impl EventRecorder {
             }
         }
         let name = format!("{}.{:x}", subject.name, now.as_nanosecond());
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(subject.namespace.clone()),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some(subject.kind.into()),
-                namespace: (subject.kind != "Node").then(|| subject.namespace.clone()),
-                name: Some(subject.name.clone()),
-                uid: Some(subject.uid.clone()),
-                field_path: subject.field_path.clone(),
-                ..Default::default()
-            },
-            reason: Some(reason.into()),
-            message: Some(message.into()),
-            type_: Some(kind.as_str().into()),
-            source: Some(EventSource {
-                component: Some(COMPONENT.into()),
-                host: Some(self.node.clone()),
-            }),
-            first_timestamp: Some(Time(now)),
-            last_timestamp: Some(Time(now)),
-            count: Some(1),
-            reporting_component: Some(COMPONENT.into()),
-            reporting_instance: Some(self.node.clone()),
-            ..Default::default()
-        };
+        let event = new_event(subject, kind, reason, message, &name, &self.node, now);
         match api.create(&PostParams::default(), &event).await {
             Ok(_) => {
                 if let Ok(mut m) = self.recent.lock() {
@@ -168,5 +145,75 @@ impl EventRecorder {
         if let Ok(mut m) = self.recent.lock() {
             m.retain(|(s, _, _), _| s.uid != uid);
         }
+    }
+}
+
+/// A new Event that happened at `now` (its first occurrence).
+fn new_event(
+    subject: &Subject,
+    kind: EventType,
+    reason: &str,
+    message: &str,
+    name: &str,
+    node: &str,
+    now: Timestamp,
+) -> Event {
+    Event {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(subject.namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some(subject.kind.into()),
+            namespace: (subject.kind != "Node").then(|| subject.namespace.clone()),
+            name: Some(subject.name.clone()),
+            uid: Some(subject.uid.clone()),
+            field_path: subject.field_path.clone(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(kind.as_str().into()),
+        source: Some(EventSource {
+            component: Some(COMPONENT.into()),
+            host: Some(node.into()),
+        }),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        event_time: Some(MicroTime(now)),
+        action: Some(reason.into()),
+        reporting_component: Some(COMPONENT.into()),
+        reporting_instance: Some(node.into()),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_carry_a_microsecond_event_time() {
+        let pod = Subject::pod("default", "p", "uid-1", Some("main"));
+        let t: Timestamp = "2026-01-02T03:04:05.123456789Z".parse().unwrap();
+        let event = new_event(
+            &pod,
+            EventType::Normal,
+            "Started",
+            "started",
+            "p.1",
+            "n1",
+            t,
+        );
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["eventTime"], "2026-01-02T03:04:05.123456Z");
+        assert_eq!(json["reportingComponent"], COMPONENT);
+        assert_eq!(json["reportingInstance"], "n1");
+        assert_eq!(json["action"], "Started");
+        assert_eq!(json["lastTimestamp"], "2026-01-02T03:04:05Z");
+        assert_eq!(json["count"], 1);
     }
 }

@@ -106,21 +106,43 @@ fn text(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
-fn parse_bool(name: &str, v: Option<&String>) -> Result<bool, String> {
-    match v.map(|s| s.as_str()) {
-        None | Some("") | Some("false") | Some("0") | Some("False") => Ok(false),
-        Some("true") | Some("1") | Some("True") => Ok(true),
-        Some(other) => Err(format!("invalid {name}={other:?}: expected true or false")),
+/// A log query parameter that cannot be used (answered with `400`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {name}={value:?}: {expected}")]
+pub struct QueryError {
+    /// The parameter.
+    pub name: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What it must be.
+    pub expected: String,
+}
+
+impl QueryError {
+    fn new(name: &'static str, value: impl Into<String>, expected: impl Into<String>) -> Self {
+        QueryError {
+            name,
+            value: value.into(),
+            expected: expected.into(),
+        }
     }
 }
 
-fn parse_int(name: &str, v: Option<&String>) -> Result<Option<i64>, String> {
+fn parse_bool(name: &'static str, v: Option<&String>) -> Result<bool, QueryError> {
+    match v.map(|s| s.as_str()) {
+        None | Some("") | Some("false") | Some("0") | Some("False") => Ok(false),
+        Some("true") | Some("1") | Some("True") => Ok(true),
+        Some(other) => Err(QueryError::new(name, other, "expected true or false")),
+    }
+}
+
+fn parse_int(name: &'static str, v: Option<&String>) -> Result<Option<i64>, QueryError> {
     match v.map(|s| s.trim()) {
         None | Some("") => Ok(None),
         Some(s) => s
             .parse()
             .map(Some)
-            .map_err(|_| format!("invalid {name}={s:?}: expected an integer")),
+            .map_err(|_| QueryError::new(name, s, "expected an integer")),
     }
 }
 
@@ -128,7 +150,7 @@ fn parse_int(name: &str, v: Option<&String>) -> Result<Option<i64>, String> {
 pub fn parse_query(
     params: &HashMap<String, String>,
     now: Timestamp,
-) -> Result<(LogQuery, bool), String> {
+) -> Result<(LogQuery, bool), QueryError> {
     let follow = parse_bool("follow", params.get("follow"))?;
     let timestamps = parse_bool("timestamps", params.get("timestamps"))?;
     let previous = parse_bool("previous", params.get("previous"))?;
@@ -136,11 +158,23 @@ pub fn parse_query(
     let tail_lines =
         parse_int("tailLines", params.get("tailLines"))?.and_then(|n| u64::try_from(n).ok());
     let limit_bytes = match parse_int("limitBytes", params.get("limitBytes"))? {
-        Some(n) if n <= 0 => return Err(format!("invalid limitBytes={n}: must be positive")),
+        Some(n) if n <= 0 => {
+            return Err(QueryError::new(
+                "limitBytes",
+                n.to_string(),
+                "must be positive",
+            ));
+        }
         other => other.map(|n| n as u64),
     };
     let mut since = match parse_int("sinceSeconds", params.get("sinceSeconds"))? {
-        Some(n) if n <= 0 => return Err(format!("invalid sinceSeconds={n}: must be positive")),
+        Some(n) if n <= 0 => {
+            return Err(QueryError::new(
+                "sinceSeconds",
+                n.to_string(),
+                "must be positive",
+            ));
+        }
         Some(n) => Some(
             now.checked_sub(jiff::SignedDuration::from_secs(n))
                 .unwrap_or(Timestamp::MIN),
@@ -150,7 +184,7 @@ pub fn parse_query(
     if let Some(t) = params.get("sinceTime").filter(|s| !s.is_empty()) {
         since = Some(
             t.parse()
-                .map_err(|e| format!("invalid sinceTime={t:?}: {e}"))?,
+                .map_err(|e: jiff::Error| QueryError::new("sinceTime", t, e.to_string()))?,
         );
     }
     Ok((
@@ -172,7 +206,7 @@ async fn container_logs(
 ) -> Response {
     let (query, previous) = match parse_query(&params, Timestamp::now()) {
         Ok(q) => q,
-        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let Some(uid) = state.index.get(&namespace, &pod) else {
         return text(
@@ -263,6 +297,19 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_bad_query_parameter_is_a_typed_error_naming_it() {
+        let now: Timestamp = "2025-01-01T00:01:00Z".parse().unwrap();
+        let e: QueryError = parse_query(&params(&[("tailLines", "ten")]), now).unwrap_err();
+        assert_eq!((e.name, e.value.as_str()), ("tailLines", "ten"));
+        assert_eq!(
+            e.to_string(),
+            "invalid tailLines=\"ten\": expected an integer"
+        );
+        let e = parse_query(&params(&[("sinceSeconds", "0")]), now).unwrap_err();
+        assert_eq!(e.name, "sinceSeconds");
     }
 
     #[test]

@@ -24,25 +24,44 @@ use nix::sched::{CloneFlags, unshare};
 
 use crate::runtime::{MountMode, MountOutcome, MountSpec};
 
+/// Why a container's volumes cannot be made visible (the container must not start).
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// A `mountPath` that is relative or climbs with `..`.
+    #[error("mountPath {} must be an absolute path without '..'", .0.display())]
+    BadTarget(PathBuf),
+    /// The volume's directory or file is missing on the host.
+    #[error("volume source {} does not exist", .0.display())]
+    MissingSource(PathBuf),
+    /// A bind mount failed.
+    #[error("cannot bind-mount {} at {}: {error}", .from.display(), .to.display())]
+    Bind {
+        /// The volume on the host.
+        from: PathBuf,
+        /// The `mountPath`.
+        to: PathBuf,
+        /// The cause.
+        #[source]
+        error: io::Error,
+    },
+    /// Namespace mode was required and no private mount namespace could be made.
+    #[error("cannot create a private mount namespace: {0}")]
+    Namespace(#[source] io::Error),
+}
+
 /// Makes `mounts` visible in this process (and its future children); `Err` when the container
 /// must not start.
-pub fn setup(mounts: &[MountSpec], mode: MountMode) -> Result<MountOutcome, String> {
+pub fn setup(mounts: &[MountSpec], mode: MountMode) -> Result<MountOutcome, MountError> {
     let needed: Vec<&MountSpec> = mounts
         .iter()
         .filter(|m| !same_path(&m.source, &m.target))
         .collect();
     for m in mounts {
         if !m.target.is_absolute() || m.target.components().any(|c| c == Component::ParentDir) {
-            return Err(format!(
-                "mountPath {} must be an absolute path without '..'",
-                m.target.display()
-            ));
+            return Err(MountError::BadTarget(m.target.clone()));
         }
         if !m.source.exists() {
-            return Err(format!(
-                "volume source {} does not exist",
-                m.source.display()
-            ));
+            return Err(MountError::MissingSource(m.source.clone()));
         }
     }
     if needed.is_empty() {
@@ -57,12 +76,10 @@ pub fn setup(mounts: &[MountSpec], mode: MountMode) -> Result<MountOutcome, Stri
                 let mut ordered = needed.clone();
                 ordered.sort_by_key(|m| m.target.components().count());
                 for m in ordered {
-                    bind(m).map_err(|e| {
-                        format!(
-                            "cannot bind-mount {} at {}: {e}",
-                            m.source.display(),
-                            m.target.display()
-                        )
+                    bind(m).map_err(|error| MountError::Bind {
+                        from: m.source.clone(),
+                        to: m.target.clone(),
+                        error,
                     })?;
                 }
                 return Ok(MountOutcome {
@@ -71,7 +88,7 @@ pub fn setup(mounts: &[MountSpec], mode: MountMode) -> Result<MountOutcome, Stri
                 });
             }
             Err(e) if mode == MountMode::Namespace => {
-                return Err(format!("cannot create a private mount namespace: {e}"));
+                return Err(MountError::Namespace(e));
             }
             Err(e) => {
                 eprintln!("ferry shim: no private mount namespace ({e}); using symlinks");
@@ -223,6 +240,19 @@ mod tests {
     }
 
     #[test]
+    fn mount_errors_are_typed() {
+        let m = MountSpec {
+            source: "/".into(),
+            target: "a/../b".into(),
+            read_only: false,
+        };
+        assert!(matches!(
+            setup(&[m], MountMode::Symlink),
+            Err(MountError::BadTarget(t)) if t == Path::new("a/../b")
+        ));
+    }
+
+    #[test]
     fn rejects_relative_mount_paths_and_missing_sources() {
         let m = MountSpec {
             source: "/".into(),
@@ -232,6 +262,7 @@ mod tests {
         assert!(
             setup(&[m], MountMode::Symlink)
                 .unwrap_err()
+                .to_string()
                 .contains("absolute")
         );
         let m = MountSpec {
@@ -242,6 +273,7 @@ mod tests {
         assert!(
             setup(&[m], MountMode::Symlink)
                 .unwrap_err()
+                .to_string()
                 .contains("does not exist")
         );
     }

@@ -128,7 +128,8 @@ fn supervise(spec_path: &Path) -> i32 {
     let outcome = start_and_wait(&dir, spec_path);
     let record = match outcome {
         Ok(record) => record,
-        Err(message) => {
+        Err(e) => {
+            let message = e.to_string();
             eprintln!("ferry shim: {message}");
             report(&format!("failed {message}"));
             ExitRecord::start_error(message)
@@ -153,13 +154,40 @@ fn report(line: &str) {
     }
 }
 
+/// Why a container's process could not be started.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("cannot read the spec: {0}")]
+    ReadSpec(#[source] io::Error),
+    #[error("no spec at {}", .0.display())]
+    NoSpec(std::path::PathBuf),
+    #[error("the command is empty")]
+    EmptyCommand,
+    #[error(transparent)]
+    Mounts(#[from] crate::mounts::MountError),
+    #[error("cannot create the working directory {}: {error}", .dir.display())]
+    WorkingDir {
+        dir: std::path::PathBuf,
+        #[source]
+        error: io::Error,
+    },
+    #[error("cannot open the log file: {0}")]
+    Log(#[source] io::Error),
+    #[error("cannot start {program:?}: {error}")]
+    Spawn {
+        program: String,
+        #[source]
+        error: io::Error,
+    },
+}
+
 /// Starts the process and waits for it; `Err` when it could not be started.
-fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, String> {
+fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError> {
     let spec: ShimSpec = read_json(spec_path)
-        .map_err(|e| format!("cannot read the spec: {e}"))?
-        .ok_or_else(|| format!("no spec at {}", spec_path.display()))?;
+        .map_err(StartError::ReadSpec)?
+        .ok_or_else(|| StartError::NoSpec(spec_path.to_path_buf()))?;
     let Some(program) = spec.argv.first() else {
-        return Err("the command is empty".into());
+        return Err(StartError::EmptyCommand);
     };
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only sets a flag on this process.
     unsafe {
@@ -167,18 +195,16 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, String> {
     }
     let mounts = crate::mounts::setup(&spec.mounts, spec.mount_mode)?;
     if !spec.working_dir.exists() {
-        std::fs::create_dir_all(&spec.working_dir).map_err(|e| {
-            format!(
-                "cannot create the working directory {}: {e}",
-                spec.working_dir.display()
-            )
+        std::fs::create_dir_all(&spec.working_dir).map_err(|error| StartError::WorkingDir {
+            dir: spec.working_dir.clone(),
+            error,
         })?;
     }
     let log = File::options()
         .create(true)
         .append(true)
         .open(dir.join(files::LOG))
-        .map_err(|e| format!("cannot open the log file: {e}"))?;
+        .map_err(StartError::Log)?;
     let log = Arc::new(Mutex::new(log));
 
     let mut cmd = Command::new(program);
@@ -196,9 +222,10 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, String> {
     if let Some(uid) = spec.run_as_user {
         cmd.uid(uid);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|error| StartError::Spawn {
+        program: program.clone(),
+        error,
+    })?;
     let started_at = Timestamp::now();
     let pid = child.id() as i32;
     let container = ProcId::of(pid).unwrap_or(ProcId { pid, start_time: 0 });

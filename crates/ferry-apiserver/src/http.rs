@@ -508,7 +508,7 @@ async fn handle(
                 &[],
             ))
         }
-        (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+        (Method::PUT, Some(name), sub @ (None | Some("status" | "finalize"))) => {
             let object = decode_body(headers, &body)?;
             let w = service
                 .update(&info, ns, name, object, sub, &params.write_options()?)

@@ -12,17 +12,18 @@
 //!   node agent as the real API server proxies to the kubelet).
 //! - [`service`]: the API's semantics, independent of HTTP: defaulting, validation, optimistic
 //!   concurrency, subresources, graceful deletion, finalizers, CRDs.
-//! - [`controllers`]: garbage collection, namespace termination and Event expiry, which the
-//!   embedded control plane runs in-process.
+//! - [`expiry`]: the time-to-live of Events (storage behaviour, as etcd leases are in
+//!   Kubernetes). Controllers (garbage collection, namespaces, service accounts) are API
+//!   clients in `ferry-controllers`.
 //!
 //! Authentication and TLS come later; the seam is [`ServerConfig`] and the router layer.
 
 #![warn(clippy::string_slice)]
 
-pub mod controllers;
 pub mod discovery;
 pub mod edge;
 pub mod error;
+pub mod expiry;
 pub mod http;
 pub mod jsonpath;
 pub mod logs;
@@ -107,7 +108,7 @@ pub struct RunningServer {
     pub service: Arc<Service>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
-    controllers: tokio::task::JoinHandle<()>,
+    expiry: tokio::task::JoinHandle<()>,
 }
 
 /// The namespaces every cluster has.
@@ -154,7 +155,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .await;
     });
     bootstrap(&service).await?;
-    let controllers = tokio::spawn(controllers::run(service.clone()));
+    let expiry = tokio::spawn(expiry::run(service.clone()));
     state.ready.store(true, Ordering::Release);
     tracing::info!(%addr, "API server listening");
     Ok(RunningServer {
@@ -162,7 +163,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         service,
         shutdown: Some(shutdown),
         server,
-        controllers,
+        expiry,
     })
 }
 
@@ -211,7 +212,7 @@ impl RunningServer {
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }
-        self.controllers.abort();
+        self.expiry.abort();
         if tokio::time::timeout(Duration::from_secs(2), &mut self.server)
             .await
             .is_err()

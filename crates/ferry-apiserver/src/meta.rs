@@ -1,5 +1,6 @@
 //! Reading and writing `metadata` fields of JSON objects, and timestamps.
 
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{Map, Value};
 
 /// `metadata` of an object (empty if absent).
@@ -87,19 +88,22 @@ pub fn owner_references(v: &Value) -> &[Value] {
 
 /// Now, as a Kubernetes `Time` (RFC 3339, seconds).
 pub fn now_time() -> String {
-    time_string(chrono::Utc::now())
+    time_string(Timestamp::now())
 }
 
-/// A time as a Kubernetes `Time`.
-pub fn time_string(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+/// A time as a Kubernetes `Time` (RFC 3339 in UTC, whole seconds).
+pub fn time_string(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// A time as a Kubernetes `MicroTime` (RFC 3339 in UTC, microseconds).
+pub fn micro_time_string(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// Parses a Kubernetes `Time` or `MicroTime`.
-pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&chrono::Utc))
+pub fn parse_time(s: &str) -> Option<Timestamp> {
+    s.parse().ok()
 }
 
 /// A short, human age such as `5s`, `3m`, `2h`, `4d` (as kubectl prints it).
@@ -107,7 +111,7 @@ pub fn human_age(since: &str) -> String {
     let Some(t) = parse_time(since) else {
         return "<unknown>".into();
     };
-    human_duration((chrono::Utc::now() - t).num_seconds().max(0))
+    human_duration((Timestamp::now().as_second() - t.as_second()).max(0))
 }
 
 /// Seconds as kubectl prints a duration.

@@ -186,6 +186,7 @@ impl ResourceInfo {
             let (kind, verbs): (&str, &[&str]) = match *sub {
                 "binding" => ("Binding", &["create"]),
                 "log" => ("Pod", &["get"]),
+                "finalize" => (self.kind.as_str(), &["update"]),
                 _ => (self.kind.as_str(), &["get"]),
             };
             entries.push(json!({
@@ -203,7 +204,9 @@ impl ResourceInfo {
 /// The built-in resources.
 fn builtins() -> Vec<ResourceInfo> {
     vec![
-        ResourceInfo::builtin("", "v1", "namespaces", "Namespace", false, &["ns"]).with_status(),
+        ResourceInfo::builtin("", "v1", "namespaces", "Namespace", false, &["ns"])
+            .with_status()
+            .with_subresources(&["finalize"]),
         ResourceInfo::builtin("", "v1", "nodes", "Node", false, &["no"]).with_status(),
         ResourceInfo::builtin("", "v1", "pods", "Pod", true, &["po"])
             .with_status()

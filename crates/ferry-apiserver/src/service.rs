@@ -1,10 +1,11 @@
 //! The semantics of the API, independent of HTTP: defaulting, validation, optimistic
 //! concurrency, subresources, graceful deletion and finalizers. HTTP handlers and the
-//! server's own controllers both go through it.
+//! server's own storage tasks (Event expiry) go through it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 
 use ferry_store::{ObjectKey, Store, StoreError, StoredObject};
@@ -729,6 +730,12 @@ impl Service {
                     }
                 }
             }
+            Some("finalize") if info.group.is_empty() && info.plural == "namespaces" => {
+                // Only spec.finalizers changes (the namespace controller's last step).
+                let finalizers = new["spec"]["finalizers"].clone();
+                new = old_value.clone();
+                new["spec"]["finalizers"] = finalizers;
+            }
             Some(other) => {
                 return Err(ApiError::method_not_allowed(format!(
                     "{} does not support updating {other}",
@@ -771,8 +778,8 @@ impl Service {
                 .unwrap_or(1);
             m.insert("generation".into(), json!(generation));
         }
-        if info.plural == "namespaces" && info.group.is_empty() {
-            // A namespace's spec.finalizers change only through its controller.
+        if info.plural == "namespaces" && info.group.is_empty() && subresource != Some("finalize") {
+            // A namespace's spec.finalizers change only through `finalize`.
             if let Some(spec) = old_value.get("spec") {
                 new["spec"] = spec.clone();
             }
@@ -797,7 +804,7 @@ impl Service {
         if meta::is_deleting(&new)
             && meta::finalizers(&new).is_empty()
             && !self.awaits_kubelet(info, &new)
-            && !(info.plural == "namespaces" && info.group.is_empty())
+            && !spec_finalizers_pending(info, &new)
         {
             let deleted = self
                 .store
@@ -922,7 +929,8 @@ impl Service {
             let current_grace = metadata(&old.value)
                 .get("deletionGracePeriodSeconds")
                 .and_then(Value::as_i64);
-            let immediate = grace == 0 && finalizers.is_empty() && !is_namespace;
+            let immediate =
+                grace == 0 && finalizers.is_empty() && !spec_finalizers_pending(info, &old.value);
             if immediate {
                 if options.dry_run {
                     return Ok((*old.value).clone());
@@ -941,7 +949,9 @@ impl Service {
             let shorten = already && is_pod && current_grace.is_some_and(|g| grace < g);
             if !already || shorten {
                 let m = metadata_mut(&mut new);
-                let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
+                let when = Timestamp::now()
+                    .checked_add(SignedDuration::from_secs(grace))
+                    .unwrap_or(Timestamp::MAX);
                 m.insert("deletionTimestamp".into(), json!(meta::time_string(when)));
                 m.insert("deletionGracePeriodSeconds".into(), json!(grace));
             }
@@ -1247,6 +1257,16 @@ fn decode_continue(token: &str) -> ApiResult<(u64, (String, String))> {
     let ns = v["ns"].as_str().ok_or_else(bad)?.to_string();
     let name = v["name"].as_str().ok_or_else(bad)?.to_string();
     Ok((rev, (ns, name)))
+}
+
+/// Whether a namespace still waits for its `spec.finalizers` (the namespace controller
+/// empties it and then removes `kubernetes` through the `finalize` subresource).
+fn spec_finalizers_pending(info: &ResourceInfo, object: &Value) -> bool {
+    info.group.is_empty()
+        && info.plural == "namespaces"
+        && object["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
 }
 
 #[cfg(test)]

@@ -204,6 +204,7 @@ fn builtin_cells(info: &ResourceInfo, o: &Value) -> Vec<Value> {
         ("", "namespaces") => vec![name, json!(str_at(o, "/status/phase")), age],
         ("", "events") => {
             let last = [
+                "/series/lastObservedTime",
                 "/lastTimestamp",
                 "/eventTime",
                 "/metadata/creationTimestamp",

@@ -220,10 +220,14 @@ async fn event(
     message: &str,
 ) {
     let now = now_string();
+    // Events within one second keep their order: a MicroTime, and client-go's names
+    // (`<object>.<nanoseconds in hex>`, the order `kubectl describe` lists ties in).
+    let at = k8s_openapi::jiff::Timestamp::now();
+    let micro = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(at);
     let value = json!({
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": format!("{}.", object.name), "namespace": object.namespace},
+        "metadata": {"name": format!("{}.{:x}", object.name, at.as_nanosecond()), "namespace": object.namespace},
         "involvedObject": {
             "apiVersion": object.api_version, "kind": object.kind,
             "namespace": object.namespace, "name": object.name, "uid": object.uid,
@@ -233,6 +237,9 @@ async fn event(
         "type": type_,
         "source": {"component": ferry_api::SCHEDULER_NAME},
         "reportingComponent": ferry_api::SCHEDULER_NAME,
+        "reportingInstance": ferry_api::SCHEDULER_NAME,
+        "action": reason,
+        "eventTime": micro,
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,

@@ -151,6 +151,15 @@ pub struct SchedulerArgs {
     pub policy: String,
 }
 
+/// Arguments of `ferry controllers`.
+#[derive(Debug, Args)]
+pub struct ControllersArgs {
+    /// Kubeconfig of the cluster (default: `$KUBECONFIG`, `~/.kube/config`, or the in-cluster
+    /// service account).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
 /// The default data directory: `$XDG_DATA_HOME/ferry` or `~/.local/share/ferry`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
@@ -175,12 +184,23 @@ pub fn run_async(
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .try_init();
+}
+
+/// Whether logs are coloured: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+pub fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Runs the embedded control plane until Ctrl-C.
@@ -214,10 +234,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Some(node) => println!("  node         {node}"),
         None => println!("  node         none (--no-agent)"),
     }
-    println!(
-        "  metrics      http://{}/metrics (scheduler)",
-        args.metrics_listen
-    );
+    if args.metrics_listen.port() == 0 {
+        println!("  metrics      a free port (the scheduler logs which)");
+    } else {
+        println!(
+            "  metrics      http://{}/metrics (scheduler)",
+            args.metrics_listen
+        );
+    }
     println!();
     println!("Run a first job from another shell:");
     println!("  export KUBECONFIG={kubeconfig}");
@@ -245,6 +269,18 @@ pub async fn agent(args: ferry_agent::cli::AgentArgs) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
+    Ok(())
+}
+
+/// Runs only the built-in controllers (garbage collection, namespaces, service accounts)
+/// against any API server until Ctrl-C.
+pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    tracing::info!("controllers started");
+    ferry_controllers::run(client, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
     Ok(())
 }
 
@@ -302,4 +338,18 @@ pub async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
     println!("stopping");
     server.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+    }
 }

@@ -22,10 +22,14 @@ enum Command {
     /// Run only the scheduler, against any Kubernetes API server (binds pods whose
     /// schedulerName is Ferry's).
     Scheduler(commands::SchedulerArgs),
+    /// Run only the built-in controllers (garbage collection, namespace termination, default
+    /// ServiceAccounts), against any Kubernetes API server.
+    Controllers(commands::ControllersArgs),
     /// The per-container supervisor the node agent starts (internal).
     #[command(name = "agent-shim", hide = true)]
     AgentShim(ferry_agent::shim::ShimArgs),
-    /// Run only Ferry's Kubernetes-compatible API server.
+    /// Run only Ferry's Kubernetes-compatible API server (its controllers run apart: `ferry
+    /// controllers`).
     Apiserver(commands::ApiserverArgs),
     /// Check or recover the store of a data directory (while no Ferry runs on it).
     #[command(subcommand)]
@@ -64,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => commands::run_async(commands::up(args)),
         Command::Agent(args) => commands::run_async(commands::agent(args)),
         Command::Scheduler(args) => commands::run_async(commands::scheduler(args)),
+        Command::Controllers(args) => commands::run_async(commands::controllers(args)),
         Command::Apiserver(args) => commands::run_async(commands::apiserver(args)),
         Command::Store(StoreCommand::Check(args)) => commands::store_check(args),
         Command::Store(StoreCommand::Recover(args)) => commands::store_recover(args),

@@ -17,6 +17,8 @@ pub struct UpConfig {
     pub listen: SocketAddr,
     /// Run the scheduler.
     pub scheduler: bool,
+    /// Run the built-in controllers (garbage collection, namespaces, service accounts).
+    pub controllers: bool,
     /// Where the scheduler serves `/metrics` (none: not served).
     pub metrics: Option<SocketAddr>,
     /// Run a node agent for this machine (`None`: no node).
@@ -58,6 +60,7 @@ impl UpConfig {
             data_dir: data_dir.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
             scheduler: true,
+            controllers: true,
             metrics: None,
             agent: Some(AgentOptions::new()),
         }
@@ -110,6 +113,20 @@ pub fn client_for(url: &str) -> anyhow::Result<kube::Client> {
     kube::Client::try_from(config).context("cannot build a Kubernetes client")
 }
 
+/// Fails with a clear message when `addr` (the scheduler's metrics address) is taken, before
+/// anything starts, rather than advertising metrics that another program serves.
+fn check_free(addr: SocketAddr) -> anyhow::Result<()> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "cannot serve the scheduler's metrics on {addr}: the address is in use (another program, perhaps another Ferry, uses it); stop it or pick another address with --metrics-listen"
+        ),
+        Err(e) => Err(e).with_context(|| {
+            format!("cannot serve the scheduler's metrics on {addr} (--metrics-listen)")
+        }),
+    }
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
@@ -123,6 +140,9 @@ impl ControlPlane {
                 config.data_dir.display()
             )
         })?;
+        if let Some(addr) = config.metrics {
+            check_free(addr)?;
+        }
         let mut server_config = ferry_apiserver::ServerConfig::new(&config.data_dir);
         server_config.listen = config.listen;
         let server = ferry_apiserver::start(server_config).await?;
@@ -135,6 +155,14 @@ impl ControlPlane {
             .context("cannot install Ferry's CRDs")?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        if config.controllers {
+            // An API client like any other: the same code runs with `ferry controllers`.
+            let client = client_for(&server.url())?;
+            tasks.push(tokio::spawn(ferry_controllers::run(
+                client,
+                stopped(stop_rx.clone()),
+            )));
+        }
         if config.scheduler {
             let client = client_for(&server.url())?;
             let scheduler_config = ferry_scheduler::SchedulerConfig {

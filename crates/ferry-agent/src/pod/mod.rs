@@ -36,7 +36,91 @@ use crate::procfs::ProcId;
 use crate::runtime::{
     self, AttemptState, ExitRecord, ShimSpec, files, read_json, write_json_atomic,
 };
-use env::{EnvSources, NodeFacts};
+use env::{EnvError, EnvSources, NodeFacts};
+use volumes::VolumeError;
+
+/// Why one pass over a pod failed: it is logged and retried, or, for a container that cannot be
+/// configured, reported in an Event and the container's waiting state.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    /// A file or directory of the pod's state on the node.
+    #[error("cannot {action} {}: {error}", .path.display())]
+    Io {
+        /// What the agent was doing (`create`, `write`, `read`).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        error: std::io::Error,
+    },
+    /// A request to the API server.
+    #[error("cannot {action}: {error}")]
+    Kube {
+        /// What the agent was doing.
+        action: String,
+        /// The cause.
+        #[source]
+        error: kube::Error,
+    },
+    /// A container's process could not be started, signalled or killed.
+    #[error("cannot {action} {container}: {error}")]
+    Process {
+        /// `start container`, `signal` or `kill`.
+        action: &'static str,
+        /// The container.
+        container: String,
+        /// The cause.
+        #[source]
+        error: std::io::Error,
+    },
+    /// The pod's uid cannot name a directory.
+    #[error("pod uid {0:?} cannot be used as a directory name")]
+    BadUid(String),
+    /// Fewer free, healthy GPUs than the pod requests.
+    #[error(
+        "the pod requests {requested} nvidia.com/gpu but only {free} of the node's {total} devices are free and healthy"
+    )]
+    NotEnoughGpus {
+        /// GPUs requested.
+        requested: usize,
+        /// GPUs free and healthy.
+        free: usize,
+        /// GPUs of the node.
+        total: usize,
+    },
+    /// A volume cannot be prepared or mounted.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    /// The environment or command line cannot be built.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    /// A user or group id outside what the node can use.
+    #[error("{field} {value} is out of range")]
+    IdOutOfRange {
+        /// `runAsUser` or `runAsGroup`.
+        field: &'static str,
+        /// The value.
+        value: i64,
+    },
+}
+
+impl PodError {
+    fn io(action: &'static str, path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        PodError::Io {
+            action,
+            path: path.into(),
+            error,
+        }
+    }
+
+    fn kube(action: impl Into<String>, error: kube::Error) -> Self {
+        PodError::Kube {
+            action: action.into(),
+            error,
+        }
+    }
+}
 use status::{ContainerObs, ContainerView, PodFailure, StatusInput};
 
 /// Grace period of containers whose pod vanished from the API (force deletion).
@@ -84,7 +168,7 @@ impl Shared {
     }
 
     /// Picks `count` healthy devices nobody holds, and holds them for `uid`.
-    fn claim(&self, uid: &str, count: usize) -> Result<Vec<u32>, String> {
+    fn claim(&self, uid: &str, count: usize) -> Result<Vec<u32>, PodError> {
         let devices = self.devices();
         let mut held = self.allocations.lock().unwrap_or_else(|p| p.into_inner());
         let busy: HashSet<u32> = held
@@ -98,11 +182,11 @@ impl Shared {
             .map(|d| d.index)
             .collect();
         if free.len() < count {
-            return Err(format!(
-                "the pod requests {count} nvidia.com/gpu but only {} of the node's {} devices are free and healthy",
-                free.len(),
-                devices.len()
-            ));
+            return Err(PodError::NotEnoughGpus {
+                requested: count,
+                free: free.len(),
+                total: devices.len(),
+            });
         }
         let chosen = free[..count].to_vec();
         held.insert(uid.to_string(), chosen.clone());
@@ -257,12 +341,11 @@ impl PodWorker {
         }
     }
 
-    fn save_meta(&self) -> Result<(), String> {
+    fn save_meta(&self) -> Result<(), PodError> {
         let dir = self.shared.layout.pod(&self.uid);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        write_json_atomic(&self.shared.layout.pod_meta(&self.uid), &self.meta)
-            .map_err(|e| format!("cannot write pod.json: {e}"))
+        std::fs::create_dir_all(&dir).map_err(|e| PodError::io("create", &dir, e))?;
+        let path = self.shared.layout.pod_meta(&self.uid);
+        write_json_atomic(&path, &self.meta).map_err(|e| PodError::io("write", &path, e))
     }
 
     fn subject(&self, container: Option<&str>) -> Subject {
@@ -282,7 +365,7 @@ impl PodWorker {
     }
 
     /// One pass: bring the containers in line with the pod, publish the status.
-    async fn sync(&mut self) -> Result<Next, String> {
+    async fn sync(&mut self) -> Result<Next, PodError> {
         let latest = self.rx.borrow_and_update().clone();
         match latest {
             Some(p) => self.pod = Some(p),
@@ -386,12 +469,9 @@ impl PodWorker {
     }
 
     /// First pass over a pod: identity on disk, admission checks, GPUs, the image events.
-    async fn admit(&mut self, pod: &Pod) -> Result<(), String> {
+    async fn admit(&mut self, pod: &Pod) -> Result<(), PodError> {
         if !safe_component(&self.uid) {
-            return Err(format!(
-                "pod uid {:?} cannot be used as a directory name",
-                self.uid
-            ));
+            return Err(PodError::BadUid(self.uid.clone()));
         }
         self.meta.grace_seconds = pod
             .spec
@@ -532,7 +612,7 @@ impl PodWorker {
                 let chosen = self
                     .shared
                     .claim(&self.uid, requests.gpus as usize)
-                    .map_err(|m| fail("OutOfnvidia.com/gpu", m))?;
+                    .map_err(|e| fail("OutOfnvidia.com/gpu", e.to_string()))?;
                 let value = format_assigned(&chosen);
                 let patch = serde_json::json!({"metadata": {"annotations": {POD_ASSIGNED_ANNOTATION: value}}});
                 if let Err(e) = self
@@ -562,7 +642,7 @@ impl PodWorker {
     }
 
     /// Fetches the ConfigMaps and Secrets the pod refers to.
-    async fn fetch_sources(&self, pod: &Pod) -> Result<EnvSources, String> {
+    async fn fetch_sources(&self, pod: &Pod) -> Result<EnvSources, PodError> {
         let mut cms: Vec<String> = Vec::new();
         let mut secrets: Vec<String> = Vec::new();
         for c in env::all_containers(pod) {
@@ -584,7 +664,7 @@ impl PodWorker {
             let v = cm_api
                 .get_opt(&name)
                 .await
-                .map_err(|e| format!("cannot read configmap {name}: {e}"))?;
+                .map_err(|e| PodError::kube(format!("read configmap {name}"), e))?;
             sources.config_maps.insert(name, v);
         }
         let secret_api: Api<Secret> =
@@ -593,14 +673,14 @@ impl PodWorker {
             let v = secret_api
                 .get_opt(&name)
                 .await
-                .map_err(|e| format!("cannot read secret {name}: {e}"))?;
+                .map_err(|e| PodError::kube(format!("read secret {name}"), e))?;
             sources.secrets.insert(name, v);
         }
         Ok(sources)
     }
 
     /// Reads a container's latest attempt from disk and watches its shim if it is alive.
-    fn observe(&mut self, name: &str) -> Result<Observed, String> {
+    fn observe(&mut self, name: &str) -> Result<Observed, PodError> {
         let attempts = self.shared.layout.attempts(&self.uid, name);
         let Some(&latest) = attempts.last() else {
             return Ok(Observed {
@@ -610,8 +690,7 @@ impl PodWorker {
             });
         };
         let dir = self.shared.layout.attempt(&self.uid, name, latest);
-        let state =
-            runtime::inspect(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let state = runtime::inspect(&dir).map_err(|e| PodError::io("read", &dir, e))?;
         let shim = match &state {
             AttemptState::Running(s) => Some(s.shim),
             AttemptState::Starting { shim } => Some(*shim),
@@ -653,7 +732,7 @@ impl PodWorker {
         c: &Container,
         o: &Observed,
         exit: &ExitRecord,
-    ) -> Result<Option<Instant>, String> {
+    ) -> Result<Option<Instant>, PodError> {
         let latest = o.latest.unwrap_or(0);
         match self.due(&c.name, latest, exit) {
             Due::Now(streak) => self.start(pod, c, latest + 1, streak).await,
@@ -718,7 +797,7 @@ impl PodWorker {
         c: &Container,
         attempt: u32,
         streak: u32,
-    ) -> Result<Option<Instant>, String> {
+    ) -> Result<Option<Instant>, PodError> {
         if let Some((_, retry_at)) = self.config_errors.get(&c.name)
             && Instant::now() < *retry_at
         {
@@ -726,7 +805,8 @@ impl PodWorker {
         }
         let spec = match self.container_spec(pod, c).await {
             Ok(spec) => spec,
-            Err(message) => {
+            Err(e) => {
+                let message = e.to_string();
                 let retry_in = self
                     .shared
                     .config
@@ -747,10 +827,10 @@ impl PodWorker {
         };
         self.config_errors.remove(&c.name);
         let dir = self.shared.layout.attempt(&self.uid, &c.name, attempt);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        write_json_atomic(&dir.join(ATTEMPT_META), &AttemptMeta { streak })
-            .map_err(|e| format!("cannot write {ATTEMPT_META}: {e}"))?;
+        std::fs::create_dir_all(&dir).map_err(|e| PodError::io("create", &dir, e))?;
+        let meta_path = dir.join(ATTEMPT_META);
+        write_json_atomic(&meta_path, &AttemptMeta { streak })
+            .map_err(|e| PodError::io("write", &meta_path, e))?;
         // Keep the previous attempt (for `previous=true` logs), drop older ones.
         for old in self.shared.layout.attempts(&self.uid, &c.name) {
             if old + 1 < attempt {
@@ -767,7 +847,11 @@ impl PodWorker {
         .await;
         let state = runtime::start(&self.shared.config.shim, &dir, &spec)
             .await
-            .map_err(|e| format!("cannot start container {}: {e}", c.name))?;
+            .map_err(|error| PodError::Process {
+                action: "start container",
+                container: c.name.clone(),
+                error,
+            })?;
         match &state {
             AttemptState::Running(s) => {
                 self.watch_shim(&c.name, attempt, s.shim);
@@ -803,7 +887,7 @@ impl PodWorker {
     }
 
     /// What the shim must run for container `c`.
-    async fn container_spec(&self, pod: &Pod, c: &Container) -> Result<ShimSpec, String> {
+    async fn container_spec(&self, pod: &Pod, c: &Container) -> Result<ShimSpec, PodError> {
         let sources = self.fetch_sources(pod).await?;
         let vols = volumes::prepare(
             &self.shared.layout,
@@ -811,11 +895,9 @@ impl PodWorker {
             &self.uid,
             &sources,
             &self.shared.node,
-        )
-        .map_err(|e| e.message)?;
-        let mounts = volumes::mounts_for(c, &vols).map_err(|e| e.message)?;
-        let (user_env, warnings) =
-            env::resolve_env(pod, c, &sources, &self.shared.node).map_err(|e| e.0)?;
+        )?;
+        let mounts = volumes::mounts_for(c, &vols)?;
+        let (user_env, warnings) = env::resolve_env(pod, c, &sources, &self.shared.node)?;
         for w in warnings {
             self.event(
                 Some(&c.name),
@@ -828,8 +910,8 @@ impl PodWorker {
         let spec = pod.spec.as_ref();
         let pod_sc = spec.and_then(|s| s.security_context.as_ref());
         let sc = c.security_context.as_ref();
-        let to_id = |v: Option<i64>, what: &str| -> Result<Option<u32>, String> {
-            v.map(|v| u32::try_from(v).map_err(|_| format!("{what} {v} is out of range")))
+        let to_id = |v: Option<i64>, field: &'static str| -> Result<Option<u32>, PodError> {
+            v.map(|value| u32::try_from(value).map_err(|_| PodError::IdOutOfRange { field, value }))
                 .transpose()
         };
         let run_as_user = to_id(
@@ -862,14 +944,13 @@ impl PodWorker {
             env.retain(|(n, _)| *n != k);
             env.push((k, v));
         }
-        let argv = env::command_line(c, &env).map_err(|e| e.0)?;
+        let argv = env::command_line(c, &env)?;
         let working_dir = match c.working_dir.as_deref().filter(|w| !w.is_empty()) {
             Some(w) => PathBuf::from(w),
             None => {
                 let dir = self.shared.layout.workdir(&self.uid);
                 if !dir.exists() {
-                    std::fs::create_dir_all(&dir)
-                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                    std::fs::create_dir_all(&dir).map_err(|e| PodError::io("create", &dir, e))?;
                     use std::os::unix::fs::PermissionsExt;
                     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
                 }
@@ -922,7 +1003,7 @@ impl PodWorker {
         c: &Container,
         init: bool,
         init_done: bool,
-    ) -> Result<ContainerObs, String> {
+    ) -> Result<ContainerObs, PodError> {
         let o = self.observe(&c.name)?;
         let restart_count = o.latest.unwrap_or(0);
         let container_id = o
@@ -971,7 +1052,7 @@ impl PodWorker {
     }
 
     /// Computes and (when it changed) writes the pod status; returns the phase.
-    async fn publish_status(&mut self, pod: &Pod, policy: &str) -> Result<String, String> {
+    async fn publish_status(&mut self, pod: &Pod, policy: &str) -> Result<String, PodError> {
         let spec = pod.spec.clone().unwrap_or_default();
         let init_specs = spec.init_containers.clone().unwrap_or_default();
         let mut init = Vec::new();
@@ -1024,13 +1105,13 @@ impl PodWorker {
                 Ok(phase)
             }
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(phase),
-            Err(e) => Err(format!("cannot update the pod status: {e}")),
+            Err(e) => Err(PodError::kube("update the pod status", e)),
         }
     }
 
     /// The pod is being deleted (or is gone): stop its containers within the grace period,
     /// publish the final status, remove the pod for good, clean up.
-    async fn sync_terminating(&mut self) -> Result<Next, String> {
+    async fn sync_terminating(&mut self) -> Result<Next, PodError> {
         self.backoff.clear();
         let names: Vec<String> =
             std::fs::read_dir(self.shared.layout.pod(&self.uid).join("containers"))
@@ -1078,16 +1159,22 @@ impl PodWorker {
             for (name, attempt, state) in &running {
                 let first = termination.signalled.insert((name.clone(), *attempt));
                 if expired && !termination.killed {
-                    runtime::signal(state, Signal::SIGKILL)
-                        .map_err(|e| format!("cannot kill {name}: {e}"))?;
+                    runtime::signal(state, Signal::SIGKILL).map_err(|error| PodError::Process {
+                        action: "kill",
+                        container: name.clone(),
+                        error,
+                    })?;
                 } else if first {
                     let sig = if expired {
                         Signal::SIGKILL
                     } else {
                         Signal::SIGTERM
                     };
-                    runtime::signal(state, sig)
-                        .map_err(|e| format!("cannot signal {name}: {e}"))?;
+                    runtime::signal(state, sig).map_err(|error| PodError::Process {
+                        action: "signal",
+                        container: name.clone(),
+                        error,
+                    })?;
                     to_announce.push(name.clone());
                 }
             }
@@ -1129,7 +1216,7 @@ impl PodWorker {
             match self.pods_api().delete(&self.meta.name, &params).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => return Err(format!("cannot remove the pod: {e}")),
+                Err(e) => return Err(PodError::kube("remove the pod", e)),
             }
         }
         self.cleanup();
@@ -1212,6 +1299,27 @@ pub(crate) fn known_pods(layout: &Layout) -> Vec<PodMeta> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_errors_are_typed_and_say_what_failed() {
+        let e = PodError::io(
+            "create",
+            "/data/pods/x",
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert!(
+            e.to_string().starts_with("cannot create /data/pods/x: "),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let e = PodError::IdOutOfRange {
+            field: "runAsUser",
+            value: -1,
+        };
+        assert_eq!(e.to_string(), "runAsUser -1 is out of range");
+        let e: PodError = EnvError("bad env".into()).into();
+        assert_eq!(e.to_string(), "bad env");
+    }
 
     #[test]
     fn back_off_doubles_caps_and_resets() {

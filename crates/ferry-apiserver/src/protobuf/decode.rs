@@ -520,11 +520,11 @@ pub(super) fn rfc3339(seconds: i64, nanos: i64, micro: bool) -> Option<String> {
     if !(MIN..=MAX).contains(&seconds) {
         return None;
     }
-    let t = chrono::DateTime::from_timestamp(seconds, nanos as u32)?;
+    let t = k8s_openapi::jiff::Timestamp::new(seconds, i32::try_from(nanos).ok()?).ok()?;
     Some(if micro {
-        t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        crate::meta::micro_time_string(t)
     } else {
-        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        crate::meta::time_string(t)
     })
 }
 

@@ -152,7 +152,8 @@ pub fn kubectl_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("kubectl"))
 }
 
-fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Kubectl {
+/// Runs kubectl with the kubeconfig `kubeconfig` (and `stdin` as its input).
+pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Kubectl {
     use std::io::Write;
     let mut cmd = Command::new(kubectl_binary());
     cmd.arg("--kubeconfig").arg(kubeconfig).args(args);

@@ -1,0 +1,93 @@
+//! Ferry's built-in controllers. Each is a client of a Kubernetes API server through a
+//! [`kube::Client`] and nothing else, so the same code runs inside `ferry up` and against
+//! any cluster (`ferry controllers --kubeconfig`):
+//! - [`gc`]: garbage collection by owner references (background, foreground and orphan
+//!   propagation), as kube-controller-manager's garbage collector;
+//! - [`namespace`]: empties a terminating namespace, then removes its `kubernetes` finalizer
+//!   through the `finalize` subresource (the API server deletes it for real);
+//! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
+//!
+//! They reconcile from observed state (watchers and reflector caches, re-checked against the
+//! API before anything is deleted) and retry failed writes with exponential back-off.
+
+pub mod gc;
+pub mod namespace;
+mod resources;
+pub mod serviceaccount;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use resources::ResourceType;
+
+/// Why a reconcile step failed (it is retried with back-off).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request to the API server failed.
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// Exponential back-off between retries of one failing piece of work.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    first: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub(crate) const fn new(first: Duration, max: Duration) -> Self {
+        Self {
+            first,
+            max,
+            failures: 0,
+        }
+    }
+
+    /// The delay before the next retry after one more failure.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self
+            .first
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(self.max);
+        self.failures = self.failures.saturating_add(1);
+        delay
+    }
+
+    /// Success: the next failure starts from the first delay again.
+    pub(crate) fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Runs every built-in controller against the API server behind `client` until `shutdown`
+/// completes. Waits (retrying with back-off) until the server's API discovery answers.
+pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send) {
+    let work = async {
+        let resources = resources::watch(client.clone()).await;
+        futures::join!(
+            gc::run(client.clone(), resources.clone()),
+            namespace::run(client.clone(), resources),
+            serviceaccount::run(client.clone()),
+        );
+    };
+    tokio::select! {
+        () = shutdown => {}
+        () = work => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<u128> = (0..6).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+}
