@@ -7,8 +7,10 @@
 //!   protobuf through [`protobuf`]).
 //! - [`watch`] and [`logs`]: streaming responses (watch events; container logs proxied to the
 //!   node agent as the real API server proxies to the kubelet).
-//! - [`service`]: the API's semantics, independent of HTTP: defaulting, validation, optimistic
-//!   concurrency, subresources, graceful deletion, finalizers, CRDs.
+//! - [`service`]: the API's semantics, independent of HTTP: optimistic concurrency,
+//!   subresources (status, scale), graceful deletion, finalizers, collections, CRDs.
+//! - [`strategy`]: what differs between kinds, one file per kind: defaulting, validation,
+//!   status handling, printer columns, selectable fields, graceful-deletion rules.
 //! - [`controllers`]: garbage collection, namespace termination and Event expiry, which the
 //!   embedded control plane runs in-process.
 //!
@@ -26,6 +28,7 @@ pub mod protobuf;
 pub mod registry;
 pub mod selectors;
 pub mod service;
+pub mod strategy;
 pub mod table;
 pub mod validation;
 pub mod watch;

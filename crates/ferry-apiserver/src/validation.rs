@@ -83,10 +83,7 @@ pub fn label_value_problem(value: &str) -> Option<String> {
 
 /// Checks the name of a new object of `info`.
 pub fn name_problem(info: &ResourceInfo, name: &str) -> Option<String> {
-    match info.plural.as_str() {
-        "namespaces" | "services" => dns_label_problem(name),
-        _ => dns_subdomain_problem(name),
-    }
+    info.strategy.name_problem(name)
 }
 
 /// Checks the metadata every object has.
