@@ -469,9 +469,12 @@ async fn handle(
             if params.flag("watch") {
                 return watch::serve(service.clone(), target, &params, render).await;
             }
-            list(service, &target, &params, render)
+            list(service, &target, &params, render).await
         }
         (Method::GET, Some(name), None | Some("status")) => {
+            service
+                .await_resource_version(params.get("resourceVersion"))
+                .await?;
             let o = service.get(&info, ns, name)?;
             Ok(respond(
                 StatusCode::OK,
@@ -588,7 +591,7 @@ async fn handle(
     }
 }
 
-fn list(
+async fn list(
     service: &Arc<Service>,
     target: &Target,
     params: &Params,
@@ -596,6 +599,9 @@ fn list(
 ) -> ApiResult<Response> {
     let info = &target.info;
     let options = params.list_options()?;
+    service
+        .await_resource_version(params.get("resourceVersion"))
+        .await?;
     let result = service.list(info, target.namespace.as_deref(), &options)?;
     let body = match render {
         Render::Table(version) => {

@@ -14,6 +14,7 @@ use crate::meta::{self, metadata, metadata_mut};
 use crate::patch::{self, PatchKind};
 use crate::registry::{Registry, ResourceInfo};
 use crate::selectors::{FieldSelector, LabelSelector};
+use crate::strategy;
 use crate::strategy::object_field;
 #[cfg(test)]
 use crate::strategy::pod::qos_class;
@@ -111,6 +112,14 @@ pub struct Service {
     service_ips: AtomicU32,
 }
 
+/// Attempts of a write that conflicts with concurrent writes before it gives up. Every
+/// conflict means another write succeeded, so this bounds only pathological contention.
+const CONFLICT_RETRIES: usize = 1000;
+
+/// How long a request for a resourceVersion newer than the store's waits for it (as
+/// kube-apiserver's watch cache waits).
+pub const FRESHNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Finalizer that deletes dependents before the owner (foreground deletion).
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 /// Finalizer that orphans dependents before the owner goes.
@@ -184,8 +193,9 @@ impl Service {
         namespace: Option<&str>,
         options: &ListOptions,
     ) -> ApiResult<ListResult> {
+        let fields = Self::selectable(info, options.fields.clone())?;
         let namespace = if info.namespaced {
-            namespace.or(options.fields.required("metadata.namespace"))
+            namespace.or(fields.required("metadata.namespace"))
         } else {
             None
         };
@@ -198,7 +208,7 @@ impl Service {
             namespace,
             start_after.as_ref().map(|(_, k)| k),
             options.limit,
-            |v| options.labels.matches(v) && options.fields.matches(v),
+            |v| options.labels.matches(v) && fields.matches(v),
         );
         let rev = start_after.map_or(page.rev, |(rev, _)| rev);
         Ok(ListResult {
@@ -206,6 +216,69 @@ impl Service {
             rev,
             continue_token: page.continue_after.map(|k| encode_continue(rev, &k)),
         })
+    }
+
+    /// Checks a field selector against the fields the kind can be selected by (`400 field
+    /// label not supported` for others, as Kubernetes answers) and points each label at the
+    /// object field it reads.
+    pub fn selectable(info: &ResourceInfo, mut fields: FieldSelector) -> ApiResult<FieldSelector> {
+        for label in fields.labels() {
+            let known = strategy::METADATA_FIELDS.contains(&label.as_str())
+                || info.strategy.selectable_fields().contains(&label.as_str());
+            if !known {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {label}"
+                )));
+            }
+            if let Some(path) = info.strategy.field_path(&label) {
+                fields.read_label_at(&label, path);
+            }
+        }
+        Ok(fields)
+    }
+
+    /// Reads a request's `resourceVersion` ("" and "0": any) and waits, up to
+    /// [`FRESHNESS_WAIT`], until the store has reached it. A revision the store does not reach
+    /// in that time is answered `504 Timeout` with the cause `ResourceVersionTooLarge`, as
+    /// kube-apiserver answers; one that is not a number, `400`.
+    pub async fn await_resource_version(&self, rv: &str) -> ApiResult<Option<u64>> {
+        if rv.is_empty() {
+            return Ok(None);
+        }
+        let rev: u64 = rv.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid resource version {rv:?}: must be an unsigned integer"
+            ))
+        })?;
+        if self.store.revision() >= rev {
+            return Ok(Some(rev));
+        }
+        let reached = async {
+            loop {
+                // Subscribed before the next look, so no commit in between goes unseen.
+                let Ok(mut watch) = self.store.watch("", None, ferry_store::WatchFrom::Now) else {
+                    return false;
+                };
+                loop {
+                    if self.store.revision() >= rev {
+                        return true;
+                    }
+                    match watch.next().await {
+                        Ok(event) if event.rev >= rev => return true,
+                        Ok(_) => {}
+                        Err(ferry_store::WatchEnd::Lagged) => break,
+                        Err(ferry_store::WatchEnd::Closed) => return false,
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(FRESHNESS_WAIT, reached).await {
+            Ok(true) => Ok(Some(rev)),
+            _ => Err(ApiError::resource_version_too_large(
+                rev,
+                self.store.revision(),
+            )),
+        }
     }
 
     /// Checks that a namespace exists and accepts new objects.
@@ -417,19 +490,36 @@ impl Service {
                 )
             })?),
         };
-        let old = self.get(info, namespace, name)?;
-        if let Some(rv) = expected
-            && rv != old.rev
-        {
-            return Err(ApiError::conflict(
-                &info.group,
-                &info.plural,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
+        for _attempt in 0..CONFLICT_RETRIES {
+            let old = self.get(info, namespace, name)?;
+            if let Some(rv) = expected
+                && rv != old.rev
+            {
+                return Err(ApiError::conflict(
+                    &info.group,
+                    &info.plural,
+                    name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
+            }
+            match self
+                .write_update(
+                    info,
+                    namespace,
+                    name,
+                    &old,
+                    body.clone(),
+                    subresource,
+                    options,
+                )
+                .await
+            {
+                // An unconditional update goes over whatever was written meanwhile.
+                Err(e) if is_conflict(&e) && expected.is_none() => continue,
+                other => return other,
+            }
         }
-        self.write_update(info, namespace, name, &old, body, subresource, options)
-            .await
+        Err(too_many_conflicts(info, name))
     }
 
     /// Applies a patch, retrying on conflicting concurrent writes.
@@ -449,7 +539,7 @@ impl Service {
                 "strategic merge patch is not supported for custom resources; use a JSON merge patch (application/merge-patch+json)",
             ));
         }
-        for _attempt in 0..10 {
+        for _attempt in 0..CONFLICT_RETRIES {
             let old = match self.get(info, namespace, name) {
                 Ok(o) => o,
                 Err(e) if kind == PatchKind::Apply && e.code == 404 && subresource.is_none() => {
@@ -483,7 +573,11 @@ impl Service {
                     patch::strategic(&mut new, patch_body).map_err(ApiError::bad_request)?
                 }
             }
-            // A resourceVersion in the patch is a precondition.
+            check_patched_identity(info, namespace, name, &new)?;
+            // A resourceVersion the patch sets is a precondition. One it does not set is the
+            // stored object's own: a conflicting write meanwhile makes the patch apply again to
+            // the newer object (as kube-apiserver's GuaranteedUpdate does), while a precondition
+            // fails this check on the next attempt.
             let patched_rv = meta::meta_str(&new, "resourceVersion").to_string();
             if !patched_rv.is_empty() && patched_rv != old.rev.to_string() {
                 return Err(ApiError::conflict(
@@ -497,18 +591,11 @@ impl Service {
                 .write_update(info, namespace, name, &old, new, subresource, options)
                 .await
             {
-                Err(e) if e.code == 409 && e.reason == "Conflict" && patched_rv.is_empty() => {
-                    continue;
-                }
+                Err(e) if is_conflict(&e) => continue,
                 other => return other,
             }
         }
-        Err(ApiError::conflict(
-            &info.group,
-            &info.plural,
-            name,
-            "too many concurrent writes; try again",
-        ))
+        Err(too_many_conflicts(info, name))
     }
 
     /// Writes `new` over `old`, keeping what the subresource may not change.
@@ -627,7 +714,7 @@ impl Service {
         name: &str,
         options: &DeleteOptions,
     ) -> ApiResult<Value> {
-        for _attempt in 0..10 {
+        for _attempt in 0..CONFLICT_RETRIES {
             let old = self.get(info, namespace, name)?;
             if let Some(uid) = &options.precondition_uid
                 && uid != meta::uid(&old.value)
@@ -847,7 +934,7 @@ impl Service {
                 "the binding names pod {binding_name:?} but was posted for {name:?}"
             )));
         }
-        for _attempt in 0..10 {
+        for _attempt in 0..CONFLICT_RETRIES {
             let old = self.get(&info, Some(namespace), name)?;
             if meta::is_deleting(&old.value) {
                 return Err(ApiError::conflict(
@@ -941,6 +1028,46 @@ pub fn set_condition(object: &mut Value, type_: &str, status: &str, reason: &str
     }
 }
 
+/// Whether a write failed because the object changed since it was read.
+fn is_conflict(e: &ApiError) -> bool {
+    e.code == 409 && e.reason == "Conflict"
+}
+
+fn too_many_conflicts(info: &ResourceInfo, name: &str) -> ApiError {
+    ApiError::conflict(
+        &info.group,
+        &info.plural,
+        name,
+        "too many concurrent writes; try again",
+    )
+}
+
+/// A patch may not rename an object or move it to another namespace (400, as Kubernetes).
+fn check_patched_identity(
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+    patched: &Value,
+) -> ApiResult<()> {
+    let patched_name = meta::name(patched);
+    if patched_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({patched_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let patched_ns = meta::namespace(patched);
+    if info.namespaced
+        && let Some(ns) = namespace.filter(|ns| !ns.is_empty())
+        && !patched_ns.is_empty()
+        && patched_ns != ns
+    {
+        return Err(ApiError::bad_request(format!(
+            "the namespace of the object ({patched_ns}) does not match the namespace on the request ({ns})"
+        )));
+    }
+    Ok(())
+}
+
 /// The deletion deadline `grace` seconds from now, as a Kubernetes `Time`; saturates at the
 /// longest grace period honoured instead of overflowing.
 fn deadline(grace: i64) -> String {
@@ -1007,13 +1134,19 @@ fn generate_name(prefix: &str) -> String {
     let suffix: String = (0..5)
         .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
         .collect();
-    let max_prefix = 253 - 5;
-    let prefix = if prefix.len() > max_prefix {
-        &prefix[..max_prefix]
-    } else {
-        prefix
-    };
-    format!("{prefix}{suffix}")
+    format!("{}{suffix}", truncate_prefix(prefix))
+}
+
+/// The longest `generateName` prefix kept (Kubernetes' `maxGeneratedNameLength`: 63 - 5), cut
+/// at a character boundary.
+const MAX_GENERATED_PREFIX: usize = 63 - 5;
+
+fn truncate_prefix(prefix: &str) -> &str {
+    let mut end = prefix.len().min(MAX_GENERATED_PREFIX);
+    while !prefix.is_char_boundary(end) {
+        end -= 1;
+    }
+    prefix.get(..end).unwrap_or_default()
 }
 
 /// The `autoscaling/v1` Scale of a custom resource.
@@ -1098,6 +1231,7 @@ fn decode_continue(token: &str) -> ApiResult<(u64, (String, String))> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Registry;
 
     #[test]
     fn qos() {
@@ -1129,5 +1263,44 @@ mod tests {
         let n = generate_name("job-");
         assert!(n.starts_with("job-") && n.len() == 9);
         assert!(validation::dns_subdomain_problem(&n).is_none());
+    }
+
+    #[test]
+    fn generated_names_fit_whatever_the_prefix() {
+        let n = generate_name(&"a".repeat(300));
+        assert_eq!(n.len(), 63);
+        assert!(validation::dns_subdomain_problem(&n).is_none());
+        // Multi-byte characters are cut at a character boundary, not through one.
+        let n = generate_name(&"é".repeat(200));
+        assert!(n.len() <= 63 && n.starts_with('é'), "{n}");
+        assert_eq!(truncate_prefix("aé"), "aé");
+        assert_eq!(
+            truncate_prefix(&format!("{}é", "a".repeat(57))),
+            "a".repeat(57)
+        );
+    }
+
+    #[test]
+    fn deletion_deadlines_saturate() {
+        for grace in [i64::MIN, -1, 0, 30, 10_000_000_000_000, i64::MAX] {
+            assert!(meta::parse_time(&deadline(grace)).is_some(), "{grace}");
+        }
+    }
+
+    #[test]
+    fn field_selectors_follow_the_kind() {
+        let registry = Registry::new();
+        let pods = registry.get("", "v1", "pods").unwrap();
+        let events = registry.get("", "v1", "events").unwrap();
+        let parse = |s: &str| FieldSelector::parse(s).unwrap();
+        assert!(Service::selectable(&pods, parse("spec.nodeName=n,metadata.name=p")).is_ok());
+        let e = Service::selectable(&pods, parse("spec.foo=x")).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (400, "field label not supported: spec.foo")
+        );
+        let selected = Service::selectable(&events, parse("source=kubelet")).unwrap();
+        assert!(selected.matches(&json!({"source": {"component": "kubelet"}})));
+        assert!(!selected.matches(&json!({"source": {"component": "other"}})));
     }
 }

@@ -36,6 +36,7 @@ pub async fn serve(
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
     let fields =
         FieldSelector::parse(params.get("fieldSelector")).map_err(ApiError::bad_request)?;
+    let fields = Service::selectable(&info, fields)?;
     let namespace = match target.namespace.clone() {
         Some(ns) => Some(ns),
         None if info.namespaced => fields.required("metadata.namespace").map(str::to_string),
@@ -65,6 +66,11 @@ pub async fn serve(
             }
         }
     };
+    if let WatchFrom::Revision(_) = from {
+        service
+            .await_resource_version(params.get("resourceVersion"))
+            .await?;
+    }
     let include = IncludeObject::parse(params.get("includeObject"));
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     let response = Response::builder()
