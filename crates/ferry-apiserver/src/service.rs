@@ -653,7 +653,7 @@ impl Service {
                 .get("generation")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
-            metadata_mut(&mut new).insert("generation".into(), json!(generation + 1));
+            metadata_mut(&mut new).insert("generation".into(), json!(generation.saturating_add(1)));
         }
         if options.dry_run {
             return Ok(Written {

@@ -384,8 +384,9 @@ async fn concurrent_patches_without_resource_version_all_succeed() {
     }
     assert!(
         failures.is_empty(),
-        "{} failed: {failures:?}",
-        failures.len()
+        "{} of {writers} failed, the first with: {}",
+        failures.len(),
+        failures[0]
     );
     let annotations = cms
         .get("shared")
