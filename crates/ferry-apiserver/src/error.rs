@@ -189,6 +189,21 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// 504 Timeout: the request names a resourceVersion the store has not reached (what
+    /// kube-apiserver answers after waiting for it).
+    pub fn resource_version_too_large(requested: u64, current: u64) -> Self {
+        let mut e = Self::new(
+            504,
+            "Timeout",
+            format!("Timeout: Too large resource version: {requested}, current: {current}"),
+        );
+        e.details = Some(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        }));
+        e
+    }
+
     /// 413 RequestEntityTooLarge.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(413, "RequestEntityTooLarge", message)

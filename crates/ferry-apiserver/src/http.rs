@@ -470,9 +470,12 @@ async fn handle(
             if params.flag("watch") {
                 return watch::serve(service.clone(), target, &params, render).await;
             }
-            list(service, &target, &params, render)
+            list(service, &target, &params, render).await
         }
         (Method::GET, Some(name), None | Some("status")) => {
+            service
+                .await_resource_version(params.get("resourceVersion"))
+                .await?;
             let o = service.get(&info, ns, name)?;
             Ok(respond(
                 StatusCode::OK,
@@ -481,8 +484,7 @@ async fn handle(
             ))
         }
         (Method::GET, Some(name), Some("scale")) => {
-            let o = service.get(&info, ns, name)?;
-            Ok(Json(scale_of(&info, &o.value)).into_response())
+            Ok(Json(service.scale(&info, ns, name)?).into_response())
         }
         (Method::GET, Some(name), Some("log")) => {
             logs::serve(service, ns.unwrap_or_default(), name, &params).await
@@ -517,15 +519,11 @@ async fn handle(
         }
         (Method::PUT, Some(name), Some("scale")) => {
             let scale = decode_body(headers, &body)?;
-            set_scale(
-                service,
-                &info,
-                ns,
-                name,
-                scale["spec"]["replicas"].clone(),
-                &params,
-            )
-            .await
+            let options = params.write_options()?;
+            let scale = service
+                .update_scale(&info, ns, name, &scale, &options)
+                .await?;
+            Ok(Json(scale).into_response())
         }
         (Method::PATCH, Some(name), sub) => {
             let content_type = headers
@@ -548,11 +546,11 @@ async fn handle(
                 decode_body(&HeaderMap::new(), &body)?
             };
             if sub == Some("scale") {
-                let current = service.get(&info, ns, name)?;
-                let mut scale = scale_of(&info, &current.value);
-                crate::patch::merge(&mut scale, &patch);
-                let replicas = scale["spec"]["replicas"].clone();
-                return set_scale(service, &info, ns, name, replicas, &params).await;
+                let options = params.write_options()?;
+                let scale = service
+                    .patch_scale(&info, ns, name, &patch, &options)
+                    .await?;
+                return Ok(Json(scale).into_response());
             }
             let w = service
                 .patch(&info, ns, name, kind, &patch, sub, &params.write_options()?)
@@ -571,29 +569,17 @@ async fn handle(
         (Method::DELETE, None, None) => {
             let options = delete_options(headers, &body, &params)?;
             let list_options = params.list_options()?;
-            let items = service.list(
-                &info,
-                ns,
-                &ListOptions {
-                    limit: 0,
-                    continue_token: None,
-                    ..list_options
-                },
-            )?;
-            let mut deleted = Vec::new();
-            for item in items.items {
-                let item_ns = crate::meta::namespace(&item).to_string();
-                let name = crate::meta::name(&item).to_string();
-                match service.delete(&info, Some(&item_ns), &name, &options).await {
-                    Ok(o) => deleted.push(with_version(&info, o)),
-                    Err(e) if e.code == 404 => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let (deleted, rev) = service
+                .delete_collection(&info, ns, &list_options, &options)
+                .await?;
+            let deleted: Vec<Value> = deleted
+                .into_iter()
+                .map(|o| with_version(&info, o))
+                .collect();
             let list = json!({
                 "kind": format!("{}List", info.kind),
                 "apiVersion": info.api_version(),
-                "metadata": {"resourceVersion": service.store.revision().to_string()},
+                "metadata": {"resourceVersion": rev.to_string()},
                 "items": deleted,
             });
             Ok(Json(list).into_response())
@@ -606,7 +592,7 @@ async fn handle(
     }
 }
 
-fn list(
+async fn list(
     service: &Arc<Service>,
     target: &Target,
     params: &Params,
@@ -614,6 +600,9 @@ fn list(
 ) -> ApiResult<Response> {
     let info = &target.info;
     let options = params.list_options()?;
+    service
+        .await_resource_version(params.get("resourceVersion"))
+        .await?;
     let result = service.list(info, target.namespace.as_deref(), &options)?;
     let body = match render {
         Render::Table(version) => {
@@ -699,90 +688,6 @@ fn delete_options(headers: &HeaderMap, body: &[u8], params: &Params) -> ApiResul
             .map(str::to_string),
         dry_run: dry_run(params.get("dryRun"))? || body_dry_run,
     })
-}
-
-/// The `autoscaling/v1` Scale of a custom resource.
-fn scale_of(info: &ResourceInfo, object: &Value) -> Value {
-    let paths = info
-        .scale
-        .clone()
-        .unwrap_or_else(|| crate::registry::ScalePaths {
-            spec_replicas: ".spec.replicas".into(),
-            status_replicas: ".status.replicas".into(),
-            label_selector: None,
-        });
-    let m = crate::meta::metadata(object);
-    let selector = paths
-        .label_selector
-        .as_deref()
-        .and_then(|p| crate::meta::json_path(object, p))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": m.get("name"), "namespace": m.get("namespace"), "uid": m.get("uid"),
-            "resourceVersion": m.get("resourceVersion"), "creationTimestamp": m.get("creationTimestamp"),
-        },
-        "spec": {"replicas": crate::meta::json_path(object, &paths.spec_replicas).cloned().unwrap_or(json!(0))},
-        "status": {
-            "replicas": crate::meta::json_path(object, &paths.status_replicas).cloned().unwrap_or(json!(0)),
-            "selector": selector,
-        },
-    })
-}
-
-/// Sets the desired replicas of a custom resource through its scale subresource and answers
-/// with the new Scale.
-async fn set_scale(
-    service: &Service,
-    info: &ResourceInfo,
-    ns: Option<&str>,
-    name: &str,
-    replicas: Value,
-    params: &Params,
-) -> ApiResult<Response> {
-    let (patch, sub) = scale_patch(info, replicas)?;
-    let w = service
-        .patch(
-            info,
-            ns,
-            name,
-            PatchKind::Merge,
-            &patch,
-            sub,
-            &params.write_options()?,
-        )
-        .await?;
-    Ok(Json(scale_of(info, &w.object)).into_response())
-}
-
-/// A merge patch that sets the desired replicas through the scale subresource.
-fn scale_patch(info: &ResourceInfo, replicas: Value) -> ApiResult<(Value, Option<&'static str>)> {
-    let Some(paths) = &info.scale else {
-        return Err(ApiError::no_route(&format!("{}/scale", info.plural)));
-    };
-    if !replicas.is_i64() || replicas.as_i64().is_some_and(|r| r < 0) {
-        return Err(ApiError::invalid(
-            "autoscaling",
-            "Scale",
-            "",
-            vec![crate::error::FieldCause::invalid(
-                "spec.replicas",
-                &replicas,
-                "must be a non-negative integer",
-            )],
-        ));
-    }
-    let mut patch = json!({});
-    crate::meta::set_json_path(&mut patch, &paths.spec_replicas, replicas);
-    let sub = if paths.spec_replicas.starts_with(".status") {
-        Some("status")
-    } else {
-        None
-    };
-    Ok((patch, sub))
 }
 
 #[cfg(test)]

@@ -10,8 +10,10 @@
 //!   [`jsonpath`] evaluates printer columns in Kubernetes' JSONPath dialect.
 //! - [`watch`] and [`logs`]: streaming responses (watch events; container logs proxied to the
 //!   node agent as the real API server proxies to the kubelet).
-//! - [`service`]: the API's semantics, independent of HTTP: defaulting, validation, optimistic
-//!   concurrency, subresources, graceful deletion, finalizers, CRDs.
+//! - [`service`]: the API's semantics, independent of HTTP: optimistic concurrency,
+//!   subresources (status, scale), graceful deletion, finalizers, collections, CRDs.
+//! - [`strategy`]: what differs between kinds, one file per kind: defaulting, validation,
+//!   status handling, printer columns, selectable fields, graceful-deletion rules.
 //! - [`expiry`]: the time-to-live of Events (storage behaviour, as etcd leases are in
 //!   Kubernetes). Controllers (garbage collection, namespaces, service accounts) are API
 //!   clients in `ferry-controllers`.
@@ -35,6 +37,7 @@ pub mod protobuf;
 pub mod registry;
 pub mod selectors;
 pub mod service;
+pub mod strategy;
 pub mod table;
 pub mod validation;
 pub mod watch;

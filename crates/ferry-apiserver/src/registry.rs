@@ -7,6 +7,8 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
 
+use crate::strategy::StrategyRef;
+
 /// Paths of a scale subresource's fields in the custom resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScalePaths {
@@ -64,10 +66,13 @@ pub struct ResourceInfo {
     pub schema: Option<Value>,
     /// True for custom resources (served from a CRD).
     pub custom: bool,
+    /// The kind's behaviour: defaulting, validation, printing, deletion.
+    pub strategy: StrategyRef,
 }
 
 impl ResourceInfo {
-    fn builtin(
+    /// A built-in resource (its strategy is set by [`crate::strategy::builtin_resources`]).
+    pub fn builtin(
         group: &str,
         version: &str,
         plural: &str,
@@ -90,20 +95,24 @@ impl ResourceInfo {
             columns: Vec::new(),
             schema: None,
             custom: false,
+            strategy: crate::strategy::CUSTOM,
         }
     }
 
-    fn with_status(mut self) -> Self {
+    /// With a status subresource.
+    pub fn with_status(mut self) -> Self {
         self.status = true;
         self
     }
 
-    fn with_subresources(mut self, subs: &[&'static str]) -> Self {
+    /// With subresources served by their own handlers.
+    pub fn with_subresources(mut self, subs: &[&'static str]) -> Self {
         self.extra_subresources = subs.to_vec();
         self
     }
 
-    fn in_category(mut self, category: &str) -> Self {
+    /// In a category such as `all`.
+    pub fn in_category(mut self, category: &str) -> Self {
         self.categories.push(category.to_string());
         self
     }
@@ -201,45 +210,6 @@ impl ResourceInfo {
     }
 }
 
-/// The built-in resources.
-fn builtins() -> Vec<ResourceInfo> {
-    vec![
-        ResourceInfo::builtin("", "v1", "namespaces", "Namespace", false, &["ns"])
-            .with_status()
-            .with_subresources(&["finalize"]),
-        ResourceInfo::builtin("", "v1", "nodes", "Node", false, &["no"]).with_status(),
-        ResourceInfo::builtin("", "v1", "pods", "Pod", true, &["po"])
-            .with_status()
-            .with_subresources(&["binding", "log"])
-            .in_category("all"),
-        ResourceInfo::builtin("", "v1", "events", "Event", true, &["ev"]),
-        ResourceInfo::builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"]),
-        ResourceInfo::builtin("", "v1", "secrets", "Secret", true, &[]),
-        ResourceInfo::builtin("", "v1", "services", "Service", true, &["svc"])
-            .with_status()
-            .in_category("all"),
-        ResourceInfo::builtin("", "v1", "serviceaccounts", "ServiceAccount", true, &["sa"]),
-        ResourceInfo::builtin("coordination.k8s.io", "v1", "leases", "Lease", true, &[]),
-        ResourceInfo::builtin(
-            "scheduling.k8s.io",
-            "v1",
-            "priorityclasses",
-            "PriorityClass",
-            false,
-            &["pc"],
-        ),
-        ResourceInfo::builtin(
-            "apiextensions.k8s.io",
-            "v1",
-            "customresourcedefinitions",
-            "CustomResourceDefinition",
-            false,
-            &["crd", "crds"],
-        )
-        .with_status(),
-    ]
-}
-
 /// Why a CRD cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrdProblem {
@@ -261,7 +231,7 @@ impl Registry {
         let registry = Self::default();
         {
             let mut map = registry.write();
-            for info in builtins() {
+            for info in crate::strategy::builtin_resources() {
                 map.insert(
                     (
                         info.group.clone(),
@@ -419,6 +389,7 @@ impl Registry {
                 columns,
                 schema,
                 custom: true,
+                strategy: crate::strategy::CUSTOM,
             });
         }
         Ok(out)

@@ -314,6 +314,20 @@ impl FieldSelector {
             .map(|(_, _, v)| v.as_str())
     }
 
+    /// The field labels of the terms (`status.phase`, …).
+    pub fn labels(&self) -> Vec<String> {
+        self.terms.iter().map(|(p, _, _)| p.join(".")).collect()
+    }
+
+    /// Makes the terms on `label` read the object at the dotted `path` instead.
+    pub fn read_label_at(&mut self, label: &str, path: &str) {
+        for (p, _, _) in &mut self.terms {
+            if p.join(".") == label {
+                *p = path.split('.').map(str::to_string).collect();
+            }
+        }
+    }
+
     /// Whether an object satisfies every term.
     pub fn matches(&self, object: &Value) -> bool {
         self.terms.iter().all(|(path, equal, value)| {

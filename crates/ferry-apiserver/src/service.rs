@@ -15,6 +15,10 @@ use crate::meta::{self, metadata, metadata_mut};
 use crate::patch::{self, PatchKind};
 use crate::registry::{Registry, ResourceInfo};
 use crate::selectors::{FieldSelector, LabelSelector};
+use crate::strategy;
+use crate::strategy::object_field;
+#[cfg(test)]
+use crate::strategy::pod::qos_class;
 use crate::validation;
 
 /// How strictly unknown fields are treated (`fieldValidation`).
@@ -109,6 +113,14 @@ pub struct Service {
     service_ips: AtomicU32,
 }
 
+/// Attempts of a write that conflicts with concurrent writes before it gives up. Every
+/// conflict means another write succeeded, so this bounds only pathological contention.
+const CONFLICT_RETRIES: usize = 1000;
+
+/// How long a request for a resourceVersion newer than the store's waits for it (as
+/// kube-apiserver's watch cache waits).
+pub const FRESHNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Finalizer that deletes dependents before the owner (foreground deletion).
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 /// Finalizer that orphans dependents before the owner goes.
@@ -182,8 +194,9 @@ impl Service {
         namespace: Option<&str>,
         options: &ListOptions,
     ) -> ApiResult<ListResult> {
+        let fields = Self::selectable(info, options.fields.clone())?;
         let namespace = if info.namespaced {
-            namespace.or(options.fields.required("metadata.namespace"))
+            namespace.or(fields.required("metadata.namespace"))
         } else {
             None
         };
@@ -196,7 +209,7 @@ impl Service {
             namespace,
             start_after.as_ref().map(|(_, k)| k),
             options.limit,
-            |v| options.labels.matches(v) && options.fields.matches(v),
+            |v| options.labels.matches(v) && fields.matches(v),
         );
         let rev = start_after.map_or(page.rev, |(rev, _)| rev);
         Ok(ListResult {
@@ -204,6 +217,69 @@ impl Service {
             rev,
             continue_token: page.continue_after.map(|k| encode_continue(rev, &k)),
         })
+    }
+
+    /// Checks a field selector against the fields the kind can be selected by (`400 field
+    /// label not supported` for others, as Kubernetes answers) and points each label at the
+    /// object field it reads.
+    pub fn selectable(info: &ResourceInfo, mut fields: FieldSelector) -> ApiResult<FieldSelector> {
+        for label in fields.labels() {
+            let known = strategy::METADATA_FIELDS.contains(&label.as_str())
+                || info.strategy.selectable_fields().contains(&label.as_str());
+            if !known {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {label}"
+                )));
+            }
+            if let Some(path) = info.strategy.field_path(&label) {
+                fields.read_label_at(&label, path);
+            }
+        }
+        Ok(fields)
+    }
+
+    /// Reads a request's `resourceVersion` ("" and "0": any) and waits, up to
+    /// [`FRESHNESS_WAIT`], until the store has reached it. A revision the store does not reach
+    /// in that time is answered `504 Timeout` with the cause `ResourceVersionTooLarge`, as
+    /// kube-apiserver answers; one that is not a number, `400`.
+    pub async fn await_resource_version(&self, rv: &str) -> ApiResult<Option<u64>> {
+        if rv.is_empty() {
+            return Ok(None);
+        }
+        let rev: u64 = rv.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid resource version {rv:?}: must be an unsigned integer"
+            ))
+        })?;
+        if self.store.revision() >= rev {
+            return Ok(Some(rev));
+        }
+        let reached = async {
+            loop {
+                // Subscribed before the next look, so no commit in between goes unseen.
+                let Ok(mut watch) = self.store.watch("", None, ferry_store::WatchFrom::Now) else {
+                    return false;
+                };
+                loop {
+                    if self.store.revision() >= rev {
+                        return true;
+                    }
+                    match watch.next().await {
+                        Ok(event) if event.rev >= rev => return true,
+                        Ok(_) => {}
+                        Err(ferry_store::WatchEnd::Lagged) => break,
+                        Err(ferry_store::WatchEnd::Closed) => return false,
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(FRESHNESS_WAIT, reached).await {
+            Ok(true) => Ok(Some(rev)),
+            _ => Err(ApiError::resource_version_too_large(
+                rev,
+                self.store.revision(),
+            )),
+        }
     }
 
     /// Checks that a namespace exists and accepts new objects.
@@ -279,7 +355,7 @@ impl Service {
             }
             name = generate_name(&prefix);
         }
-        if let Some(problem) = validation::name_problem(info, &name) {
+        if let Some(problem) = info.strategy.name_problem(&name) {
             return Err(ApiError::invalid(
                 &info.group,
                 &info.kind,
@@ -301,10 +377,7 @@ impl Service {
             m.remove("managedFields");
             m.remove("selfLink");
         }
-        if info.status && info.custom {
-            body.as_object_mut().map(|o| o.remove("status"));
-        }
-        self.default_on_create(info, &mut body)?;
+        info.strategy.prepare_for_create(self, info, &mut body)?;
         let warnings = self.admit(info, &mut body, None, options.field_validation)?;
         let key = Self::key(info, ns.as_deref(), &name);
         if options.dry_run {
@@ -322,7 +395,7 @@ impl Service {
             .create(key, body)
             .await
             .map_err(|e| ApiError::from_store(e, &info.group, &info.plural))?;
-        self.after_write(info, &stored.value);
+        info.strategy.after_write(self, &stored.value);
         Ok(Written {
             object: (*stored.value).clone(),
             warnings,
@@ -330,175 +403,13 @@ impl Service {
         })
     }
 
-    /// Fills the defaults Kubernetes fills on create.
-    fn default_on_create(&self, info: &ResourceInfo, body: &mut Value) -> ApiResult<()> {
-        if info.custom {
-            return Ok(());
-        }
-        match (info.group.as_str(), info.plural.as_str()) {
-            ("", "pods") => self.default_pod(body),
-            ("", "secrets") => {
-                let obj = body
-                    .as_object_mut()
-                    .ok_or_else(|| ApiError::bad_request("a Secret must be an object"))?;
-                if obj
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-                {
-                    obj.insert("type".into(), json!("Opaque"));
-                }
-                Ok(())
-            }
-            ("", "namespaces") => {
-                body["spec"] = json!({"finalizers": ["kubernetes"]});
-                body["status"] = json!({"phase": "Active"});
-                Ok(())
-            }
-            ("", "services") => {
-                let spec = object_field(body, "spec");
-                spec.entry("type").or_insert(json!("ClusterIP"));
-                spec.entry("sessionAffinity").or_insert(json!("None"));
-                let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
-                if !headless
-                    && spec
-                        .get("clusterIP")
-                        .and_then(Value::as_str)
-                        .is_none_or(str::is_empty)
-                {
-                    let n = self.service_ips.fetch_add(1, Ordering::Relaxed) + 1;
-                    let ip = format!("10.96.{}.{}", (n / 254) % 256, n % 254 + 1);
-                    spec.insert("clusterIP".into(), json!(ip));
-                    spec.insert("clusterIPs".into(), json!([ip]));
-                }
-                for port in spec
-                    .get_mut("ports")
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(p) = port.as_object_mut() {
-                        p.entry("protocol").or_insert(json!("TCP"));
-                        if let Some(n) = p.get("port").cloned() {
-                            p.entry("targetPort").or_insert(n);
-                        }
-                    }
-                }
-                body["status"] = json!({"loadBalancer": {}});
-                Ok(())
-            }
-            ("apiextensions.k8s.io", "customresourcedefinitions") => {
-                let resources = Registry::resources_of_crd(body).map_err(|p| {
-                    ApiError::invalid(
-                        &info.group,
-                        &info.kind,
-                        meta::name(body),
-                        vec![FieldCause {
-                            field: p.field,
-                            reason: "FieldValueInvalid",
-                            message: p.message,
-                        }],
-                    )
-                })?;
-                let names = body["spec"]["names"].clone();
-                let mut accepted = names;
-                if let Some(first) = resources.first() {
-                    accepted["singular"] = json!(first.singular);
-                    accepted["listKind"] = json!(format!("{}List", first.kind));
-                }
-                let now = meta::now_time();
-                body["status"] = json!({
-                    "acceptedNames": accepted,
-                    "conditions": [
-                        {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
-                        {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now},
-                    ],
-                    "storedVersions": body["spec"]["versions"].as_array().into_iter().flatten()
-                        .filter(|v| v["storage"] == json!(true)).map(|v| v["name"].clone()).collect::<Vec<_>>(),
-                });
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn default_pod(&self, body: &mut Value) -> ApiResult<()> {
-        let priority = {
-            let class = body["spec"]["priorityClassName"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            if class.is_empty() {
-                self.default_priority()
-            } else {
-                let pc_info = self
-                    .registry
-                    .get("scheduling.k8s.io", "v1", "priorityclasses");
-                let pc = pc_info.and_then(|i| self.store.get(&Self::key(&i, None, &class)));
-                match pc {
-                    Some(pc) => Some(pc.value["value"].as_i64().unwrap_or(0)),
-                    None if class == "system-node-critical" => Some(2_000_001_000),
-                    None if class == "system-cluster-critical" => Some(2_000_000_000),
-                    None => {
-                        return Err(ApiError::forbidden(format!(
-                            "pods \"{}\" is forbidden: no PriorityClass with name {class} was found",
-                            meta::name(body)
-                        )));
-                    }
-                }
-            }
-        };
-        let spec = object_field(body, "spec");
-        spec.entry("restartPolicy").or_insert(json!("Always"));
-        spec.entry("schedulerName")
-            .or_insert(json!(ferry_api::DEFAULT_SCHEDULER_NAME));
-        spec.entry("terminationGracePeriodSeconds")
-            .or_insert(json!(30));
-        spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
-        spec.entry("serviceAccountName").or_insert(json!("default"));
-        spec.entry("enableServiceLinks").or_insert(json!(true));
-        if let Some(p) = priority {
-            spec.insert("priority".into(), json!(p));
-        }
-        for list in ["containers", "initContainers"] {
-            for c in spec
-                .get_mut(list)
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(c) = c.as_object_mut() {
-                    let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
-                    let tag_latest = !image.contains(':') || image.ends_with(":latest");
-                    c.entry("imagePullPolicy").or_insert(json!(if tag_latest {
-                        "Always"
-                    } else {
-                        "IfNotPresent"
-                    }));
-                    c.entry("terminationMessagePath")
-                        .or_insert(json!("/dev/termination-log"));
-                    c.entry("terminationMessagePolicy").or_insert(json!("File"));
-                }
-            }
-        }
-        let qos = qos_class(&body["spec"]);
-        body["status"] = json!({"phase": "Pending", "qosClass": qos});
-        Ok(())
-    }
-
-    /// The value of the PriorityClass marked `globalDefault`, if any.
-    fn default_priority(&self) -> Option<i64> {
-        let info = self
-            .registry
-            .get("scheduling.k8s.io", "v1", "priorityclasses")?;
-        let page = self
-            .store
-            .list(&info.storage_resource(), None, None, 0, |v| {
-                v["globalDefault"] == json!(true)
-            });
-        page.items
-            .first()
-            .map(|pc| pc.value["value"].as_i64().unwrap_or(0))
+    /// The next cluster IP of the service range.
+    pub(crate) fn allocate_service_ip(&self) -> String {
+        let n = self
+            .service_ips
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1);
+        format!("10.96.{}.{}", (n / 254) % 256, n % 254 + 1)
     }
 
     /// Normalizes and validates an object about to be written. Returns warnings.
@@ -511,25 +422,7 @@ impl Service {
     ) -> ApiResult<Vec<String>> {
         let name = meta::name(body).to_string();
         let mut warnings = Vec::new();
-        let mut unknown = Vec::new();
-        if info.custom {
-            if let Some(schema) = &info.schema {
-                let mut causes = Vec::new();
-                unknown = validation::validate_schema(body, schema, "", &mut causes);
-                if !causes.is_empty() {
-                    return Err(ApiError::invalid(&info.group, &info.kind, &name, causes));
-                }
-            }
-        } else if let Some(typed) = typed_roundtrip(&info.kind, body) {
-            let typed = typed.map_err(|e| {
-                ApiError::bad_request(format!(
-                    "{} in version \"{}\" cannot be handled as a {}: {e}",
-                    info.kind, info.version, info.kind
-                ))
-            })?;
-            unknown = validation::unknown_fields(body, &typed);
-            *body = typed;
-        }
+        let unknown = info.strategy.decode(info, body)?;
         if !unknown.is_empty() {
             match fv {
                 FieldValidation::Strict => {
@@ -550,26 +443,14 @@ impl Service {
         }
         let mut causes = Vec::new();
         validation::validate_metadata(body, &mut causes);
-        if !info.custom && info.group.is_empty() && info.plural == "pods" {
-            validation::validate_pod(body, &mut causes);
-            if let Some(old) = old {
-                validation::validate_pod_update(old, body, &mut causes);
-            }
+        info.strategy.validate(body, &mut causes);
+        if let Some(old) = old {
+            info.strategy.validate_update(old, body, &mut causes);
         }
         if !causes.is_empty() {
             return Err(ApiError::invalid(&info.group, &info.kind, &name, causes));
         }
         Ok(warnings)
-    }
-
-    /// Bookkeeping after a successful write (CRD registration).
-    fn after_write(&self, info: &ResourceInfo, object: &Value) {
-        if info.group == "apiextensions.k8s.io" && info.plural == "customresourcedefinitions" {
-            match Registry::resources_of_crd(object) {
-                Ok(resources) => self.registry.register_crd(meta::name(object), resources),
-                Err(p) => tracing::warn!(problem = %p.message, "CRD stored but not served"),
-            }
-        }
     }
 
     /// Replaces an object (PUT), or its status with `subresource = Some("status")`.
@@ -610,19 +491,36 @@ impl Service {
                 )
             })?),
         };
-        let old = self.get(info, namespace, name)?;
-        if let Some(rv) = expected
-            && rv != old.rev
-        {
-            return Err(ApiError::conflict(
-                &info.group,
-                &info.plural,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
+        for _attempt in 0..CONFLICT_RETRIES {
+            let old = self.get(info, namespace, name)?;
+            if let Some(rv) = expected
+                && rv != old.rev
+            {
+                return Err(ApiError::conflict(
+                    &info.group,
+                    &info.plural,
+                    name,
+                    "the object has been modified; please apply your changes to the latest version and try again",
+                ));
+            }
+            match self
+                .write_update(
+                    info,
+                    namespace,
+                    name,
+                    &old,
+                    body.clone(),
+                    subresource,
+                    options,
+                )
+                .await
+            {
+                // An unconditional update goes over whatever was written meanwhile.
+                Err(e) if is_conflict(&e) && expected.is_none() => continue,
+                other => return other,
+            }
         }
-        self.write_update(info, namespace, name, &old, body, subresource, options)
-            .await
+        Err(too_many_conflicts(info, name))
     }
 
     /// Applies a patch, retrying on conflicting concurrent writes.
@@ -642,7 +540,7 @@ impl Service {
                 "strategic merge patch is not supported for custom resources; use a JSON merge patch (application/merge-patch+json)",
             ));
         }
-        for _attempt in 0..10 {
+        for _attempt in 0..CONFLICT_RETRIES {
             let old = match self.get(info, namespace, name) {
                 Ok(o) => o,
                 Err(e) if kind == PatchKind::Apply && e.code == 404 && subresource.is_none() => {
@@ -676,7 +574,11 @@ impl Service {
                     patch::strategic(&mut new, patch_body).map_err(ApiError::bad_request)?
                 }
             }
-            // A resourceVersion in the patch is a precondition.
+            check_patched_identity(info, namespace, name, &new)?;
+            // A resourceVersion the patch sets is a precondition. One it does not set is the
+            // stored object's own: a conflicting write meanwhile makes the patch apply again to
+            // the newer object (as kube-apiserver's GuaranteedUpdate does), while a precondition
+            // fails this check on the next attempt.
             let patched_rv = meta::meta_str(&new, "resourceVersion").to_string();
             if !patched_rv.is_empty() && patched_rv != old.rev.to_string() {
                 return Err(ApiError::conflict(
@@ -690,18 +592,11 @@ impl Service {
                 .write_update(info, namespace, name, &old, new, subresource, options)
                 .await
             {
-                Err(e) if e.code == 409 && e.reason == "Conflict" && patched_rv.is_empty() => {
-                    continue;
-                }
+                Err(e) if is_conflict(&e) => continue,
                 other => return other,
             }
         }
-        Err(ApiError::conflict(
-            &info.group,
-            &info.plural,
-            name,
-            "too many concurrent writes; try again",
-        ))
+        Err(too_many_conflicts(info, name))
     }
 
     /// Writes `new` over `old`, keeping what the subresource may not change.
@@ -719,18 +614,8 @@ impl Service {
         check_type(info, &mut new)?;
         let old_value = &*old.value;
         match subresource {
-            Some("status") => {
-                // Only the status changes.
-                let status = new.get("status").cloned();
-                new = old_value.clone();
-                match status {
-                    Some(s) => new["status"] = s,
-                    None => {
-                        new.as_object_mut().map(|o| o.remove("status"));
-                    }
-                }
-            }
-            Some("finalize") if info.group.is_empty() && info.plural == "namespaces" => {
+            Some("status") => info.strategy.prepare_for_status_update(old_value, &mut new),
+            Some("finalize") if info.extra_subresources.contains(&"finalize") => {
                 // Only spec.finalizers changes (the namespace controller's last step).
                 let finalizers = new["spec"]["finalizers"].clone();
                 new = old_value.clone();
@@ -742,16 +627,7 @@ impl Service {
                     info.plural
                 )));
             }
-            None => {
-                if info.status {
-                    match old_value.get("status") {
-                        Some(s) => new["status"] = s.clone(),
-                        None => {
-                            new.as_object_mut().map(|o| o.remove("status"));
-                        }
-                    }
-                }
-            }
+            None => info.strategy.prepare_for_update(info, old_value, &mut new),
         }
         // Fields that never change through an update.
         {
@@ -778,19 +654,13 @@ impl Service {
                 .unwrap_or(1);
             m.insert("generation".into(), json!(generation));
         }
-        if info.plural == "namespaces" && info.group.is_empty() && subresource != Some("finalize") {
-            // A namespace's spec.finalizers change only through `finalize`.
-            if let Some(spec) = old_value.get("spec") {
-                new["spec"] = spec.clone();
-            }
-        }
         let warnings = self.admit(info, &mut new, Some(old_value), options.field_validation)?;
         if spec_changed(old_value, &new) {
             let generation = metadata(old_value)
                 .get("generation")
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
-            metadata_mut(&mut new).insert("generation".into(), json!(generation + 1));
+            metadata_mut(&mut new).insert("generation".into(), json!(generation.saturating_add(1)));
         }
         if options.dry_run {
             return Ok(Written {
@@ -801,17 +671,20 @@ impl Service {
         }
         let key = Self::key(info, namespace, name);
         // The last finalizer of an object being deleted is gone: delete it for real.
+        let grace = metadata(&new)
+            .get("deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if meta::is_deleting(&new)
             && meta::finalizers(&new).is_empty()
-            && !self.awaits_kubelet(info, &new)
-            && !spec_finalizers_pending(info, &new)
+            && !info.strategy.awaits_termination(&new, grace)
         {
             let deleted = self
                 .store
                 .delete(key, Some(old.rev))
                 .await
                 .map_err(|e| ApiError::from_store(e, &info.group, &info.plural))?;
-            self.after_delete(info, &deleted.value);
+            info.strategy.after_delete(self, &deleted.value);
             return Ok(Written {
                 object: (*deleted.value).clone(),
                 warnings,
@@ -831,23 +704,12 @@ impl Service {
             .update(key, new, Some(old.rev))
             .await
             .map_err(|e| ApiError::from_store(e, &info.group, &info.plural))?;
-        self.after_write(info, &stored.value);
+        info.strategy.after_write(self, &stored.value);
         Ok(Written {
             object: (*stored.value).clone(),
             warnings,
             created: false,
         })
-    }
-
-    /// Whether a pod being deleted still waits for its node agent to stop it.
-    fn awaits_kubelet(&self, info: &ResourceInfo, object: &Value) -> bool {
-        info.group.is_empty()
-            && info.plural == "pods"
-            && metadata(object)
-                .get("deletionGracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                > 0
     }
 
     /// Deletes an object: at once, or by marking it (graceful pod termination, finalizers,
@@ -859,7 +721,7 @@ impl Service {
         name: &str,
         options: &DeleteOptions,
     ) -> ApiResult<Value> {
-        for _attempt in 0..10 {
+        for _attempt in 0..CONFLICT_RETRIES {
             let old = self.get(info, namespace, name)?;
             if let Some(uid) = &options.precondition_uid
                 && uid != meta::uid(&old.value)
@@ -887,28 +749,9 @@ impl Service {
                     ),
                 ));
             }
-            let is_pod = info.group.is_empty() && info.plural == "pods";
-            let is_namespace = info.group.is_empty() && info.plural == "namespaces";
-            let grace = if is_pod {
-                let terminal = matches!(
-                    old.value["status"]["phase"].as_str(),
-                    Some("Succeeded" | "Failed")
-                );
-                let unbound = old.value["spec"]["nodeName"]
-                    .as_str()
-                    .is_none_or(str::is_empty);
-                if terminal || unbound {
-                    0
-                } else {
-                    options
-                        .grace_period_seconds
-                        .or_else(|| old.value["spec"]["terminationGracePeriodSeconds"].as_i64())
-                        .unwrap_or(30)
-                        .max(0)
-                }
-            } else {
-                0
-            };
+            let grace = info
+                .strategy
+                .deletion_grace(&old.value, options.grace_period_seconds);
             let mut finalizers = meta::finalizers(&old.value);
             match options.propagation_policy.as_deref() {
                 Some("Foreground") if !finalizers.iter().any(|f| f == FOREGROUND_FINALIZER) => {
@@ -929,15 +772,16 @@ impl Service {
             let current_grace = metadata(&old.value)
                 .get("deletionGracePeriodSeconds")
                 .and_then(Value::as_i64);
-            let immediate =
-                grace == 0 && finalizers.is_empty() && !spec_finalizers_pending(info, &old.value);
+            let immediate = grace == 0
+                && finalizers.is_empty()
+                && !info.strategy.awaits_termination(&old.value, grace);
             if immediate {
                 if options.dry_run {
                     return Ok((*old.value).clone());
                 }
                 match self.store.delete(key, Some(old.rev)).await {
                     Ok(deleted) => {
-                        self.after_delete(info, &deleted.value);
+                        info.strategy.after_delete(self, &deleted.value);
                         return Ok((*deleted.value).clone());
                     }
                     Err(StoreError::Conflict { .. }) => continue,
@@ -946,19 +790,14 @@ impl Service {
             }
             // Mark for deletion (or shorten a pending grace period).
             let mut new = (*old.value).clone();
-            let shorten = already && is_pod && current_grace.is_some_and(|g| grace < g);
+            let shorten = already && current_grace.is_some_and(|g| grace < g);
             if !already || shorten {
                 let m = metadata_mut(&mut new);
-                let when = Timestamp::now()
-                    .checked_add(SignedDuration::from_secs(grace))
-                    .unwrap_or(Timestamp::MAX);
-                m.insert("deletionTimestamp".into(), json!(meta::time_string(when)));
+                m.insert("deletionTimestamp".into(), json!(deadline(grace)));
                 m.insert("deletionGracePeriodSeconds".into(), json!(grace));
             }
             meta::set_finalizers(&mut new, &finalizers);
-            if is_namespace {
-                new["status"]["phase"] = json!("Terminating");
-            }
+            info.strategy.mark_deleting(&mut new);
             if new == *old.value || options.dry_run {
                 return Ok(new);
             }
@@ -976,11 +815,105 @@ impl Service {
         ))
     }
 
-    /// Bookkeeping after an object is gone for good.
-    fn after_delete(&self, info: &ResourceInfo, object: &Value) {
-        if info.group == "apiextensions.k8s.io" && info.plural == "customresourcedefinitions" {
-            self.registry.unregister_crd(meta::name(object));
+    /// The `autoscaling/v1` Scale of an object with a scale subresource.
+    pub fn scale(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Value> {
+        let o = self.get(info, namespace, name)?;
+        Ok(scale_of(info, &o.value))
+    }
+
+    /// Replaces the Scale (`PUT .../scale`): sets the desired replicas and answers with the
+    /// new Scale.
+    pub async fn update_scale(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        scale: &Value,
+        options: &WriteOptions,
+    ) -> ApiResult<Value> {
+        self.set_replicas(
+            info,
+            namespace,
+            name,
+            scale["spec"]["replicas"].clone(),
+            options,
+        )
+        .await
+    }
+
+    /// Patches the Scale (`PATCH .../scale`, merge semantics) and answers with the new Scale.
+    pub async fn patch_scale(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        patch_body: &Value,
+        options: &WriteOptions,
+    ) -> ApiResult<Value> {
+        let mut scale = self.scale(info, namespace, name)?;
+        patch::merge(&mut scale, patch_body);
+        let replicas = scale["spec"]["replicas"].clone();
+        self.set_replicas(info, namespace, name, replicas, options)
+            .await
+    }
+
+    async fn set_replicas(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        replicas: Value,
+        options: &WriteOptions,
+    ) -> ApiResult<Value> {
+        let (patch, sub) = scale_patch(info, replicas)?;
+        let w = self
+            .patch(
+                info,
+                namespace,
+                name,
+                PatchKind::Merge,
+                &patch,
+                sub,
+                options,
+            )
+            .await?;
+        Ok(scale_of(info, &w.object))
+    }
+
+    /// Deletes every object the selectors of `list` choose (`deletecollection`). Returns the
+    /// deleted (or marked) objects and the revision after them.
+    pub async fn delete_collection(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        list: &ListOptions,
+        options: &DeleteOptions,
+    ) -> ApiResult<(Vec<Value>, u64)> {
+        let items = self.list(
+            info,
+            namespace,
+            &ListOptions {
+                limit: 0,
+                continue_token: None,
+                ..list.clone()
+            },
+        )?;
+        let mut deleted = Vec::new();
+        for item in items.items {
+            let item_ns = meta::namespace(&item).to_string();
+            let name = meta::name(&item).to_string();
+            match self.delete(info, Some(&item_ns), &name, options).await {
+                Ok(o) => deleted.push(o),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok((deleted, self.store.revision()))
     }
 
     /// Binds a pod to a node (`pods/binding`): sets `spec.nodeName` once and copies the
@@ -1008,7 +941,7 @@ impl Service {
                 "the binding names pod {binding_name:?} but was posted for {name:?}"
             )));
         }
-        for _attempt in 0..10 {
+        for _attempt in 0..CONFLICT_RETRIES {
             let old = self.get(&info, Some(namespace), name)?;
             if meta::is_deleting(&old.value) {
                 return Err(ApiError::conflict(
@@ -1102,17 +1035,54 @@ pub fn set_condition(object: &mut Value, type_: &str, status: &str, reason: &str
     }
 }
 
-/// The object's `field`, made an object if missing.
-fn object_field<'a>(v: &'a mut Value, field: &str) -> &'a mut Map<String, Value> {
-    if !v.is_object() {
-        *v = json!({});
+/// Whether a write failed because the object changed since it was read.
+fn is_conflict(e: &ApiError) -> bool {
+    e.code == 409 && e.reason == "Conflict"
+}
+
+fn too_many_conflicts(info: &ResourceInfo, name: &str) -> ApiError {
+    ApiError::conflict(
+        &info.group,
+        &info.plural,
+        name,
+        "too many concurrent writes; try again",
+    )
+}
+
+/// A patch may not rename an object or move it to another namespace (400, as Kubernetes).
+fn check_patched_identity(
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+    patched: &Value,
+) -> ApiResult<()> {
+    let patched_name = meta::name(patched);
+    if patched_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({patched_name}) does not match the name on the URL ({name})"
+        )));
     }
-    let obj = v.as_object_mut().expect("made an object");
-    let f = obj.entry(field).or_insert_with(|| json!({}));
-    if !f.is_object() {
-        *f = json!({});
+    let patched_ns = meta::namespace(patched);
+    if info.namespaced
+        && let Some(ns) = namespace.filter(|ns| !ns.is_empty())
+        && !patched_ns.is_empty()
+        && patched_ns != ns
+    {
+        return Err(ApiError::bad_request(format!(
+            "the namespace of the object ({patched_ns}) does not match the namespace on the request ({ns})"
+        )));
     }
-    f.as_object_mut().expect("made an object")
+    Ok(())
+}
+
+/// The deletion deadline `grace` seconds from now, as a Kubernetes `Time`; saturates at the
+/// longest grace period honoured instead of overflowing.
+fn deadline(grace: i64) -> String {
+    let grace = grace.clamp(0, crate::strategy::pod::MAX_GRACE_SECONDS);
+    let when = Timestamp::now()
+        .checked_add(SignedDuration::from_secs(grace))
+        .unwrap_or(Timestamp::MAX);
+    meta::time_string(when)
 }
 
 /// Checks (and fills) `apiVersion` and `kind`.
@@ -1170,73 +1140,78 @@ fn generate_name(prefix: &str) -> String {
     let suffix: String = (0..5)
         .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
         .collect();
-    let max_prefix = 253 - 5;
-    // Cut at a character boundary: a byte index inside a character would panic.
-    let mut end = prefix.len().min(max_prefix);
+    format!("{}{suffix}", truncate_prefix(prefix))
+}
+
+/// The longest `generateName` prefix kept (Kubernetes' `maxGeneratedNameLength`: 63 - 5), cut
+/// at a character boundary.
+const MAX_GENERATED_PREFIX: usize = 63 - 5;
+
+fn truncate_prefix(prefix: &str) -> &str {
+    let mut end = prefix.len().min(MAX_GENERATED_PREFIX);
     while !prefix.is_char_boundary(end) {
         end -= 1;
     }
-    let prefix = prefix.get(..end).unwrap_or_default();
-    format!("{prefix}{suffix}")
+    prefix.get(..end).unwrap_or_default()
 }
 
-/// The QoS class of a pod spec (Guaranteed, Burstable or BestEffort).
-fn qos_class(spec: &Value) -> &'static str {
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in spec["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(spec["initContainers"].as_array().into_iter().flatten())
-    {
-        let req = &c["resources"]["requests"];
-        let lim = &c["resources"]["limits"];
-        for r in ["cpu", "memory"] {
-            let rq = req.get(r).or(lim.get(r));
-            let lm = lim.get(r);
-            if rq.is_some() || lm.is_some() {
-                any = true;
-            }
-            if lm.is_none() || rq != lm {
-                guaranteed = false;
-            }
-        }
-    }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        (true, false) => "Burstable",
-    }
-}
-
-/// Normalizes a built-in object through its typed form, or `None` for kinds without one.
-fn typed_roundtrip(kind: &str, v: &Value) -> Option<Result<Value, serde_json::Error>> {
-    use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::{
-        ConfigMap, Event, Namespace, Node, Pod, Secret, Service as Svc, ServiceAccount,
-    };
-    use k8s_openapi::api::scheduling::v1::PriorityClass;
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    fn rt<T: serde::de::DeserializeOwned + serde::Serialize>(
-        v: &Value,
-    ) -> Result<Value, serde_json::Error> {
-        serde_json::from_value::<T>(v.clone()).and_then(serde_json::to_value)
-    }
-    Some(match kind {
-        "Pod" => rt::<Pod>(v),
-        "Node" => rt::<Node>(v),
-        "Namespace" => rt::<Namespace>(v),
-        "Event" => rt::<Event>(v),
-        "ConfigMap" => rt::<ConfigMap>(v),
-        "Secret" => rt::<Secret>(v),
-        "Service" => rt::<Svc>(v),
-        "ServiceAccount" => rt::<ServiceAccount>(v),
-        "Lease" => rt::<Lease>(v),
-        "PriorityClass" => rt::<PriorityClass>(v),
-        "CustomResourceDefinition" => rt::<CustomResourceDefinition>(v),
-        _ => return None,
+/// The `autoscaling/v1` Scale of a custom resource.
+fn scale_of(info: &ResourceInfo, object: &Value) -> Value {
+    let paths = info
+        .scale
+        .clone()
+        .unwrap_or_else(|| crate::registry::ScalePaths {
+            spec_replicas: ".spec.replicas".into(),
+            status_replicas: ".status.replicas".into(),
+            label_selector: None,
+        });
+    let m = meta::metadata(object);
+    let selector = paths
+        .label_selector
+        .as_deref()
+        .and_then(|p| meta::json_path(object, p))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m.get("name"), "namespace": m.get("namespace"), "uid": m.get("uid"),
+            "resourceVersion": m.get("resourceVersion"), "creationTimestamp": m.get("creationTimestamp"),
+        },
+        "spec": {"replicas": meta::json_path(object, &paths.spec_replicas).cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": meta::json_path(object, &paths.status_replicas).cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
     })
+}
+
+/// A merge patch that sets the desired replicas through the scale subresource.
+fn scale_patch(info: &ResourceInfo, replicas: Value) -> ApiResult<(Value, Option<&'static str>)> {
+    let Some(paths) = &info.scale else {
+        return Err(ApiError::no_route(&format!("{}/scale", info.plural)));
+    };
+    if !replicas.is_i64() || replicas.as_i64().is_some_and(|r| r < 0) {
+        return Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            "",
+            vec![FieldCause::invalid(
+                "spec.replicas",
+                &replicas,
+                "must be a non-negative integer",
+            )],
+        ));
+    }
+    let mut patch = json!({});
+    meta::set_json_path(&mut patch, &paths.spec_replicas, replicas);
+    let sub = if paths.spec_replicas.starts_with(".status") {
+        Some("status")
+    } else {
+        None
+    };
+    Ok((patch, sub))
 }
 
 /// A continue token: the list revision and the last (namespace, name) returned.
@@ -1261,17 +1236,10 @@ fn decode_continue(token: &str) -> ApiResult<(u64, (String, String))> {
 
 /// Whether a namespace still waits for its `spec.finalizers` (the namespace controller
 /// empties it and then removes `kubernetes` through the `finalize` subresource).
-fn spec_finalizers_pending(info: &ResourceInfo, object: &Value) -> bool {
-    info.group.is_empty()
-        && info.plural == "namespaces"
-        && object["spec"]["finalizers"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Registry;
 
     #[test]
     fn qos() {
@@ -1303,5 +1271,44 @@ mod tests {
         let n = generate_name("job-");
         assert!(n.starts_with("job-") && n.len() == 9);
         assert!(validation::dns_subdomain_problem(&n).is_none());
+    }
+
+    #[test]
+    fn generated_names_fit_whatever_the_prefix() {
+        let n = generate_name(&"a".repeat(300));
+        assert_eq!(n.len(), 63);
+        assert!(validation::dns_subdomain_problem(&n).is_none());
+        // Multi-byte characters are cut at a character boundary, not through one.
+        let n = generate_name(&"é".repeat(200));
+        assert!(n.len() <= 63 && n.starts_with('é'), "{n}");
+        assert_eq!(truncate_prefix("aé"), "aé");
+        assert_eq!(
+            truncate_prefix(&format!("{}é", "a".repeat(57))),
+            "a".repeat(57)
+        );
+    }
+
+    #[test]
+    fn deletion_deadlines_saturate() {
+        for grace in [i64::MIN, -1, 0, 30, 10_000_000_000_000, i64::MAX] {
+            assert!(meta::parse_time(&deadline(grace)).is_some(), "{grace}");
+        }
+    }
+
+    #[test]
+    fn field_selectors_follow_the_kind() {
+        let registry = Registry::new();
+        let pods = registry.get("", "v1", "pods").unwrap();
+        let events = registry.get("", "v1", "events").unwrap();
+        let parse = |s: &str| FieldSelector::parse(s).unwrap();
+        assert!(Service::selectable(&pods, parse("spec.nodeName=n,metadata.name=p")).is_ok());
+        let e = Service::selectable(&pods, parse("spec.foo=x")).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (400, "field label not supported: spec.foo")
+        );
+        let selected = Service::selectable(&events, parse("source=kubelet")).unwrap();
+        assert!(selected.matches(&json!({"source": {"component": "kubelet"}})));
+        assert!(!selected.matches(&json!({"source": {"component": "other"}})));
     }
 }

@@ -83,10 +83,7 @@ pub fn label_value_problem(value: &str) -> Option<String> {
 
 /// Checks the name of a new object of `info`.
 pub fn name_problem(info: &ResourceInfo, name: &str) -> Option<String> {
-    match info.plural.as_str() {
-        "namespaces" | "services" => dns_label_problem(name),
-        _ => dns_subdomain_problem(name),
-    }
+    info.strategy.name_problem(name)
 }
 
 /// Checks the metadata every object has.
@@ -149,12 +146,42 @@ pub fn validate_pod(pod: &Value, causes: &mut Vec<FieldCause>) {
     if containers.is_none_or(Vec::is_empty) {
         causes.push(FieldCause::required("spec.containers"));
     }
-    let volumes: HashSet<&str> = spec["volumes"]
+    let mut volumes: HashSet<&str> = HashSet::new();
+    for (i, v) in spec["volumes"].as_array().into_iter().flatten().enumerate() {
+        let field = format!("spec.volumes[{i}].name");
+        match v["name"].as_str() {
+            None | Some("") => causes.push(FieldCause::required(field)),
+            Some(name) => {
+                if let Some(p) = dns_label_problem(name) {
+                    causes.push(FieldCause::invalid(field, name, p));
+                } else if !volumes.insert(name) {
+                    causes.push(FieldCause {
+                        field,
+                        reason: "FieldValueDuplicate",
+                        message: format!("Duplicate value: {name:?}"),
+                    });
+                }
+            }
+        }
+    }
+    validate_security_context(&spec["securityContext"], "spec.securityContext", causes);
+    check_id(
+        &spec["securityContext"]["fsGroup"],
+        "spec.securityContext.fsGroup",
+        causes,
+    );
+    for (i, g) in spec["securityContext"]["supplementalGroups"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|v| v["name"].as_str())
-        .collect();
+        .enumerate()
+    {
+        check_id(
+            g,
+            &format!("spec.securityContext.supplementalGroups[{i}]"),
+            causes,
+        );
+    }
     let mut names = HashSet::new();
     for (list, field) in [
         ("initContainers", "spec.initContainers"),
@@ -177,6 +204,11 @@ pub fn validate_pod(pod: &Value, causes: &mut Vec<FieldCause>) {
                 }
             }
             validate_resources(&c["resources"], &format!("{at}.resources"), causes);
+            validate_security_context(
+                &c["securityContext"],
+                &format!("{at}.securityContext"),
+                causes,
+            );
             for (j, m) in c["volumeMounts"]
                 .as_array()
                 .into_iter()
@@ -215,6 +247,30 @@ pub fn validate_pod(pod: &Value, causes: &mut Vec<FieldCause>) {
             "spec.terminationGracePeriodSeconds",
             grace,
             "must be greater than or equal to 0",
+        ));
+    }
+}
+
+/// Largest user or group id Kubernetes accepts (`IsValidUserID`, `IsValidGroupID`).
+pub const MAX_ID: i64 = i32::MAX as i64;
+
+/// Checks the user and group ids of a (pod or container) security context.
+fn validate_security_context(context: &Value, at: &str, causes: &mut Vec<FieldCause>) {
+    for id in ["runAsUser", "runAsGroup"] {
+        check_id(&context[id], &format!("{at}.{id}"), causes);
+    }
+}
+
+/// A user or group id, if set, must be between 0 and [`MAX_ID`].
+fn check_id(value: &Value, field: &str, causes: &mut Vec<FieldCause>) {
+    if value.is_null() {
+        return;
+    }
+    if !value.as_i64().is_some_and(|id| (0..=MAX_ID).contains(&id)) {
+        causes.push(FieldCause::invalid(
+            field,
+            value,
+            format!("must be between 0 and {MAX_ID}, inclusive"),
         ));
     }
 }
@@ -645,5 +701,28 @@ mod tests {
         validate_schema(&mut bad, &schema, "", &mut causes);
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, ["spec.size", "spec.mode"]);
+    }
+
+    #[test]
+    fn pod_volume_names_and_ids() {
+        let pod = json!({"spec": {
+            "securityContext": {"runAsUser": 2147483648i64, "fsGroup": 5, "supplementalGroups": [-1]},
+            "volumes": [{"name": "../../x"}, {"name": "ok"}, {"name": "ok"}, {}],
+            "containers": [{"name": "a", "securityContext": {"runAsGroup": -1, "runAsUser": 2147483647i64}}],
+        }});
+        let mut causes = Vec::new();
+        validate_pod(&pod, &mut causes);
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.volumes[0].name",
+                "spec.volumes[2].name",
+                "spec.volumes[3].name",
+                "spec.securityContext.runAsUser",
+                "spec.securityContext.supplementalGroups[0]",
+                "spec.containers[0].securityContext.runAsGroup",
+            ]
+        );
     }
 }

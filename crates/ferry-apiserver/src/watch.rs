@@ -47,6 +47,7 @@ pub async fn serve(
     let info = target.info.clone();
     let labels = LabelSelector::parse(params.get("labelSelector"))?;
     let fields = FieldSelector::parse(params.get("fieldSelector"))?;
+    let fields = Service::selectable(&info, fields)?;
     let namespace = match target.namespace.clone() {
         Some(ns) => Some(ns),
         None if info.namespaced => fields.required("metadata.namespace").map(str::to_string),
@@ -73,6 +74,11 @@ pub async fn serve(
             }
         }
     };
+    if let WatchFrom::Revision(_) = from {
+        service
+            .await_resource_version(params.get("resourceVersion"))
+            .await?;
+    }
     let include = IncludeObject::parse(params.get("includeObject"));
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     let response = Response::builder()

@@ -1,0 +1,32 @@
+//! ServiceAccounts.
+
+use serde_json::Value;
+
+use super::{Strategy, age_column, name_column};
+use crate::error::ApiResult;
+use crate::registry::ResourceInfo;
+use crate::table::Column;
+
+/// The strategy of ServiceAccounts.
+pub struct ServiceAccounts;
+
+impl Strategy for ServiceAccounts {
+    fn resource(&self) -> Option<ResourceInfo> {
+        Some(ResourceInfo::builtin(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            &["sa"],
+        ))
+    }
+
+    fn decode(&self, info: &ResourceInfo, object: &mut Value) -> ApiResult<Vec<String>> {
+        super::decode_typed::<k8s_openapi::api::core::v1::ServiceAccount>(info, object)
+    }
+
+    fn columns(&self) -> Option<Vec<Column>> {
+        Some(vec![name_column(), age_column()])
+    }
+}
