@@ -17,6 +17,7 @@
 pub mod controllers;
 pub mod discovery;
 pub mod error;
+pub mod fieldmanager;
 pub mod http;
 pub mod logs;
 pub mod meta;
