@@ -303,10 +303,31 @@ impl Params {
         })
     }
 
-    fn write_options(&self) -> ApiResult<WriteOptions> {
+    /// The options of a create, update (`patch: None`) or patch of the given kind.
+    fn write_options(
+        &self,
+        headers: &HeaderMap,
+        patch: Option<PatchKind>,
+    ) -> ApiResult<WriteOptions> {
+        let field_manager = self.get("fieldManager");
+        let force = match self.get("force") {
+            "" => None,
+            _ => Some(self.flag("force")),
+        };
+        crate::fieldmanager::validate_options(
+            field_manager,
+            patch == Some(PatchKind::Apply),
+            force.filter(|_| patch.is_some()),
+        )?;
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         Ok(WriteOptions {
             dry_run: dry_run(self.get("dryRun"))?,
             field_validation: FieldValidation::parse(self.get("fieldValidation"))?,
+            field_manager: crate::fieldmanager::manager_name(field_manager, user_agent),
+            force: force.unwrap_or(false),
         })
     }
 }
@@ -494,7 +515,7 @@ async fn handle(
                 ));
             }
             let w = service
-                .create(&info, ns, object, &params.write_options()?)
+                .create(&info, ns, object, &params.write_options(headers, None)?)
                 .await?;
             Ok(written(&target, w, render))
         }
@@ -510,7 +531,14 @@ async fn handle(
         (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let object = decode_body(headers, &body)?;
             let w = service
-                .update(&info, ns, name, object, sub, &params.write_options()?)
+                .update(
+                    &info,
+                    ns,
+                    name,
+                    object,
+                    sub,
+                    &params.write_options(headers, None)?,
+                )
                 .await?;
             Ok(written(&target, w, render))
         }
@@ -523,6 +551,7 @@ async fn handle(
                 name,
                 scale["spec"]["replicas"].clone(),
                 &params,
+                headers,
             )
             .await
         }
@@ -551,10 +580,18 @@ async fn handle(
                 let mut scale = scale_of(&info, &current.value);
                 crate::patch::merge(&mut scale, &patch);
                 let replicas = scale["spec"]["replicas"].clone();
-                return set_scale(service, &info, ns, name, replicas, &params).await;
+                return set_scale(service, &info, ns, name, replicas, &params, headers).await;
             }
             let w = service
-                .patch(&info, ns, name, kind, &patch, sub, &params.write_options()?)
+                .patch(
+                    &info,
+                    ns,
+                    name,
+                    kind,
+                    &patch,
+                    sub,
+                    &params.write_options(headers, Some(kind))?,
+                )
                 .await?;
             Ok(written(&target, w, render))
         }
@@ -741,6 +778,7 @@ async fn set_scale(
     name: &str,
     replicas: Value,
     params: &Params,
+    headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let (patch, sub) = scale_patch(info, replicas)?;
     let w = service
@@ -751,7 +789,7 @@ async fn set_scale(
             PatchKind::Merge,
             &patch,
             sub,
-            &params.write_options()?,
+            &params.write_options(headers, Some(PatchKind::Merge))?,
         )
         .await?;
     Ok(Json(scale_of(info, &w.object)).into_response())

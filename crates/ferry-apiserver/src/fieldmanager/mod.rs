@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use thiserror::Error;
 
 use crate::error::{ApiError, FieldCause};
+use crate::registry::ResourceInfo;
 pub use fieldpath::{FieldSet, Path, PathElement};
 pub use typed::{Comparison, ListType, Types};
 
@@ -74,7 +75,9 @@ impl Entry {
 
     fn to_json(&self) -> Value {
         let mut m = Map::new();
-        m.insert("manager".into(), json!(self.manager));
+        if !self.manager.is_empty() {
+            m.insert("manager".into(), json!(self.manager));
+        }
         m.insert("operation".into(), json!(self.operation.as_str()));
         m.insert("apiVersion".into(), json!(self.api_version));
         if let Some(t) = &self.time {
@@ -386,54 +389,77 @@ pub fn validate_options(
 ///
 /// The starting entries are those the request carries in `incoming` (a client may set
 /// managedFields; `[{}]` clears them), else the live object's. The writer takes every field
-/// it added or changed from the other managers, and nobody keeps a removed field.
+/// it added or changed from the other managers, and nobody keeps a removed field. As in
+/// Kubernetes, an existing object without managedFields stays untracked until it is applied.
 pub fn update(old: Option<&Value>, new: &mut Value, incoming: Option<&Value>, writer: &Writer) {
-    let mut managed = incoming
-        .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-        .and_then(|v| {
-            if v.as_array()
-                .is_some_and(|a| a.iter().all(|e| e.as_object().is_some_and(Map::is_empty)))
-            {
+    let from_request = incoming
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+        .and_then(|a| {
+            if a.iter().all(|e| e.as_object().is_some_and(Map::is_empty)) {
                 return Some(ManagedFields::default());
             }
-            ManagedFields::decode(&json!({"metadata": {"managedFields": v}})).ok()
-        })
-        .or_else(|| old.and_then(|o| ManagedFields::decode(o).ok()))
-        .unwrap_or_default();
-    let empty = json!({});
-    let old_value = old.map(without_managed_fields).unwrap_or(empty);
-    let new_value = without_managed_fields(new);
-    let root = writer.types.root();
-    let cmp = typed::compare(&old_value, &new_value, &root);
+            ManagedFields::decode(&json!({"metadata": {"managedFields": a}})).ok()
+        });
+    let managed = match (from_request, old) {
+        (Some(m), _) => m,
+        (None, None) => ManagedFields::default(),
+        (None, Some(o)) => match ManagedFields::decode(o) {
+            Ok(m) if !m.0.is_empty() => m,
+            _ => {
+                if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("managedFields");
+                }
+                return;
+            }
+        },
+    };
+    let old_value = old.map(without_managed_fields).unwrap_or_else(|| json!({}));
+    let managed = record_update(managed, &old_value, &without_managed_fields(new), writer);
+    managed.encode_into(new);
+}
+
+/// The entries after `writer` changed `old` into `new` (both without managedFields).
+fn record_update(
+    mut managed: ManagedFields,
+    old: &Value,
+    new: &Value,
+    writer: &Writer,
+) -> ManagedFields {
+    let cmp = typed::compare(old, new, &writer.types.root());
     let cmp = Comparison {
         added: writer.scope(&cmp.added),
         modified: writer.scope(&cmp.modified),
         removed: writer.scope(&cmp.removed),
     };
-    if !cmp.is_same() {
-        let changed = cmp.modified.union(&cmp.added);
-        for entry in &mut managed.0 {
-            entry.fields = entry.fields.difference(&changed).difference(&cmp.removed);
-        }
-        let taken = changed.difference(&cmp.removed);
-        match managed.position(writer, Operation::Update) {
-            Some(i) => {
-                let entry = &mut managed.0[i];
-                entry.fields = entry.fields.union(&taken);
-                entry.time = Some(writer.now.to_string());
-            }
-            None => managed.0.push(Entry {
-                manager: writer.manager.to_string(),
-                operation: Operation::Update,
-                api_version: writer.api_version.to_string(),
-                time: Some(writer.now.to_string()),
-                subresource: writer.subresource.to_string(),
-                fields: taken,
-            }),
-        }
+    if cmp.is_same() {
+        return managed;
     }
-    managed.encode_into(new);
+    let changed = cmp.modified.union(&cmp.added);
+    for entry in &mut managed.0 {
+        entry.fields = entry.fields.difference(&changed).difference(&cmp.removed);
+    }
+    let taken = changed.difference(&cmp.removed);
+    match managed.position(writer, Operation::Update) {
+        Some(i) => {
+            let entry = &mut managed.0[i];
+            entry.fields = entry.fields.union(&taken);
+            entry.time = Some(writer.now.to_string());
+        }
+        None => managed.0.push(Entry {
+            manager: writer.manager.to_string(),
+            operation: Operation::Update,
+            api_version: writer.api_version.to_string(),
+            time: Some(writer.now.to_string()),
+            subresource: writer.subresource.to_string(),
+            fields: taken,
+        }),
+    }
+    managed
 }
+
+/// The manager Kubernetes gives the fields of an untracked object when it is first applied.
+pub const BEFORE_FIRST_APPLY: &str = "before-first-apply";
 
 /// A server-side apply of `config` by `writer` onto `live` (`None` when the object does not
 /// exist yet): the merged object with its managedFields, or the conflicts.
@@ -526,6 +552,15 @@ fn apply_once(
     let live_value = live
         .map(without_managed_fields)
         .unwrap_or_else(|| json!({}));
+    if live.is_some() && managed.0.is_empty() {
+        // An untracked object: its fields so far belong to "before-first-apply".
+        let before = Writer {
+            manager: BEFORE_FIRST_APPLY,
+            subresource: "",
+            ..writer.clone()
+        };
+        managed = record_update(managed, &json!({}), &live_value, &before);
+    }
     let mut merged = typed::merge(&live_value, &without_managed_fields(config), &root);
 
     let (me, previous) = match managed.position(writer, Operation::Apply) {
@@ -589,6 +624,72 @@ fn apply_once(
     }
     managed.encode_into(&mut merged);
     Ok(merged)
+}
+
+/// The types of a served resource: its CRD schema, or the built-in tables.
+pub fn types_of(info: &ResourceInfo) -> Types<'_> {
+    if info.custom {
+        Types::custom(&info.kind, info.schema.as_ref())
+    } else {
+        Types::builtin(&info.kind)
+    }
+}
+
+/// The hook of the write path, called on every create and update (PUT, patch, apply) after
+/// validation, just before the object is stored: `carried` is the managedFields the written
+/// object carried (taken out before defaulting and validation). For an apply (`applied`)
+/// they are [`apply`]'s result and go back as they are; otherwise the write is recorded as
+/// an Update by `manager` ([`update`]; a subresource write ignores what the client sent).
+pub fn on_write(
+    info: &ResourceInfo,
+    old: Option<&Value>,
+    new: &mut Value,
+    carried: Option<Value>,
+    applied: bool,
+    manager: &str,
+    subresource: Option<&str>,
+) {
+    if applied {
+        if let (Some(m), Some(carried)) = (metadata_mut(new), carried) {
+            m.insert("managedFields".into(), carried);
+        }
+        return;
+    }
+    let now = crate::meta::now_time();
+    let api_version = info.api_version();
+    let writer = Writer {
+        manager,
+        subresource: subresource.unwrap_or_default(),
+        api_version: &api_version,
+        status_subresource: info.status,
+        types: types_of(info),
+        now: &now,
+    };
+    let incoming = carried.filter(|_| subresource.is_none());
+    update(old, new, incoming.as_ref(), &writer);
+}
+
+/// The hook of server-side apply: `config` applied by `manager` onto `live` (`None` when the
+/// object does not exist), as [`apply`].
+pub fn on_apply(
+    info: &ResourceInfo,
+    live: Option<&Value>,
+    config: &Value,
+    manager: &str,
+    subresource: Option<&str>,
+    force: bool,
+) -> Result<Value, ApiError> {
+    let now = crate::meta::now_time();
+    let api_version = info.api_version();
+    let writer = Writer {
+        manager,
+        subresource: subresource.unwrap_or_default(),
+        api_version: &api_version,
+        status_subresource: info.status,
+        types: types_of(info),
+        now: &now,
+    };
+    Ok(apply(live, config, &writer, force)?)
 }
 
 #[cfg(test)]
