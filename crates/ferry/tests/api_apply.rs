@@ -351,3 +351,128 @@ spec:
     assert_eq!(p["spec"]["workers"].as_array().unwrap().len(), 2, "{p}");
     t.plane.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_over_the_api_needs_a_manager_and_reports_conflicts() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, Patch, PatchParams};
+    let t = common::start_with(|c| c.scheduler = false).await;
+    let api_error = |e: kube::Error| match e {
+        kube::Error::Api(s) => s,
+        other => panic!("expected an API error, got {other}"),
+    };
+    let raw = |method: &str, path: &str, content_type: &str, user_agent: &str, body: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type)
+            .header("user-agent", user_agent)
+            .body(body.as_bytes().to_vec())
+            .unwrap()
+    };
+    let body = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"k":"v"}}"#;
+    // An apply names its field manager (Kubernetes answers 422 Invalid PatchOptions).
+    let e = api_error(
+        t.client
+            .request_text(raw(
+                "PATCH",
+                "/api/v1/namespaces/default/configmaps/c",
+                "application/apply-patch+yaml",
+                "tool/1",
+                body,
+            ))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        r#"PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch"#
+    );
+    // force is for applies only.
+    let e = api_error(
+        t.client
+            .request_text(raw(
+                "PATCH",
+                "/api/v1/namespaces/default/configmaps/c?force=true",
+                "application/merge-patch+json",
+                "tool/1",
+                "{}",
+            ))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, 422, "{}", e.message);
+    // Without fieldManager, a create's manager is the User-Agent's program name.
+    t.client
+        .request_text(raw(
+            "POST",
+            "/api/v1/namespaces/default/configmaps",
+            "application/json",
+            "my-tool/1.2 (linux/amd64) ferry/test",
+            body,
+        ))
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
+    let cm = cms.get("c").await.unwrap();
+    let managed = cm.metadata.managed_fields.unwrap_or_default();
+    assert_eq!(managed.len(), 1, "{managed:?}");
+    assert_eq!(managed[0].manager.as_deref(), Some("my-tool"));
+    assert_eq!(managed[0].operation.as_deref(), Some("Update"));
+
+    // kube-rs server-side apply: a conflict is a 409 naming the field and its manager.
+    let applied: ConfigMap = serde_json::from_str(body).unwrap();
+    let e = api_error(
+        cms.patch(
+            "c",
+            &PatchParams::apply("controller"),
+            &Patch::Apply(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "other"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert!(
+        e.message
+            .starts_with(r#"Apply failed with 1 conflict: conflict with "my-tool" using v1 at "#)
+            && e.message.ends_with(": .data.k"),
+        "{}",
+        e.message
+    );
+    // The same value is no conflict; forcing another one takes the field.
+    cms.patch(
+        "c",
+        &PatchParams::apply("controller"),
+        &Patch::Apply(&applied),
+    )
+    .await
+    .unwrap();
+    let forced = cms
+        .patch(
+            "c",
+            &PatchParams::apply("controller").force(),
+            &Patch::Apply(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "other"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap()["k"], "other");
+    let entries = forced.metadata.managed_fields.unwrap_or_default();
+    let fields = |manager: &str| {
+        entries
+            .iter()
+            .find(|e| e.manager.as_deref() == Some(manager))
+            .and_then(|e| e.fields_v1.as_ref())
+            .map(|f| f.0.clone())
+    };
+    assert_eq!(
+        fields("controller"),
+        Some(serde_json::json!({"f:data": {"f:k": {}}}))
+    );
+    assert_eq!(
+        fields("my-tool"),
+        Some(serde_json::json!({"f:data": {}})),
+        "my-tool lost .data.k and keeps the map it created"
+    );
+    t.plane.stop().await;
+}

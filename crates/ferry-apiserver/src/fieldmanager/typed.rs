@@ -92,12 +92,12 @@ impl<'s> Cursor<'s> {
     }
 
     /// Whether the type is described by the CRD schema (rather than the built-in tables).
-    fn from_schema(&self) -> bool {
+    fn uses_schema(&self) -> bool {
         self.types.custom && self.path.first().is_none_or(|p| p != "metadata")
     }
 
     fn list_type(&self) -> ListType {
-        if self.from_schema() {
+        if self.uses_schema() {
             return schema_list_type(self.node);
         }
         builtin_list_type(self.types.kind, &self.path)
@@ -105,7 +105,7 @@ impl<'s> Cursor<'s> {
 
     /// Whether an object here is one value (`x-kubernetes-map-type: atomic`).
     fn map_atomic(&self) -> bool {
-        self.from_schema()
+        self.uses_schema()
             && self.node.and_then(|n| n.get("x-kubernetes-map-type"))
                 == Some(&Value::from("atomic"))
     }
@@ -113,7 +113,7 @@ impl<'s> Cursor<'s> {
     /// Whether an object here is a map (`additionalProperties`) rather than a structure: its
     /// entries are members of field sets themselves.
     fn is_map(&self) -> bool {
-        self.from_schema()
+        self.uses_schema()
             && self.node.is_some_and(|n| {
                 n.get("properties").is_none()
                     && n.get("additionalProperties").is_some_and(Value::is_object)
