@@ -680,10 +680,8 @@ impl Service {
             ));
         }
         let applied = kind == PatchKind::Apply;
-        if applied && !patch_body.is_object() {
-            return Err(ApiError::bad_request(
-                "an applied configuration must be an object",
-            ));
+        if applied {
+            fieldmanager::check_config(patch_body, name)?;
         }
         for _attempt in 0..10 {
             let old = match self.get(info, namespace, name) {

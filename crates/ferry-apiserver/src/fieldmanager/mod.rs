@@ -669,6 +669,32 @@ pub fn on_write(
     update(old, new, incoming.as_ref(), &writer);
 }
 
+/// Checks an applied configuration before anything else, as Kubernetes: an object, without
+/// managedFields, naming the object of the URL (or no name).
+pub fn check_config(config: &Value, name: &str) -> Result<(), ApiError> {
+    if !config.is_object() {
+        return Err(ApiError::bad_request(
+            "an applied configuration must be an object",
+        ));
+    }
+    if config
+        .pointer("/metadata/managedFields")
+        .is_some_and(|m| !m.is_null())
+    {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    let config_name = config
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !config_name.is_empty() && config_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({config_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    Ok(())
+}
+
 /// The hook of server-side apply: `config` applied by `manager` onto `live` (`None` when the
 /// object does not exist), as [`apply`].
 pub fn on_apply(

@@ -355,6 +355,23 @@ fn client_side_apply_is_taken_over_by_kubectl() {
 }
 
 #[test]
+fn applied_configurations_are_checked() {
+    assert!(check_config(&cm(json!({})), "c").is_ok());
+    assert_eq!(check_config(&json!([1]), "c").unwrap_err().code, 400);
+    let other = check_config(&cm(json!({})), "d").unwrap_err();
+    assert_eq!(
+        other.message,
+        "the name of the object (c) does not match the name on the URL (d)"
+    );
+    let mut with_fields = cm(json!({}));
+    with_fields["metadata"]["managedFields"] = json!([]);
+    assert_eq!(
+        check_config(&with_fields, "c").unwrap_err().message,
+        "metadata.managedFields must be nil"
+    );
+}
+
+#[test]
 fn manager_names_and_options() {
     assert_eq!(
         manager_name("", "kubectl/v1.32.4 (linux/amd64) kubernetes/abc"),
