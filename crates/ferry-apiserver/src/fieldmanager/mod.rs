@@ -455,7 +455,60 @@ fn record_update(
             fields: taken,
         }),
     }
+    cap_update_managers(&mut managed);
     managed
+}
+
+/// The most Update entries an object keeps (Kubernetes' `DefaultMaxUpdateManagers`).
+pub const MAX_UPDATE_MANAGERS: usize = 10;
+
+/// The Update entry the oldest updates are merged into beyond [`MAX_UPDATE_MANAGERS`].
+pub const ANCIENT_CHANGES: &str = "ancient-changes";
+
+/// Keeps at most [`MAX_UPDATE_MANAGERS`] Update entries, as Kubernetes: the oldest are merged,
+/// per apiVersion, into an `ancient-changes` entry.
+fn cap_update_managers(managed: &mut ManagedFields) {
+    let mut count = managed
+        .0
+        .iter()
+        .filter(|e| e.operation == Operation::Update)
+        .count();
+    if count <= MAX_UPDATE_MANAGERS {
+        return;
+    }
+    let mut order: Vec<usize> = (0..managed.0.len())
+        .filter(|&i| managed.0[i].operation == Operation::Update)
+        .collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&managed.0[a], &managed.0[b]);
+        (&a.time, &a.manager).cmp(&(&b.time, &b.manager))
+    });
+    let mut first_of_version: Vec<(String, usize)> = Vec::new();
+    let mut gone = vec![false; managed.0.len()];
+    for i in order {
+        if count <= MAX_UPDATE_MANAGERS {
+            break;
+        }
+        let version = managed.0[i].api_version.clone();
+        match first_of_version.iter().find(|(v, _)| *v == version) {
+            Some(&(_, first)) => {
+                let merged = managed.0[i].clone();
+                let bucket = &mut managed.0[first];
+                bucket.manager = ANCIENT_CHANGES.to_string();
+                bucket.subresource.clear();
+                bucket.fields = bucket.fields.union(&merged.fields);
+                bucket.time = merged.time;
+                gone[i] = true;
+                count -= 1;
+            }
+            None => first_of_version.push((version, i)),
+        }
+    }
+    let mut index = 0;
+    managed.0.retain(|_| {
+        index += 1;
+        !gone[index - 1]
+    });
 }
 
 /// The manager Kubernetes gives the fields of an untracked object when it is first applied.

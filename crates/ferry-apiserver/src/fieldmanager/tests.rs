@@ -75,6 +75,35 @@ fn an_update_takes_the_fields_it_changes() {
 }
 
 #[test]
+fn update_entries_are_capped() {
+    let mut object = cm(json!({}));
+    update(None, &mut object, None, &writer("m00", "ConfigMap"));
+    for i in 1..13 {
+        let mut next = object.clone();
+        next["data"][format!("k{i:02}")] = json!("v");
+        let manager = format!("m{i:02}");
+        let now = format!("2026-01-01T00:00:{i:02}Z");
+        let w = Writer {
+            manager: &manager,
+            now: &now,
+            ..writer("", "ConfigMap")
+        };
+        update(Some(&object), &mut next, None, &w);
+        object = next;
+    }
+    let es = entries(&object);
+    assert_eq!(es.len(), MAX_UPDATE_MANAGERS);
+    let ancient = es.iter().find(|e| e.manager == ANCIENT_CHANGES).unwrap();
+    // The four oldest (m00 to m03) went into it, with the time of the newest of them.
+    assert_eq!(
+        ancient.fields.to_fields_v1(),
+        json!({"f:data": {".": {}, "f:k01": {}, "f:k02": {}, "f:k03": {}}})
+    );
+    assert_eq!(ancient.time.as_deref(), Some("2026-01-01T00:00:03Z"));
+    assert!(es.iter().any(|e| e.manager == "m12"));
+}
+
+#[test]
 fn status_belongs_to_the_status_subresource() {
     let mut w = writer("kubelet", "Pod");
     w.status_subresource = true;
