@@ -128,6 +128,41 @@ fn status_belongs_to_the_status_subresource() {
 }
 
 #[test]
+fn an_apply_to_status_owns_only_status() {
+    let mut w = writer("controller", "Widget");
+    w.status_subresource = true;
+    let live = apply(
+        None,
+        &json!({"metadata": {"name": "w"}, "spec": {"size": 1}, "status": {"ready": 0}}),
+        &w,
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        fields_of(&live, "controller"),
+        json!({"f:spec": {"f:size": {}}})
+    );
+    w.subresource = "status";
+    let out = apply(
+        Some(&live),
+        &json!({"metadata": {"name": "w"}, "spec": {"size": 5}, "status": {"ready": 1}}),
+        &w,
+        false,
+    )
+    .unwrap();
+    let status_entry = entries(&out)
+        .into_iter()
+        .find(|e| e.subresource == "status")
+        .unwrap();
+    assert_eq!(status_entry.operation, Operation::Apply);
+    assert_eq!(
+        status_entry.fields.to_fields_v1(),
+        json!({"f:status": {"f:ready": {}}})
+    );
+    assert_eq!(out["status"]["ready"], 1);
+}
+
+#[test]
 fn incoming_managed_fields_replace_or_clear() {
     let mut old = cm(json!({"a": "1"}));
     update(None, &mut old, None, &writer("first", "ConfigMap"));
