@@ -302,10 +302,31 @@ impl Params {
         })
     }
 
-    fn write_options(&self) -> ApiResult<WriteOptions> {
+    /// The options of a create, update (`patch: None`) or patch of the given kind.
+    fn write_options(
+        &self,
+        headers: &HeaderMap,
+        patch: Option<PatchKind>,
+    ) -> ApiResult<WriteOptions> {
+        let field_manager = self.get("fieldManager");
+        let force = match self.get("force") {
+            "" => None,
+            _ => Some(self.flag("force")),
+        };
+        crate::fieldmanager::validate_options(
+            field_manager,
+            patch == Some(PatchKind::Apply),
+            force.filter(|_| patch.is_some()),
+        )?;
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         Ok(WriteOptions {
             dry_run: dry_run(self.get("dryRun"))?,
             field_validation: FieldValidation::parse(self.get("fieldValidation"))?,
+            field_manager: crate::fieldmanager::manager_name(field_manager, user_agent),
+            force: force.unwrap_or(false),
         })
     }
 }
@@ -497,7 +518,7 @@ async fn handle(
                 ));
             }
             let w = service
-                .create(&info, ns, object, &params.write_options()?)
+                .create(&info, ns, object, &params.write_options(headers, None)?)
                 .await?;
             Ok(written(&target, w, render))
         }
@@ -513,13 +534,20 @@ async fn handle(
         (Method::PUT, Some(name), sub @ (None | Some("status" | "finalize"))) => {
             let object = decode_body(headers, &body)?;
             let w = service
-                .update(&info, ns, name, object, sub, &params.write_options()?)
+                .update(
+                    &info,
+                    ns,
+                    name,
+                    object,
+                    sub,
+                    &params.write_options(headers, None)?,
+                )
                 .await?;
             Ok(written(&target, w, render))
         }
         (Method::PUT, Some(name), Some("scale")) => {
             let scale = decode_body(headers, &body)?;
-            let options = params.write_options()?;
+            let options = params.write_options(headers, None)?;
             let scale = service
                 .update_scale(&info, ns, name, &scale, &options)
                 .await?;
@@ -546,14 +574,22 @@ async fn handle(
                 decode_body(&HeaderMap::new(), &body)?
             };
             if sub == Some("scale") {
-                let options = params.write_options()?;
+                let options = params.write_options(headers, Some(PatchKind::Merge))?;
                 let scale = service
                     .patch_scale(&info, ns, name, &patch, &options)
                     .await?;
                 return Ok(Json(scale).into_response());
             }
             let w = service
-                .patch(&info, ns, name, kind, &patch, sub, &params.write_options()?)
+                .patch(
+                    &info,
+                    ns,
+                    name,
+                    kind,
+                    &patch,
+                    sub,
+                    &params.write_options(headers, Some(kind))?,
+                )
                 .await?;
             Ok(written(&target, w, render))
         }

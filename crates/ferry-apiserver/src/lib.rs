@@ -26,6 +26,7 @@ pub mod discovery;
 pub mod edge;
 pub mod error;
 pub mod expiry;
+pub mod fieldmanager;
 pub mod http;
 pub mod jsonpath;
 pub mod logs;

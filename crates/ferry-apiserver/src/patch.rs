@@ -2,6 +2,43 @@
 //! `kubectl apply` sends for built-in kinds.
 
 use serde_json::{Map, Value};
+use thiserror::Error;
+
+/// Why a patch could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PatchError {
+    /// The body is not a JSON patch (a list of operations): the request is bad (`400`).
+    #[error("invalid JSON patch: {0}")]
+    InvalidJsonPatch(String),
+    /// A JSON patch operation failed on this object (`422`).
+    #[error("the JSON patch could not be applied: {0}")]
+    JsonPatchFailed(String),
+    /// A strategic merge patch that is not an object.
+    #[error("a strategic merge patch must be a JSON object")]
+    NotAnObject,
+    /// An unknown `$patch` value.
+    #[error("unknown patch directive $patch: {0:?}")]
+    UnknownPatchValue(String),
+    /// An unknown `$…` key.
+    #[error("unknown patch directive {0:?}")]
+    UnknownDirective(String),
+    /// An element of a list merged by key that is not an object.
+    #[error("list {path} merges by {key:?}: its elements must be objects")]
+    ElementNotObject {
+        /// The list's path.
+        path: String,
+        /// Its merge key.
+        key: &'static str,
+    },
+    /// An element of a list merged by key without the key.
+    #[error("an element of {path} has no merge key {key:?}")]
+    MissingMergeKey {
+        /// The list's path.
+        path: String,
+        /// Its merge key.
+        key: &'static str,
+    },
+}
 
 /// The patch formats the server accepts (by `Content-Type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +73,10 @@ pub fn merge(target: &mut Value, patch: &Value) {
 }
 
 /// Applies a JSON patch (a list of operations).
-pub fn json(target: &mut Value, patch: &Value) -> Result<(), String> {
-    let ops: json_patch::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
-    json_patch::patch(target, &ops).map_err(|e| format!("the JSON patch could not be applied: {e}"))
+pub fn json(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
+    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| PatchError::InvalidJsonPatch(e.to_string()))?;
+    json_patch::patch(target, &ops).map_err(|e| PatchError::JsonPatchFailed(e.to_string()))
 }
 
 /// How a list at some field merges in a strategic merge patch.
@@ -80,9 +117,9 @@ fn list_strategy(path: &[String]) -> ListMerge {
 }
 
 /// Applies a strategic merge patch to a built-in object.
-pub fn strategic(target: &mut Value, patch: &Value) -> Result<(), String> {
+pub fn strategic(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
     let Value::Object(patch) = patch else {
-        return Err("a strategic merge patch must be a JSON object".into());
+        return Err(PatchError::NotAnObject);
     };
     if !target.is_object() {
         *target = Value::Object(Map::new());
@@ -94,7 +131,7 @@ fn merge_map(
     target: &mut Value,
     patch: &Map<String, Value>,
     path: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), PatchError> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("replace") => {
             let mut replacement = patch.clone();
@@ -107,7 +144,7 @@ fn merge_map(
             return Ok(());
         }
         Some("merge") | None => {}
-        Some(other) => return Err(format!("unknown patch directive $patch: {other:?}")),
+        Some(other) => return Err(PatchError::UnknownPatchValue(other.to_string())),
     }
     if !target.is_object() {
         *target = Value::Object(Map::new());
@@ -133,7 +170,7 @@ fn merge_map(
             continue;
         }
         if key.starts_with('$') {
-            return Err(format!("unknown patch directive {key:?}"));
+            return Err(PatchError::UnknownDirective(key.clone()));
         }
         let Some(obj) = target.as_object_mut() else {
             break;
@@ -166,7 +203,11 @@ fn merge_map(
     Ok(())
 }
 
-fn merge_list(target: &mut Value, items: &[Value], path: &mut Vec<String>) -> Result<(), String> {
+fn merge_list(
+    target: &mut Value,
+    items: &[Value],
+    path: &mut Vec<String>,
+) -> Result<(), PatchError> {
     let replace_all = items
         .iter()
         .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
@@ -197,17 +238,18 @@ fn merge_list(target: &mut Value, items: &[Value], path: &mut Vec<String>) -> Re
         ListMerge::ByKey(merge_key) => {
             for item in items {
                 let Value::Object(patch_item) = item else {
-                    return Err(format!(
-                        "list {} merges by {merge_key:?}: its elements must be objects",
-                        path.join(".")
-                    ));
+                    return Err(PatchError::ElementNotObject {
+                        path: path.join("."),
+                        key: merge_key,
+                    });
                 };
-                let key_value = patch_item.get(merge_key).ok_or_else(|| {
-                    format!(
-                        "an element of {} has no merge key {merge_key:?}",
-                        path.join(".")
-                    )
-                })?;
+                let key_value =
+                    patch_item
+                        .get(merge_key)
+                        .ok_or_else(|| PatchError::MissingMergeKey {
+                            path: path.join("."),
+                            key: merge_key,
+                        })?;
                 let position = list
                     .iter()
                     .position(|e| e.get(merge_key) == Some(key_value));
@@ -298,11 +340,29 @@ mod tests {
     #[test]
     fn bad_patches_are_errors() {
         let mut obj = json!({"spec": {"containers": []}});
-        assert!(strategic(&mut obj, &json!({"spec": {"containers": [{"image": "x"}]}})).is_err());
-        assert!(strategic(&mut obj, &json!([1])).is_err());
-        assert!(strategic(&mut obj, &json!({"$patch": "bogus"})).is_err());
-        assert!(json(&mut obj, &json!([{"op": "remove", "path": "/nope"}])).is_err());
-        assert!(json(&mut obj, &json!({"op": "add"})).is_err());
+        assert_eq!(
+            strategic(&mut obj, &json!({"spec": {"containers": [{"image": "x"}]}})),
+            Err(PatchError::MissingMergeKey {
+                path: "spec.containers".into(),
+                key: "name"
+            })
+        );
+        assert_eq!(
+            strategic(&mut obj, &json!([1])),
+            Err(PatchError::NotAnObject)
+        );
+        assert_eq!(
+            strategic(&mut obj, &json!({"$patch": "bogus"})),
+            Err(PatchError::UnknownPatchValue("bogus".into()))
+        );
+        assert!(matches!(
+            json(&mut obj, &json!([{"op": "remove", "path": "/nope"}])),
+            Err(PatchError::JsonPatchFailed(_))
+        ));
+        assert!(matches!(
+            json(&mut obj, &json!({"op": "add"})),
+            Err(PatchError::InvalidJsonPatch(_))
+        ));
     }
 
     /// Random JSON, biased towards the shapes patches touch (objects, keyed lists, directives).

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use ferry_store::{ObjectKey, Store, StoreError, StoredObject};
 
 use crate::error::{ApiError, ApiResult, FieldCause};
+use crate::fieldmanager;
 use crate::meta::{self, metadata, metadata_mut};
 use crate::patch::{self, PatchKind};
 use crate::registry::{Registry, ResourceInfo};
@@ -54,6 +55,11 @@ pub struct WriteOptions {
     pub dry_run: bool,
     /// Unknown-field handling.
     pub field_validation: FieldValidation,
+    /// The field manager recorded in managedFields (`fieldManager`, else the User-Agent's
+    /// program name).
+    pub field_manager: String,
+    /// On apply, take over fields other managers own instead of failing (`force=true`).
+    pub force: bool,
 }
 
 /// What a write returns: the object and warnings for the client (`Warning` headers).
@@ -308,8 +314,22 @@ impl Service {
         &self,
         info: &ResourceInfo,
         namespace: Option<&str>,
+        body: Value,
+        options: &WriteOptions,
+    ) -> ApiResult<Written> {
+        self.create_with(info, namespace, body, options, false)
+            .await
+    }
+
+    /// Creates an object; `applied` when `body` is a server-side apply's result (its
+    /// managedFields already made).
+    async fn create_with(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
         mut body: Value,
         options: &WriteOptions,
+        applied: bool,
     ) -> ApiResult<Written> {
         check_type(info, &mut body)?;
         let ns = if info.namespaced {
@@ -366,7 +386,7 @@ impl Service {
         if let Some(ns) = &ns {
             self.check_namespace(info, ns)?;
         }
-        {
+        let carried_fields = {
             let m = metadata_mut(&mut body);
             m.insert("name".into(), json!(name));
             m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -374,11 +394,20 @@ impl Service {
             m.insert("generation".into(), json!(1));
             m.remove("deletionTimestamp");
             m.remove("deletionGracePeriodSeconds");
-            m.remove("managedFields");
             m.remove("selfLink");
-        }
+            m.remove("managedFields")
+        };
         info.strategy.prepare_for_create(self, info, &mut body)?;
         let warnings = self.admit(info, &mut body, None, options.field_validation)?;
+        fieldmanager::on_write(
+            info,
+            None,
+            &mut body,
+            carried_fields,
+            applied,
+            &options.field_manager,
+            None,
+        );
         let key = Self::key(info, ns.as_deref(), &name);
         if options.dry_run {
             if self.store.get(&key).is_some() {
@@ -512,6 +541,7 @@ impl Service {
                     body.clone(),
                     subresource,
                     options,
+                    false,
                 )
                 .await
             {
@@ -540,39 +570,67 @@ impl Service {
                 "strategic merge patch is not supported for custom resources; use a JSON merge patch (application/merge-patch+json)",
             ));
         }
+        let applied = kind == PatchKind::Apply;
+        if applied {
+            fieldmanager::check_config(patch_body, name)?;
+        }
         for _attempt in 0..CONFLICT_RETRIES {
             let old = match self.get(info, namespace, name) {
                 Ok(o) => o,
-                Err(e) if kind == PatchKind::Apply && e.code == 404 && subresource.is_none() => {
-                    let mut body = patch_body.clone();
-                    metadata_mut(&mut body).insert("name".into(), json!(name));
-                    return self.create(info, namespace, body, options).await;
+                Err(e) if applied && e.code == 404 && subresource.is_none() => {
+                    let mut config = patch_body.clone();
+                    metadata_mut(&mut config).insert("name".into(), json!(name));
+                    let body = fieldmanager::on_apply(
+                        info,
+                        None,
+                        &config,
+                        &options.field_manager,
+                        None,
+                        options.force,
+                    )?;
+                    match self.create_with(info, namespace, body, options, true).await {
+                        // Created meanwhile by someone else: apply onto that.
+                        Err(e) if e.reason == "AlreadyExists" => continue,
+                        other => return other,
+                    }
                 }
                 Err(e) => return Err(e),
             };
             let mut new = (*old.value).clone();
             match kind {
-                PatchKind::Merge | PatchKind::Apply => {
+                PatchKind::Merge => {
                     if !patch_body.is_object() {
                         return Err(ApiError::bad_request("a merge patch must be a JSON object"));
                     }
                     patch::merge(&mut new, patch_body)
                 }
-                PatchKind::Json => patch::json(&mut new, patch_body).map_err(|e| {
-                    if e.starts_with("invalid") {
-                        ApiError::bad_request(e)
-                    } else {
-                        ApiError::invalid(
-                            &info.group,
-                            &info.kind,
-                            name,
-                            vec![FieldCause::invalid("patch", "", e)],
-                        )
-                    }
-                })?,
-                PatchKind::Strategic => {
-                    patch::strategic(&mut new, patch_body).map_err(ApiError::bad_request)?
+                PatchKind::Apply => {
+                    new = fieldmanager::on_apply(
+                        info,
+                        Some(&old.value),
+                        patch_body,
+                        &options.field_manager,
+                        subresource,
+                        options.force,
+                    )?;
+                    // Only a resourceVersion in the configuration is a precondition.
+                    let m = metadata_mut(&mut new);
+                    match meta::meta_str(patch_body, "resourceVersion") {
+                        "" => m.remove("resourceVersion"),
+                        rv => m.insert("resourceVersion".into(), json!(rv)),
+                    };
                 }
+                PatchKind::Json => patch::json(&mut new, patch_body).map_err(|e| match e {
+                    patch::PatchError::InvalidJsonPatch(_) => ApiError::bad_request(e.to_string()),
+                    _ => ApiError::invalid(
+                        &info.group,
+                        &info.kind,
+                        name,
+                        vec![FieldCause::invalid("patch", "", e.to_string())],
+                    ),
+                })?,
+                PatchKind::Strategic => patch::strategic(&mut new, patch_body)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
             }
             check_patched_identity(info, namespace, name, &new)?;
             // A resourceVersion the patch sets is a precondition. One it does not set is the
@@ -589,7 +647,16 @@ impl Service {
                 ));
             }
             match self
-                .write_update(info, namespace, name, &old, new, subresource, options)
+                .write_update(
+                    info,
+                    namespace,
+                    name,
+                    &old,
+                    new,
+                    subresource,
+                    options,
+                    applied,
+                )
                 .await
             {
                 Err(e) if is_conflict(&e) => continue,
@@ -599,7 +666,8 @@ impl Service {
         Err(too_many_conflicts(info, name))
     }
 
-    /// Writes `new` over `old`, keeping what the subresource may not change.
+    /// Writes `new` over `old`, keeping what the subresource may not change; `applied` when
+    /// `new` is a server-side apply's result (its managedFields already made).
     #[allow(clippy::too_many_arguments)]
     async fn write_update(
         &self,
@@ -610,8 +678,10 @@ impl Service {
         mut new: Value,
         subresource: Option<&str>,
         options: &WriteOptions,
+        applied: bool,
     ) -> ApiResult<Written> {
         check_type(info, &mut new)?;
+        let carried_fields = metadata_mut(&mut new).remove("managedFields");
         let old_value = &*old.value;
         match subresource {
             Some("status") => info.strategy.prepare_for_status_update(old_value, &mut new),
@@ -655,6 +725,15 @@ impl Service {
             m.insert("generation".into(), json!(generation));
         }
         let warnings = self.admit(info, &mut new, Some(old_value), options.field_validation)?;
+        fieldmanager::on_write(
+            info,
+            Some(old_value),
+            &mut new,
+            carried_fields,
+            applied,
+            &options.field_manager,
+            subresource,
+        );
         if spec_changed(old_value, &new) {
             let generation = metadata(old_value)
                 .get("generation")
