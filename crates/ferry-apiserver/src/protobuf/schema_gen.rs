@@ -1,6 +1,8 @@
 //! The generator of `schema.rs` (tests only).
 //!
-//! It reads two dependencies' sources, found with `cargo metadata`:
+//! It reads two dependencies' sources, found with `cargo metadata --offline --filter-platform
+//! <host>`: the filter limits the metadata to the packages a build on this machine downloads
+//! (without it, cargo wants every platform's dependencies, such as Android's, in its cache):
 //! - `k8s-pb`: prost messages of every Kubernetes type; each field's tag, protobuf type and
 //!   Rust name (`#[prost(string, optional, tag = "1")] pub name: ...`), and the
 //!   apiVersion/kind of resources.
@@ -588,19 +590,35 @@ struct OutField {
     guessed: bool,
 }
 
-pub(super) fn generate() -> Generated {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--manifest-path",
-        ])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+/// The host's target triple, from `rustc -vV`.
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = std::process::Command::new(&rustc)
+        .arg("-vV")
         .output()
-        .expect("cargo metadata runs");
+        .unwrap_or_else(|e| panic!("{rustc} -vV: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or_else(|| panic!("no host line in {rustc} -vV"))
+        .trim()
+        .to_string()
+}
+
+/// `cargo metadata` of this crate, limited to the host platform's packages (those a test
+/// build has downloaded), so that it runs offline on a fresh cargo cache.
+fn metadata_command() -> std::process::Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &host_triple()])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    cmd
+}
+
+pub(super) fn generate() -> Generated {
+    let out = metadata_command().output().expect("cargo metadata runs");
     assert!(
         out.status.success(),
         "cargo metadata: {}",
@@ -956,5 +974,26 @@ fn required_kinds_are_complete() {
         g.required_guesses.is_empty(),
         "fields of required kinds without a JSON name from k8s-openapi: {:#?}",
         g.required_guesses
+    );
+}
+
+/// The metadata must not need other platforms' packages: with a cargo cache holding only
+/// what `cargo fetch --target <host>` downloads, it still runs (`FERRY_TEST_CARGO_HOME`
+/// names such a cache; scripts/test prepares one on a fresh machine, where it is the real one).
+#[test]
+fn metadata_needs_only_the_host_packages() {
+    let mut cmd = metadata_command();
+    if let Some(home) = std::env::var_os("FERRY_TEST_CARGO_HOME") {
+        cmd.env("CARGO_HOME", home);
+    }
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let out = cmd.output().expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "cargo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
