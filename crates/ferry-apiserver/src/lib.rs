@@ -15,6 +15,7 @@
 //! Authentication and TLS come later; the seam is [`ServerConfig`] and the router layer.
 
 pub mod controllers;
+pub mod crd_schema;
 pub mod discovery;
 pub mod error;
 pub mod http;
