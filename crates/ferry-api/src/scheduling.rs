@@ -51,21 +51,12 @@ pub const CRDS: [(&str, &str); 4] = [
     status = "PodGroupStatus",
     shortname = "pg",
     shortname = "pgs",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "MinMember", type_ = "integer", json_path = ".spec.minMember"),
-    printcolumn(name = "Scheduled", type_ = "integer", json_path = ".status.scheduled"),
-    printcolumn(name = "Running", type_ = "integer", json_path = ".status.running"),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[0].reason",
-        priority = "1"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Phase", "type":"string", "jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"MinMember", "type":"integer", "jsonPath":".spec.minMember"}"#,
+    printcolumn = r#"{"name":"Scheduled", "type":"integer", "jsonPath":".status.scheduled"}"#,
+    printcolumn = r#"{"name":"Running", "type":"integer", "jsonPath":".status.running"}"#,
+    printcolumn = r#"{"name":"Reason", "type":"string", "jsonPath":".status.conditions[0].reason", "priority":1}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[cfg_attr(not(test), kube(schema = "disabled"))]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
@@ -147,19 +138,11 @@ pub struct Condition {
     doc = "A node of the queue tree with guaranteed quota, borrowing limits and fair-share weights.",
     status = "QueueStatus",
     shortname = "q",
-    printcolumn(name = "Parent", type_ = "string", json_path = ".spec.parent"),
-    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pendingJobs"),
-    printcolumn(name = "Running", type_ = "integer", json_path = ".status.runningJobs"),
-    printcolumn(
-        name = "GPU-Used",
-        type_ = "string",
-        json_path = ".status.usage['nvidia.com/gpu']"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Parent", "type":"string", "jsonPath":".spec.parent"}"#,
+    printcolumn = r#"{"name":"Pending", "type":"integer", "jsonPath":".status.pendingJobs"}"#,
+    printcolumn = r#"{"name":"Running", "type":"integer", "jsonPath":".status.runningJobs"}"#,
+    printcolumn = r#"{"name":"GPU-Used", "type":"string", "jsonPath":".status.usage['nvidia.com/gpu']"}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[cfg_attr(not(test), kube(schema = "disabled"))]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
@@ -228,14 +211,10 @@ pub struct QueueStatus {
     namespaced,
     status = "ReservationStatus",
     shortname = "rsv",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Nodes", type_ = "string", json_path = ".spec.nodeNames"),
-    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Phase", "type":"string", "jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Nodes", "type":"string", "jsonPath":".spec.nodeNames"}"#,
+    printcolumn = r#"{"name":"Expires", "type":"string", "jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[cfg_attr(not(test), kube(schema = "disabled"))]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
