@@ -1,8 +1,9 @@
 //! The generator of `schema.rs` (tests only).
 //!
-//! It reads two dependencies' sources, found with `cargo metadata --offline --filter-platform
-//! <host>`: the filter limits the metadata to the packages a build on this machine downloads
-//! (without it, cargo wants every platform's dependencies, such as Android's, in its cache):
+//! It reads two dependencies' sources, found where cargo unpacked them to build this test
+//! (`$CARGO_HOME/registry/src/*/<name>-<version from Cargo.lock>`), else with `cargo metadata
+//! --offline --filter-platform <host>` (which needs every workspace member's packages for the
+//! host in the cache; plain `cargo metadata` wants every platform's, such as Android's):
 //! - `k8s-pb`: prost messages of every Kubernetes type; each field's tag, protobuf type and
 //!   Rust name (`#[prost(string, optional, tag = "1")] pub name: ...`), and the
 //!   apiVersion/kind of resources.
@@ -617,7 +618,51 @@ fn metadata_command() -> std::process::Command {
     cmd
 }
 
-pub(super) fn generate() -> Generated {
+/// The version of `name` in the workspace's `Cargo.lock` (exactly one is allowed).
+fn locked_version(name: &str) -> Option<String> {
+    let lock =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).ok()?;
+    let versions: Vec<String> = lock
+        .split("[[package]]")
+        .filter(|p| p.lines().any(|l| l.trim() == format!("name = \"{name}\"")))
+        .filter_map(|p| {
+            p.lines()
+                .find_map(|l| l.trim().strip_prefix("version = \""))
+                .map(|v| v.trim_end_matches('"').to_string())
+        })
+        .collect();
+    assert!(
+        versions.len() <= 1,
+        "several versions of {name} in Cargo.lock: {versions:?}"
+    );
+    versions.into_iter().next()
+}
+
+/// Cargo's home: `$CARGO_HOME`, else `~/.cargo`.
+fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+}
+
+/// The unpacked sources of a registry package, where cargo put them to build this test:
+/// `<home>/registry/src/<index>/<name>-<version>/src` (the version from `Cargo.lock`).
+fn registry_src(home: &Path, name: &str) -> Option<(PathBuf, String)> {
+    let version = locked_version(name)?;
+    let indexes = std::fs::read_dir(home.join("registry/src")).ok()?;
+    indexes
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join(format!("{name}-{version}")))
+        .find(|dir| dir.join("Cargo.toml").is_file())
+        .map(|dir| (dir.join("src"), version))
+}
+
+/// The sources of `name`: from the registry cache (see [`registry_src`]), else from
+/// `cargo metadata` (vendored or replaced sources).
+fn sources(name: &str) -> (PathBuf, String) {
+    if let Some(found) = cargo_home().and_then(|home| registry_src(&home, name)) {
+        return found;
+    }
     let out = metadata_command().output().expect("cargo metadata runs");
     assert!(
         out.status.success(),
@@ -625,8 +670,12 @@ pub(super) fn generate() -> Generated {
         String::from_utf8_lossy(&out.stderr)
     );
     let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (pb_src, pb_version) = package_src(&metadata, "k8s-pb");
-    let (oa_src, oa_version) = package_src(&metadata, "k8s-openapi");
+    package_src(&metadata, name)
+}
+
+pub(super) fn generate() -> Generated {
+    let (pb_src, pb_version) = sources("k8s-pb");
+    let (oa_src, oa_version) = sources("k8s-openapi");
     let pb = parse_pb(&pb_src, pb_version);
     let oa = parse_oa(&oa_src, oa_version);
     build(&pb, &oa)
@@ -977,23 +1026,19 @@ fn required_kinds_are_complete() {
     );
 }
 
-/// The metadata must not need other platforms' packages: with a cargo cache holding only
-/// what `cargo fetch --target <host>` downloads, it still runs (`FERRY_TEST_CARGO_HOME`
-/// names such a cache; scripts/test prepares one on a fresh machine, where it is the real one).
+/// The sources are found without `cargo metadata`, which in a fresh cargo cache fails
+/// offline (it wants every workspace member's and every platform's packages, not only those
+/// this test's build downloaded); `FERRY_TEST_CARGO_HOME` checks another cache.
 #[test]
-fn metadata_needs_only_the_host_packages() {
-    let mut cmd = metadata_command();
-    if let Some(home) = std::env::var_os("FERRY_TEST_CARGO_HOME") {
-        cmd.env("CARGO_HOME", home);
+fn sources_are_found_in_the_build_cache() {
+    let home = std::env::var_os("FERRY_TEST_CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(cargo_home)
+        .expect("a cargo home");
+    for name in ["k8s-pb", "k8s-openapi"] {
+        let (src, version) = registry_src(&home, name)
+            .unwrap_or_else(|| panic!("{name} sources not found in the cargo cache"));
+        assert!(src.join("lib.rs").is_file(), "{}", src.display());
+        assert_eq!(Some(version), locked_version(name));
     }
-    let args: Vec<String> = cmd
-        .get_args()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let out = cmd.output().expect("cargo metadata runs");
-    assert!(
-        out.status.success(),
-        "cargo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
