@@ -1,6 +1,7 @@
 //! The newcomer's path with the real kubectl: nodes with GPU capacity, `kubectl apply` of a pod,
 //! `kubectl logs` and `kubectl logs -f`, `kubectl delete pod` of a sleeping pod. Skipped, with
-//! the reason printed, where no kubectl binary is available (`$KUBECTL` or `kubectl` on PATH).
+//! the reason printed, where no kubectl binary is available (`$KUBECTL` or `kubectl` on PATH);
+//! under CI (`CI` set) a missing kubectl fails the test.
 
 mod common;
 
@@ -57,6 +58,11 @@ async fn kubectl_sees_the_node_runs_pods_and_streams_logs() {
         .output()
         .is_err()
     {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(
+            !ci,
+            "CI is set and there is no kubectl binary (set KUBECTL or put kubectl on PATH)"
+        );
         println!("skipping: no kubectl binary (set KUBECTL or put kubectl on PATH)");
         return;
     }

@@ -1,6 +1,9 @@
 //! The scheduling kinds: PodGroup (the scheduler-plugins shape, so Kubeflow jobs that create
 //! PodGroups work), and Ferry's Queue, Reservation and ResourcePolicy. Their CRDs are the YAML
-//! files under `deploy/crds/`, embedded here as [`CRDS`].
+//! files under `deploy/crds/`, embedded here as [`CRDS`]; those files are generated from these
+//! types (kube's `CustomResource` derive with schemars, in this crate's tests only, so the
+//! binary carries no schema code): `crd_yaml_matches_the_rust_types` fails when they differ,
+//! and `FERRY_BLESS=1 cargo test -p ferry-api crd_yaml` rewrites them.
 
 use std::collections::BTreeMap;
 
@@ -43,26 +46,38 @@ pub const CRDS: [(&str, &str); 4] = [
     group = "scheduling.x-k8s.io",
     version = "v1alpha1",
     kind = "PodGroup",
+    doc = "A group of pods scheduled all together or not at all (scheduler-plugins shape).",
     namespaced,
     status = "PodGroupStatus",
     shortname = "pg",
-    schema = "disabled"
+    shortname = "pgs",
+    printcolumn = r#"{"name":"Phase", "type":"string", "jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"MinMember", "type":"integer", "jsonPath":".spec.minMember"}"#,
+    printcolumn = r#"{"name":"Scheduled", "type":"integer", "jsonPath":".status.scheduled"}"#,
+    printcolumn = r#"{"name":"Running", "type":"integer", "jsonPath":".status.running"}"#,
+    printcolumn = r#"{"name":"Reason", "type":"string", "jsonPath":".status.conditions[0].reason", "priority":1}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[cfg_attr(not(test), kube(schema = "disabled"))]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PodGroupSpec {
     /// The least number of pods that must run at once.
     #[serde(default)]
+    #[cfg_attr(test, schemars(range(min = 0)))]
     pub min_member: i32,
     /// The least resources the group needs at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_resources: Option<BTreeMap<String, IntOrString>>,
     /// How long a partial attempt may wait for the rest of the group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(range(min = 0)))]
     pub schedule_timeout_seconds: Option<i32>,
 }
 
 /// What the scheduler reports about a PodGroup.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PodGroupStatus {
     /// `Pending`, `Scheduled`, `Running`, `Finished`, `Failed` (scheduler-plugins' phases).
@@ -85,6 +100,7 @@ pub struct PodGroupStatus {
     pub occupied_by: Option<String>,
     /// When the scheduler first tried the group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(extend("format" = "date-time")))]
     pub schedule_start_time: Option<String>,
     /// Why the group waits (`Scheduled=False` with a reason and message).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -93,6 +109,7 @@ pub struct PodGroupStatus {
 
 /// A status condition.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     /// Condition type.
@@ -108,6 +125,7 @@ pub struct Condition {
     pub message: String,
     /// When the status last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(extend("format" = "date-time")))]
     pub last_transition_time: Option<String>,
 }
 
@@ -117,10 +135,17 @@ pub struct Condition {
     group = "scheduling.ferry.dev",
     version = "v1alpha1",
     kind = "Queue",
+    doc = "A node of the queue tree with guaranteed quota, borrowing limits and fair-share weights.",
     status = "QueueStatus",
     shortname = "q",
-    schema = "disabled"
+    printcolumn = r#"{"name":"Parent", "type":"string", "jsonPath":".spec.parent"}"#,
+    printcolumn = r#"{"name":"Pending", "type":"integer", "jsonPath":".status.pendingJobs"}"#,
+    printcolumn = r#"{"name":"Running", "type":"integer", "jsonPath":".status.runningJobs"}"#,
+    printcolumn = r#"{"name":"GPU-Used", "type":"string", "jsonPath":".status.usage['nvidia.com/gpu']"}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[cfg_attr(not(test), kube(schema = "disabled"))]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
     /// The parent queue (none for a root queue).
@@ -128,6 +153,7 @@ pub struct QueueSpec {
     pub parent: Option<String>,
     /// Default fair-share weight for resources without their own (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(range(min = 1)))]
     pub weight: Option<u32>,
     /// Per resource: guarantee, borrowing limit, weight.
     #[serde(default)]
@@ -136,6 +162,7 @@ pub struct QueueSpec {
 
 /// A queue's terms for one resource.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueResource {
     /// `cpu`, `memory`, `nvidia.com/gpu`, `ferry.dev/gpu-milli` or `ferry.dev/gpu-memory`.
@@ -148,11 +175,13 @@ pub struct QueueResource {
     pub borrowing_limit: Option<IntOrString>,
     /// Fair-share weight for this resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(range(min = 1)))]
     pub weight: Option<u32>,
 }
 
 /// What the scheduler reports about a Queue.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStatus {
     /// Jobs waiting.
@@ -178,11 +207,17 @@ pub struct QueueStatus {
     group = "scheduling.ferry.dev",
     version = "v1alpha1",
     kind = "Reservation",
+    doc = "Resources held on chosen nodes for matching pods, until a TTL.",
     namespaced,
     status = "ReservationStatus",
     shortname = "rsv",
-    schema = "disabled"
+    printcolumn = r#"{"name":"Phase", "type":"string", "jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Nodes", "type":"string", "jsonPath":".spec.nodeNames"}"#,
+    printcolumn = r#"{"name":"Expires", "type":"string", "jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[cfg_attr(not(test), kube(schema = "disabled"))]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ReservationSpec {
     /// Nodes on which the resources are held (the same amount on each).
@@ -194,11 +229,13 @@ pub struct ReservationSpec {
     pub selector: Option<LabelMatch>,
     /// How long the resources are held after creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(range(min = 1)))]
     pub ttl_seconds: Option<i64>,
 }
 
 /// An equality label selector.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LabelMatch {
     /// Labels that must all be present with these values.
@@ -208,6 +245,7 @@ pub struct LabelMatch {
 
 /// What the scheduler reports about a Reservation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ReservationStatus {
     /// `Active` or `Expired`.
@@ -215,6 +253,7 @@ pub struct ReservationStatus {
     pub phase: Option<String>,
     /// When the hold ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, schemars(extend("format" = "date-time")))]
     pub expires_at: Option<String>,
     /// Details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,21 +266,26 @@ pub struct ReservationStatus {
     group = "scheduling.ferry.dev",
     version = "v1alpha1",
     kind = "ResourcePolicy",
+    doc = "Ordered node units for the pods it selects: fill the first unit first, empty the last first.",
     namespaced,
-    shortname = "rp",
-    schema = "disabled"
+    status = "ResourcePolicyStatus",
+    shortname = "rp"
 )]
+#[cfg_attr(not(test), kube(schema = "disabled"))]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResourcePolicySpec {
     /// The pods of this namespace the policy applies to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelMatch>,
     /// The units, in order of preference.
+    #[cfg_attr(test, schemars(length(min = 1)))]
     pub units: Vec<ResourcePolicyUnit>,
 }
 
 /// One unit of a ResourcePolicy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResourcePolicyUnit {
     /// Unit name.
@@ -254,14 +298,158 @@ pub struct ResourcePolicyUnit {
     pub max: Option<u32>,
 }
 
+/// What is reported about a ResourcePolicy: its pods per unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcePolicyStatus {
+    /// Per unit, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<ResourcePolicyUnitStatus>,
+}
+
+/// One unit's pods.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcePolicyUnitStatus {
+    /// Unit name.
+    pub name: String,
+    /// Pods of the policy in the unit.
+    #[serde(default)]
+    pub pods: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Each CRD file: its name under `deploy/crds/`, a header comment, and the generated CRD.
+    fn generated() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+        use kube::CustomResourceExt;
+        let json = |crd| serde_json::to_value(crd).unwrap();
+        vec![
+            (
+                "podgroups.yaml",
+                "# PodGroup in the shape of kubernetes-sigs/scheduler-plugins \
+                 (scheduling.x-k8s.io/v1alpha1):\n# pods join a group with the label \
+                 scheduling.x-k8s.io/pod-group=<name>. Ferry adds\n# status.conditions (why \
+                 the group is pending) and status.scheduled.\n",
+                json(PodGroup::crd()),
+            ),
+            (
+                "queues.yaml",
+                "# Queue: a node of Ferry's queue tree (guarantees, borrowing limits, \
+                 fair-share weights).\n",
+                json(Queue::crd()),
+            ),
+            (
+                "reservations.yaml",
+                "# Reservation: resources held on chosen nodes for matching pods, until a \
+                 TTL.\n",
+                json(Reservation::crd()),
+            ),
+            (
+                "resourcepolicies.yaml",
+                "# ResourcePolicy: ordered node units for the pods it selects.\n",
+                json(ResourcePolicy::crd()),
+            ),
+        ]
+    }
+
+    /// `deploy/crds/*.yaml` are the CRDs generated from the Rust types above;
+    /// `FERRY_BLESS=1` rewrites them.
+    #[test]
+    fn crd_yaml_matches_the_rust_types() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
+        let bless = std::env::var_os("FERRY_BLESS").is_some_and(|v| v == "1");
+        let mut stale = Vec::new();
+        for (file, header, crd) in generated() {
+            let yaml = format!(
+                "{header}# Generated from crates/ferry-api/src/scheduling.rs: do not edit; \
+                 regenerate with\n# FERRY_BLESS=1 cargo test -p ferry-api crd_yaml\n{}",
+                serde_saphyr::to_string(&crd).unwrap()
+            );
+            let path = dir.join(file);
+            if bless {
+                std::fs::write(&path, &yaml).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml.as_str()) {
+                stale.push(file);
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "deploy/crds/{stale:?} differ from the Rust types; regenerate with \
+             FERRY_BLESS=1 cargo test -p ferry-api crd_yaml"
+        );
+    }
+
+    /// The generated CRDs keep what the hand-written ones had.
+    #[test]
+    fn generated_crds_keep_columns_names_subresources_and_validation() {
+        let crds: BTreeMap<&str, serde_json::Value> = generated()
+            .into_iter()
+            .map(|(f, _, crd)| (f, crd))
+            .collect();
+        let pg = &crds["podgroups.yaml"]["spec"];
+        assert_eq!(pg["names"]["shortNames"], serde_json::json!(["pg", "pgs"]));
+        assert_eq!(pg["scope"], "Namespaced");
+        let v = &pg["versions"][0];
+        assert!(v["subresources"]["status"].is_object());
+        let columns: Vec<&str> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "Phase",
+                "MinMember",
+                "Scheduled",
+                "Running",
+                "Reason",
+                "Age"
+            ]
+        );
+        let props = &v["schema"]["openAPIV3Schema"]["properties"];
+        assert_eq!(
+            props["spec"]["properties"]["minMember"]["minimum"].as_f64(),
+            Some(0.0)
+        );
+        assert_eq!(
+            props["status"]["properties"]["scheduleStartTime"]["format"],
+            "date-time"
+        );
+        let q = &crds["queues.yaml"]["spec"];
+        assert_eq!(q["scope"], "Cluster");
+        let rp = &crds["resourcepolicies.yaml"]["spec"]["versions"][0];
+        assert!(rp["subresources"]["status"].is_object());
+        assert_eq!(
+            rp["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["units"]["minItems"]
+                .as_i64(),
+            Some(1)
+        );
+        assert_eq!(
+            crds["reservations.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+                ["spec"]["required"],
+            serde_json::json!(["nodeNames", "resources"])
+        );
+    }
+
+    /// Each embedded manifest is the CRD of its name, as generated (not a check of the
+    /// constant against itself: the YAML is parsed and compared with the types' CRDs).
     #[test]
     fn crd_manifests_name_their_kinds() {
-        for (name, yaml) in CRDS {
-            assert!(yaml.contains(&format!("name: {name}")), "{name}");
+        let generated: Vec<serde_json::Value> =
+            generated().into_iter().map(|(_, _, crd)| crd).collect();
+        assert_eq!(CRDS.len(), generated.len());
+        for ((name, yaml), crd) in CRDS.iter().zip(&generated) {
+            let parsed: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+            assert_eq!(parsed["metadata"]["name"], *name);
+            assert_eq!(crd["metadata"]["name"], *name);
+            assert_eq!(parsed["spec"]["names"], crd["spec"]["names"], "{name}");
         }
     }
 

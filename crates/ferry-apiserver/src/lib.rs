@@ -22,6 +22,7 @@
 
 #![warn(clippy::string_slice)]
 
+pub mod crd_schema;
 pub mod discovery;
 pub mod edge;
 pub mod error;

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use ferry_sched_core::policies::PolicyKind;
 
 use crate::curves::{aggregate, summary_markdown};
-use crate::experiment::{Info, PolicySetting, PreparedTrace};
+use crate::experiment::{Info, PolicySetting, PreparedTrace, check_tune};
 use crate::{bench, output, runner, trace};
 
 /// Arguments of `ferry sim`.
@@ -205,9 +205,7 @@ fn run_experiments(a: RunArgs) -> anyhow::Result<()> {
     let dir = trace::find_trace_dir(a.dir.trace_dir.as_deref())?;
     let seeds = parse_seeds(&a.seeds)?;
     let policies = parse_policies(&a.policy)?;
-    if a.tune.is_nan() || a.tune <= 0.0 {
-        bail!("--tune must be positive");
-    }
+    check_tune(a.tune)?;
     let mut traces = Vec::new();
     for t in &a.trace {
         match t.as_str() {
@@ -230,6 +228,10 @@ fn run_experiments(a: RunArgs) -> anyhow::Result<()> {
             prepared.capacity_milli() / 1000,
             jobs.len()
         );
+        let unplaceable = prepared.unplaceable_report();
+        for line in &unplaceable {
+            eprintln!("trace {}: {line}", prepared.name);
+        }
         let progress = if a.quiet {
             None
         } else {
@@ -257,7 +259,14 @@ fn run_experiments(a: RunArgs) -> anyhow::Result<()> {
             &aggregates,
             &points,
         )?;
-        let summary = summary_markdown(&prepared.name, &aggregates, &points);
+        let mut summary = summary_markdown(&prepared.name, &aggregates, &points);
+        if !unplaceable.is_empty() {
+            summary
+                .push_str("\nPods that no node can take (counted as failures in every run):\n\n");
+            for line in &unplaceable {
+                summary.push_str(&format!("- {line}\n"));
+            }
+        }
         std::fs::write(out.join("summary.md"), &summary)?;
         output::write_plots(&out, &prepared.name, &aggregates)?;
         println!("{summary}");

@@ -52,6 +52,102 @@ impl PolicySetting {
     }
 }
 
+/// The largest `--tune` ratio: the curves end at 130 % of capacity, and every unit of
+/// tune adds a capacity's worth of cloned pods to every run.
+pub const MAX_TUNE: f64 = 10.0;
+
+/// Errors of the tune ratio.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TuneError {
+    /// Not a positive finite number at most [`MAX_TUNE`].
+    #[error(
+        "--tune {0} is out of range: give a positive multiple of the cluster's GPU capacity, at most {MAX_TUNE} (the paper uses 1.3)"
+    )]
+    OutOfRange(f64),
+}
+
+/// Checks a tune ratio: positive, finite, at most [`MAX_TUNE`].
+pub fn check_tune(ratio: f64) -> Result<f64, TuneError> {
+    if ratio.is_finite() && ratio > 0.0 && ratio <= MAX_TUNE {
+        Ok(ratio)
+    } else {
+        Err(TuneError::OutOfRange(ratio))
+    }
+}
+
+/// Why a pod can never be placed, even on the empty cluster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unplaceable {
+    /// It asks for more GPUs than the largest node has.
+    TooManyGpus {
+        /// GPUs asked.
+        asked: u8,
+        /// GPUs of the largest node.
+        largest: usize,
+    },
+    /// None of the GPU models it allows is in the cluster.
+    ModelAbsent {
+        /// The models it allows, `|`-joined.
+        models: String,
+    },
+    /// No single node has the CPU, memory and GPUs (of an allowed model) it asks for.
+    NoNodeFits,
+}
+
+impl std::fmt::Display for Unplaceable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unplaceable::TooManyGpus { asked, largest } => {
+                write!(f, "asks for {asked} GPUs, the largest node has {largest}")
+            }
+            Unplaceable::ModelAbsent { models } => {
+                write!(f, "asks for GPU model {models}, absent from the cluster")
+            }
+            Unplaceable::NoNodeFits => write!(
+                f,
+                "no node has the CPU, memory and GPUs of an allowed model it asks for"
+            ),
+        }
+    }
+}
+
+/// Why `pod` fits no node of the empty `cluster`, or `None` when some node can take it.
+pub fn unplaceable(cluster: &Cluster, pod: &PodRequest) -> Option<Unplaceable> {
+    let fits = |spec: &ferry_sched_core::model::NodeSpec| {
+        spec.cpu_milli >= pod.cpu_milli
+            && spec.memory_mib >= pod.memory_mib
+            && spec.max_pods > 0
+            && (!pod.gpu.is_gpu()
+                || (spec.gpu_count() >= pod.gpu.count as usize
+                    && pod.gpu_models.allows(spec.gpu_model)))
+    };
+    if cluster.nodes().any(|(_, n)| fits(&n.spec)) {
+        return None;
+    }
+    if pod.gpu.is_gpu() {
+        let largest = cluster
+            .nodes()
+            .map(|(_, n)| n.spec.gpu_count())
+            .max()
+            .unwrap_or(0);
+        if pod.gpu.count as usize > largest {
+            return Some(Unplaceable::TooManyGpus {
+                asked: pod.gpu.count,
+                largest,
+            });
+        }
+        if !cluster
+            .nodes()
+            .any(|(_, n)| n.spec.gpu_count() > 0 && pod.gpu_models.allows(n.spec.gpu_model))
+        {
+            return Some(Unplaceable::ModelAbsent {
+                models: cluster.models().format_set(pod.gpu_models),
+            });
+        }
+    }
+    Some(Unplaceable::NoNodeFits)
+}
+
 /// A trace made ready for runs: cluster template, requests in name order, workloads.
 #[derive(Debug, Clone)]
 pub struct PreparedTrace {
@@ -69,10 +165,14 @@ pub struct PreparedTrace {
     pub metric_workload: TargetWorkload,
     /// Every key of the trace's histogram (Ferry's trace-wide knowledge).
     pub full_workload: TargetWorkload,
+    /// Pods (index in name order) that fit no node even of the empty cluster, and why.
+    /// Every run counts them among its failures.
+    pub unplaceable: Vec<(u32, Unplaceable)>,
 }
 
 impl PreparedTrace {
-    /// Prepares a loaded trace.
+    /// Prepares a loaded trace. Fails when the cluster has no GPU or no pod asks for one
+    /// (the experiment measures GPU allocation: there would be nothing to tune or measure).
     pub fn new(trace: &Trace) -> Result<Self, TraceError> {
         let mut cluster = trace::build_cluster(&trace.nodes)?;
         let mut pods = trace.pods.clone();
@@ -90,6 +190,23 @@ impl PreparedTrace {
             trace::target_workload(&mut cluster, &pods, 95.0).map_err(model_err)?;
         let full_workload =
             trace::target_workload(&mut cluster, &pods, 100.0).map_err(model_err)?;
+        let nothing = |reason| TraceError::NothingToMeasure {
+            name: trace.name.clone(),
+            reason,
+        };
+        if cluster.total_cards() == 0 {
+            return Err(nothing("the cluster has no GPU"));
+        }
+        if requests.iter().all(|r| r.gpu.total_milli() == 0) {
+            return Err(nothing(
+                "no pod asks for a GPU (the experiment tunes and measures GPU demand)",
+            ));
+        }
+        let unplaceable = requests
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| unplaceable(&cluster, r).map(|why| (i as u32, why)))
+            .collect();
         let node_names = cluster.nodes().map(|(_, n)| n.spec.name.clone()).collect();
         Ok(PreparedTrace {
             name: trace.name.clone(),
@@ -99,12 +216,37 @@ impl PreparedTrace {
             requests,
             metric_workload,
             full_workload,
+            unplaceable,
         })
     }
 
     /// GPU capacity of the cluster, thousandths.
     pub fn capacity_milli(&self) -> u64 {
         self.cluster.total_cards() as u64 * GPU_MILLI as u64
+    }
+
+    /// One line per kind of reason: how many pods can never be placed, with an example.
+    pub fn unplaceable_report(&self) -> Vec<String> {
+        let mut by_kind: std::collections::BTreeMap<String, (usize, u32, &Unplaceable)> =
+            Default::default();
+        for (pod, why) in &self.unplaceable {
+            let kind = match why {
+                Unplaceable::TooManyGpus { largest, .. } => {
+                    format!("asks for more GPUs than the largest node has ({largest})")
+                }
+                other => other.to_string(),
+            };
+            by_kind.entry(kind).or_insert((0, *pod, why)).0 += 1;
+        }
+        by_kind
+            .into_iter()
+            .map(|(kind, (count, pod, why))| {
+                format!(
+                    "{count} pod(s) can never be placed: {kind} (e.g. {}: {why})",
+                    self.pod_names[pod as usize]
+                )
+            })
+            .collect()
     }
 }
 
@@ -161,7 +303,12 @@ pub struct RunResult {
 }
 
 /// The arrival order of a run (spec §2.1 steps 4–6) and the node ranks (step 7).
+///
+/// Panics when `tune_ratio` fails [`check_tune`] (callers check user input first).
 pub fn arrival_order(prepared: &PreparedTrace, seed: u64, tune_ratio: f64) -> (Vec<u32>, Vec<u32>) {
+    if let Err(e) = check_tune(tune_ratio) {
+        panic!("{e}");
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let _ = rng.next_u64();
     let n = prepared.requests.len();
@@ -173,7 +320,9 @@ pub fn arrival_order(prepared: &PreparedTrace, seed: u64, tune_ratio: f64) -> (V
     let demand = |i: u32| prepared.requests[i as usize].gpu.total_milli() as u64;
     let target = tune_ratio * prepared.capacity_milli() as f64;
     let mut total: u64 = order.iter().map(|&i| demand(i)).sum();
-    if n > 0 && (total as f64) < target {
+    // Cloning only adds demand when some pod asks for a GPU; without one it would never end.
+    let gpu_pods = prepared.requests.iter().any(|r| r.gpu.milli > 0);
+    if n > 0 && gpu_pods && (total as f64) < target {
         loop {
             let idx = rng.random_range(0..n) as u32;
             let per_gpu = prepared.requests[idx as usize].gpu.milli as u64;

@@ -1,13 +1,34 @@
 //! Hand-written SVG line charts: median over seeds with a 25–75 % band, as in the paper.
+//!
+//! Each chart says what it draws (a caption under the legend), each policy keeps its colour
+//! in every chart and run ([`color_of`]), and a line drawn over another one is named in the
+//! legend.
 
 use std::fmt::Write;
 
-use crate::curves::{Aggregate, RunCurves};
+use ferry_sched_core::policies::PolicyKind;
 
-const COLORS: [&str; 10] = [
-    "#7f7f7f", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#d62728", "#000000", "#17becf",
-    "#8c564b", "#e377c2",
-];
+use crate::curves::{Aggregate, RunCurves};
+use crate::experiment::{Info, PolicySetting};
+
+/// The colour of a policy setting: fixed, whatever else is in the chart.
+pub fn color_of(setting: PolicySetting) -> &'static str {
+    let online = setting.policy.uses_workload() && setting.info == Info::Online;
+    match (setting.policy, online) {
+        (PolicyKind::Random, _) => "#7f7f7f",
+        (PolicyKind::DotProduct, _) => "#1f77b4",
+        (PolicyKind::GpuClustering, _) => "#2ca02c",
+        (PolicyKind::GpuPacking, _) => "#9467bd",
+        (PolicyKind::BestFit, _) => "#ff7f0e",
+        (PolicyKind::Fgd, false) => "#d62728",
+        (PolicyKind::Fgd, true) => "#e377c2",
+        (PolicyKind::Ferry, false) => "#000000",
+        (PolicyKind::Ferry, true) => "#17becf",
+    }
+}
+
+/// Two medians closer than this (in pixels) at every point draw as one line.
+const HIDDEN_PX: f64 = 1.5;
 
 /// One line of a chart: points (x, median, p25, p75).
 pub struct Series {
@@ -31,6 +52,8 @@ pub struct Chart<'a> {
     pub x_range: (f64, f64),
     /// Optional dashed reference line `y = a − x` (the ideal below 100 %).
     pub ideal: Option<f64>,
+    /// Seeds behind each line (for the caption).
+    pub seeds: usize,
 }
 
 fn nice_step(span: f64) -> f64 {
@@ -45,8 +68,8 @@ fn nice_step(span: f64) -> f64 {
 
 /// Renders a chart as an SVG document.
 pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
-    let (w, h) = (820.0, 500.0);
-    let (left, right, top, bottom) = (70.0, 190.0, 40.0, 55.0);
+    let (w, h) = (900.0, 500.0);
+    let (left, right, top, bottom) = (70.0, 270.0, 40.0, 55.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     let (x0, x1) = chart.x_range;
     let ys = series
@@ -152,9 +175,14 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
         );
     }
     svg.push_str("</g>\n");
-    for (i, s) in series.iter().enumerate() {
-        let ly = top + 12.0 + i as f64 * 22.0;
-        let lx = left + pw + 16.0;
+    let lx = left + pw + 16.0;
+    let hidden = hidden_under(series, x0, x1, sy);
+    let mut ly = top + 12.0;
+    for (s, under) in series.iter().zip(&hidden) {
+        let label = match under {
+            Some(j) => format!("{} (hidden under {})", s.label, series[*j].label),
+            None => s.label.clone(),
+        };
         let _ = writeln!(
             svg,
             r#"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
@@ -162,11 +190,64 @@ pub fn line_chart(chart: &Chart, series: &[Series]) -> String {
             s.color,
             lx + 32.0,
             ly + 4.0,
-            s.label
+            label
         );
+        ly += 22.0;
+    }
+    // The caption: what lines, bands and the dashed line are.
+    ly += 10.0;
+    let mut caption = vec![
+        format!("Lines: median over {} seed(s).", chart.seeds),
+        "Bands: 25–75 % of the seeds.".to_string(),
+    ];
+    if chart.ideal.is_some() {
+        caption.push("Dashed grey: the ideal,".to_string());
+        caption.push("capacity − arrived (no GPU".to_string());
+        caption.push("left idle while pods wait).".to_string());
+    }
+    if hidden.iter().any(Option::is_some) {
+        caption.push("A hidden line has the same".to_string());
+        caption.push("median as the one over it.".to_string());
+    }
+    for line in caption {
+        let _ = writeln!(
+            svg,
+            r##"<text class="caption" x="{lx}" y="{ly}" font-size="11" fill="#444">{line}</text>"##
+        );
+        ly += 15.0;
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// For each series, the later series drawn over it (medians within [`HIDDEN_PX`] pixels at
+/// every point of the range), if any.
+fn hidden_under(
+    series: &[Series],
+    x0: f64,
+    x1: f64,
+    sy: impl Fn(f64) -> f64,
+) -> Vec<Option<usize>> {
+    let in_range = |s: &Series| -> Vec<(f64, f64)> {
+        s.points
+            .iter()
+            .filter(|p| p.0 >= x0 && p.0 <= x1)
+            .map(|p| (p.0, p.1))
+            .collect()
+    };
+    let pts: Vec<_> = series.iter().map(in_range).collect();
+    (0..series.len())
+        .map(|i| {
+            (i + 1..series.len()).rev().find(|&j| {
+                !pts[i].is_empty()
+                    && pts[i].len() == pts[j].len()
+                    && pts[i]
+                        .iter()
+                        .zip(&pts[j])
+                        .all(|(a, b)| a.0 == b.0 && (sy(a.1) - sy(b.1)).abs() < HIDDEN_PX)
+            })
+        })
+        .collect()
 }
 
 fn trim_num(v: f64) -> String {
@@ -181,10 +262,9 @@ fn trim_num(v: f64) -> String {
 pub fn series_of(aggregates: &[Aggregate], metric: fn(&RunCurves) -> &Vec<f64>) -> Vec<Series> {
     aggregates
         .iter()
-        .enumerate()
-        .map(|(i, a)| Series {
+        .map(|a| Series {
             label: a.setting.label(),
-            color: COLORS[i % COLORS.len()].to_string(),
+            color: color_of(a.setting).to_string(),
             points: (0..=crate::curves::MAX_X)
                 .filter_map(|x| {
                     a.stat(x, metric)
@@ -204,6 +284,7 @@ pub fn unallocated_svg(trace: &str, aggregates: &[Aggregate]) -> String {
             y_label: "Unallocated GPU (%)",
             x_range: (75.0, 130.0),
             ideal: Some(100.0),
+            seeds: seeds_of(aggregates),
         },
         &series_of(aggregates, |r| &r.unallocated_pct),
     )
@@ -218,7 +299,12 @@ pub fn fragmentation_svg(trace: &str, aggregates: &[Aggregate]) -> String {
             y_label: "Fragmentation (% of GPU capacity)",
             x_range: (0.0, 120.0),
             ideal: None,
+            seeds: seeds_of(aggregates),
         },
         &series_of(aggregates, |r| &r.frag_amount_pct),
     )
+}
+
+fn seeds_of(aggregates: &[Aggregate]) -> usize {
+    aggregates.iter().map(|a| a.seeds.len()).max().unwrap_or(0)
 }

@@ -91,6 +91,22 @@ pub enum TraceError {
         /// Places tried.
         looked: String,
     },
+    /// A file has a header but no rows.
+    #[error("{path}: no {what} in the file (only a header)")]
+    Empty {
+        /// File.
+        path: PathBuf,
+        /// What the rows would be (`pods`, `nodes`).
+        what: &'static str,
+    },
+    /// The trace gives the experiment nothing to measure.
+    #[error("trace {name}: {reason}")]
+    NothingToMeasure {
+        /// Trace name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// The model rejected the data.
     #[error("{path}: {source}")]
     Model {
@@ -349,6 +365,12 @@ pub fn read_nodes(path: &Path) -> Result<Vec<TraceNode>, TraceError> {
                 .to_string(),
         });
     }
+    if nodes.is_empty() {
+        return Err(TraceError::Empty {
+            path: path.to_path_buf(),
+            what: "nodes",
+        });
+    }
     Ok(nodes)
 }
 
@@ -399,6 +421,12 @@ pub fn read_pods(path: &Path) -> Result<Vec<TracePod>, TraceError> {
             num_gpu,
             gpu_milli,
             gpu_spec,
+        });
+    }
+    if pods.is_empty() {
+        return Err(TraceError::Empty {
+            path: path.to_path_buf(),
+            what: "pods",
         });
     }
     Ok(pods)

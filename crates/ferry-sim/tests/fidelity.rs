@@ -4,7 +4,10 @@
 //! with the workload learned online.
 //!
 //! Needs the trace folder (`FERRY_TRACE_DIR` or `../shared/traces/alibaba-gpu-2023` from the
-//! repository root); without it the tests print a skip message and return.
+//! repository root); without it the tests print a skip message and return, or fail when `CI`
+//! is set.
+
+mod common;
 
 use ferry_sched_core::policies::PolicyKind;
 use ferry_sim::curves::aggregate;
@@ -12,13 +15,7 @@ use ferry_sim::experiment::{Info, PolicySetting, PreparedTrace};
 use ferry_sim::{runner, trace};
 
 fn prepared_default() -> Option<PreparedTrace> {
-    let Ok(dir) = trace::find_trace_dir(None) else {
-        eprintln!(
-            "SKIPPED: trace folder not found (set {})",
-            trace::TRACE_DIR_ENV
-        );
-        return None;
-    };
+    let dir = common::trace_dir()?;
     let t = trace::load_trace(&dir, "default", None).expect("default trace loads");
     Some(PreparedTrace::new(&t).expect("trace prepares"))
 }
@@ -141,4 +138,17 @@ fn tuning_appends_clones_up_to_130_percent() {
         order,
         ferry_sim::experiment::arrival_order(&prepared, 43, 1.3).0
     );
+}
+
+#[test]
+#[should_panic(expected = "CI is set and the trace folder is missing")]
+fn a_missing_trace_folder_fails_under_ci() {
+    let missing = trace::find_trace_dir(Some(std::path::Path::new("/nonexistent/traces")));
+    common::require(missing, true);
+}
+
+#[test]
+fn a_missing_trace_folder_skips_outside_ci() {
+    let missing = trace::find_trace_dir(Some(std::path::Path::new("/nonexistent/traces")));
+    assert_eq!(common::require(missing, false), None);
 }

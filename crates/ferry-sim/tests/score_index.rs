@@ -2,6 +2,8 @@
 //! node scan chooses: on random clusters whose pods of one class differ in memory and node
 //! selector (the index checks those on the winner only), and on the default trace.
 
+mod common;
+
 use ferry_sched_core::engine::{Knowledge, Scheduler};
 use ferry_sched_core::framework::NodeRanks;
 use ferry_sched_core::model::{GpuRequest, ModelSet, NodeSpec, PodRequest};
@@ -99,8 +101,7 @@ fn index_matches_scan_on_random_clusters() {
 
 #[test]
 fn index_matches_scan_on_the_default_trace() {
-    let Ok(dir) = ferry_sim::trace::find_trace_dir(None) else {
-        eprintln!("SKIPPED: trace folder not found");
+    let Some(dir) = common::trace_dir() else {
         return;
     };
     let t = ferry_sim::trace::load_trace(&dir, "default", None).expect("trace loads");

@@ -315,11 +315,18 @@ async fn watcher_sees_every_change_in_order() {
     let t = common::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
     let stream = watcher(cms.clone(), watcher::Config::default().labels("w=1"));
+    let (listed, initial_list_done) = tokio::sync::oneshot::channel();
     let collector = tokio::spawn(async move {
         let mut seen = Vec::new();
+        let mut listed = Some(listed);
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.try_next().await.unwrap() {
             match event {
+                watcher::Event::InitDone => {
+                    if let Some(tx) = listed.take() {
+                        let _ = tx.send(());
+                    }
+                }
                 watcher::Event::Apply(cm) => seen.push(format!(
                     "apply {} {:?}",
                     cm.metadata.name.unwrap(),
@@ -336,7 +343,11 @@ async fn watcher_sees_every_change_in_order() {
         }
         seen
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The watcher has listed (and watches from the list's revision) before the writes.
+    tokio::time::timeout(WAIT, initial_list_done)
+        .await
+        .expect("the watcher lists")
+        .unwrap();
     let cm = |name: &str, v: &str, w: &str| -> ConfigMap {
         serde_json::from_value(
             json!({"metadata": {"name": name, "labels": {"w": w}}, "data": {"v": v}}),

@@ -265,7 +265,9 @@ async fn kubectl_custom_resources() {
         "-o",
         "custom-columns=EVENT:.type,NAME:.object.metadata.name,SIZE:.object.spec.size",
     ]);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    watch
+        .wait_for("ADDED w1", |l| l.starts_with("ADDED") && l.contains("w1"))
+        .await;
     t.kubectl(&[
         "patch",
         "widget",
@@ -303,7 +305,9 @@ async fn kubectl_custom_resources() {
         "4"
     );
     t.kubectl(&["delete", "wd", "w1"]).success();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    watch
+        .wait_for("DELETED w1", |l| l.starts_with("DELETED"))
+        .await;
     let watched = watch.finish();
     let events: Vec<&str> = watched
         .lines()
@@ -329,11 +333,22 @@ async fn kubectl_custom_resources() {
 async fn kubectl_watch_streams_changes() {
     let t = common::start_with(|c| c.scheduler = false).await;
     let watch = t.kubectl_watch(&["get", "pods", "-w", "--output-watch-events"]);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Each step waits for the event it causes (kubectl may connect after the create: its
+    // initial list then shows the pod as ADDED, the same line).
     t.kubectl_stdin(&["apply", "-f", "-"], POD).success();
+    watch
+        .wait_for("ADDED hello", |l| {
+            l.starts_with("ADDED") && l.contains("hello")
+        })
+        .await;
     t.kubectl(&["label", "pod", "hello", "step=2"]).success();
+    watch
+        .wait_for("MODIFIED hello", |l| l.starts_with("MODIFIED"))
+        .await;
     t.kubectl(&["delete", "pod", "hello"]).success();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    watch
+        .wait_for("DELETED hello", |l| l.starts_with("DELETED"))
+        .await;
     let out = watch.finish();
     let events: Vec<&str> = out
         .lines()

@@ -54,9 +54,10 @@ async fn acknowledged_writes_survive_kill_9_and_watches_resume() {
         let cms = cms.clone();
         let last_seen = last_seen.clone();
         tokio::spawn(async move {
-            let Ok(stream) = cms.watch(&WatchParams::default(), "0").await else {
-                return;
-            };
+            let stream = cms
+                .watch(&WatchParams::default(), "0")
+                .await
+                .expect("the watcher connects");
             let mut stream = std::pin::pin!(stream);
             while let Some(Ok(event)) = stream.next().await {
                 if let WatchEvent::Added(o) | WatchEvent::Modified(o) = event {
@@ -71,11 +72,13 @@ async fn acknowledged_writes_survive_kill_9_and_watches_resume() {
     // Writers: each creates its objects, then keeps updating them; only answers that came
     // back successfully count as acknowledged.
     let acked: Acked = Arc::default();
+    let acked_writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..8 {
         let cms = cms.clone();
         let acked = acked.clone();
+        let acked_writes = acked_writes.clone();
         let stop = stop.clone();
         writers.push(tokio::spawn(async move {
             let mut n = 0u64;
@@ -96,6 +99,7 @@ async fn acknowledged_writes_survive_kill_9_and_watches_resume() {
                 match result {
                     Ok(()) => {
                         acked.lock().unwrap().insert(name, n);
+                        acked_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         n += 1;
                     }
                     Err(_) => return, // the server is gone
@@ -103,10 +107,18 @@ async fn acknowledged_writes_survive_kill_9_and_watches_resume() {
             }
         }));
     }
-    // Let the load run, then kill the server without warning.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Let the load run until every object exists and LOAD writes were acknowledged (well
+    // inside the store's watch history), then kill the server without warning.
+    const LOAD: u64 = 3_000;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acked_writes.load(std::sync::atomic::Ordering::Relaxed) < LOAD
+        || acked.lock().unwrap().len() < 160
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the writers did not reach {LOAD} acknowledged writes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     server.kill().unwrap(); // SIGKILL
     server.wait().unwrap();
@@ -117,6 +129,7 @@ async fn acknowledged_writes_survive_kill_9_and_watches_resume() {
     watcher.abort();
     let acked = acked.lock().unwrap().clone();
     let last_seen = *last_seen.lock().unwrap();
+    assert!(last_seen > 0, "the watcher saw events before the crash");
     assert!(
         acked.len() == 160,
         "every writer created its 20 objects before the crash ({} acked)",
@@ -130,21 +143,22 @@ async fn acknowledged_writes_survive_kill_9_and_watches_resume() {
     // Restart on the same data: every acknowledged write is there.
     let (mut server, url) = start_server(dir.path());
     let cms: Api<ConfigMap> = Api::namespaced(client(&url), "default");
-    let stored: BTreeMap<String, u64> = cms
+    let stored: BTreeMap<String, (u64, u64)> = cms
         .list(&ListParams::default())
         .await
         .unwrap()
         .items
         .into_iter()
         .map(|cm| {
+            let rv: u64 = cm.metadata.resource_version.unwrap().parse().unwrap();
             (
                 cm.metadata.name.unwrap(),
-                cm.data.unwrap()["n"].parse().unwrap(),
+                (cm.data.unwrap()["n"].parse().unwrap(), rv),
             )
         })
         .collect();
     for (name, n) in &acked {
-        let have = stored
+        let (have, _) = stored
             .get(name)
             .unwrap_or_else(|| panic!("acknowledged object {name} lost"));
         // The write in flight at the kill may or may not have landed (it was never answered),
@@ -155,28 +169,28 @@ async fn acknowledged_writes_survive_kill_9_and_watches_resume() {
         );
     }
 
-    // A watch resumes from the revision the watcher had reached.
-    let stream = cms
-        .watch(&WatchParams::default().timeout(3), &last_seen.to_string())
-        .await
-        .unwrap();
-    let events: Vec<_> = stream.collect().await;
+    // A watch resumes from the revision the watcher had reached, and from an older one (the
+    // median revision of the stored objects, so that at least half of them were written after
+    // it): each delivers, in order, every write after its resume point up to the stored state.
+    let mut revisions: Vec<u64> = stored.values().map(|(_, rv)| *rv).collect();
+    revisions.sort();
+    let median = revisions[revisions.len() / 2 - 1];
     let mut previous = last_seen;
-    for event in events {
-        match event.unwrap() {
-            WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
-                let rv: u64 = o.metadata.resource_version.unwrap().parse().unwrap();
-                assert!(
-                    rv > previous,
-                    "revisions go forward after resume ({rv} after {previous})"
-                );
-                previous = rv;
-            }
-            WatchEvent::Error(e) => {
-                assert_eq!(e.code, 410, "only an expiry may end a resume: {e:?}")
-            }
-            WatchEvent::Bookmark(_) => {}
+    for from in [last_seen, median] {
+        let expected: BTreeMap<&str, u64> = stored
+            .iter()
+            .filter(|(_, (_, rv))| *rv > from)
+            .map(|(name, (_, rv))| (name.as_str(), *rv))
+            .collect();
+        if from == median {
+            assert!(
+                expected.len() >= 80,
+                "{} objects after {from}",
+                expected.len()
+            );
         }
+        let delivered = resume(&cms, from, &expected).await;
+        previous = previous.max(delivered);
     }
     // New writes continue the revision sequence past everything seen before the crash.
     let cm: ConfigMap =
@@ -186,4 +200,52 @@ async fn acknowledged_writes_survive_kill_9_and_watches_resume() {
     assert!(rv > previous.max(last_seen));
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// Watches from `from` until every object of `expected` (name, stored resourceVersion) has
+/// arrived in its stored version; checks that revisions go forward. Returns the newest one.
+async fn resume(cms: &Api<ConfigMap>, from: u64, expected: &BTreeMap<&str, u64>) -> u64 {
+    let stream = cms
+        .watch(&WatchParams::default().timeout(60), &from.to_string())
+        .await
+        .unwrap();
+    let mut stream = std::pin::pin!(stream);
+    let mut latest: BTreeMap<String, u64> = BTreeMap::new();
+    let mut previous = from;
+    let done = |latest: &BTreeMap<String, u64>| {
+        expected
+            .iter()
+            .all(|(name, rv)| latest.get(*name) == Some(rv))
+    };
+    while !done(&latest) {
+        let event = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("the resumed watch delivers the writes after its start")
+            .unwrap_or_else(|| {
+                panic!(
+                    "the watch from {from} ended with {} of {} objects delivered",
+                    expected
+                        .iter()
+                        .filter(|(n, rv)| latest.get(**n) == Some(rv))
+                        .count(),
+                    expected.len()
+                )
+            });
+        match event.unwrap() {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
+                let rv: u64 = o.metadata.resource_version.unwrap().parse().unwrap();
+                assert!(
+                    rv > previous,
+                    "revisions go forward after resume from {from} ({rv} after {previous})"
+                );
+                previous = rv;
+                latest.insert(o.metadata.name.unwrap(), rv);
+            }
+            WatchEvent::Error(e) => {
+                panic!("the watch from {from} (inside the history) failed: {e:?}")
+            }
+            WatchEvent::Bookmark(_) => {}
+        }
+    }
+    previous
 }

@@ -133,7 +133,11 @@ async fn gpu_pods_see_their_devices_and_watches_stream_phases() {
     assert_eq!(ferry_api::gpu::parse_assigned(&assigned).unwrap().len(), 2);
     let logs = t.kubectl(&["logs", "trainer"]).success();
     assert_eq!(logs.trim(), format!("CUDA={assigned}"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    watch
+        .wait_for("trainer Succeeded", |l| {
+            l.split_whitespace().eq(["trainer", "Succeeded"])
+        })
+        .await;
     let out = watch.finish();
     let phases: Vec<String> = out
         .lines()

@@ -1,6 +1,9 @@
 //! The generator of `schema.rs` (tests only).
 //!
-//! It reads two dependencies' sources, found with `cargo metadata`:
+//! It reads two dependencies' sources, found where cargo unpacked them to build this test
+//! (`$CARGO_HOME/registry/src/*/<name>-<version from Cargo.lock>`), else with `cargo metadata
+//! --offline --filter-platform <host>` (which needs every workspace member's packages for the
+//! host in the cache; plain `cargo metadata` wants every platform's, such as Android's):
 //! - `k8s-pb`: prost messages of every Kubernetes type; each field's tag, protobuf type and
 //!   Rust name (`#[prost(string, optional, tag = "1")] pub name: ...`), and the
 //!   apiVersion/kind of resources.
@@ -588,27 +591,91 @@ struct OutField {
     guessed: bool,
 }
 
-pub(super) fn generate() -> Generated {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--manifest-path",
-        ])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+/// The host's target triple, from `rustc -vV`.
+fn host_triple() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = std::process::Command::new(&rustc)
+        .arg("-vV")
         .output()
-        .expect("cargo metadata runs");
+        .unwrap_or_else(|e| panic!("{rustc} -vV: {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or_else(|| panic!("no host line in {rustc} -vV"))
+        .trim()
+        .to_string()
+}
+
+/// `cargo metadata` of this crate, limited to the host platform's packages (those a test
+/// build has downloaded), so that it runs offline on a fresh cargo cache.
+fn metadata_command() -> std::process::Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &host_triple()])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    cmd
+}
+
+/// The version of `name` in the workspace's `Cargo.lock` (exactly one is allowed).
+fn locked_version(name: &str) -> Option<String> {
+    let lock =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).ok()?;
+    let versions: Vec<String> = lock
+        .split("[[package]]")
+        .filter(|p| p.lines().any(|l| l.trim() == format!("name = \"{name}\"")))
+        .filter_map(|p| {
+            p.lines()
+                .find_map(|l| l.trim().strip_prefix("version = \""))
+                .map(|v| v.trim_end_matches('"').to_string())
+        })
+        .collect();
+    assert!(
+        versions.len() <= 1,
+        "several versions of {name} in Cargo.lock: {versions:?}"
+    );
+    versions.into_iter().next()
+}
+
+/// Cargo's home: `$CARGO_HOME`, else `~/.cargo`.
+fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+}
+
+/// The unpacked sources of a registry package, where cargo put them to build this test:
+/// `<home>/registry/src/<index>/<name>-<version>/src` (the version from `Cargo.lock`).
+fn registry_src(home: &Path, name: &str) -> Option<(PathBuf, String)> {
+    let version = locked_version(name)?;
+    let indexes = std::fs::read_dir(home.join("registry/src")).ok()?;
+    indexes
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join(format!("{name}-{version}")))
+        .find(|dir| dir.join("Cargo.toml").is_file())
+        .map(|dir| (dir.join("src"), version))
+}
+
+/// The sources of `name`: from the registry cache (see [`registry_src`]), else from
+/// `cargo metadata` (vendored or replaced sources).
+fn sources(name: &str) -> (PathBuf, String) {
+    if let Some(found) = cargo_home().and_then(|home| registry_src(&home, name)) {
+        return found;
+    }
+    let out = metadata_command().output().expect("cargo metadata runs");
     assert!(
         out.status.success(),
         "cargo metadata: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (pb_src, pb_version) = package_src(&metadata, "k8s-pb");
-    let (oa_src, oa_version) = package_src(&metadata, "k8s-openapi");
+    package_src(&metadata, name)
+}
+
+pub(super) fn generate() -> Generated {
+    let (pb_src, pb_version) = sources("k8s-pb");
+    let (oa_src, oa_version) = sources("k8s-openapi");
     let pb = parse_pb(&pb_src, pb_version);
     let oa = parse_oa(&oa_src, oa_version);
     build(&pb, &oa)
@@ -957,4 +1024,21 @@ fn required_kinds_are_complete() {
         "fields of required kinds without a JSON name from k8s-openapi: {:#?}",
         g.required_guesses
     );
+}
+
+/// The sources are found without `cargo metadata`, which in a fresh cargo cache fails
+/// offline (it wants every workspace member's and every platform's packages, not only those
+/// this test's build downloaded); `FERRY_TEST_CARGO_HOME` checks another cache.
+#[test]
+fn sources_are_found_in_the_build_cache() {
+    let home = std::env::var_os("FERRY_TEST_CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(cargo_home)
+        .expect("a cargo home");
+    for name in ["k8s-pb", "k8s-openapi"] {
+        let (src, version) = registry_src(&home, name)
+            .unwrap_or_else(|| panic!("{name} sources not found in the cargo cache"));
+        assert!(src.join("lib.rs").is_file(), "{}", src.display());
+        assert_eq!(Some(version), locked_version(name));
+    }
 }

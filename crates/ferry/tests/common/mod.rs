@@ -70,28 +70,50 @@ impl TestPlane {
     }
 }
 
-/// A `kubectl ... -w` running in the background.
+/// A `kubectl ... -w` running in the background; its output is collected as it comes.
 pub struct KubectlWatch {
     child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
     _cache: tempfile::TempDir,
 }
 
 impl KubectlWatch {
+    /// What kubectl printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits until kubectl has printed a line for which `line` is true (an event the test
+    /// expects); returns the output so far. Panics with the output after 30 s.
+    pub async fn wait_for(&self, what: &str, line: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.output();
+            if out.lines().any(&line) {
+                return out;
+            }
+            if Instant::now() > deadline {
+                panic!("kubectl -w never printed {what}:\n{out}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops kubectl and returns what it printed.
     pub fn finish(mut self) -> String {
-        use std::io::Read;
         let _ = self.child.kill();
-        let mut out = String::new();
-        if let Some(mut stdout) = self.child.stdout.take() {
-            let _ = stdout.read_to_string(&mut out);
-        }
         let _ = self.child.wait();
-        out
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.output()
     }
 }
 
 impl TestPlane {
-    /// Starts `kubectl <args>` (a watch) in the background; give it a moment to connect.
+    /// Starts `kubectl <args>` (a watch) in the background; wait for the lines it prints
+    /// with [`KubectlWatch::wait_for`].
     pub fn kubectl_watch(&self, args: &[&str]) -> KubectlWatch {
         let cache = tempfile::tempdir().unwrap();
         let child = Command::new(kubectl_binary())
@@ -105,8 +127,25 @@ impl TestPlane {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+        let mut child = child;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let mut out = output.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            })
+        };
         KubectlWatch {
             child,
+            output,
+            reader: Some(reader),
             _cache: cache,
         }
     }
