@@ -508,7 +508,7 @@ fn date_time(s: &str) -> bool {
     let zone_ok = match zone {
         "" | "Z" | "z" => true,
         z => {
-            let z = &z[1..];
+            let z = z.get(1..).unwrap_or_default();
             z.split_once(':').is_some_and(|(h, m)| {
                 digits(h, 2).is_some_and(|h| h < 24) && digits(m, 2).is_some_and(|m| m < 60)
             })
@@ -541,18 +541,19 @@ fn duration(s: &str) -> bool {
         let num_end = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        let num = &rest[..num_end];
+        let (num, after) = rest.split_at(num_end);
         if num.is_empty() || num == "." || num.matches('.').count() > 1 {
             return false;
         }
-        rest = &rest[num_end..];
+        rest = after;
         let unit_end = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        if !["ns", "us", "µs", "μs", "ms", "s", "m", "h"].contains(&&rest[..unit_end]) {
+        let (unit, after) = rest.split_at(unit_end);
+        if !["ns", "us", "µs", "μs", "ms", "s", "m", "h"].contains(&unit) {
             return false;
         }
-        rest = &rest[unit_end..];
+        rest = after;
     }
     true
 }
