@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 
-use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use crate::registry::{Registry, ResourceInfo};
@@ -161,18 +160,18 @@ enum Dialect {
     V2,
 }
 
-/// The built-in kinds with a schema: group, version, kind and the k8s-openapi type. A new
-/// built-in kind adds one line here.
-macro_rules! builtin_kinds {
-    ($generator:expr, $group:expr, $version:expr, $($g:literal, $v:literal, $k:literal => $t:ty;)*) => {{
-        let mut found = Vec::new();
-        $(
-            if $group == $g && $version == $v {
-                found.push(($k, $generator.subschema_for::<$t>()));
-            }
-        )*
-        found
-    }};
+/// The schemas of the built-in kinds and of everything they refer to, generated from
+/// k8s-openapi's types (with its `schemars` feature, in this crate's tests only, so the binary
+/// builds without it): `{"kinds": [[group, version, kind, definition]...], "definitions": {...}}`
+/// with references as `#/components/schemas/...`. `FERRY_BLESS=1 cargo test -p
+/// ferry-apiserver --lib openapi` regenerates it after a k8s-openapi upgrade or a new kind.
+const BUILTIN_SCHEMAS: &str = include_str!("../openapi/builtin-schemas.json");
+
+const V3_PREFIX: &str = "#/components/schemas/";
+
+fn builtin_schemas() -> &'static Value {
+    static PARSED: OnceLock<Value> = OnceLock::new();
+    PARSED.get_or_init(|| serde_json::from_str(BUILTIN_SCHEMAS).unwrap_or_default())
 }
 
 /// The schemas of the built-in kinds of a group version and of everything they refer to,
@@ -185,55 +184,85 @@ fn builtin_definitions(dialect: Dialect, group: &str, version: &str) -> Map<Stri
     if let Some(found) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
         return found;
     }
-    let definitions = generate_builtin(dialect, group, version);
+    let definitions = select_builtin(builtin_schemas(), dialect, group, version);
     if let Ok(mut c) = cache.lock() {
         c.insert(key, definitions.clone());
     }
     definitions
 }
 
-fn generate_builtin(dialect: Dialect, group: &str, version: &str) -> Map<String, Value> {
-    use k8s_openapi::api::coordination::v1 as coordination;
-    use k8s_openapi::api::core::v1 as core;
-    use k8s_openapi::api::scheduling::v1 as scheduling;
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
-    let prefix = match dialect {
-        Dialect::V3 => "/components/schemas",
-        Dialect::V2 => "/definitions",
-    };
-    let mut generator: SchemaGenerator = SchemaSettings::openapi3()
-        .with(|s| {
-            s.definitions_path = prefix.into();
-            s.meta_schema = None;
-        })
-        .into_generator();
-    let kinds = builtin_kinds!(generator, group, version,
-        "", "v1", "Namespace" => core::Namespace;
-        "", "v1", "Node" => core::Node;
-        "", "v1", "Pod" => core::Pod;
-        "", "v1", "Event" => core::Event;
-        "", "v1", "ConfigMap" => core::ConfigMap;
-        "", "v1", "Secret" => core::Secret;
-        "", "v1", "Service" => core::Service;
-        "", "v1", "ServiceAccount" => core::ServiceAccount;
-        "coordination.k8s.io", "v1", "Lease" => coordination::Lease;
-        "scheduling.k8s.io", "v1", "PriorityClass" => scheduling::PriorityClass;
-        "apiextensions.k8s.io", "v1", "CustomResourceDefinition" => apiextensions::CustomResourceDefinition;
-    );
-    let mut definitions = generator.take_definitions(true);
-    let ref_prefix = format!("#{prefix}/");
-    for (kind, reference) in kinds {
-        let name = reference
-            .get("$ref")
-            .and_then(Value::as_str)
-            .and_then(|r| r.strip_prefix(&ref_prefix))
-            .map(str::to_string);
-        if let Some(schema) = name.and_then(|n| definitions.get_mut(&n)) {
+/// The kinds of `group`/`version` in `all` and the closure of their references.
+fn select_builtin(all: &Value, dialect: Dialect, group: &str, version: &str) -> Map<String, Value> {
+    let empty = Map::new();
+    let definitions = all["definitions"].as_object().unwrap_or(&empty);
+    let mut out = Map::new();
+    let mut todo = Vec::new();
+    for k in all["kinds"].as_array().into_iter().flatten() {
+        let field = |i: usize| k.get(i).and_then(Value::as_str).unwrap_or_default();
+        if field(0) == group && field(1) == version {
+            let Some(schema) = definitions.get(field(3)) else {
+                continue;
+            };
+            let mut schema = schema.clone();
             schema["x-kubernetes-group-version-kind"] =
-                json!([{"group": group, "version": version, "kind": kind}]);
+                json!([{"group": group, "version": version, "kind": field(2)}]);
+            out.insert(field(3).to_string(), schema);
+            todo.push(field(3).to_string());
         }
     }
-    definitions
+    while let Some(name) = todo.pop() {
+        let mut found = Vec::new();
+        if let Some(schema) = out.get(&name) {
+            refs_of(schema, &mut found);
+        }
+        for r in found {
+            if !out.contains_key(&r)
+                && let Some(schema) = definitions.get(&r)
+            {
+                out.insert(r.clone(), schema.clone());
+                todo.push(r);
+            }
+        }
+    }
+    if dialect == Dialect::V2 {
+        for schema in out.values_mut() {
+            rewrite_refs(schema, "#/definitions/");
+        }
+    }
+    out
+}
+
+/// The definition names `v` refers to.
+fn refs_of(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            if let Some(r) = o
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix(V3_PREFIX))
+            {
+                out.push(r.to_string());
+            }
+            o.values().for_each(|c| refs_of(c, out));
+        }
+        Value::Array(a) => a.iter().for_each(|c| refs_of(c, out)),
+        _ => {}
+    }
+}
+
+fn rewrite_refs(v: &mut Value, prefix: &str) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::String(r)) = o.get_mut("$ref")
+                && let Some(name) = r.strip_prefix(V3_PREFIX)
+            {
+                *r = format!("{prefix}{name}");
+            }
+            o.values_mut().for_each(|c| rewrite_refs(c, prefix));
+        }
+        Value::Array(a) => a.iter_mut().for_each(|c| rewrite_refs(c, prefix)),
+        _ => {}
+    }
 }
 
 fn reverse_domain(group: &str) -> String {
@@ -243,6 +272,69 @@ fn reverse_domain(group: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::schemars::generate::{SchemaGenerator, SchemaSettings};
+
+    /// The built-in kinds with a schema: group, version, kind and the k8s-openapi type. A new
+    /// built-in kind adds one line here (then `FERRY_BLESS=1` regenerates the file).
+    macro_rules! builtin_kinds {
+        ($generator:expr, $($g:literal, $v:literal, $k:literal => $t:ty;)*) => {
+            vec![$(($g, $v, $k, $generator.subschema_for::<$t>()),)*]
+        };
+    }
+
+    fn generate_builtin_schemas() -> Value {
+        use k8s_openapi::api::coordination::v1 as coordination;
+        use k8s_openapi::api::core::v1 as core;
+        use k8s_openapi::api::scheduling::v1 as scheduling;
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+        let mut generator: SchemaGenerator = SchemaSettings::openapi3()
+            .with(|s| {
+                s.definitions_path = "/components/schemas".into();
+                s.meta_schema = None;
+            })
+            .into_generator();
+        let kinds = builtin_kinds!(generator,
+            "", "v1", "Namespace" => core::Namespace;
+            "", "v1", "Node" => core::Node;
+            "", "v1", "Pod" => core::Pod;
+            "", "v1", "Event" => core::Event;
+            "", "v1", "ConfigMap" => core::ConfigMap;
+            "", "v1", "Secret" => core::Secret;
+            "", "v1", "Service" => core::Service;
+            "", "v1", "ServiceAccount" => core::ServiceAccount;
+            "coordination.k8s.io", "v1", "Lease" => coordination::Lease;
+            "scheduling.k8s.io", "v1", "PriorityClass" => scheduling::PriorityClass;
+            "apiextensions.k8s.io", "v1", "CustomResourceDefinition" => apiextensions::CustomResourceDefinition;
+        );
+        let definitions = generator.take_definitions(true);
+        let kinds: Vec<Value> = kinds
+            .into_iter()
+            .map(|(g, v, k, reference)| {
+                let name = reference
+                    .get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.strip_prefix(V3_PREFIX))
+                    .expect("a kind's schema is a reference");
+                json!([g, v, k, name])
+            })
+            .collect();
+        json!({"kinds": kinds, "definitions": definitions})
+    }
+
+    #[test]
+    fn builtin_schemas_are_current() {
+        let generated = generate_builtin_schemas();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/builtin-schemas.json");
+        if std::env::var_os("FERRY_BLESS").is_some() {
+            let text = serde_json::to_string(&generated).unwrap();
+            std::fs::write(path, text + "\n").unwrap();
+        }
+        let committed: Value = serde_json::from_str(BUILTIN_SCHEMAS).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{path} is not what k8s-openapi's types generate: run FERRY_BLESS=1 cargo test -p ferry-apiserver --lib openapi"
+        );
+    }
 
     fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
         match v {
