@@ -18,12 +18,12 @@ async fn phase(pods: &Api<Pod>, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_runs_to_completion_and_its_logs_are_served() {
     let t = common::start_with_node("8xA100-80GB").await;
-    let nodes = common::eventually("the node to register", WAIT, async || {
+    // The agent creates its Node, then publishes its status (capacity, GPUs): wait for both.
+    common::eventually("the node to register with its GPUs", WAIT, async || {
         let out = t.kubectl(&["get", "nodes"]).success();
-        out.contains("test-node").then_some(out)
+        (out.contains("test-node") && out.contains("8xA100-80GB")).then_some(out)
     })
     .await;
-    assert!(nodes.contains("8xA100-80GB"), "{nodes}");
     let capacity = t
         .kubectl(&[
             "get",
