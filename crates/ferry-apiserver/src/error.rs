@@ -229,17 +229,22 @@ impl ApiError {
         Self::new(503, "ServiceUnavailable", message)
     }
 
+    /// `409 Conflict`: the object changed since the resourceVersion the client named.
+    pub fn modified(group: &str, resource: &str, name: &str) -> Self {
+        Self::conflict(
+            group,
+            resource,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+
     /// Maps a store error for an object of `resource` in `group`.
     pub fn from_store(e: StoreError, group: &str, resource: &str) -> Self {
         match e {
             StoreError::AlreadyExists(k) => Self::already_exists(group, resource, &k.name),
             StoreError::NotFound(k) => Self::not_found(group, resource, &k.name),
-            StoreError::Conflict { key, .. } => Self::conflict(
-                group,
-                resource,
-                &key.name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ),
+            StoreError::Conflict { key, .. } => Self::modified(group, resource, &key.name),
             StoreError::Expired { requested, oldest } => {
                 Self::expired(format!("too old resource version: {requested} ({oldest})"))
             }

@@ -525,12 +525,7 @@ impl Service {
             if let Some(rv) = expected
                 && rv != old.rev
             {
-                return Err(ApiError::conflict(
-                    &info.group,
-                    &info.plural,
-                    name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
+                return Err(ApiError::modified(&info.group, &info.plural, name));
             }
             match self
                 .write_update(
@@ -639,12 +634,7 @@ impl Service {
             // fails this check on the next attempt.
             let patched_rv = meta::meta_str(&new, "resourceVersion").to_string();
             if !patched_rv.is_empty() && patched_rv != old.rev.to_string() {
-                return Err(ApiError::conflict(
-                    &info.group,
-                    &info.plural,
-                    name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
+                return Err(ApiError::modified(&info.group, &info.plural, name));
             }
             match self
                 .write_update(
