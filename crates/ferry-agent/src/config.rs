@@ -44,6 +44,10 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     /// A container that ran at least this long before exiting restarts without back-off.
     pub backoff_reset: Duration,
+    /// The cluster network plan (pod and Service ranges, bridge, DNS).
+    pub network: ferry_api::network::ClusterNetwork,
+    /// How pods are isolated (network namespace, cgroups, `/etc` files).
+    pub sandbox: crate::sandbox::SandboxMode,
 }
 
 impl AgentConfig {
@@ -70,6 +74,8 @@ impl AgentConfig {
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             backoff_reset: Duration::from_secs(600),
+            network: ferry_api::network::ClusterNetwork::default(),
+            sandbox: crate::sandbox::SandboxMode::Auto,
         }
     }
 
@@ -96,6 +102,9 @@ impl AgentConfig {
         }
         if self.max_pods == 0 {
             return fail("max pods must be at least 1".into());
+        }
+        if let Err(e) = self.network.validate() {
+            return fail(format!("cluster network: {e}"));
         }
         if self.data_dir.as_os_str().is_empty() {
             return fail("the data directory must not be empty".into());

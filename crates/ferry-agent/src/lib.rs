@@ -32,6 +32,7 @@ pub mod node;
 mod pod;
 pub mod procfs;
 pub mod runtime;
+pub mod sandbox;
 pub mod shim;
 
 pub use config::AgentConfig;
@@ -158,6 +159,11 @@ pub async fn start(
         let _ = stop.changed().await;
     }));
 
+    let (sandbox, sandbox_note) = sandbox::SandboxContext::for_config(&config);
+    match sandbox_note {
+        Some(note) => tracing::warn!("{note}"),
+        None => tracing::info!(mode = ?sandbox.mode, "pod sandboxes"),
+    }
     let shared = Arc::new(Shared {
         client: client.clone(),
         config: config.clone(),
@@ -171,6 +177,7 @@ pub async fn start(
         allocations: Mutex::default(),
         events: events.clone(),
         log_index,
+        sandbox,
     });
     let reporter = NodeReporter {
         client,

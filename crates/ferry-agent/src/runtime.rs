@@ -80,7 +80,7 @@ pub struct MountSpec {
 }
 
 /// Everything the shim needs to start one container process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShimSpec {
     /// Program and arguments, already expanded.
@@ -101,6 +101,16 @@ pub struct ShimSpec {
     /// Run as this group id (`securityContext.runAsGroup`).
     #[serde(default)]
     pub run_as_group: Option<u32>,
+    /// Join this network namespace (the pod's) before the process starts.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// Join these cgroup directories (the container's, one per hierarchy) before the process
+    /// starts.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
+    /// Run in a UTS namespace of its own with this hostname.
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 /// How the shim made volumes visible.
@@ -458,6 +468,7 @@ mod tests {
                 mount_mode: MountMode::Auto,
                 run_as_user: None,
                 run_as_group: None,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -173,6 +173,12 @@ enum StartError {
     },
     #[error("cannot open the log file: {0}")]
     Log(#[source] io::Error),
+    #[error("cannot join the pod sandbox ({what}): {error}")]
+    Sandbox {
+        what: String,
+        #[source]
+        error: io::Error,
+    },
     #[error("cannot start {program:?}: {error}")]
     Spawn {
         program: String,
@@ -193,6 +199,7 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
+    let cgroup_procs = join_sandbox(&spec)?;
     let mounts = crate::mounts::setup(&spec.mounts, spec.mount_mode)?;
     if !spec.working_dir.exists() {
         std::fs::create_dir_all(&spec.working_dir).map_err(|error| StartError::WorkingDir {
@@ -221,6 +228,18 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
     }
     if let Some(uid) = spec.run_as_user {
         cmd.uid(uid);
+    }
+    if !cgroup_procs.is_empty() {
+        // SAFETY: the closure only writes to descriptors opened before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                for mut f in cgroup_procs.iter() {
+                    // "0": the writing process, the container itself, before it runs anything.
+                    f.write_all(b"0")?;
+                }
+                Ok(())
+            });
+        }
     }
     let mut child = cmd.spawn().map_err(|error| StartError::Spawn {
         program: program.clone(),
@@ -276,6 +295,40 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
         let _ = f.sync_data();
     }
     Ok(ExitRecord::from_status(status, started_at))
+}
+
+/// Enters the pod's network namespace and a UTS namespace with the pod's hostname (the shim
+/// itself, so the container inherits both), and opens the container's cgroups for the child
+/// to join before it runs.
+fn join_sandbox(spec: &ShimSpec) -> Result<Vec<File>, StartError> {
+    let fail = |what: String| move |error: io::Error| StartError::Sandbox { what, error };
+    if let Some(netns) = &spec.netns {
+        let f = File::open(netns).map_err(fail(format!("open {}", netns.display())))?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(io::Error::from)
+            .map_err(fail(format!(
+                "enter the network namespace {}",
+                netns.display()
+            )))?;
+    }
+    if let Some(hostname) = &spec.hostname {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)
+            .map_err(io::Error::from)
+            .map_err(fail("create a UTS namespace".into()))?;
+        nix::unistd::sethostname(hostname)
+            .map_err(io::Error::from)
+            .map_err(fail(format!("set the hostname {hostname:?}")))?;
+    }
+    spec.cgroups
+        .iter()
+        .map(|dir| {
+            let path = dir.join("cgroup.procs");
+            File::options()
+                .append(true)
+                .open(&path)
+                .map_err(fail(format!("open {}", path.display())))
+        })
+        .collect()
 }
 
 /// Reaps children until `pid` ends; returns its status.

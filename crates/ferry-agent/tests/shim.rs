@@ -62,6 +62,7 @@ fn spec(script: &str, workdir: &Path) -> ShimSpec {
         mount_mode: MountMode::Auto,
         run_as_user: None,
         run_as_group: None,
+        ..Default::default()
     }
 }
 

@@ -5,6 +5,7 @@
 //! CLI agree on it. Ferry's own kinds live under the [`GROUP`] API group.
 
 pub mod gpu;
+pub mod network;
 pub mod quantity;
 pub mod requests;
 pub mod scheduling;

@@ -23,6 +23,9 @@ pub struct UpConfig {
     pub metrics: Option<SocketAddr>,
     /// Run a node agent for this machine (`None`: no node).
     pub agent: Option<AgentOptions>,
+    /// The cluster network plan (pod and Service ranges, bridge, DNS), shared by every
+    /// component.
+    pub network: ferry_api::network::ClusterNetwork,
 }
 
 /// How `ferry up` runs its node agent.
@@ -63,6 +66,7 @@ impl UpConfig {
             controllers: true,
             metrics: None,
             agent: Some(AgentOptions::new()),
+            network: ferry_api::network::ClusterNetwork::default(),
         }
     }
 }
@@ -188,6 +192,7 @@ impl ControlPlane {
                 config.data_dir.join("agent"),
             );
             agent_config.gpus = options.gpus;
+            agent_config.network = config.network.clone();
             // Any free port: the Node publishes the one chosen.
             agent_config.log_server_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
             if let Some(shim) = options.shim {

@@ -36,6 +36,7 @@ use crate::procfs::ProcId;
 use crate::runtime::{
     self, AttemptState, ExitRecord, ShimSpec, files, read_json, write_json_atomic,
 };
+use crate::sandbox::{self, SandboxContext, SandboxRecord};
 use env::{EnvError, EnvSources, NodeFacts};
 use volumes::VolumeError;
 
@@ -140,6 +141,8 @@ pub(crate) struct Shared {
     pub allocations: Mutex<HashMap<String, Vec<u32>>>,
     pub events: EventRecorder,
     pub log_index: Arc<LogIndex>,
+    /// What pod sandboxes are made with.
+    pub sandbox: SandboxContext,
 }
 
 impl Shared {
@@ -270,6 +273,8 @@ pub(crate) struct PodWorker {
     backoff: HashMap<String, String>,
     backoff_announced: HashSet<(String, u32)>,
     termination: Option<Termination>,
+    /// The pod's sandbox, once made or adopted.
+    sandbox: Option<SandboxRecord>,
 }
 
 impl PodWorker {
@@ -299,6 +304,7 @@ impl PodWorker {
             backoff: HashMap::new(),
             backoff_announced: HashSet::new(),
             termination: None,
+            sandbox: None,
         }
     }
 
@@ -405,6 +411,24 @@ impl PodWorker {
         let mut soonest = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
 
         let terminal = matches!(api_phase, "Succeeded" | "Failed") || self.meta.failure.is_some();
+        if !terminal && self.sandbox.is_none() {
+            let dir = self.shared.layout.pod(&self.uid);
+            match sandbox::ensure(&self.shared.sandbox, &pod, &self.uid, &dir).await {
+                Ok(record) => self.sandbox = Some(record),
+                Err(e) => {
+                    tracing::warn!(pod = %self.display_name(), error = %e, "cannot create the pod sandbox");
+                    self.event(
+                        None,
+                        EventType::Warning,
+                        "FailedCreatePodSandBox",
+                        &format!("Failed to create pod sandbox: {e}"),
+                    )
+                    .await;
+                    self.publish_status(&pod, &policy).await?;
+                    return Ok(Next::Wait(Some(Instant::now() + Duration::from_secs(2))));
+                }
+            }
+        }
         if !terminal {
             self.backoff.clear();
             let init = spec.init_containers.clone().unwrap_or_default();
@@ -957,6 +981,20 @@ impl PodWorker {
                 dir
             }
         };
+        let mut mounts = mounts;
+        let (mut netns, mut cgroups, mut hostname) = (None, Vec::new(), None);
+        if let Some(record) = &self.sandbox {
+            netns = record.netns.clone();
+            if let Some(cg) = &record.cgroup {
+                cgroups = sandbox::cgroup::container_dirs(cg, &c.name);
+            }
+            if let Some(files) = &record.etc {
+                sandbox::etc::add_mounts(files, &mut mounts);
+            }
+            if !record.host_network {
+                hostname = Some(sandbox::etc::pod_hostname(pod));
+            }
+        }
         Ok(ShimSpec {
             argv,
             env,
@@ -965,6 +1003,9 @@ impl PodWorker {
             mount_mode: self.shared.config.mount_mode,
             run_as_user,
             run_as_group,
+            netns,
+            cgroups,
+            hostname,
         })
     }
 
@@ -1077,6 +1118,11 @@ impl PodWorker {
             restart_policy: policy,
             failure: self.meta.failure.as_ref(),
             node_ip: &self.shared.node.node_ip,
+            pod_ips: self
+                .sandbox
+                .as_ref()
+                .map(|s| s.pod_ips.as_slice())
+                .unwrap_or_default(),
             start_time: self.meta.accepted_at.unwrap_or_else(Timestamp::now),
             previous: pod.status.as_ref(),
             now: Timestamp::now(),
@@ -1219,6 +1265,12 @@ impl PodWorker {
                 Err(e) => return Err(PodError::kube("remove the pod", e)),
             }
         }
+        let dir = self.shared.layout.pod(&self.uid);
+        if let Err(e) = sandbox::teardown(&self.shared.sandbox, &self.uid, &dir).await {
+            tracing::warn!(pod = %self.display_name(), error = %e, "cannot remove the pod sandbox; retrying");
+            return Ok(Next::Wait(Some(Instant::now() + Duration::from_secs(2))));
+        }
+        self.sandbox = None;
         self.cleanup();
         tracing::info!(pod = %self.display_name(), "pod removed");
         Ok(Next::Done)

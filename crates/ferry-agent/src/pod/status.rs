@@ -184,6 +184,8 @@ pub struct StatusInput<'a> {
     pub failure: Option<&'a PodFailure>,
     /// The node's IP, also the pod's.
     pub node_ip: &'a str,
+    /// The pod's own addresses (its sandbox's); empty: the node's (host network).
+    pub pod_ips: &'a [String],
     /// When the agent first accepted the pod.
     pub start_time: Timestamp,
     /// The status currently stored (for conditions owned by others and transition times).
@@ -276,10 +278,23 @@ pub fn build(input: &StatusInput<'_>) -> PodStatus {
         host_ips: Some(vec![HostIP {
             ip: input.node_ip.into(),
         }]),
-        pod_ip: Some(input.node_ip.into()),
-        pod_ips: Some(vec![PodIP {
-            ip: input.node_ip.into(),
-        }]),
+        pod_ip: Some(
+            input
+                .pod_ips
+                .first()
+                .map_or_else(|| input.node_ip.to_string(), Clone::clone),
+        ),
+        pod_ips: Some(if input.pod_ips.is_empty() {
+            vec![PodIP {
+                ip: input.node_ip.into(),
+            }]
+        } else {
+            input
+                .pod_ips
+                .iter()
+                .map(|ip| PodIP { ip: ip.clone() })
+                .collect()
+        }),
         start_time: Some(start_time),
         init_container_statuses: (!input.init.is_empty()).then(|| {
             input
@@ -487,6 +502,7 @@ mod tests {
             restart_policy: "Always",
             failure: None,
             node_ip: "127.0.0.1",
+            pod_ips: &[],
             start_time: now,
             previous: Some(&previous),
             now,

@@ -14,6 +14,32 @@ pub struct TestPlane {
     pub plane: ControlPlane,
     pub client: kube::Client,
     pub dir: tempfile::TempDir,
+    /// This plane's network plan (its own ranges, bridge and rules).
+    pub network: ferry_api::network::ClusterNetwork,
+    /// Holds the plane's network slot (see [`network_slot`]).
+    _slot: std::fs::File,
+}
+
+/// Picks a network slot no other running test plane on this machine holds (an exclusive
+/// `flock` on `/run/ferry-test-net/<n>.lock`, released when the file closes, even when the
+/// test process dies), so parallel tests and test binaries never share a bridge, a range or an
+/// nftables table.
+pub fn network_slot() -> (u8, std::fs::File) {
+    use std::os::fd::AsRawFd;
+    let dir = if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/run/ferry-test-net")
+    } else {
+        std::env::temp_dir().join("ferry-test-net")
+    };
+    std::fs::create_dir_all(&dir).expect("network slot directory");
+    for n in 1..=200u8 {
+        let f = std::fs::File::create(dir.join(format!("{n}.lock"))).expect("slot lock file");
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return (n, f);
+        }
+    }
+    panic!("no free test network slot (200 planes running?)");
 }
 
 /// Starts the control plane (API server and scheduler, no node agent) in a fresh temporary
@@ -50,12 +76,21 @@ pub async fn start_with(adjust: impl FnOnce(&mut UpConfig)) -> TestPlane {
     let mut config = UpConfig::new(dir.path().join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.agent = None;
+    let (slot, slot_lock) = network_slot();
+    config.network = ferry_api::network::ClusterNetwork::for_index(slot);
     adjust(&mut config);
+    let network = config.network.clone();
     let plane = ControlPlane::start(config)
         .await
         .expect("control plane starts");
     let client = plane.client().expect("client");
-    TestPlane { plane, client, dir }
+    TestPlane {
+        plane,
+        client,
+        dir,
+        network,
+        _slot: slot_lock,
+    }
 }
 
 impl TestPlane {
