@@ -278,3 +278,18 @@ pub async fn eventually<T>(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// True when this machine can run real pod sandboxes (root: network namespaces, cgroups,
+/// nftables). Otherwise the test says so and is skipped, except under `CI=true`, where a
+/// missing capability fails the test instead of letting it pass unseen.
+pub fn sandbox_capable(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let message = format!("{test}: needs root (network namespaces, cgroups, nftables)");
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{message}, and CI is set: refusing to skip");
+    }
+    eprintln!("SKIPPED {message}");
+    false
+}
