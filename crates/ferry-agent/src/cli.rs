@@ -75,7 +75,8 @@ pub struct AgentArgs {
     #[arg(long, conflicts_with = "fake_gpus")]
     pub no_gpus: bool,
 
-    /// The node's InternalIP, also every pod's IP (pods share the host's network). The API
+    /// The node's InternalIP, also the IP of hostNetwork pods (and of every pod without a
+    /// sandbox). The API
     /// server reaches the log server at this address
     #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
     pub node_ip: IpAddr,
@@ -116,6 +117,37 @@ pub struct AgentArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub backoff_max_seconds: u64,
 
+    /// How pods are isolated: `auto` gives each pod its own network namespace (CNI), cgroup
+    /// and /etc files when the agent runs as root and the CNI plugins, ip and nft exist, else
+    /// runs pods as plain host processes; `isolated` insists; `host` never isolates
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = crate::sandbox::SandboxMode::Auto)]
+    pub sandbox: crate::sandbox::SandboxMode,
+
+    /// Where the CNI plugins (bridge, host-local, loopback, portmap) are
+    #[arg(long, value_name = "DIR", default_value = crate::sandbox::network::DEFAULT_CNI_BIN_DIR)]
+    pub cni_bin_dir: PathBuf,
+
+    /// The cluster's pod range
+    #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/16")]
+    pub pod_cidr: ferry_api::network::Ipv4Range,
+
+    /// This node's share of the pod range (the bridge's subnet; its first address is the
+    /// pods' gateway)
+    #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/24")]
+    pub node_pod_cidr: ferry_api::network::Ipv4Range,
+
+    /// The cluster's Service range (the cluster DNS is its tenth address)
+    #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/16")]
+    pub service_cidr: ferry_api::network::Ipv4Range,
+
+    /// The node bridge pods attach to
+    #[arg(long, value_name = "NAME", default_value = "ferry0")]
+    pub bridge: String,
+
+    /// The cluster's DNS domain
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
     /// The program that supervises each container, with its leading arguments, space-separated
     /// [default: this executable's hidden `agent-shim` subcommand]
     #[arg(long, value_name = "COMMAND", hide = true)]
@@ -146,6 +178,13 @@ impl AgentArgs {
         config.mount_mode = self.volume_mounts;
         config.backoff_initial = Duration::from_secs(self.backoff_initial_seconds);
         config.backoff_max = Duration::from_secs(self.backoff_max_seconds);
+        config.sandbox = self.sandbox;
+        config.cni_bin_dir = self.cni_bin_dir.clone();
+        config.network.pod_cidr = self.pod_cidr;
+        config.network.node_pod_cidr = self.node_pod_cidr;
+        config.network.service_cidr = self.service_cidr;
+        config.network.bridge = self.bridge.clone();
+        config.network.cluster_domain = self.cluster_domain.clone();
         if let Some(cmd) = &self.shim_command {
             let mut parts = cmd.split_whitespace().map(str::to_string);
             let program = parts

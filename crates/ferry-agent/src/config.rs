@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub network: ferry_api::network::ClusterNetwork,
     /// How pods are isolated (network namespace, cgroups, `/etc` files).
     pub sandbox: crate::sandbox::SandboxMode,
+    /// Where the CNI plugins are (Debian's `containernetworking-plugins`: `/usr/lib/cni`).
+    pub cni_bin_dir: PathBuf,
 }
 
 impl AgentConfig {
@@ -76,6 +78,7 @@ impl AgentConfig {
             backoff_reset: Duration::from_secs(600),
             network: ferry_api::network::ClusterNetwork::default(),
             sandbox: crate::sandbox::SandboxMode::Auto,
+            cni_bin_dir: PathBuf::from(crate::sandbox::network::DEFAULT_CNI_BIN_DIR),
         }
     }
 

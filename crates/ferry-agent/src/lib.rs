@@ -159,10 +159,19 @@ pub async fn start(
         let _ = stop.changed().await;
     }));
 
-    let (sandbox, sandbox_note) = sandbox::SandboxContext::for_config(&config);
+    let (mut sandbox, sandbox_note) = sandbox::SandboxContext::for_config(&config);
     match sandbox_note {
         Some(note) => tracing::warn!("{note}"),
         None => tracing::info!(mode = ?sandbox.mode, "pod sandboxes"),
+    }
+    // The node bridge exists (with the gateway address) once `start` returns.
+    if let Err(e) = sandbox.prepare_node(&layout.pods()).await {
+        if config.sandbox == sandbox::SandboxMode::Auto {
+            tracing::warn!(error = %e, "cannot prepare the pod network; pods share the host's network, cgroups and /etc (no sandbox)");
+            sandbox.mode = sandbox::SandboxMode::Host;
+        } else {
+            return Err(AgentError::Config(format!("pod sandboxes: {e}")));
+        }
     }
     let shared = Arc::new(Shared {
         client: client.clone(),

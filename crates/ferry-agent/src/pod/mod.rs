@@ -485,9 +485,25 @@ impl PodWorker {
                 soonest(Instant::now() + Duration::from_millis(200));
             }
         }
+        if terminal && self.sandbox.is_none() {
+            // Adopted after a restart: the record still gives the pod's addresses.
+            self.sandbox = sandbox::load(&self.shared.layout.pod(&self.uid))
+                .ok()
+                .flatten();
+        }
         let phase = self.publish_status(&pod, &policy).await?;
         if matches!(phase.as_str(), "Succeeded" | "Failed") {
             self.shared.release(&self.uid);
+            if self.sandbox.as_ref().is_some_and(|s| s.netns.is_some()) {
+                let dir = self.shared.layout.pod(&self.uid);
+                match sandbox::release_network(&self.shared.sandbox, &self.uid, &dir).await {
+                    Ok(record) => self.sandbox = record,
+                    Err(e) => {
+                        tracing::warn!(pod = %self.display_name(), error = %e, "cannot release the pod network; retrying");
+                        return Ok(Next::Wait(Some(Instant::now() + Duration::from_secs(2))));
+                    }
+                }
+            }
         }
         Ok(Next::Wait(next))
     }
@@ -1000,7 +1016,11 @@ impl PodWorker {
             env,
             working_dir,
             mounts,
-            mount_mode: self.shared.config.mount_mode,
+            mount_mode: if self.shared.sandbox.mode == sandbox::SandboxMode::Isolated {
+                crate::runtime::MountMode::Namespace
+            } else {
+                self.shared.config.mount_mode
+            },
             run_as_user,
             run_as_group,
             netns,

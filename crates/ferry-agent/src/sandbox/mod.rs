@@ -54,6 +54,8 @@ pub struct SandboxContext {
     pub data_dir: PathBuf,
     /// The mode the agent settled on at start (never `Auto`).
     pub mode: SandboxMode,
+    /// Where the CNI plugins are.
+    pub cni_bin_dir: PathBuf,
 }
 
 /// A pod's sandbox as made (`sandbox.json`).
@@ -109,26 +111,42 @@ pub enum SandboxError {
 }
 
 impl SandboxContext {
-    /// The context for `config`, with `Auto` resolved: isolated when the agent runs as root,
-    /// else host mode (the second value says why, for a warning).
+    /// The context for `config`, with `Auto` resolved: isolated when the agent runs as root
+    /// and the CNI plugins, `ip` and `nft` exist, else host mode (the second value says why,
+    /// for a warning).
     pub fn for_config(config: &crate::AgentConfig) -> (Self, Option<String>) {
         let root = nix::unistd::geteuid().is_root();
-        let (mode, note) = match config.sandbox {
-            SandboxMode::Auto if root => (SandboxMode::Isolated, None),
-            SandboxMode::Auto => (
+        let missing = network::missing_tools(&config.cni_bin_dir);
+        let (mode, note) = match (config.sandbox, missing) {
+            (SandboxMode::Auto, _) if !root => (
                 SandboxMode::Host,
                 Some("the agent does not run as root: pods share the host's network, cgroups and /etc (no sandbox)".to_string()),
             ),
-            other => (other, None),
+            (SandboxMode::Auto, Some(missing)) => (
+                SandboxMode::Host,
+                Some(format!("missing for pod sandboxes: {missing}: pods share the host's network, cgroups and /etc (no sandbox); install containernetworking-plugins, iproute2 and nftables")),
+            ),
+            (SandboxMode::Auto, None) => (SandboxMode::Isolated, None),
+            (other, _) => (other, None),
         };
         (
             SandboxContext {
                 network: config.network.clone(),
                 data_dir: config.data_dir.clone(),
                 mode,
+                cni_bin_dir: config.cni_bin_dir.clone(),
             },
             note,
         )
+    }
+
+    /// Makes the node's side of the sandboxes (bridge, CNI configuration, hygiene rules) at
+    /// agent start; a no-op in host mode.
+    pub async fn prepare_node(&self, pods_dir: &Path) -> Result<(), SandboxError> {
+        if self.mode == SandboxMode::Host {
+            return Ok(());
+        }
+        network::prepare_node(self, pods_dir).await
     }
 }
 
@@ -175,10 +193,8 @@ pub async fn ensure(
         record.cgroup = cgroup::create_pod(ctx, pod, uid)?;
         save(pod_dir, &record)?;
     }
-    if !host_network && record.netns.is_none() {
-        let (netns, ips) = network::setup(ctx, pod, uid, pod_dir).await?;
-        record.netns = netns;
-        record.pod_ips = ips;
+    if !host_network && (record.netns.is_none() || record.pod_ips.is_empty()) {
+        record.pod_ips = network::setup(ctx, pod, uid, pod_dir, &mut record).await?;
         save(pod_dir, &record)?;
     }
     if ctx.mode != SandboxMode::Host && record.etc.is_none() {
@@ -186,6 +202,24 @@ pub async fn ensure(
     }
     save(pod_dir, &record)?;
     Ok(record)
+}
+
+/// Releases the pod's network (a pod in a terminal phase): the namespace, its address and
+/// host ports go; the record keeps the addresses for `status.podIPs`, as Kubernetes does.
+pub async fn release_network(
+    ctx: &SandboxContext,
+    uid: &str,
+    pod_dir: &Path,
+) -> Result<Option<SandboxRecord>, SandboxError> {
+    let Some(mut record) = load(pod_dir)? else {
+        return Ok(None);
+    };
+    if record.netns.is_some() {
+        network::teardown(ctx, uid, &record, pod_dir).await?;
+        record.netns = None;
+        save(pod_dir, &record)?;
+    }
+    Ok(Some(record))
 }
 
 /// Removes the sandbox the record names (network, then cgroup). Idempotent: what is already
