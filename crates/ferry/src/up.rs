@@ -37,6 +37,8 @@ pub struct AgentOptions {
     pub gpus: ferry_agent::gpu::GpuSource,
     /// The container supervisor to start (default: this executable's hidden `agent-shim`).
     pub shim: Option<ferry_agent::runtime::ShimCommand>,
+    /// How the agent isolates pods (default: `auto`).
+    pub sandbox: ferry_agent::sandbox::SandboxMode,
 }
 
 impl AgentOptions {
@@ -46,6 +48,7 @@ impl AgentOptions {
             node_name: ferry_agent::config::default_node_name(),
             gpus: ferry_agent::gpu::GpuSource::Auto,
             shim: None,
+            sandbox: ferry_agent::sandbox::SandboxMode::Auto,
         }
     }
 }
@@ -193,6 +196,7 @@ impl ControlPlane {
             );
             agent_config.gpus = options.gpus;
             agent_config.network = config.network.clone();
+            agent_config.sandbox = options.sandbox;
             // Any free port: the Node publishes the one chosen.
             agent_config.log_server_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
             if let Some(shim) = options.shim {

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use ferry::up::{ControlPlane, UpConfig};
 
+pub mod leaks;
+
 /// A control plane for one test.
 pub struct TestPlane {
     pub plane: ControlPlane,
@@ -16,8 +18,21 @@ pub struct TestPlane {
     pub dir: tempfile::TempDir,
     /// This plane's network plan (its own ranges, bridge and rules).
     pub network: ferry_api::network::ClusterNetwork,
+    /// Removes the plane's bridge, routes, hygiene table and namespaces when the test ends.
+    _net: NetGuard,
     /// Holds the plane's network slot (see [`network_slot`]).
     _slot: std::fs::File,
+}
+
+/// Removes what a plane's node agent made on the host for its network (as root), when dropped.
+pub struct NetGuard(pub ferry_api::network::ClusterNetwork);
+
+impl Drop for NetGuard {
+    fn drop(&mut self) {
+        if nix::unistd::geteuid().is_root() {
+            ferry_agent::sandbox::network::remove_node(&self.0);
+        }
+    }
 }
 
 /// Picks a network slot no other running test plane on this machine holds (an exclusive
@@ -88,7 +103,8 @@ pub async fn start_with(adjust: impl FnOnce(&mut UpConfig)) -> TestPlane {
         plane,
         client,
         dir,
-        network,
+        network: network.clone(),
+        _net: NetGuard(network),
         _slot: slot_lock,
     }
 }
