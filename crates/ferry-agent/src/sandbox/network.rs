@@ -300,6 +300,35 @@ pub fn remove_node(net: &ClusterNetwork) {
     }
     quiet(&["ip", "route", "del", &net.service_cidr.to_string()]);
     quiet(&["nft", "delete", "table", "ip", &pods_table(net)]);
+    // portmap's rules for pods of this network that were never torn down.
+    let saved = std::process::Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mark = format!("name: \\\"{}\\\"", net.cni_network);
+    for line in saved.lines() {
+        let Some(rule) = line.strip_prefix("-A CNI-HOSTPORT-DNAT ") else {
+            continue;
+        };
+        if !rule.contains(&mark) {
+            continue;
+        }
+        // iptables-save quotes for a shell; let one parse it back.
+        quiet(&[
+            "sh",
+            "-c",
+            &format!("iptables -w -t nat -D CNI-HOSTPORT-DNAT {rule}"),
+        ]);
+        if let Some(chain) = rule
+            .rsplit(" -j ")
+            .next()
+            .filter(|c| c.starts_with("CNI-DN-"))
+        {
+            quiet(&["iptables", "-w", "-t", "nat", "-F", chain]);
+            quiet(&["iptables", "-w", "-t", "nat", "-X", chain]);
+        }
+    }
 }
 
 /// A container port published on the node.
@@ -537,11 +566,13 @@ pub fn result_ips(result: &Value) -> Vec<String> {
 }
 
 async fn set_element(net: &ClusterNetwork, verb: &str, ips: &[String]) -> Result<(), SandboxError> {
-    let v4: Vec<&str> = ips
+    let mut v4: Vec<&str> = ips
         .iter()
         .map(String::as_str)
         .filter(|ip| ip.parse::<Ipv4Addr>().is_ok())
         .collect();
+    v4.sort_unstable();
+    v4.dedup();
     if v4.is_empty() {
         return Ok(());
     }

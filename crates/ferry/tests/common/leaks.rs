@@ -54,10 +54,35 @@ fn nft_table_rules(table: &str) -> usize {
             n += 1;
         }
         if let Some(rest) = l.strip_prefix("elements = {") {
-            n += rest.split(',').filter(|e| !e.trim().trim_end_matches('}').trim().is_empty()).count();
+            n += rest
+                .split(',')
+                .filter(|e| !e.trim().trim_end_matches('}').trim().is_empty())
+                .count();
         }
     }
     n
+}
+
+/// The raw listings behind the counts, for a failure message.
+pub fn describe(net: &ClusterNetwork) -> String {
+    format!(
+        "{}\n{}\n{}\nnetns: {}\nlinks on {}: {}",
+        output("nft", &["-a", "list", "table", "ip", &net.nft_table]),
+        output(
+            "nft",
+            &[
+                "-a",
+                "list",
+                "table",
+                "ip",
+                &format!("{}-pods", net.nft_table)
+            ]
+        ),
+        output("iptables-save", &["-t", "nat"]),
+        output("ip", &["netns", "list"]),
+        net.bridge,
+        output("ip", &["-o", "link", "show", "master", &net.bridge]),
+    )
 }
 
 impl Counts {
@@ -67,7 +92,11 @@ impl Counts {
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&net.netns_prefix))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&net.netns_prefix)
+            })
             .count();
         let veths = output("ip", &["-o", "link", "show", "master", &net.bridge])
             .lines()
