@@ -44,7 +44,7 @@ pub struct ApiBenchArgs {
 }
 
 /// Percentile of sorted durations.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -52,7 +52,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -262,7 +262,7 @@ async fn round_trip_latency(
     Ok((percentile(&latencies, 0.5), percentile(&latencies, 0.99)))
 }
 
-async fn has_node(client: &kube::Client) -> anyhow::Result<bool> {
+pub(crate) async fn has_node(client: &kube::Client) -> anyhow::Result<bool> {
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
     for _ in 0..50 {
         if !nodes.list(&Default::default()).await?.items.is_empty() {
@@ -273,7 +273,7 @@ async fn has_node(client: &kube::Client) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-async fn submit_to_running(
+pub(crate) async fn submit_to_running(
     client: &kube::Client,
     pods: usize,
 ) -> anyhow::Result<(Duration, Duration)> {

@@ -58,6 +58,8 @@ enum BenchCommand {
     /// The live scheduler: end-to-end binding throughput of gangs through the API server, and
     /// its memory.
     Scheduler(ferry::bench_scheduler::SchedulerBenchArgs),
+    /// Pod start latency with the pod sandbox beside bare host processes.
+    Sandbox(ferry::bench_sandbox::SandboxBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,6 +77,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Api(args)) => commands::run_async(ferry::bench::run(args)),
         Command::Bench(BenchCommand::Scheduler(args)) => {
             commands::run_async(ferry::bench_scheduler::run(args))
+        }
+        Command::Bench(BenchCommand::Sandbox(args)) => {
+            commands::run_async(ferry::bench_sandbox::run(args))
         }
         Command::Sim(args) => ferry_sim::cli::run(args),
     }

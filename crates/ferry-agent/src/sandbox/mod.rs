@@ -178,6 +178,7 @@ pub async fn ensure(
     uid: &str,
     pod_dir: &Path,
 ) -> Result<SandboxRecord, SandboxError> {
+    let started = std::time::Instant::now();
     let mut record = load(pod_dir)?.unwrap_or_default();
     if record.runtime.is_empty() {
         record.runtime = "host".into();
@@ -196,11 +197,13 @@ pub async fn ensure(
     if !host_network && (record.netns.is_none() || record.pod_ips.is_empty()) {
         record.pod_ips = network::setup(ctx, pod, uid, pod_dir, &mut record).await?;
         save(pod_dir, &record)?;
+        tracing::debug!(uid, elapsed = ?started.elapsed(), "pod network ready");
     }
     if ctx.mode != SandboxMode::Host && record.etc.is_none() {
         record.etc = etc::write(ctx, pod, &record, pod_dir)?;
     }
     save(pod_dir, &record)?;
+    tracing::debug!(uid, elapsed = ?started.elapsed(), "pod sandbox ready");
     Ok(record)
 }
 

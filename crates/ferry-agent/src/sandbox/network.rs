@@ -331,6 +331,48 @@ pub fn remove_node(net: &ClusterNetwork) {
     }
 }
 
+/// Creates a network namespace bound at `path` (what `ip netns add` does): a thread of its own
+/// unshares its network namespace and bind-mounts it; the thread then ends, the mount keeps
+/// the namespace.
+fn create_netns(path: &Path) -> std::io::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::File::create(path)?;
+    let target = path.to_path_buf();
+    let made = std::thread::spawn(move || -> std::io::Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+        mount(
+            Some(own.as_str()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the namespace thread panicked"))?;
+    if made.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    made
+}
+
+/// Unmounts and removes a namespace made by [`create_netns`] (or `ip netns add`).
+fn remove_netns(path: &Path) -> std::io::Result<()> {
+    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// A container port published on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct HostPort {
@@ -485,17 +527,27 @@ impl Cni<'_> {
         list: &Value,
         runtime: &serde_json::Map<String, Value>,
     ) -> Result<Value, SandboxError> {
-        self.exec("ADD", "lo", &Self::loopback_conf()).await?;
-        let mut prev: Option<Value> = None;
-        for plugin in list["plugins"].as_array().into_iter().flatten() {
-            let conf = Self::plugin_conf(list, plugin, prev.as_ref(), runtime);
-            let out = self.exec("ADD", "eth0", &conf).await?;
-            prev = Some(
-                serde_json::from_str(&out)
-                    .map_err(|e| err(format!("CNI result is not JSON ({e}): {out}")))?,
-            );
-        }
-        prev.ok_or_else(|| err("the CNI configuration has no plugins"))
+        // `lo` and `eth0` are independent: both at once.
+        let lo_conf = Self::loopback_conf();
+        let lo = self.exec("ADD", "lo", &lo_conf);
+        let chain = async {
+            let mut prev: Option<Value> = None;
+            for plugin in list["plugins"].as_array().into_iter().flatten() {
+                if skipped(plugin, runtime) {
+                    continue;
+                }
+                let conf = Self::plugin_conf(list, plugin, prev.as_ref(), runtime);
+                let out = self.exec("ADD", "eth0", &conf).await?;
+                prev = Some(
+                    serde_json::from_str(&out)
+                        .map_err(|e| err(format!("CNI result is not JSON ({e}): {out}")))?,
+                );
+            }
+            prev.ok_or_else(|| err("the CNI configuration has no plugins"))
+        };
+        let (lo, result) = tokio::join!(lo, chain);
+        lo?;
+        result
     }
 
     async fn del(
@@ -506,6 +558,9 @@ impl Cni<'_> {
     ) -> Result<(), SandboxError> {
         let mut first_error = None;
         for plugin in list["plugins"].as_array().into_iter().flatten().rev() {
+            if prev.is_some() && skipped(plugin, runtime) {
+                continue;
+            }
             let conf = Self::plugin_conf(list, plugin, prev, runtime);
             if let Err(e) = self.exec("DEL", "eth0", &conf).await {
                 first_error.get_or_insert(e);
@@ -518,6 +573,12 @@ impl Cni<'_> {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// `portmap` without port mappings does nothing: it is not run (saves a process per pod).
+/// DEL without a cached result runs every plugin.
+fn skipped(plugin: &Value, runtime: &serde_json::Map<String, Value>) -> bool {
+    plugin["type"] == "portmap" && !runtime.contains_key("portMappings")
 }
 
 fn runtime_config(pod: Option<&Pod>, ports: &[HostPort]) -> serde_json::Map<String, Value> {
@@ -605,7 +666,11 @@ pub async fn setup(
     record.netns = Some(path.clone());
     record.pod_ips.clear();
     super::save(pod_dir, record)?;
-    ip(&["netns", "add", &netns_name(&ctx.network, uid)]).await?;
+    let made = path.clone();
+    tokio::task::spawn_blocking(move || create_netns(&made))
+        .await
+        .map_err(|e| err(format!("cannot create a network namespace: {e}")))?
+        .map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
     let cni = Cni {
         ctx,
         container_id: uid,
@@ -668,11 +733,7 @@ pub async fn teardown(
     // The table may be gone (a test plane's cleanup); the address is then no longer listed.
     let _ = set_element(&ctx.network, "delete", &ips).await;
     if path.exists() {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        ip(&["netns", "del", &name]).await?;
+        remove_netns(&path).map_err(|e| err(format!("cannot remove {}: {e}", path.display())))?;
     }
     let _ = std::fs::remove_file(pod_dir.join(RESULT_FILE));
     Ok(())
