@@ -181,6 +181,7 @@ pub async fn start(
             node_ip: config.node_ip.to_string(),
             cpu_milli: facts.cpu_milli,
             memory_bytes: facts.memory_bytes,
+            pod_ip: None,
         },
         gpus: gpus.clone(),
         allocations: Mutex::default(),

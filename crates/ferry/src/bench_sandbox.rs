@@ -25,11 +25,7 @@ pub struct SandboxBenchArgs {
     pub network_slot: u8,
 }
 
-async fn measure(
-    mode: SandboxMode,
-    pods: usize,
-    slot: u8,
-) -> anyhow::Result<(Duration, Duration)> {
+async fn measure(mode: SandboxMode, pods: usize, slot: u8) -> anyhow::Result<(Duration, Duration)> {
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
     let mut config = UpConfig::new(tmp.path().join("data"));
     config.listen = "127.0.0.1:0".parse()?;

@@ -114,6 +114,8 @@ pub struct NodeFacts {
     pub cpu_milli: i64,
     /// Allocatable memory in bytes (the value of an unset memory limit).
     pub memory_bytes: i64,
+    /// The pod's own IP when it has a network of its own (else `node_ip` is the pod's).
+    pub pod_ip: Option<String>,
 }
 
 /// Value of a `fieldRef` path for `pod`.
@@ -140,9 +142,10 @@ pub fn field_ref(pod: &Pod, path: &str, node: &NodeFacts) -> Result<String, EnvE
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_else(|| "default".into()),
-        "status.podIP" | "status.hostIP" | "status.podIPs" | "status.hostIPs" => {
-            node.node_ip.clone()
+        "status.podIP" | "status.podIPs" => {
+            node.pod_ip.clone().unwrap_or_else(|| node.node_ip.clone())
         }
+        "status.hostIP" | "status.hostIPs" => node.node_ip.clone(),
         other => {
             return Err(EnvError(format!(
                 "unsupported fieldRef {other:?}: use metadata.name, metadata.namespace, metadata.uid, \
@@ -444,6 +447,7 @@ mod tests {
             node_ip: "10.0.0.7".into(),
             cpu_milli: 8000,
             memory_bytes: 16 << 30,
+            pod_ip: None,
         }
     }
 

@@ -605,7 +605,7 @@ impl PodWorker {
             Err(e) if !e.retryable => return Err(fail("UnsupportedVolume", e.message)),
             Ok(vols) => {
                 for c in env::all_containers(pod) {
-                    if let Err(e) = volumes::mounts_for(c, &vols)
+                    if let Err(e) = volumes::mounts_for(c, &vols, None)
                         && !e.retryable
                     {
                         return Err(fail("InvalidVolumeMount", e.message));
@@ -929,15 +929,17 @@ impl PodWorker {
     /// What the shim must run for container `c`.
     async fn container_spec(&self, pod: &Pod, c: &Container) -> Result<ShimSpec, PodError> {
         let sources = self.fetch_sources(pod).await?;
-        let vols = volumes::prepare(
-            &self.shared.layout,
-            pod,
-            &self.uid,
-            &sources,
-            &self.shared.node,
-        )?;
-        let mounts = volumes::mounts_for(c, &vols)?;
-        let (user_env, warnings) = env::resolve_env(pod, c, &sources, &self.shared.node)?;
+        // The downward API's status.podIP is the pod's own address once it has one.
+        let node = NodeFacts {
+            pod_ip: self
+                .sandbox
+                .as_ref()
+                .filter(|s| !s.host_network)
+                .and_then(|s| s.pod_ips.first().cloned()),
+            ..self.shared.node.clone()
+        };
+        let vols = volumes::prepare(&self.shared.layout, pod, &self.uid, &sources, &node)?;
+        let (user_env, warnings) = env::resolve_env(pod, c, &sources, &node)?;
         for w in warnings {
             self.event(
                 Some(&c.name),
@@ -997,7 +999,7 @@ impl PodWorker {
                 dir
             }
         };
-        let mut mounts = mounts;
+        let mut mounts = volumes::mounts_for(c, &vols, Some(&env))?;
         let (mut netns, mut cgroups, mut hostname) = (None, Vec::new(), None);
         if let Some(record) = &self.sandbox {
             netns = record.netns.clone();

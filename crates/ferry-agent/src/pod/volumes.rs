@@ -7,6 +7,7 @@
 //! | `configMap`   | `…/volumes/configmap/NAME`, one file per key (or per `items` entry) |
 //! | `secret`      | `…/volumes/secret/NAME`, likewise                                   |
 //! | `downwardAPI` | `…/volumes/downward-api/NAME`, one file per item                    |
+//! | `projected`   | `…/volumes/projected/NAME`: its configMap, secret and downwardAPI sources together |
 //!
 //! Other volume types are refused with a clear reason. How the process then sees each volume at
 //! its `mountPath` is [`crate::mounts`]' business.
@@ -15,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
 use crate::layout::Layout;
 use crate::pod::env::{EnvSources, NodeFacts, field_ref, resource_field_ref};
@@ -55,6 +56,14 @@ pub fn referenced(pod: &Pod) -> (Vec<String>, Vec<String>) {
         }
         if let Some(s) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
             secrets.push(s);
+        }
+        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(cm) = &source.config_map {
+                cms.push(cm.name.clone());
+            }
+            if let Some(s) = &source.secret {
+                secrets.push(s.name.clone());
+            }
         }
     }
     (cms, secrets)
@@ -114,96 +123,60 @@ fn prepare_one(
     }
     if let Some(cm) = &v.config_map {
         let dir = layout.volume(uid, "configmap", &v.name);
-        let data = match sources.config_maps.get(&cm.name).cloned().flatten() {
-            Some(c) => {
-                let mut d: BTreeMap<String, Vec<u8>> = c
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                d.extend(
-                    c.binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0)),
-                );
-                d
-            }
-            None if cm.optional == Some(true) => BTreeMap::new(),
-            None => return Err(retryable(format!("configmap {:?} not found", cm.name))),
-        };
-        write_keys(
-            &dir,
-            &data,
-            cm.items.as_deref(),
-            cm.default_mode,
-            cm.optional == Some(true),
-        )?;
+        let optional = cm.optional == Some(true);
+        let data = config_map_data(sources, &cm.name, optional)?;
+        write_keys(&dir, &data, cm.items.as_deref(), cm.default_mode, optional)?;
         return Ok(dir);
     }
     if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
         let dir = layout.volume(uid, "secret", &v.name);
-        let data = match sources.secrets.get(&name).cloned().flatten() {
-            Some(sec) => {
-                let mut d: BTreeMap<String, Vec<u8>> = sec
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                d.extend(
-                    sec.string_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes())),
-                );
-                d
-            }
-            None if s.optional == Some(true) => BTreeMap::new(),
-            None => return Err(retryable(format!("secret {name:?} not found"))),
-        };
-        write_keys(
-            &dir,
-            &data,
-            s.items.as_deref(),
-            s.default_mode,
-            s.optional == Some(true),
-        )?;
+        let optional = s.optional == Some(true);
+        let data = secret_data(sources, &name, optional)?;
+        write_keys(&dir, &data, s.items.as_deref(), s.default_mode, optional)?;
         return Ok(dir);
     }
     if let Some(d) = &v.downward_api {
         let dir = layout.volume(uid, "downward-api", &v.name);
         std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
-        for item in d.items.iter().flatten() {
-            let value = if let Some(f) = &item.field_ref {
-                match f.field_path.as_str() {
-                    "metadata.labels" => format_map(pod.metadata.labels.as_ref()),
-                    "metadata.annotations" => format_map(pod.metadata.annotations.as_ref()),
-                    path => field_ref(pod, path, node).map_err(|e| permanent(e.0))?,
-                }
-            } else if let Some(r) = &item.resource_field_ref {
-                let name = r.container_name.clone().unwrap_or_default();
-                let c = crate::pod::env::all_containers(pod)
-                    .find(|c| c.name == name)
-                    .ok_or_else(|| {
-                        permanent(format!("resourceFieldRef names unknown container {name:?}"))
-                    })?;
-                resource_field_ref(c, &r.resource, r.divisor.as_ref(), node)
-                    .map_err(|e| permanent(e.0))?
+        write_downward(
+            &dir,
+            pod,
+            d.items.as_deref().unwrap_or_default(),
+            d.default_mode,
+            node,
+        )?;
+        return Ok(dir);
+    }
+    if let Some(p) = &v.projected {
+        let dir = layout.volume(uid, "projected", &v.name);
+        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+        for source in p.sources.iter().flatten() {
+            if let Some(cm) = &source.config_map {
+                let optional = cm.optional == Some(true);
+                let data = config_map_data(sources, &cm.name, optional)?;
+                write_keys(&dir, &data, cm.items.as_deref(), p.default_mode, optional)?;
+            } else if let Some(sec) = &source.secret {
+                let optional = sec.optional == Some(true);
+                let data = secret_data(sources, &sec.name, optional)?;
+                write_keys(&dir, &data, sec.items.as_deref(), p.default_mode, optional)?;
+            } else if let Some(d) = &source.downward_api {
+                write_downward(
+                    &dir,
+                    pod,
+                    d.items.as_deref().unwrap_or_default(),
+                    p.default_mode,
+                    node,
+                )?;
+            } else if source.service_account_token.is_some() {
+                return Err(permanent(
+                    "projected serviceAccountToken sources are not supported by this agent".into(),
+                ));
             } else {
-                return Err(permanent(format!(
-                    "downwardAPI item {:?} has no source",
-                    item.path
-                )));
-            };
-            let target = relative_file(&dir, &item.path)?;
-            write_file(
-                &target,
-                value.as_bytes(),
-                item.mode.or(d.default_mode).unwrap_or(0o644),
-            )?;
+                return Err(permanent(
+                    "a projected source names no configMap, secret, downwardAPI or serviceAccountToken".into(),
+                ));
+            }
         }
         return Ok(dir);
     }
@@ -215,8 +188,99 @@ fn prepare_one(
         })
         .unwrap_or_else(|| "unknown".into());
     Err(permanent(format!(
-        "type {kind:?} is not supported by Ferry's host runtime (supported: hostPath, emptyDir, configMap, secret, downwardAPI)"
+        "type {kind:?} is not supported by Ferry's host runtime (supported: hostPath, emptyDir, configMap, secret, downwardAPI, projected)"
     )))
+}
+
+fn config_map_data(
+    sources: &EnvSources,
+    name: &str,
+    optional: bool,
+) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
+    match sources.config_maps.get(name).cloned().flatten() {
+        Some(c) => {
+            let mut d: BTreeMap<String, Vec<u8>> = c
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            d.extend(
+                c.binary_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0)),
+            );
+            Ok(d)
+        }
+        None if optional => Ok(BTreeMap::new()),
+        None => Err(retryable(format!("configmap {name:?} not found"))),
+    }
+}
+
+fn secret_data(
+    sources: &EnvSources,
+    name: &str,
+    optional: bool,
+) -> Result<BTreeMap<String, Vec<u8>>, VolumeError> {
+    match sources.secrets.get(name).cloned().flatten() {
+        Some(sec) => {
+            let mut d: BTreeMap<String, Vec<u8>> = sec
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            d.extend(
+                sec.string_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes())),
+            );
+            Ok(d)
+        }
+        None if optional => Ok(BTreeMap::new()),
+        None => Err(retryable(format!("secret {name:?} not found"))),
+    }
+}
+
+fn write_downward(
+    dir: &Path,
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    default_mode: Option<i32>,
+    node: &NodeFacts,
+) -> Result<(), VolumeError> {
+    for item in items {
+        let value = if let Some(f) = &item.field_ref {
+            match f.field_path.as_str() {
+                "metadata.labels" => format_map(pod.metadata.labels.as_ref()),
+                "metadata.annotations" => format_map(pod.metadata.annotations.as_ref()),
+                path => field_ref(pod, path, node).map_err(|e| permanent(e.0))?,
+            }
+        } else if let Some(r) = &item.resource_field_ref {
+            let name = r.container_name.clone().unwrap_or_default();
+            let c = crate::pod::env::all_containers(pod)
+                .find(|c| c.name == name)
+                .ok_or_else(|| {
+                    permanent(format!("resourceFieldRef names unknown container {name:?}"))
+                })?;
+            resource_field_ref(c, &r.resource, r.divisor.as_ref(), node)
+                .map_err(|e| permanent(e.0))?
+        } else {
+            return Err(permanent(format!(
+                "downwardAPI item {:?} has no source",
+                item.path
+            )));
+        };
+        let target = relative_file(dir, &item.path)?;
+        write_file(
+            &target,
+            value.as_bytes(),
+            item.mode.or(default_mode).unwrap_or(0o644),
+        )?;
+    }
+    Ok(())
 }
 
 /// `k="v"` lines, sorted, as the downward API writes whole label and annotation maps.
@@ -357,10 +421,12 @@ fn write_keys(
 }
 
 /// The mounts of one container: each `volumeMount` resolved to its host path (with `subPath`,
-/// created inside the volume when missing).
+/// or `subPathExpr` expanded with the container's `env`, created inside the volume when
+/// missing). Without `env` (a validation pass) `subPathExpr` mounts are checked, not made.
 pub fn mounts_for(
     container: &Container,
     volumes: &HashMap<String, PathBuf>,
+    env: Option<&[(String, String)]>,
 ) -> Result<Vec<MountSpec>, VolumeError> {
     let mut out = Vec::new();
     for m in container.volume_mounts.iter().flatten() {
@@ -370,7 +436,24 @@ pub fn mounts_for(
                 container.name, m.name
             ))
         })?;
-        let source = match m.sub_path.as_deref() {
+        let expr = m.sub_path_expr.as_deref().filter(|e| !e.is_empty());
+        if expr.is_some() && m.sub_path.as_deref().is_some_and(|s| !s.is_empty()) {
+            return Err(permanent(format!(
+                "volumeMount {:?} of container {:?} sets both subPath and subPathExpr",
+                m.name, container.name
+            )));
+        }
+        let sub = match (expr, env) {
+            (Some(e), Some(env)) => Some(crate::pod::env::expand(e, |k| {
+                env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+            })),
+            (Some(e), None) => {
+                relative_file(source, &e.replace(['$', '(', ')'], "_"))?;
+                continue;
+            }
+            (None, _) => m.sub_path.clone(),
+        };
+        let source = match sub.as_deref() {
             None | Some("") => source.clone(),
             Some(sub) => {
                 let path = relative_file(source, sub)?;
@@ -412,6 +495,7 @@ mod tests {
             node_ip: "127.0.0.1".into(),
             cpu_milli: 1000,
             memory_bytes: 1 << 30,
+            pod_ip: None,
         }
     }
 
@@ -537,7 +621,7 @@ mod tests {
             ]),
             ..Default::default()
         };
-        let mounts = mounts_for(&c, &vols).unwrap();
+        let mounts = mounts_for(&c, &vols, None).unwrap();
         assert_eq!(mounts[0].source, *scratch);
         assert_eq!(mounts[1].source, host.join("part"));
         assert!(mounts[1].read_only && host.join("part").is_dir());
@@ -552,7 +636,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            mounts_for(&bad, &vols)
+            mounts_for(&bad, &vols, None)
                 .unwrap_err()
                 .message
                 .contains("does not define")
@@ -567,7 +651,7 @@ mod tests {
             }]),
             ..Default::default()
         };
-        assert!(mounts_for(&escape, &vols).is_err());
+        assert!(mounts_for(&escape, &vols, None).is_err());
     }
 
     #[test]
@@ -611,5 +695,65 @@ mod tests {
             !err.retryable && err.message.contains("persistentVolumeClaim"),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod projected_tests {
+    use super::*;
+
+    #[test]
+    fn projected_sources_share_one_directory_and_sub_path_expr_expands() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}},
+            "spec": {"containers": [], "volumes": [
+                {"name": "all", "projected": {"defaultMode": 0o600, "sources": [
+                    {"configMap": {"name": "cm", "items": [{"key": "k", "path": "conf/k"}]}},
+                    {"secret": {"name": "s"}},
+                    {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+                ]}},
+                {"name": "scratch", "emptyDir": {}},
+            ]},
+        }))
+        .unwrap();
+        assert_eq!(referenced(&pod), (vec!["cm".into()], vec!["s".into()]));
+        let mut sources = EnvSources::default();
+        sources.config_maps.insert(
+            "cm".into(),
+            Some(serde_json::from_value(serde_json::json!({"data": {"k": "v"}})).unwrap()),
+        );
+        sources.secrets.insert(
+            "s".into(),
+            Some(serde_json::from_value(serde_json::json!({"data": {"token": "dG9r"}})).unwrap()),
+        );
+        let node = NodeFacts {
+            node_ip: "127.0.0.1".into(),
+            cpu_milli: 1000,
+            memory_bytes: 1 << 30,
+            pod_ip: None,
+        };
+        let vols = prepare(&layout, &pod, "u", &sources, &node).unwrap();
+        let dir = &vols["all"];
+        assert_eq!(std::fs::read_to_string(dir.join("conf/k")).unwrap(), "v");
+        assert_eq!(std::fs::read_to_string(dir.join("token")).unwrap(), "tok");
+        assert_eq!(std::fs::read_to_string(dir.join("ns")).unwrap(), "ns");
+        let mode = std::fs::metadata(dir.join("token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "volumeMounts": [{"name": "scratch", "mountPath": "/w", "subPathExpr": "$(POD)/data", "readOnly": true}],
+        }))
+        .unwrap();
+        assert!(mounts_for(&c, &vols, None).unwrap().is_empty());
+        let env = vec![("POD".to_string(), "p".to_string())];
+        let m = mounts_for(&c, &vols, Some(&env)).unwrap();
+        assert_eq!(m[0].source, vols["scratch"].join("p/data"));
+        assert!(m[0].read_only && m[0].source.is_dir());
     }
 }

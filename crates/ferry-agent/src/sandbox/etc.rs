@@ -106,6 +106,9 @@ pub fn hosts(ctx: &SandboxContext, pod: &Pod, record: &SandboxRecord, host_hosts
     out
 }
 
+/// Name servers, search domains and options of a `resolv.conf`.
+type Resolver = (Vec<String>, Vec<String>, Vec<(String, Option<String>)>);
+
 /// The pod's `/etc/resolv.conf`: `ClusterFirst` (the default) points at the cluster DNS with
 /// the search path `<ns>.svc.<domain> svc.<domain> <domain>` and `ndots:5`; `Default` (and
 /// `ClusterFirst` for `hostNetwork` pods) is the host's file; `None` is only `dnsConfig`, which
@@ -115,11 +118,7 @@ pub fn resolv_conf(ctx: &SandboxContext, pod: &Pod, host_network: bool, host: &s
     let policy = spec
         .and_then(|s| s.dns_policy.as_deref())
         .unwrap_or("ClusterFirst");
-    let (mut servers, mut searches, mut options): (
-        Vec<String>,
-        Vec<String>,
-        Vec<(String, Option<String>)>,
-    ) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut servers, mut searches, mut options): Resolver = (Vec::new(), Vec::new(), Vec::new());
     let host_parsed = || {
         let (mut s, mut d, mut o) = (Vec::new(), Vec::new(), Vec::new());
         for line in host.lines() {
