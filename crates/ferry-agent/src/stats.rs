@@ -101,8 +101,7 @@ fn sample(layout: &Layout) -> Sample {
         for name in cg.containers.keys() {
             let rel = format!("{}/{name}", cg.path);
             let running = driver.dirs(&rel).first().is_some_and(|d| {
-                std::fs::read_to_string(d.join("cgroup.procs"))
-                    .is_ok_and(|p| !p.trim().is_empty())
+                std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
             });
             if running && let Some(u) = driver.usage(&rel) {
                 out.insert(

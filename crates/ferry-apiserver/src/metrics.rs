@@ -94,7 +94,12 @@ fn selectors(params: &Params) -> ApiResult<ListOptions> {
     })
 }
 
-fn list_of(service: &Service, resource: &str, ns: Option<&str>, o: &ListOptions) -> ApiResult<Vec<Value>> {
+fn list_of(
+    service: &Service,
+    resource: &str,
+    ns: Option<&str>,
+    o: &ListOptions,
+) -> ApiResult<Vec<Value>> {
     let info = service
         .registry
         .get("", "v1", resource)
@@ -131,7 +136,8 @@ pub fn agent_base(node: &Value) -> Option<String> {
 /// The Summary of one node's agent.
 pub async fn summary(node: &Value) -> Result<Summary, String> {
     let name = node["metadata"]["name"].as_str().unwrap_or_default();
-    let base = agent_base(node).ok_or_else(|| format!("node {name:?} publishes no agent endpoint"))?;
+    let base =
+        agent_base(node).ok_or_else(|| format!("node {name:?} publishes no agent endpoint"))?;
     let uri: hyper::Uri = format!("{base}/stats/summary")
         .parse()
         .map_err(|e| format!("bad agent address {base}: {e}"))?;
@@ -161,7 +167,10 @@ pub async fn summary(node: &Value) -> Result<Summary, String> {
 /// The summaries of `nodes`, fetched together; nodes that fail are logged and left out.
 async fn summaries(nodes: &[Value]) -> BTreeMap<String, Summary> {
     let fetches = nodes.iter().map(|n| async move {
-        let name = n["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = n["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         (name, summary(n).await)
     });
     let mut out = BTreeMap::new();
@@ -203,7 +212,9 @@ async fn nodes(service: &Service, name: Option<&str>, params: &Params) -> ApiRes
     let mut items = Vec::new();
     for node in &nodes {
         let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
-        let Some(s) = sums.get(node_name) else { continue };
+        let Some(s) = sums.get(node_name) else {
+            continue;
+        };
         let (Some(cpu), Some(mem)) = (&s.node.cpu, &s.node.memory) else {
             continue;
         };
@@ -221,9 +232,10 @@ async fn nodes(service: &Service, name: Option<&str>, params: &Params) -> ApiRes
         }));
     }
     if let Some(name) = name {
-        return items.pop().map(|i| Json(i).into_response()).ok_or_else(|| {
-            ApiError::not_found(GROUP, "nodemetrics", name)
-        });
+        return items
+            .pop()
+            .map(|i| Json(i).into_response())
+            .ok_or_else(|| ApiError::not_found(GROUP, "nodemetrics", name));
     }
     Ok(Json(json!({
         "kind": "NodeMetricsList",
@@ -286,7 +298,11 @@ async fn pods(
         .collect();
     let nodes: Vec<Value> = list_of(service, "nodes", None, &ListOptions::default())?
         .into_iter()
-        .filter(|n| n["metadata"]["name"].as_str().is_some_and(|n| wanted.contains(n)))
+        .filter(|n| {
+            n["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| wanted.contains(n))
+        })
         .collect();
     let sums = summaries(&nodes).await;
     let by_uid: BTreeMap<&str, &PodStats> = sums
@@ -303,9 +319,10 @@ async fn pods(
         })
         .collect();
     if let Some(name) = name {
-        return items.pop().map(|i| Json(i).into_response()).ok_or_else(|| {
-            ApiError::not_found(GROUP, "podmetrics", name)
-        });
+        return items
+            .pop()
+            .map(|i| Json(i).into_response())
+            .ok_or_else(|| ApiError::not_found(GROUP, "podmetrics", name));
     }
     Ok(Json(json!({
         "kind": "PodMetricsList",
@@ -323,13 +340,26 @@ mod tests {
 
     #[test]
     fn pod_metrics_have_the_metrics_server_shape() {
-        let pod = json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"a": "b"}}});
+        let pod =
+            json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"a": "b"}}});
         let stats = PodStats {
-            pod_ref: PodReference { name: "p".into(), namespace: "ns".into(), uid: "u".into() },
+            pod_ref: PodReference {
+                name: "p".into(),
+                namespace: "ns".into(),
+                uid: "u".into(),
+            },
             containers: vec![ContainerStats {
                 name: "main".into(),
-                cpu: Some(CpuStats { time: "t".into(), usage_nano_cores: Some(250_000_000), usage_core_nano_seconds: None }),
-                memory: Some(MemoryStats { time: "t".into(), working_set_bytes: Some(64 << 20), ..Default::default() }),
+                cpu: Some(CpuStats {
+                    time: "t".into(),
+                    usage_nano_cores: Some(250_000_000),
+                    usage_core_nano_seconds: None,
+                }),
+                memory: Some(MemoryStats {
+                    time: "t".into(),
+                    working_set_bytes: Some(64 << 20),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }],
             ..Default::default()

@@ -34,6 +34,32 @@ fn cgroups_under(driver: &Driver, root: &str) -> Vec<PathBuf> {
     out
 }
 
+/// Waits until the plane's cgroup root is gone from every hierarchy; fails naming what is left.
+async fn no_cgroups_left(driver: &Driver, root: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = cgroups_under(driver, root);
+        if left.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let procs: Vec<String> = left
+                .iter()
+                .map(|d| {
+                    let p = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                    format!(
+                        "{} [{}]",
+                        d.display(),
+                        p.split_whitespace().collect::<Vec<_>>().join(" ")
+                    )
+                })
+                .collect();
+            panic!("cgroups left behind:\n{}", procs.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn read(path: impl AsRef<std::path::Path>) -> String {
     let path = path.as_ref();
     std::fs::read_to_string(path)
@@ -102,7 +128,11 @@ async fn an_over_limit_pod_is_oom_killed_and_restarted_and_limits_reach_the_cgro
     .await;
     assert_eq!(t.kubectl(&["logs", "fits"]).success(), "fits 16\n");
     assert_eq!(
-        jsonpath(&t, "fits", "{.status.containerStatuses[0].state.terminated.reason}"),
+        jsonpath(
+            &t,
+            "fits",
+            "{.status.containerStatuses[0].state.terminated.reason}"
+        ),
         "Completed"
     );
 
@@ -120,8 +150,14 @@ async fn an_over_limit_pod_is_oom_killed_and_restarted_and_limits_reach_the_cgro
         Driver::V1 {
             memory, cpu, pids, ..
         } => {
-            assert_eq!(read(cpu.join(&pod).join("capped/cpu.cfs_quota_us")), "50000");
-            assert_eq!(read(cpu.join(&pod).join("capped/cpu.cfs_period_us")), "100000");
+            assert_eq!(
+                read(cpu.join(&pod).join("capped/cpu.cfs_quota_us")),
+                "50000"
+            );
+            assert_eq!(
+                read(cpu.join(&pod).join("capped/cpu.cfs_period_us")),
+                "100000"
+            );
             assert_eq!(read(cpu.join(&pod).join("capped/cpu.shares")), "512");
             assert_eq!(read(cpu.join(&pod).join("shared/cpu.shares")), "102");
             assert_eq!(read(cpu.join(&pod).join("cpu.cfs_quota_us")), "70000");
@@ -151,12 +187,10 @@ async fn an_over_limit_pod_is_oom_killed_and_restarted_and_limits_reach_the_cgro
     }
 
     for p in ["hog", "fits", "limited"] {
-        t.kubectl(&["delete", "pod", p, "--grace-period=1"]).success();
+        t.kubectl(&["delete", "pod", p, "--grace-period=1"])
+            .success();
     }
-    common::eventually("every cgroup of the plane to be removed", WAIT, async || {
-        cgroups_under(&driver, &root).is_empty().then_some(())
-    })
-    .await;
+    no_cgroups_left(&driver, &root).await;
     t.plane.stop().await;
 }
 
@@ -184,7 +218,7 @@ async fn kubectl_top_shows_the_usage_of_nodes_pods_and_containers() {
     t.kubectl_stdin(&["apply", "-f", "-"], manifest).success();
     common::eventually("busy to hold its memory", WAIT, async || {
         t.kubectl(&["logs", "busy", "-c", "hold"])
-            .success()
+            .stdout
             .contains("holding")
             .then_some(())
     })
@@ -199,26 +233,37 @@ async fn kubectl_top_shows_the_usage_of_nodes_pods_and_containers() {
     let node_cpu = parse_milli(fields[1]);
     let node_mem = parse_mib(fields[3]);
     assert!(node_cpu > 0, "node CPU: {node}");
-    assert!(node_mem > 150, "node memory holds at least the pod's: {node}");
+    assert!(
+        node_mem > 150,
+        "node memory holds at least the pod's: {node}"
+    );
 
-    let (burn_cpu, hold_mem) = common::eventually("plausible container figures", WAIT, async || {
-        let out = t
-            .kubectl(&["top", "pod", "-l", "app=busy", "--containers", "--no-headers"])
-            .success();
-        let mut burn_cpu = None;
-        let mut hold_mem = None;
-        for line in out.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            match f.as_slice() {
-                ["busy", "burn", cpu, _] => burn_cpu = Some(parse_milli(cpu)),
-                ["busy", "hold", _, mem] => hold_mem = Some(parse_mib(mem)),
-                _ => {}
+    let (burn_cpu, hold_mem) =
+        common::eventually("plausible container figures", WAIT, async || {
+            let out = t
+                .kubectl(&[
+                    "top",
+                    "pod",
+                    "-l",
+                    "app=busy",
+                    "--containers",
+                    "--no-headers",
+                ])
+                .success();
+            let mut burn_cpu = None;
+            let mut hold_mem = None;
+            for line in out.lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                match f.as_slice() {
+                    ["busy", "burn", cpu, _] => burn_cpu = Some(parse_milli(cpu)),
+                    ["busy", "hold", _, mem] => hold_mem = Some(parse_mib(mem)),
+                    _ => {}
+                }
             }
-        }
-        let (cpu, mem) = (burn_cpu?, hold_mem?);
-        (cpu > 30 && mem > 100).then_some((cpu, mem))
-    })
-    .await;
+            let (cpu, mem) = (burn_cpu?, hold_mem?);
+            (cpu > 30 && mem > 100).then_some((cpu, mem))
+        })
+        .await;
     // The CFS quota caps the burner at 300m (a little more within one sampling window).
     assert!(burn_cpu <= 360, "burn uses {burn_cpu}m under a 300m limit");
     // 150 MiB plus the interpreter, within 20%.
@@ -233,11 +278,9 @@ async fn kubectl_top_shows_the_usage_of_nodes_pods_and_containers() {
     let all = t.kubectl(&["top", "pod", "-A", "--no-headers"]).success();
     assert!(all.contains("busy"), "{all}");
 
-    t.kubectl(&["delete", "pod", "busy", "--grace-period=1"]).success();
-    common::eventually("every cgroup of the plane to be removed", WAIT, async || {
-        cgroups_under(&driver, &root).is_empty().then_some(())
-    })
-    .await;
+    t.kubectl(&["delete", "pod", "busy", "--grace-period=1"])
+        .success();
+    no_cgroups_left(&driver, &root).await;
     t.plane.stop().await;
 }
 
@@ -251,7 +294,11 @@ fn a_pids_limit_bounds_a_fork_loop() {
     let dir = tempfile::tempdir().unwrap();
     let root = format!(
         "ferrypids{}",
-        dir.path().file_name().unwrap().to_string_lossy().to_lowercase()
+        dir.path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_lowercase()
     );
     let _guard = CgroupGuard {
         driver: driver.clone(),
