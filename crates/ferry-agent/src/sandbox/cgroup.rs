@@ -343,7 +343,14 @@ impl Driver {
     /// Makes the pod's cgroup with its limits (idempotent).
     pub fn create_pod(&self, cg: &PodCgroup) -> Result<(), SandboxError> {
         let _tree = TREE.lock().unwrap_or_else(|p| p.into_inner());
-        self.mkdir(&cg.path)?;
+        // Another agent on the machine may remove an empty shared parent meanwhile: retry.
+        let mut tries = 0;
+        while let Err(e) = self.mkdir(&cg.path) {
+            tries += 1;
+            if tries == 3 {
+                return Err(e);
+            }
+        }
         if cg.qos == "BestEffort"
             && let Some(qos) = Path::new(&cg.path).parent().and_then(Path::to_str)
         {
