@@ -164,3 +164,66 @@ async fn http_summary(addr: std::net::SocketAddr) -> serde_json::Value {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&body).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_pod_pids_limit_bounds_a_fork_loop() {
+    if !root_or_skip("the_agents_pod_pids_limit_bounds_a_fork_loop") {
+        return;
+    }
+    let driver = Driver::host().unwrap();
+    let (n, _lock) = slot();
+    let network = ferry_api::network::ClusterNetwork::for_index(n);
+    let root = network.nft_table.clone();
+    let c = cluster().await;
+    let agent = c
+        .agent_with(|cfg| {
+            cfg.network = network.clone();
+            cfg.pod_pids_limit = 32;
+        })
+        .await;
+    let count = c.dir.path().join("count");
+    // Starts background sleeps until fork fails, which ends the shell (exit 2).
+    let script = format!(
+        "i=0; while [ $i -lt 500 ]; do sleep 30 & i=$((i+1)); echo $i > {}; done",
+        count.display()
+    );
+    c.create_pod(json!({
+        "metadata": {"name": "forker"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x",
+            "command": ["sh", "-c", script]}]}
+    }))
+    .await;
+    let p = c
+        .wait_pod("forker", "Failed", |p| phase(p) == "Failed")
+        .await;
+    let term = container_status(&p, "c")
+        .unwrap()
+        .state
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_ne!(term.exit_code, 0);
+    let started: u32 = std::fs::read_to_string(&count)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (5..32).contains(&started),
+        "{started} background processes started under a pod pids limit of 32"
+    );
+    c.pods()
+        .delete("forker", &DeleteParams::default())
+        .await
+        .unwrap();
+    c.wait_gone("forker").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while driver.dirs(&root).iter().any(|d| d.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the cgroups of {root} were not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.stop().await;
+}

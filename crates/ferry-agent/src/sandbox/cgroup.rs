@@ -538,7 +538,8 @@ fn quantity(resource: &str, q: &str) -> Option<i64> {
     }
 }
 
-/// The cgroup plan of a pod: QoS class, pod limits and each container's limits.
+/// The cgroup plan of a pod: QoS class, pod limits (`pids_limit` < 0: none) and each
+/// container's limits.
 pub fn plan(root: &str, spec: &Value, uid: &str, pids_limit: i64) -> PodCgroup {
     let qos = qos_class(spec);
     let get = |c: &Value, kind: &str, r: &str| {
@@ -583,7 +584,7 @@ pub fn plan(root: &str, spec: &Value, uid: &str, pids_limit: i64) -> PodCgroup {
         memory_bytes: pod_figure(|l| l.memory_bytes),
         cpu_limit_milli: pod_figure(|l| l.cpu_limit_milli),
         cpu_request_milli: (qos != "BestEffort").then_some(request_sum),
-        pids: Some(pids_limit),
+        pids: (pids_limit > 0).then_some(pids_limit),
     };
     let path = match qos {
         "Guaranteed" => format!("{root}/pod{uid}"),
@@ -617,7 +618,7 @@ pub fn create_pod(
     }
     let driver = Driver::host()?;
     let spec = serde_json::to_value(&pod.spec).unwrap_or(Value::Null);
-    let mut cg = plan(&root_name(ctx), &spec, uid, DEFAULT_POD_PIDS_LIMIT);
+    let mut cg = plan(&root_name(ctx), &spec, uid, ctx.pod_pids_limit);
     driver.create_pod(&cg)?;
     cg.driver = Some(driver);
     Ok(Some(cg))

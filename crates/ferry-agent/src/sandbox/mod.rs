@@ -54,6 +54,8 @@ pub struct SandboxContext {
     pub data_dir: PathBuf,
     /// The mode the agent settled on at start (never `Auto`).
     pub mode: SandboxMode,
+    /// Pids limit of each pod's cgroup (-1: none).
+    pub pod_pids_limit: i64,
 }
 
 /// A pod's sandbox as made (`sandbox.json`).
@@ -126,6 +128,7 @@ impl SandboxContext {
                 network: config.network.clone(),
                 data_dir: config.data_dir.clone(),
                 mode,
+                pod_pids_limit: config.pod_pids_limit,
             },
             note,
         )
