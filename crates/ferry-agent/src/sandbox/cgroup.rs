@@ -632,6 +632,20 @@ pub fn remove_pod(cgroup: &PodCgroup) -> Result<(), SandboxError> {
     }
 }
 
+/// Removes the cgroup of the pod whose directory is `pod_dir`, if its sandbox record names one,
+/// and forgets it in the record: for pods that reached Succeeded or Failed (nothing runs in
+/// them any more, as the kubelet removes their cgroups) and for a pod being removed.
+pub fn release(pod_dir: &Path) -> Result<(), SandboxError> {
+    let Some(mut record) = super::load(pod_dir)? else {
+        return Ok(());
+    };
+    if let Some(cg) = record.cgroup.take() {
+        remove_pod(&cg)?;
+        super::save(pod_dir, &record)?;
+    }
+    Ok(())
+}
+
 /// Makes a fresh cgroup (with its limits) for the next attempt of container `name` of the
 /// pod, and returns its directories (one per hierarchy), which the container joins. On a
 /// failure the container runs in the pod's cgroup (still bounded by the pod's limits).
