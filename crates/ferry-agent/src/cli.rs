@@ -102,6 +102,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "N", default_value_t = 110, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_pods: u32,
 
+    /// The most processes and threads each pod may have (the kubelet's podPidsLimit); -1 for
+    /// no limit
+    #[arg(long, value_name = "N", default_value_t = crate::sandbox::cgroup::DEFAULT_POD_PIDS_LIMIT, allow_negative_numbers = true)]
+    pub pod_pids_limit: i64,
+
     /// How containers see their volumes at their mountPath: `auto` uses a private mount
     /// namespace with bind mounts when the agent runs as root (or with CAP_SYS_ADMIN) and
     /// symlinks otherwise; `namespace` insists on bind mounts; `symlink` never uses them
@@ -175,6 +180,7 @@ impl AgentArgs {
         config.node_status_interval = Duration::from_secs(self.node_status_seconds);
         config.node_labels = self.node_labels.iter().cloned().collect();
         config.max_pods = self.max_pods;
+        config.pod_pids_limit = self.pod_pids_limit;
         config.mount_mode = self.volume_mounts;
         config.backoff_initial = Duration::from_secs(self.backoff_initial_seconds);
         config.backoff_max = Duration::from_secs(self.backoff_max_seconds);

@@ -32,6 +32,8 @@ pub struct AgentConfig {
     pub log_server_addr: SocketAddr,
     /// Pod capacity published on the Node.
     pub max_pods: u32,
+    /// Pids limit of every pod's cgroup (the kubelet's `podPidsLimit`); -1 for none.
+    pub pod_pids_limit: i64,
     /// Extra labels for the Node.
     pub node_labels: BTreeMap<String, String>,
     /// How to start a container's shim.
@@ -67,6 +69,7 @@ impl AgentConfig {
             node_status_interval: Duration::from_secs(60),
             log_server_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_LOG_PORT),
             max_pods: 110,
+            pod_pids_limit: crate::sandbox::cgroup::DEFAULT_POD_PIDS_LIMIT,
             node_labels: BTreeMap::new(),
             shim: ShimCommand::current_exe().unwrap_or_else(|_| ShimCommand {
                 program: PathBuf::from("ferry"),
@@ -105,6 +108,9 @@ impl AgentConfig {
         }
         if self.max_pods == 0 {
             return fail("max pods must be at least 1".into());
+        }
+        if self.pod_pids_limit == 0 || self.pod_pids_limit < -1 {
+            return fail("the pod pids limit must be at least 1, or -1 for none".into());
         }
         if let Err(e) = self.network.validate() {
             return fail(format!("cluster network: {e}"));

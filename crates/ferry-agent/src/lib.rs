@@ -34,6 +34,7 @@ pub mod procfs;
 pub mod runtime;
 pub mod sandbox;
 pub mod shim;
+pub mod stats;
 
 pub use config::AgentConfig;
 pub use error::AgentError;

@@ -78,6 +78,7 @@ pub fn router(state: LogServerState) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route("/stats/summary", get(crate::stats::summary))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
 }

@@ -241,6 +241,8 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
             });
         }
     }
+    // The container's cgroup is fresh, but count from what it holds now all the same.
+    let oom_before = crate::sandbox::cgroup::oom_kills_in(&spec.cgroups);
     let mut child = cmd.spawn().map_err(|error| StartError::Spawn {
         program: program.clone(),
         error,
@@ -294,7 +296,9 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
     if let Ok(f) = log.lock() {
         let _ = f.sync_data();
     }
-    Ok(ExitRecord::from_status(status, started_at))
+    let mut record = ExitRecord::from_status(status, started_at);
+    crate::sandbox::cgroup::mark_oom_kill(&mut record, oom_before, &spec.cgroups);
+    Ok(record)
 }
 
 /// Enters the pod's network namespace and a UTS namespace with the pod's hostname (the shim

@@ -9,6 +9,7 @@ pub mod network;
 pub mod quantity;
 pub mod requests;
 pub mod scheduling;
+pub mod stats;
 
 /// Ferry's own API group (for labels, annotations and custom resources).
 pub const GROUP: &str = "ferry.dev";

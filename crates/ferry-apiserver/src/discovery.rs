@@ -33,11 +33,12 @@ pub fn core_versions(server_address: &str) -> Value {
 
 /// `/apis`.
 pub fn groups(registry: &Registry) -> Value {
-    let groups: Vec<Value> = registry
+    let mut groups: Vec<Value> = registry
         .groups()
         .into_iter()
         .map(|(name, versions)| group(&name, &versions))
         .collect();
+    groups.push(crate::metrics::group_doc());
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 

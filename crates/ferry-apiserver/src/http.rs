@@ -466,6 +466,9 @@ async fn handle(
     body: Bytes,
 ) -> ApiResult<Response> {
     let service = &state.service;
+    if let Some(answer) = crate::metrics::serve(service, method, uri.path(), &params).await {
+        return answer;
+    }
     let target = match route(service, uri.path())? {
         Route::Discovery(doc) | Route::Group(doc) => {
             return if method == Method::GET {

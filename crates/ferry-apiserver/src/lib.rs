@@ -32,6 +32,7 @@ pub mod http;
 pub mod jsonpath;
 pub mod logs;
 pub mod meta;
+pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod probe;

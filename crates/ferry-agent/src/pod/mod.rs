@@ -411,6 +411,9 @@ impl PodWorker {
         let mut soonest = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
 
         let terminal = matches!(api_phase, "Succeeded" | "Failed") || self.meta.failure.is_some();
+        if terminal {
+            self.release_cgroup(&spec);
+        }
         if !terminal && self.sandbox.is_none() {
             let dir = self.shared.layout.pod(&self.uid);
             match sandbox::ensure(&self.shared.sandbox, &pod, &self.uid, &dir).await {
@@ -924,6 +927,38 @@ impl PodWorker {
             AttemptState::NotStarted => {}
         }
         Ok(None)
+    }
+
+    /// Removes the cgroup of a finished pod once none of its containers runs (the kubelet
+    /// removes the cgroups of terminated pods).
+    fn release_cgroup(&mut self, spec: &k8s_openapi::api::core::v1::PodSpec) {
+        let names: Vec<String> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .map(|c| c.name.clone())
+            .collect();
+        let running = names.iter().any(|n| {
+            matches!(
+                self.observe(n).map(|o| o.state),
+                Ok(AttemptState::Running(_) | AttemptState::Starting { .. })
+            )
+        });
+        if running {
+            return;
+        }
+        let dir = self.shared.layout.pod(&self.uid);
+        match sandbox::cgroup::release(&dir) {
+            Ok(()) => {
+                if let Some(record) = &mut self.sandbox {
+                    record.cgroup = None;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(pod = %self.display_name(), error = %e, "cannot remove the cgroup of a finished pod")
+            }
+        }
     }
 
     /// What the shim must run for container `c`.

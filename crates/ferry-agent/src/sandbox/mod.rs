@@ -56,6 +56,8 @@ pub struct SandboxContext {
     pub mode: SandboxMode,
     /// Where the CNI plugins are.
     pub cni_bin_dir: PathBuf,
+    /// Pids limit of each pod's cgroup (-1: none).
+    pub pod_pids_limit: i64,
 }
 
 /// A pod's sandbox as made (`sandbox.json`).
@@ -135,6 +137,7 @@ impl SandboxContext {
                 data_dir: config.data_dir.clone(),
                 mode,
                 cni_bin_dir: config.cni_bin_dir.clone(),
+                pod_pids_limit: config.pod_pids_limit,
             },
             note,
         )

@@ -163,6 +163,8 @@ pub fn kill_all_containers(agent_dir: &Path) {
                 }
             }
         }
+        // And the pod's cgroup, which the agent would remove with the pod.
+        let _ = ferry_agent::sandbox::cgroup::release(&pod.path());
     }
 }
 
