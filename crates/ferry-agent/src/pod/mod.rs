@@ -8,6 +8,7 @@
 //! disk, a restarted agent picks up exactly where the previous one stopped.
 
 pub mod env;
+pub mod probes;
 pub mod status;
 pub mod volumes;
 
