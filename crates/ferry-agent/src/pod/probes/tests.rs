@@ -558,3 +558,92 @@ async fn a_failing_startup_probe_kills_and_an_adopted_attempt_keeps_its_status()
         "another attempt starts over"
     );
 }
+
+/// A gRPC health server over cleartext HTTP/2: `ok` (and the empty name) serve, `down` does
+/// not, anything else is `NOT_FOUND`.
+async fn grpc_server() -> u16 {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::{Bytes, Frame};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let service = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let name = body
+                        .get(7..)
+                        .map(|n| String::from_utf8_lossy(n).into_owned())
+                        .unwrap_or_default();
+                    let (status, code) = match name.as_str() {
+                        "" | "ok" => (Some(1u8), "0"),
+                        "down" => (Some(2), "0"),
+                        _ => (None, "5"),
+                    };
+                    let mut trailers = hyper::HeaderMap::new();
+                    trailers.insert("grpc-status", code.parse().unwrap());
+                    let mut frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+                        Vec::new();
+                    if let Some(s) = status {
+                        frames.push(Ok(Frame::data(Bytes::from(vec![0, 0, 0, 0, 2, 0x08, s]))));
+                    }
+                    frames.push(Ok(Frame::trailers(trailers)));
+                    let body = StreamBody::new(futures::stream::iter(frames));
+                    Ok::<_, std::convert::Infallible>(
+                        hyper::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(body)
+                            .unwrap(),
+                    )
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), service),
+            );
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn grpc_health_checks_the_named_service() {
+    let port = grpc_server().await;
+    let check = |service: &str| {
+        let h = Handler::Grpc {
+            port,
+            service: service.into(),
+        };
+        async move { run_handler(&h, &me(), T).await }
+    };
+    assert_eq!(check("").await, Outcome::Success);
+    assert_eq!(check("ok").await, Outcome::Success);
+    assert_eq!(
+        check("down").await,
+        Outcome::Failure("service unhealthy (responded with \"NOT_SERVING\")".into())
+    );
+    assert_eq!(
+        check("nope").await,
+        Outcome::Failure("health rpc probe failed: grpc-status 5".into())
+    );
+    let closed = free_port_now();
+    let h = Handler::Grpc {
+        port: closed,
+        service: String::new(),
+    };
+    assert!(
+        matches!(run_handler(&h, &me(), T).await, Outcome::Failure(m) if m.contains("connection refused"))
+    );
+}
+
+fn free_port_now() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
