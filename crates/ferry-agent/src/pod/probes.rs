@@ -17,8 +17,8 @@
 //!   once it started.
 //!
 //! Handlers: `exec` (inside the container's namespaces and cgroups, with its environment and
-//! user, see [`crate::sandbox::enter`]), `httpGet` (HTTP; 200–399 succeeds, redirects are not
-//! followed and count as success, as the kubelet does for redirects off the host), `tcpSocket`
+//! user, see [`crate::sandbox::enter`]), `httpGet` (HTTP; 200–399 succeeds; redirects on the same host
+//! are followed, one off the host ends the probe as a success, as in the kubelet), `tcpSocket`
 //! (a connection within the timeout) and `grpc` (the standard `grpc.health.v1.Health/Check`
 //! over HTTP/2 without TLS). Bad input (a named port the container does not declare, an
 //! `https` scheme) is a failed probe whose Event says why.
@@ -430,6 +430,11 @@ async fn exec(argv: &[String], target: &Target, timeout: Duration) -> Outcome {
     }
 }
 
+/// Most redirects an HTTP probe follows (Go's client's limit).
+const MAX_REDIRECTS: usize = 10;
+
+/// An HTTP probe: redirects to the same host are followed (as the kubelet does); a redirect
+/// elsewhere ends the probe with the redirect's own status, a success.
 async fn http_get(
     host: &str,
     port: u16,
@@ -437,65 +442,126 @@ async fn http_get(
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Outcome {
-    use http_body_util::BodyExt;
-    let url = format!("http://{}{path}", host_port(host, port));
+    let first_url = format!("http://{}{path}", host_port(host, port));
     let run = async {
-        let stream = connect(host, port, timeout).await?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| format!("Get {url:?}: {e}"))?;
-        let driver = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut request = hyper::Request::get(path)
-            .header(hyper::header::HOST, host_port(host, port))
-            .header(hyper::header::USER_AGENT, "kube-probe/1.30")
-            .header(hyper::header::ACCEPT, "*/*");
-        for (name, value) in headers {
-            let Some(map) = request.headers_mut() else {
-                break;
+        let (mut port, mut path) = (port, path.to_string());
+        for _ in 0..=MAX_REDIRECTS {
+            let (status, location) = fetch(host, port, &path, headers, timeout).await?;
+            let Some(location) = location.filter(|_| (300..400).contains(&status)) else {
+                return Ok(status);
             };
-            let (Ok(name), Ok(value)) = (
-                hyper::header::HeaderName::from_bytes(name.as_bytes()),
-                hyper::header::HeaderValue::from_str(value),
-            ) else {
-                return Err(format!("invalid HTTP header {name:?}"));
-            };
-            if name == hyper::header::HOST || name == hyper::header::USER_AGENT {
-                map.insert(name, value);
-            } else {
-                map.append(name, value);
+            match redirect_target(host, port, &path, &location) {
+                Some((p, next)) => (port, path) = (p, next),
+                None => return Ok(status),
             }
         }
-        let request = request
-            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-            .map_err(|e| format!("Get {url:?}: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("Get {url:?}: {e}"))?;
-        let status = response.status().as_u16();
-        // Read (some of) the body, as the kubelet does, so the server sees a complete exchange.
-        let mut body = response.into_body();
-        let mut read = 0usize;
-        while read < MAX_OUTPUT {
-            match body.frame().await {
-                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
-                _ => break,
-            }
-        }
-        driver.abort();
-        Ok(status)
+        Err(format!(
+            "Get {first_url:?}: stopped after {MAX_REDIRECTS} redirects"
+        ))
     };
     match tokio::time::timeout(timeout, run).await {
         Ok(Ok(status)) if (200..400).contains(&status) => Outcome::Success,
         Ok(Ok(status)) => Outcome::Failure(format!("HTTP probe failed with statuscode: {status}")),
         Ok(Err(e)) => Outcome::Failure(e),
         Err(_) => Outcome::Failure(format!(
-            "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            "Get {first_url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
         )),
     }
+}
+
+/// Where a redirect from `host:port` + `path` to `location` leads, when it stays on the host
+/// (same host name, any port, plain HTTP): the port and path to ask next.
+fn redirect_target(host: &str, port: u16, path: &str, location: &str) -> Option<(u16, String)> {
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some((port, location.to_string()));
+    }
+    if let Some(rest) = location.strip_prefix("http://") {
+        let uri: hyper::Uri = format!("http://{rest}").parse().ok()?;
+        let authority = uri.authority()?;
+        let same = authority.host().trim_matches(['[', ']']) == host.trim_matches(['[', ']']);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        return same.then(|| (authority.port_u16().unwrap_or(80), path));
+    }
+    if location.contains("://") || location.starts_with("//") {
+        return None;
+    }
+    // Relative to the current path's directory.
+    let dir = path.split('?').next().unwrap_or("/");
+    let dir = dir
+        .get(..dir.rfind('/').map_or(0, |i| i + 1))
+        .unwrap_or("/");
+    Some((port, format!("{dir}{location}")))
+}
+
+/// One GET: the status and the `Location` header.
+async fn fetch(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Result<(u16, Option<String>), String> {
+    use http_body_util::BodyExt;
+    let url = format!("http://{}{path}", host_port(host, port));
+    let stream = connect(host, port, timeout).await?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("Get {url:?}: {e}"))?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut request = hyper::Request::get(path)
+        .header(hyper::header::HOST, host_port(host, port))
+        .header(hyper::header::USER_AGENT, "kube-probe/1.30")
+        .header(hyper::header::ACCEPT, "*/*");
+    for (name, value) in headers {
+        let Some(map) = request.headers_mut() else {
+            break;
+        };
+        let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            hyper::header::HeaderValue::from_str(value),
+        ) else {
+            driver.abort();
+            return Err(format!("invalid HTTP header {name:?}"));
+        };
+        if name == hyper::header::HOST || name == hyper::header::USER_AGENT {
+            map.insert(name, value);
+        } else {
+            map.append(name, value);
+        }
+    }
+    let request = request
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| format!("Get {url:?}: {e}"));
+    let result = match request {
+        Ok(request) => match sender.send_request(request).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let location = response
+                    .headers()
+                    .get(hyper::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                // Read (some of) the body, as the kubelet does, so the server sees a complete
+                // exchange.
+                let mut body = response.into_body();
+                let mut read = 0usize;
+                while read < MAX_OUTPUT {
+                    match body.frame().await {
+                        Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                        _ => break,
+                    }
+                }
+                Ok((status, location))
+            }
+            Err(e) => Err(format!("Get {url:?}: {e}")),
+        },
+        Err(e) => Err(e),
+    };
+    driver.abort();
+    result
 }
 
 /// `grpc.health.v1.Health/Check` over cleartext HTTP/2; `SERVING` (1) succeeds.

@@ -43,6 +43,11 @@ async fn http_server() -> u16 {
                 let status = match path.as_str() {
                     "/ok" => "200 OK",
                     "/moved" => "302 Found\r\nlocation: http://192.0.2.1/elsewhere",
+                    "/hop" => "302 Found\r\nlocation: /ok",
+                    "/dir/hop" => "301 Moved Permanently\r\nlocation: here",
+                    "/dir/here" => "200 OK",
+                    "/hop-down" => "307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/down",
+                    "/loop" => "302 Found\r\nlocation: /loop",
                     "/header"
                         if req.contains("x-probe: yes")
                             && req.contains("user-agent: kube-probe/") =>
@@ -88,6 +93,27 @@ async fn http_get_succeeds_on_2xx_and_3xx_and_fails_otherwise() {
         Outcome::Success,
         "an off-host redirect is not followed and counts as success"
     );
+    assert_eq!(
+        run(http(port, "/hop", &[])).await,
+        Outcome::Success,
+        "same-host redirects are followed"
+    );
+    assert_eq!(
+        run(http(port, "/dir/hop", &[])).await,
+        Outcome::Success,
+        "relative ones too"
+    );
+    let Outcome::Failure(m) = run(http(port, "/hop-down", &[])).await else {
+        panic!("a redirect to a closed port fails");
+    };
+    assert!(
+        m.contains("127.0.0.1:1: connect: connection refused"),
+        "{m}"
+    );
+    let Outcome::Failure(m) = run(http(port, "/loop", &[])).await else {
+        panic!("a redirect loop fails");
+    };
+    assert!(m.ends_with("stopped after 10 redirects"), "{m}");
     assert_eq!(
         run(http(port, "/down", &[])).await,
         Outcome::Failure("HTTP probe failed with statuscode: 503".into())
@@ -296,6 +322,18 @@ fn probes_resolve_ports_defaults_and_bad_input() {
             port: 9090
         })
     );
+}
+
+#[test]
+fn redirects_stay_on_the_host() {
+    let t = |loc: &str| redirect_target("10.0.0.5", 8080, "/a/b?x=1", loc);
+    assert_eq!(t("/c"), Some((8080, "/c".into())));
+    assert_eq!(t("c"), Some((8080, "/a/c".into())));
+    assert_eq!(t("http://10.0.0.5:9090/d?y"), Some((9090, "/d?y".into())));
+    assert_eq!(t("http://10.0.0.5/"), Some((80, "/".into())));
+    assert_eq!(t("http://192.0.2.1/"), None, "off the host: not followed");
+    assert_eq!(t("https://10.0.0.5/"), None);
+    assert_eq!(t("//elsewhere/x"), None);
 }
 
 #[test]
