@@ -40,6 +40,8 @@ pub use config::AgentConfig;
 pub use error::AgentError;
 /// How a container's environment and command line are built.
 pub use pod::env as pod_env;
+/// Startup, liveness and readiness probes.
+pub use pod::probes as pod_probes;
 /// How the pod status is computed.
 pub use pod::status as pod_status;
 /// How volumes map to host paths.

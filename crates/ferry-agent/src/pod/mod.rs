@@ -8,6 +8,7 @@
 //! disk, a restarted agent picks up exactly where the previous one stopped.
 
 pub mod env;
+pub mod probes;
 pub mod status;
 pub mod volumes;
 
@@ -275,6 +276,8 @@ pub(crate) struct PodWorker {
     termination: Option<Termination>,
     /// The pod's sandbox, once made or adopted.
     sandbox: Option<SandboxRecord>,
+    /// The containers' startup, liveness and readiness probes.
+    prober: probes::Prober,
 }
 
 impl PodWorker {
@@ -288,6 +291,8 @@ impl PodWorker {
                 grace_seconds: 30,
                 ..Default::default()
             });
+        let wake = Arc::new(Notify::new());
+        let prober = probes::Prober::new(shared.events.clone(), wake.clone());
         PodWorker {
             shared,
             uid,
@@ -296,7 +301,7 @@ impl PodWorker {
             gone: false,
             meta,
             admitted: false,
-            wake: Arc::new(Notify::new()),
+            wake,
             watchers: JoinSet::new(),
             watched: HashSet::new(),
             last_status: None,
@@ -305,6 +310,7 @@ impl PodWorker {
             backoff_announced: HashSet::new(),
             termination: None,
             sandbox: None,
+            prober,
         }
     }
 
@@ -733,7 +739,10 @@ impl PodWorker {
             });
         };
         let dir = self.shared.layout.attempt(&self.uid, name, latest);
-        let state = runtime::inspect(&dir).map_err(|e| PodError::io("read", &dir, e))?;
+        let mut state = runtime::inspect(&dir).map_err(|e| PodError::io("read", &dir, e))?;
+        if let AttemptState::Exited(e) = &mut state {
+            probes::annotate_exit(&dir, e);
+        }
         let shim = match &state {
             AttemptState::Running(s) => Some(s.shim),
             AttemptState::Starting { shim } => Some(*shim),
@@ -744,8 +753,12 @@ impl PodWorker {
         }
         let previous_exit = match latest.checked_sub(1) {
             Some(prev) if attempts.contains(&prev) => {
-                match runtime::inspect(&self.shared.layout.attempt(&self.uid, name, prev)) {
-                    Ok(AttemptState::Exited(e)) => Some(e),
+                let dir = self.shared.layout.attempt(&self.uid, name, prev);
+                match runtime::inspect(&dir) {
+                    Ok(AttemptState::Exited(mut e)) => {
+                        probes::annotate_exit(&dir, &mut e);
+                        Some(e)
+                    }
                     _ => None,
                 }
             }
@@ -1112,6 +1125,42 @@ impl PodWorker {
             reason: reason.into(),
             message,
         };
+        let health = match &o.state {
+            AttemptState::Running(s) if !init => {
+                let facts = probes::PodFacts {
+                    namespace: self.meta.namespace.clone(),
+                    name: self.meta.name.clone(),
+                    uid: self.uid.clone(),
+                    pod_ip: self
+                        .sandbox
+                        .as_ref()
+                        .and_then(|r| r.pod_ips.first().cloned()),
+                    grace_seconds: self.meta.grace_seconds,
+                };
+                let previous = self.pod.as_ref().and_then(|p| {
+                    p.status
+                        .as_ref()?
+                        .container_statuses
+                        .as_ref()?
+                        .iter()
+                        .find(|s| s.name == c.name)
+                        .cloned()
+                });
+                let dir = self
+                    .shared
+                    .layout
+                    .attempt(&self.uid, &c.name, restart_count);
+                self.prober
+                    .observe(&facts, c, restart_count, s, &dir, previous.as_ref())
+            }
+            _ => {
+                self.prober.stop(&c.name);
+                probes::Health {
+                    started: false,
+                    ready: false,
+                }
+            }
+        };
         let (state, last) = match o.state {
             AttemptState::NotStarted => {
                 let view = match (config_error, &self.meta.failure) {
@@ -1146,6 +1195,8 @@ impl PodWorker {
             state,
             last,
             container_id,
+            started: health.started,
+            ready: health.ready,
         })
     }
 
@@ -1182,6 +1233,12 @@ impl PodWorker {
                 .unwrap_or_default(),
             start_time: self.meta.accepted_at.unwrap_or_else(Timestamp::now),
             previous: pod.status.as_ref(),
+            readiness_gates: &spec
+                .readiness_gates
+                .iter()
+                .flatten()
+                .map(|g| g.condition_type.clone())
+                .collect::<Vec<_>>(),
             now: Timestamp::now(),
         });
         let mut phase = status.phase.clone().unwrap_or_default();
@@ -1216,6 +1273,7 @@ impl PodWorker {
     /// publish the final status, remove the pod for good, clean up.
     async fn sync_terminating(&mut self) -> Result<Next, PodError> {
         self.backoff.clear();
+        self.prober.close();
         let names: Vec<String> =
             std::fs::read_dir(self.shared.layout.pod(&self.uid).join("containers"))
                 .into_iter()

@@ -44,6 +44,10 @@ pub struct ContainerObs {
     pub last: Option<ExitRecord>,
     /// Identifier of the current attempt, once one was started.
     pub container_id: Option<String>,
+    /// Its startup probe passed, or it has none (meaningful while running).
+    pub started: bool,
+    /// Its readiness probe passes, or it has none (meaningful while running).
+    pub ready: bool,
 }
 
 /// A pod-level failure decided before any container ran (the kubelet's admission errors).
@@ -146,10 +150,13 @@ fn container_status(c: &ContainerObs, init: bool) -> ContainerStatus {
         },
     };
     let running = matches!(c.state, ContainerView::Running { .. });
-    let ready = if init {
-        matches!(&c.state, ContainerView::Terminated(e) if e.exit_code == 0)
+    let (ready, started) = if init {
+        (
+            matches!(&c.state, ContainerView::Terminated(e) if e.exit_code == 0),
+            running,
+        )
     } else {
-        running
+        (running && c.started && c.ready, running && c.started)
     };
     ContainerStatus {
         name: c.name.clone(),
@@ -157,7 +164,7 @@ fn container_status(c: &ContainerObs, init: bool) -> ContainerStatus {
         image_id: String::new(),
         container_id: c.container_id.clone(),
         ready,
-        started: Some(running),
+        started: Some(started),
         restart_count: c.restart_count.min(i32::MAX as u32) as i32,
         state: Some(state),
         last_state: Some(match &c.last {
@@ -190,6 +197,8 @@ pub struct StatusInput<'a> {
     pub start_time: Timestamp,
     /// The status currently stored (for conditions owned by others and transition times).
     pub previous: Option<&'a PodStatus>,
+    /// `spec.readinessGates`: condition types that must also be `True` for the pod to be Ready.
+    pub readiness_gates: &'a [String],
     /// The time to stamp changed conditions with.
     pub now: Timestamp,
 }
@@ -209,7 +218,7 @@ pub fn build(input: &StatusInput<'_>) -> PodStatus {
         &|c| matches!(&c.state, ContainerView::Terminated(e) if e.exit_code == 0),
     );
     let unready = names(input.main, &|c| {
-        matches!(c.state, ContainerView::Running { .. })
+        matches!(c.state, ContainerView::Running { .. }) && c.started && c.ready
     });
     let previous_conditions = input.previous.and_then(|s| s.conditions.as_ref());
     let condition = |type_: &str, ok: bool, reason: &str, message: String| {
@@ -233,6 +242,32 @@ pub fn build(input: &StatusInput<'_>) -> PodStatus {
     } else {
         "ContainersNotReady"
     };
+    // Readiness gates (the kubelet's `generatePodReadyCondition`): conditions others set.
+    let gate_problems: Vec<String> = input
+        .readiness_gates
+        .iter()
+        .filter_map(|gate| {
+            match previous_conditions.and_then(|cs| cs.iter().find(|c| &c.type_ == gate)) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate \"{gate}\" does not exist."
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate \"{gate}\" is not \"True\", but {}",
+                    c.status
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect();
+    let containers_ready = unready.is_empty() && !terminal;
+    let (pod_ready_reason, pod_ready_message) = if !containers_ready || terminal {
+        (
+            ready_reason,
+            format!("containers with unready status: {}", list(&unready)),
+        )
+    } else {
+        ("ReadinessGatesNotReady", gate_problems.join(", "))
+    };
     let ours = [
         condition("PodReadyToStartContainers", true, "", String::new()),
         condition(
@@ -246,13 +281,13 @@ pub fn build(input: &StatusInput<'_>) -> PodStatus {
         ),
         condition(
             "Ready",
-            unready.is_empty() && !terminal,
-            ready_reason,
-            format!("containers with unready status: {}", list(&unready)),
+            containers_ready && gate_problems.is_empty(),
+            pod_ready_reason,
+            pod_ready_message,
         ),
         condition(
             "ContainersReady",
-            unready.is_empty() && !terminal,
+            containers_ready,
             ready_reason,
             format!("containers with unready status: {}", list(&unready)),
         ),
@@ -350,6 +385,8 @@ mod tests {
             state,
             last,
             container_id: None,
+            started: true,
+            ready: true,
         }
     }
 
@@ -505,6 +542,7 @@ mod tests {
             pod_ips: &[],
             start_time: now,
             previous: Some(&previous),
+            readiness_gates: &[],
             now,
         });
         assert_eq!(s.phase.as_deref(), Some("Running"));
@@ -565,5 +603,101 @@ mod tests {
         assert!(init_status.ready);
         let patch = merge_patch(&PodStatus::default());
         assert!(patch["status"]["reason"].is_null() && patch["status"].get("reason").is_some());
+    }
+    #[test]
+    fn probes_drive_ready_started_and_the_ready_conditions() {
+        let now: Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
+        let later: Timestamp = "2025-01-01T00:01:00Z".parse().unwrap();
+        let mut starting = obs("a", running(), None);
+        starting.started = false;
+        starting.ready = false;
+        let mut unready = obs("b", running(), None);
+        unready.ready = false;
+        let ready = obs("c", running(), None);
+        let input = |main: &[ContainerObs], previous, gates: &[String], now| {
+            build(&StatusInput {
+                init: &[],
+                main,
+                restart_policy: "Always",
+                failure: None,
+                node_ip: "127.0.0.1",
+                pod_ips: &[],
+                start_time: now,
+                previous,
+                readiness_gates: gates,
+                now,
+            })
+        };
+        let main = [starting.clone(), unready.clone(), ready.clone()];
+        let s = input(&main, None, &[], now);
+        let statuses = s.container_statuses.clone().unwrap();
+        let flags: Vec<(bool, Option<bool>)> =
+            statuses.iter().map(|c| (c.ready, c.started)).collect();
+        assert_eq!(
+            flags,
+            [
+                (false, Some(false)),
+                (false, Some(true)),
+                (true, Some(true))
+            ]
+        );
+        let cond = |s: &PodStatus, t: &str| {
+            s.conditions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|c| c.type_ == t)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(cond(&s, "ContainersReady").status, "False");
+        assert_eq!(
+            cond(&s, "Ready").message.as_deref(),
+            Some("containers with unready status: [a b]")
+        );
+        // All ready: True, stamped now; unchanged later: the transition time stays.
+        let all = [ready.clone()];
+        let s = input(&all, None, &[], now);
+        assert_eq!(cond(&s, "Ready").status, "True");
+        let again = input(&all, Some(&s), &[], later);
+        assert_eq!(
+            cond(&again, "Ready").last_transition_time,
+            Some(Time(now)),
+            "no transition, no new time"
+        );
+        let flipped = input(&[unready.clone()], Some(&again), &[], later);
+        assert_eq!(cond(&flipped, "Ready").status, "False");
+        assert_eq!(
+            cond(&flipped, "Ready").last_transition_time,
+            Some(Time(later))
+        );
+        // Readiness gates: a missing or False gate condition holds Ready (not ContainersReady).
+        let gates = ["example.com/lb".to_string()];
+        let s = input(&all, None, &gates, now);
+        assert_eq!(cond(&s, "ContainersReady").status, "True");
+        let r = cond(&s, "Ready");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_deref()),
+            ("False", Some("ReadinessGatesNotReady"))
+        );
+        assert_eq!(
+            r.message.as_deref(),
+            Some(
+                "corresponding condition of pod readiness gate \"example.com/lb\" does not exist."
+            )
+        );
+        let mut gated = s.clone();
+        gated.conditions.as_mut().unwrap().push(PodCondition {
+            type_: "example.com/lb".into(),
+            status: "True".into(),
+            ..Default::default()
+        });
+        let s = input(&all, Some(&gated), &gates, later);
+        assert_eq!(cond(&s, "Ready").status, "True");
+        assert_eq!(
+            cond(&s, "example.com/lb").status,
+            "True",
+            "the gate's condition is kept"
+        );
     }
 }
