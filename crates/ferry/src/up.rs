@@ -149,6 +149,7 @@ impl ControlPlane {
         }
         let mut server_config = ferry_apiserver::ServerConfig::new(&config.data_dir);
         server_config.listen = config.listen;
+        server_config.network = config.network.clone();
         let server = ferry_apiserver::start(server_config).await?;
         let kubeconfig = config.data_dir.join("kubeconfig");
         server
