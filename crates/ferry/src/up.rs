@@ -163,8 +163,13 @@ impl ControlPlane {
         if config.controllers {
             // An API client like any other: the same code runs with `ferry controllers`.
             let client = client_for(&server.url())?;
-            tasks.push(tokio::spawn(ferry_controllers::run(
+            let options = ferry_controllers::Options {
+                // H5: the API server's TLS listener on the gateway.
+                kubernetes_endpoint: None,
+            };
+            tasks.push(tokio::spawn(ferry_controllers::run_with(
                 client,
+                options,
                 stopped(stop_rx.clone()),
             )));
         }
