@@ -209,6 +209,15 @@ impl ControlPlane {
                 .context("cannot start the node agent")?;
             agent = Some(handle);
             node_name = Some(options.node_name);
+            // The node's Service proxy: its nftables table goes when it stops.
+            let proxy = ferry_proxy::ProxyConfig::new(config.network.clone());
+            let client = client_for(&server.url())?;
+            let shutdown = stopped(stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = ferry_proxy::run(client, proxy, shutdown).await {
+                    tracing::warn!(error = %e, "no Service proxy on this node: Service IPs are not served");
+                }
+            }));
         }
         Ok(Self {
             server,
