@@ -193,6 +193,16 @@ pub fn service_ports(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -
     out
 }
 
+/// Whether NodePorts answer on 127.0.0.1: where `route_localnet` lets a loopback-sourced
+/// packet be routed to the pod bridge, or where the node has no pod bridge (every endpoint
+/// is then a host process, reached over loopback).
+pub fn loopback_node_ports(net: &ClusterNetwork) -> bool {
+    rules::route_localnet()
+        || !std::path::Path::new("/sys/class/net")
+            .join(&net.bridge)
+            .exists()
+}
+
 /// Writes the rules for what the caches hold, unless they are what was last written.
 async fn sync(
     config: &ProxyConfig,
@@ -201,7 +211,11 @@ async fn sync(
     last: &mut Option<String>,
 ) -> Result<(), ProxyError> {
     let ports = service_ports(&services.state(), &slices.state());
-    let script = rules::render(&config.network, &ports, rules::route_localnet());
+    let script = rules::render(
+        &config.network,
+        &ports,
+        loopback_node_ports(&config.network),
+    );
     if last.as_deref() == Some(script.as_str()) {
         return Ok(());
     }
@@ -268,7 +282,7 @@ pub async fn run(
     let _guard = TableGuard(net.clone());
     let work = async {
         // Before the caches fill: the range is rejected, nothing routed out.
-        nft(&rules::render(&net, &[], rules::route_localnet())).await?;
+        nft(&rules::render(&net, &[], loopback_node_ports(&net))).await?;
         let _ = futures::join!(services.wait_until_ready(), slices.wait_until_ready());
         let mut last = None;
         let mut backoff = Duration::from_millis(100);
