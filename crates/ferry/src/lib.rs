@@ -3,5 +3,6 @@
 
 pub mod bench;
 pub mod bench_scheduler;
+pub mod bench_service;
 pub mod commands;
 pub mod up;

@@ -60,6 +60,8 @@ enum BenchCommand {
     /// The live scheduler: end-to-end binding throughput of gangs through the API server, and
     /// its memory.
     Scheduler(ferry::bench_scheduler::SchedulerBenchArgs),
+    /// Service request latency through a ClusterIP beside straight to the pod IP.
+    Service(ferry::bench_service::ServiceBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +78,9 @@ fn main() -> anyhow::Result<()> {
         Command::Store(StoreCommand::Check(args)) => commands::store_check(args),
         Command::Store(StoreCommand::Recover(args)) => commands::store_recover(args),
         Command::Bench(BenchCommand::Api(args)) => commands::run_async(ferry::bench::run(args)),
+        Command::Bench(BenchCommand::Service(args)) => {
+            commands::run_async(ferry::bench_service::run(args))
+        }
         Command::Bench(BenchCommand::Scheduler(args)) => {
             commands::run_async(ferry::bench_scheduler::run(args))
         }
