@@ -35,7 +35,10 @@ async fn get(addr: SocketAddr) -> anyhow::Result<Duration> {
     let mut buf = Vec::with_capacity(512);
     s.read_to_end(&mut buf).await?;
     let took = started.elapsed();
-    anyhow::ensure!(buf.starts_with(b"HTTP/1.0 200"), "{addr} did not answer 200");
+    anyhow::ensure!(
+        buf.starts_with(b"HTTP/1.0 200"),
+        "{addr} did not answer 200"
+    );
     Ok(took)
 }
 
@@ -90,12 +93,15 @@ async fn measure(
 ) -> anyhow::Result<()> {
     let client = plane.client()?;
     let table = network.nft_table.clone();
-    wait("the Service proxy's table (root and nftables needed)", async || {
-        nft_has(&table, "service-ips")
-    })
+    wait(
+        "the Service proxy's table (root and nftables needed)",
+        async || nft_has(&table, "service-ips"),
+    )
     .await?;
     // A free port for the server (pods share the host network where there is no sandbox).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let www = dir.join("www");
     std::fs::create_dir_all(&www)?;
     std::fs::write(www.join("index.html"), "bench\n")?;

@@ -303,9 +303,11 @@ pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
 /// removes its table.
 pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
-    let mut network = ferry_api::network::ClusterNetwork::default();
-    network.service_cidr = args.service_cidr;
-    network.nft_table = args.nft_table;
+    let network = ferry_api::network::ClusterNetwork {
+        service_cidr: args.service_cidr,
+        nft_table: args.nft_table,
+        ..Default::default()
+    };
     tracing::info!(table = %network.nft_table, "proxy started");
     ferry_proxy::run(client, ferry_proxy::ProxyConfig::new(network), async {
         let _ = tokio::signal::ctrl_c().await;
