@@ -22,6 +22,7 @@
 
 #![warn(clippy::string_slice)]
 
+pub mod allocator;
 pub mod crd_schema;
 pub mod discovery;
 pub mod edge;
@@ -70,6 +71,8 @@ pub struct ServerConfig {
     pub watch_history: usize,
     /// Body size, header timeout and requests in flight.
     pub limits: edge::Limits,
+    /// The cluster network plan: Service cluster IPs and node ports come from its ranges.
+    pub network: ferry_api::network::ClusterNetwork,
 }
 
 impl ServerConfig {
@@ -81,6 +84,7 @@ impl ServerConfig {
             durability: Durability::Full,
             watch_history: 50_000,
             limits: edge::Limits::default(),
+            network: ferry_api::network::ClusterNetwork::default(),
         }
     }
 }
@@ -129,7 +133,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let store = tokio::task::spawn_blocking(move || ferry_store::Store::open(store_config))
         .await
         .map_err(|e| ferry_store::StoreError::Storage(format!("store loader failed: {e}")))??;
-    let service = Arc::new(Service::new(store));
+    let service = Arc::new(Service::with_network(store, config.network.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| {
         let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
             " (another program, perhaps another Ferry, uses this port; stop it or pick another address with --listen)".to_string()

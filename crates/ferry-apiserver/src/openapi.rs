@@ -285,6 +285,7 @@ mod tests {
     fn generate_builtin_schemas() -> Value {
         use k8s_openapi::api::coordination::v1 as coordination;
         use k8s_openapi::api::core::v1 as core;
+        use k8s_openapi::api::discovery::v1 as discovery;
         use k8s_openapi::api::scheduling::v1 as scheduling;
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
         let mut generator: SchemaGenerator = SchemaSettings::openapi3()
@@ -302,6 +303,8 @@ mod tests {
             "", "v1", "Secret" => core::Secret;
             "", "v1", "Service" => core::Service;
             "", "v1", "ServiceAccount" => core::ServiceAccount;
+            "", "v1", "Endpoints" => core::Endpoints;
+            "discovery.k8s.io", "v1", "EndpointSlice" => discovery::EndpointSlice;
             "coordination.k8s.io", "v1", "Lease" => coordination::Lease;
             "scheduling.k8s.io", "v1", "PriorityClass" => scheduling::PriorityClass;
             "apiextensions.k8s.io", "v1", "CustomResourceDefinition" => apiextensions::CustomResourceDefinition;

@@ -3,7 +3,6 @@
 //! server's own storage tasks (Event expiry) go through it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
@@ -116,7 +115,8 @@ pub struct Service {
     pub store: Store,
     /// The served resources.
     pub registry: Registry,
-    service_ips: AtomicU32,
+    /// Cluster IPs and node ports of Services.
+    pub(crate) allocator: crate::allocator::ServiceAllocator,
 }
 
 /// Attempts of a write that conflicts with concurrent writes before it gives up. Every
@@ -133,12 +133,18 @@ pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 pub const ORPHAN_FINALIZER: &str = "orphan";
 
 impl Service {
-    /// A service over `store`, serving the built-in resources and the CRDs found in it.
+    /// A service over `store`, serving the built-in resources and the CRDs found in it,
+    /// allocating Service addresses from `ferry up`'s default network plan.
     pub fn new(store: Store) -> Self {
+        Self::with_network(store, ferry_api::network::ClusterNetwork::default())
+    }
+
+    /// A service over `store` whose Services get addresses and node ports from `network`.
+    pub fn with_network(store: Store, network: ferry_api::network::ClusterNetwork) -> Self {
         let service = Self {
             store,
             registry: Registry::new(),
-            service_ips: AtomicU32::new(0),
+            allocator: crate::allocator::ServiceAllocator::new(network),
         };
         if let Some(crds) =
             service
@@ -159,12 +165,6 @@ impl Service {
                 }
             }
         }
-        let used = service
-            .store
-            .list("services", None, None, 0, |_| true)
-            .items
-            .len() as u32;
-        service.service_ips.store(used, Ordering::Relaxed);
         service
     }
 
@@ -432,15 +432,6 @@ impl Service {
         })
     }
 
-    /// The next cluster IP of the service range.
-    pub(crate) fn allocate_service_ip(&self) -> String {
-        let n = self
-            .service_ips
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_add(1);
-        format!("10.96.{}.{}", (n / 254) % 256, n % 254 + 1)
-    }
-
     /// Normalizes and validates an object about to be written. Returns warnings.
     fn admit(
         &self,
@@ -687,7 +678,11 @@ impl Service {
                     info.plural
                 )));
             }
-            None => info.strategy.prepare_for_update(info, old_value, &mut new),
+            None => {
+                info.strategy.prepare_for_update(info, old_value, &mut new);
+                info.strategy
+                    .allocate_on_update(self, info, old_value, &mut new)?;
+            }
         }
         // Fields that never change through an update.
         {

@@ -5,12 +5,19 @@
 //!   propagation), as kube-controller-manager's garbage collector;
 //! - [`namespace`]: empties a terminating namespace, then removes its `kubernetes` finalizer
 //!   through the `finalize` subresource (the API server deletes it for real);
-//! - [`serviceaccount`]: a `default` ServiceAccount in every namespace.
+//! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
+//! - [`endpoints`] and [`endpointslice`]: the Endpoints and EndpointSlices of every Service
+//!   with a selector, from the ready pods it chooses;
+//! - [`kubernetes_service`]: the `kubernetes` Service and its endpoints (the API server's
+//!   in-cluster address, when [`Options::kubernetes_endpoint`] gives one).
 //!
 //! They reconcile from observed state (watchers and reflector caches, re-checked against the
 //! API before anything is deleted) and retry failed writes with exponential back-off.
 
+pub mod endpoints;
+pub mod endpointslice;
 pub mod gc;
+pub mod kubernetes_service;
 pub mod namespace;
 mod resources;
 pub mod serviceaccount;
@@ -61,15 +68,35 @@ impl Backoff {
     }
 }
 
+/// What the controllers need beyond an API client.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The API server's address as pods reach it (the `kubernetes` Service's endpoint);
+    /// `None`: the `kubernetes` Service is not kept.
+    pub kubernetes_endpoint: Option<std::net::SocketAddr>,
+}
+
 /// Runs every built-in controller against the API server behind `client` until `shutdown`
 /// completes. Waits (retrying with back-off) until the server's API discovery answers.
 pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()> + Send) {
+    run_with(client, Options::default(), shutdown).await
+}
+
+/// [`run`] with [`Options`].
+pub async fn run_with(
+    client: kube::Client,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let work = async {
         let resources = resources::watch(client.clone()).await;
         futures::join!(
             gc::run(client.clone(), resources.clone()),
             namespace::run(client.clone(), resources),
             serviceaccount::run(client.clone()),
+            endpoints::run(client.clone()),
+            endpointslice::run(client.clone()),
+            kubernetes_service::run(client.clone(), options.kubernetes_endpoint),
         );
     };
     tokio::select! {

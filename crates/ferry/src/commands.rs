@@ -160,6 +160,21 @@ pub struct ControllersArgs {
     pub kubeconfig: Option<PathBuf>,
 }
 
+/// Arguments of `ferry proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Kubeconfig of the cluster (default: `$KUBECONFIG`, `~/.kube/config`, or the in-cluster
+    /// service account).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The cluster's Service range (rejected unless a rule serves it).
+    #[arg(long, default_value_t = ferry_api::network::ClusterNetwork::default().service_cidr)]
+    pub service_cidr: ferry_api::network::Ipv4Range,
+    /// The nftables table (family `ip`) the proxy owns.
+    #[arg(long, default_value_t = ferry_api::network::ClusterNetwork::default().nft_table)]
+    pub nft_table: String,
+}
+
 /// The default data directory: `$XDG_DATA_HOME/ferry` or `~/.local/share/ferry`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
@@ -281,6 +296,23 @@ pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;
+    Ok(())
+}
+
+/// Runs only the Service proxy (this node's nftables Service rules) until Ctrl-C, then
+/// removes its table.
+pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let network = ferry_api::network::ClusterNetwork {
+        service_cidr: args.service_cidr,
+        nft_table: args.nft_table,
+        ..Default::default()
+    };
+    tracing::info!(table = %network.nft_table, "proxy started");
+    ferry_proxy::run(client, ferry_proxy::ProxyConfig::new(network), async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }
 

@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod bench_sandbox;
 pub mod bench_scheduler;
+pub mod bench_service;
 pub mod commands;
 pub mod up;

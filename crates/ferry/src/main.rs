@@ -25,6 +25,8 @@ enum Command {
     /// Run only the built-in controllers (garbage collection, namespace termination, default
     /// ServiceAccounts), against any Kubernetes API server.
     Controllers(commands::ControllersArgs),
+    /// Run only the Service proxy: this node's Service rules in one nftables table.
+    Proxy(commands::ProxyArgs),
     /// The per-container supervisor the node agent starts (internal).
     #[command(name = "agent-shim", hide = true)]
     AgentShim(ferry_agent::shim::ShimArgs),
@@ -60,6 +62,8 @@ enum BenchCommand {
     Scheduler(ferry::bench_scheduler::SchedulerBenchArgs),
     /// Pod start latency with the pod sandbox beside bare host processes.
     Sandbox(ferry::bench_sandbox::SandboxBenchArgs),
+    /// Service request latency through a ClusterIP beside straight to the pod IP.
+    Service(ferry::bench_service::ServiceBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,10 +75,14 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => commands::run_async(commands::agent(args)),
         Command::Scheduler(args) => commands::run_async(commands::scheduler(args)),
         Command::Controllers(args) => commands::run_async(commands::controllers(args)),
+        Command::Proxy(args) => commands::run_async(commands::proxy(args)),
         Command::Apiserver(args) => commands::run_async(commands::apiserver(args)),
         Command::Store(StoreCommand::Check(args)) => commands::store_check(args),
         Command::Store(StoreCommand::Recover(args)) => commands::store_recover(args),
         Command::Bench(BenchCommand::Api(args)) => commands::run_async(ferry::bench::run(args)),
+        Command::Bench(BenchCommand::Service(args)) => {
+            commands::run_async(ferry::bench_service::run(args))
+        }
         Command::Bench(BenchCommand::Scheduler(args)) => {
             commands::run_async(ferry::bench_scheduler::run(args))
         }

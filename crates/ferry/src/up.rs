@@ -152,6 +152,7 @@ impl ControlPlane {
         }
         let mut server_config = ferry_apiserver::ServerConfig::new(&config.data_dir);
         server_config.listen = config.listen;
+        server_config.network = config.network.clone();
         let server = ferry_apiserver::start(server_config).await?;
         let kubeconfig = config.data_dir.join("kubeconfig");
         server
@@ -165,8 +166,13 @@ impl ControlPlane {
         if config.controllers {
             // An API client like any other: the same code runs with `ferry controllers`.
             let client = client_for(&server.url())?;
-            tasks.push(tokio::spawn(ferry_controllers::run(
+            let options = ferry_controllers::Options {
+                // H5: the API server's TLS listener on the gateway.
+                kubernetes_endpoint: None,
+            };
+            tasks.push(tokio::spawn(ferry_controllers::run_with(
                 client,
+                options,
                 stopped(stop_rx.clone()),
             )));
         }
@@ -207,6 +213,15 @@ impl ControlPlane {
                 .context("cannot start the node agent")?;
             agent = Some(handle);
             node_name = Some(options.node_name);
+            // The node's Service proxy: its nftables table goes when it stops.
+            let proxy = ferry_proxy::ProxyConfig::new(config.network.clone());
+            let client = client_for(&server.url())?;
+            let shutdown = stopped(stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = ferry_proxy::run(client, proxy, shutdown).await {
+                    tracing::warn!(error = %e, "no Service proxy on this node: Service IPs are not served");
+                }
+            }));
         }
         Ok(Self {
             server,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use ferry_api::quantity;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// Why a container's environment cannot be built (the kubelet's `CreateContainerConfigError`).
@@ -72,6 +72,9 @@ pub struct EnvSources {
     pub config_maps: HashMap<String, Option<ConfigMap>>,
     /// Secrets by name.
     pub secrets: HashMap<String, Option<Secret>>,
+    /// The Services whose variables the containers get ([`service_env`]): those of the
+    /// pod's namespace (with `enableServiceLinks`) and `default/kubernetes`.
+    pub services: Vec<Service>,
 }
 
 impl EnvSources {
@@ -250,6 +253,10 @@ pub fn resolve_env(
         Some(slot) => slot.1 = v,
         None => env.push((k, v)),
     };
+    // Service variables first: the container's own override them and may refer to them.
+    for (k, v) in service_env(pod, &sources.services) {
+        set(&mut env, k, v);
+    }
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let mut pairs: Vec<(String, String)> = Vec::new();
@@ -346,6 +353,77 @@ pub fn resolve_env(
         set(&mut env, e.name.clone(), value);
     }
     Ok((env, warnings))
+}
+
+/// Whether the pod gets the variables of its namespace's Services (`enableServiceLinks`,
+/// default true).
+pub fn service_links(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true)
+}
+
+/// The Service variables the kubelet gives a container: for every Service with a cluster
+/// IP in the pod's namespace (when [`service_links`]) and always for `default/kubernetes`,
+/// `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT`, `<NAME>_SERVICE_PORT_<PORT NAME>` and the
+/// Docker-link variables `<NAME>_PORT`, `<NAME>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`.
+pub fn service_env(pod: &Pod, services: &[Service]) -> Vec<(String, String)> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = service_links(pod);
+    let mut chosen: BTreeMap<String, &Service> = BTreeMap::new();
+    for svc in services {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let svc_ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+        let kubernetes = svc_ns == "default" && name == "kubernetes";
+        if !(kubernetes || (links && svc_ns == ns)) {
+            continue;
+        }
+        // The kubernetes Service wins over a same-named one of the pod's namespace.
+        if !kubernetes && chosen.contains_key(&name) {
+            continue;
+        }
+        chosen.insert(name, svc);
+    }
+    let mut out = Vec::new();
+    for (name, svc) in chosen {
+        let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
+        let ip = spec.cluster_ip.as_deref().unwrap_or_default();
+        if ip.is_empty() || ip == "None" {
+            continue;
+        }
+        let prefix = name.to_uppercase().replace('-', "_");
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
+        if let Some(first) = ports.first() {
+            out.push((format!("{prefix}_SERVICE_PORT"), first.port.to_string()));
+        }
+        for p in ports {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                let pn = pn.to_uppercase().replace('-', "_");
+                out.push((format!("{prefix}_SERVICE_PORT_{pn}"), p.port.to_string()));
+            }
+        }
+        if let Some(first) = ports.first() {
+            let proto = first.protocol.as_deref().unwrap_or("TCP").to_lowercase();
+            out.push((
+                format!("{prefix}_PORT"),
+                format!("{proto}://{ip}:{}", first.port),
+            ));
+        }
+        for p in ports {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            let lower = proto.to_lowercase();
+            let base = format!("{prefix}_PORT_{}_{}", p.port, proto.to_uppercase());
+            out.push((base.clone(), format!("{lower}://{ip}:{}", p.port)));
+            out.push((format!("{base}_PROTO"), lower));
+            out.push((format!("{base}_PORT"), p.port.to_string()));
+            out.push((format!("{base}_ADDR"), ip.to_string()));
+        }
+    }
+    out
 }
 
 /// A Secret's data as strings (binary values are decoded lossily).
@@ -716,5 +794,45 @@ mod tests {
         let (env, _) =
             resolve_env(&pod(via_env.clone()), &via_env, &EnvSources::default(), &f).unwrap();
         assert_eq!(env, vec![("CPUS".to_string(), "2".to_string())]);
+    }
+
+    #[test]
+    fn service_variables_as_the_kubelet_gives_them() {
+        let svc = |ns: &str, name: &str, ip: &str| -> Service {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"clusterIP": ip, "ports": [
+                    {"name": "https", "port": 443, "protocol": "TCP"},
+                    {"name": "dns-udp", "port": 53, "protocol": "UDP"}]}
+            }))
+            .unwrap()
+        };
+        let services = vec![
+            svc("default", "kubernetes", "10.96.0.1"),
+            svc("ns", "my-db", "10.96.0.7"),
+            svc("ns", "headless", "None"),
+            svc("other", "far", "10.96.0.8"),
+        ];
+        let mut p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": []}
+        }))
+        .unwrap();
+        let env: HashMap<String, String> = service_env(&p, &services).into_iter().collect();
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "10.96.0.1");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT"], "443");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT_HTTPS"], "443");
+        assert_eq!(env["KUBERNETES_PORT"], "tcp://10.96.0.1:443");
+        assert_eq!(env["MY_DB_SERVICE_HOST"], "10.96.0.7");
+        assert_eq!(env["MY_DB_SERVICE_PORT_DNS_UDP"], "53");
+        assert_eq!(env["MY_DB_PORT_53_UDP"], "udp://10.96.0.7:53");
+        assert_eq!(env["MY_DB_PORT_53_UDP_ADDR"], "10.96.0.7");
+        assert!(
+            !env.keys()
+                .any(|k| k.starts_with("HEADLESS") || k.starts_with("FAR"))
+        );
+        p.spec.as_mut().unwrap().enable_service_links = Some(false);
+        let env: HashMap<String, String> = service_env(&p, &services).into_iter().collect();
+        assert!(env.contains_key("KUBERNETES_SERVICE_HOST"));
+        assert!(!env.contains_key("MY_DB_SERVICE_HOST"));
     }
 }

@@ -725,7 +725,38 @@ impl PodWorker {
                 .map_err(|e| PodError::kube(format!("read secret {name}"), e))?;
             sources.secrets.insert(name, v);
         }
+        sources.services = self.fetch_services(pod).await?;
         Ok(sources)
+    }
+
+    /// The Services whose variables the containers get: one list of the pod's namespace
+    /// (with `enableServiceLinks`) and `default/kubernetes`.
+    async fn fetch_services(
+        &self,
+        pod: &Pod,
+    ) -> Result<Vec<k8s_openapi::api::core::v1::Service>, PodError> {
+        use k8s_openapi::api::core::v1::Service;
+        let ns = self.meta.namespace.as_str();
+        let mut out = Vec::new();
+        if env::service_links(pod) {
+            let api: Api<Service> = Api::namespaced(self.shared.client.clone(), ns);
+            out = api
+                .list(&Default::default())
+                .await
+                .map_err(|e| PodError::kube("list services", e))?
+                .items;
+        }
+        if ns != "default" || out.is_empty() {
+            let api: Api<Service> = Api::namespaced(self.shared.client.clone(), "default");
+            if let Some(k) = api
+                .get_opt("kubernetes")
+                .await
+                .map_err(|e| PodError::kube("read service kubernetes", e))?
+            {
+                out.push(k);
+            }
+        }
+        Ok(out)
     }
 
     /// Reads a container's latest attempt from disk and watches its shim if it is alive.

@@ -17,6 +17,8 @@ use crate::validation;
 pub mod configmap;
 pub mod crd;
 pub mod custom;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod event;
 pub mod lease;
 pub mod namespace;
@@ -36,6 +38,8 @@ pub static BUILTINS: &[StrategyRef] = &[
     StrategyRef::new("configmaps", &configmap::ConfigMaps),
     StrategyRef::new("secrets", &secret::Secrets),
     StrategyRef::new("services", &service::Services),
+    StrategyRef::new("endpoints", &endpoints::Endpoints),
+    StrategyRef::new("endpointslices", &endpointslice::EndpointSlices),
     StrategyRef::new("serviceaccounts", &serviceaccount::ServiceAccounts),
     StrategyRef::new("leases", &lease::Leases),
     StrategyRef::new("priorityclasses", &priorityclass::PriorityClasses),
@@ -94,6 +98,17 @@ pub trait Strategy: Send + Sync + 'static {
         if info.status {
             keep_field(old, new, "status");
         }
+    }
+
+    /// Takes what an update newly needs from a shared pool (a Service's node ports).
+    fn allocate_on_update(
+        &self,
+        _service: &Service,
+        _info: &ResourceInfo,
+        _old: &Value,
+        _new: &mut Value,
+    ) -> ApiResult<()> {
+        Ok(())
     }
 
     /// Prepares an update of the status subresource: only the status changes.

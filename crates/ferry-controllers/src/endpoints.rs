@@ -1,0 +1,328 @@
+//! The endpoints controller, as kube-controller-manager's: for every Service with a
+//! selector, an `Endpoints` object of the same name listing the pods the selector chooses
+//! (ready ones under `addresses`, the others under `notReadyAddresses`), with named target
+//! ports resolved from each pod's container ports. Services without a selector are left
+//! alone: their Endpoints are the user's.
+//!
+//! The pod side ([`Backend`], [`backends`]) is shared with [`crate::endpointslice`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+
+use crate::Error;
+
+/// The label naming the Service of an Endpoints or EndpointSlice object.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// One port of a Service resolved for one pod.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResolvedPort {
+    /// The Service port's name.
+    pub name: String,
+    /// The pod's port number.
+    pub port: i32,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    /// The Service port's appProtocol.
+    pub app_protocol: Option<String>,
+}
+
+/// A pod behind a Service.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// The pod's IP.
+    pub ip: String,
+    /// Ready: condition `Ready` True and not terminating (or the Service publishes
+    /// not-ready addresses).
+    pub ready: bool,
+    /// Its Ready condition is True (regardless of termination).
+    pub serving: bool,
+    /// Being deleted.
+    pub terminating: bool,
+    /// `spec.hostname`, for a headless Service the pod's `spec.subdomain` names.
+    pub hostname: Option<String>,
+    /// The pod's node.
+    pub node_name: Option<String>,
+    /// The pod.
+    pub target: ObjectReference,
+    /// The Service's ports as this pod serves them (ports whose named target the pod lacks
+    /// are left out).
+    pub ports: Vec<ResolvedPort>,
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The port `target` (a number or a container port's name) of `pod`.
+fn resolve_port(
+    pod: &Pod,
+    target: &Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    port: i32,
+    protocol: &str,
+) -> Option<i32> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match target {
+        None => Some(port),
+        Some(IntOrString::Int(n)) => Some(*n),
+        Some(IntOrString::String(name)) => {
+            if let Ok(n) = name.parse::<i32>() {
+                return Some(n);
+            }
+            let spec = pod.spec.as_ref()?;
+            spec.containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|p| {
+                    p.name.as_deref() == Some(name.as_str())
+                        && p.protocol.as_deref().unwrap_or("TCP") == protocol
+                })
+                .map(|p| p.container_port)
+        }
+    }
+}
+
+/// The backends of `service` among `pods` (already chosen by its selector).
+pub fn backends(service: &Service, pods: &[Pod]) -> Vec<Backend> {
+    let Some(spec) = service.spec.as_ref() else {
+        return Vec::new();
+    };
+    let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
+    let mut out = Vec::new();
+    for pod in pods {
+        let Some(status) = pod.status.as_ref() else {
+            continue;
+        };
+        let Some(ip) = status.pod_ip.clone().filter(|ip| !ip.is_empty()) else {
+            continue;
+        };
+        if matches!(status.phase.as_deref(), Some("Succeeded") | Some("Failed")) {
+            continue;
+        }
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        let serving = pod_ready(pod);
+        let ready = publish_not_ready || (serving && !terminating);
+        let pod_spec = pod.spec.as_ref();
+        let hostname = pod_spec
+            .filter(|s| s.subdomain.as_deref() == Some(service.name_any().as_str()))
+            .and_then(|s| s.hostname.clone())
+            .filter(|h| !h.is_empty());
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+                let port = resolve_port(pod, &p.target_port, p.port, &protocol)?;
+                Some(ResolvedPort {
+                    name: p.name.clone().unwrap_or_default(),
+                    port,
+                    protocol,
+                    app_protocol: p.app_protocol.clone(),
+                })
+            })
+            .collect();
+        out.push(Backend {
+            ip,
+            ready,
+            serving,
+            terminating,
+            hostname,
+            node_name: pod_spec.and_then(|s| s.node_name.clone()),
+            target: ObjectReference {
+                kind: Some("Pod".into()),
+                name: Some(pod.name_any()),
+                namespace: pod.namespace(),
+                uid: pod.metadata.uid.clone(),
+                ..Default::default()
+            },
+            ports,
+        });
+    }
+    out.sort_by(|a, b| a.ip.cmp(&b.ip).then(a.target.name.cmp(&b.target.name)));
+    out
+}
+
+/// The pods `service`'s selector chooses (none for a Service without selector).
+pub async fn selected_pods(client: &kube::Client, service: &Service) -> Result<Vec<Pod>, Error> {
+    let Some(selector) = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(Vec::new());
+    };
+    let expr: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &service.namespace().unwrap_or_default());
+    Ok(pods
+        .list(&ListParams::default().labels(&expr.join(",")))
+        .await?
+        .items)
+}
+
+/// True for a Service the controllers keep endpoints of.
+pub fn has_selector(service: &Service) -> bool {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .is_some_and(|s| !s.is_empty())
+        && service.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("ExternalName")
+}
+
+/// The owner reference an object of `service` carries.
+pub fn owner_of(
+    service: &Service,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    service.controller_owner_ref(&()).into_iter().collect()
+}
+
+/// The subsets of an Endpoints object: backends grouped by their resolved port set.
+pub fn subsets(backends: &[Backend]) -> Vec<EndpointSubset> {
+    let mut groups: BTreeMap<Vec<ResolvedPort>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+        BTreeMap::new();
+    for b in backends.iter().filter(|b| !b.ports.is_empty()) {
+        let mut ports = b.ports.clone();
+        ports.sort();
+        let address = EndpointAddress {
+            ip: b.ip.clone(),
+            hostname: b.hostname.clone(),
+            node_name: b.node_name.clone(),
+            target_ref: Some(b.target.clone()),
+        };
+        let entry = groups.entry(ports).or_default();
+        if b.ready {
+            entry.0.push(address);
+        } else if !b.terminating {
+            entry.1.push(address);
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(_, (r, n))| !r.is_empty() || !n.is_empty())
+        .map(|(ports, (ready, not_ready))| EndpointSubset {
+            addresses: (!ready.is_empty()).then_some(ready),
+            not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
+            ports: Some(
+                ports
+                    .into_iter()
+                    .map(|p| EndpointPort {
+                        name: (!p.name.is_empty()).then_some(p.name),
+                        port: p.port,
+                        protocol: Some(p.protocol),
+                        app_protocol: p.app_protocol,
+                    })
+                    .collect(),
+            ),
+        })
+        .collect()
+}
+
+/// Runs the endpoints controller until its future is dropped.
+pub async fn run(client: kube::Client) {
+    let services: Api<Service> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    let endpoints: Api<Endpoints> = Api::all(client.clone());
+    let controller = Controller::new(services, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .owns(endpoints, watcher::Config::default())
+        .watches(pods, watcher::Config::default(), move |pod: Pod| {
+            let ns = pod.namespace();
+            store
+                .state()
+                .into_iter()
+                .filter(|s| s.namespace() == ns && has_selector(s))
+                .map(|s| ObjectRef::from_obj(&*s))
+                .collect::<Vec<_>>()
+        })
+        .run(reconcile, error_policy, Arc::new(client))
+        .for_each(|result| {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "endpoints controller");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+fn error_policy(service: Arc<Service>, error: &Error, _: Arc<kube::Client>) -> Action {
+    tracing::warn!(service = %service.name_any(), %error, "cannot update the Service's Endpoints");
+    Action::requeue(Duration::from_secs(2))
+}
+
+async fn reconcile(service: Arc<Service>, client: Arc<kube::Client>) -> Result<Action, Error> {
+    if !has_selector(&service) || service.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = service.namespace().unwrap_or_default();
+    let name = service.name_any();
+    let pods = selected_pods(&client, &service).await?;
+    let subsets = subsets(&backends(&service, &pods));
+    let api: Api<Endpoints> = Api::namespaced((*client).clone(), &ns);
+    let mut labels: BTreeMap<String, String> = service.labels().clone();
+    labels.insert(SERVICE_NAME_LABEL.into(), name.clone());
+    let desired = Endpoints {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(labels),
+            owner_references: Some(owner_of(&service)),
+            ..Default::default()
+        },
+        subsets: (!subsets.is_empty()).then_some(subsets),
+    };
+    write(&api, &name, desired, |old, new| {
+        old.subsets == new.subsets && old.metadata.labels == new.metadata.labels
+    })
+    .await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Creates `desired`, or replaces the stored object when `same` says it differs.
+pub(crate) async fn write<K>(
+    api: &Api<K>,
+    name: &str,
+    mut desired: K,
+    same: impl Fn(&K, &K) -> bool,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.get_opt(name).await? {
+        None => match api.create(&PostParams::default(), &desired).await {
+            Ok(_) => Ok(()),
+            // Created meanwhile (the next event reconciles again), or the namespace goes.
+            Err(kube::Error::Api(s)) if matches!(s.code, 403 | 404 | 409) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        Some(old) if same(&old, &desired) => Ok(()),
+        Some(old) => {
+            desired.meta_mut().resource_version = old.meta().resource_version.clone();
+            match api.replace(name, &PostParams::default(), &desired).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409) => {
+                    Err(Error::Kube(kube::Error::Api(s)))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
