@@ -69,6 +69,9 @@ impl Cluster {
         c.node_status_interval = Duration::from_secs(2);
         c.backoff_initial = Duration::from_millis(500);
         c.backoff_max = Duration::from_secs(5);
+        // Pods as plain host processes: these tests share one machine with other test planes;
+        // the sandbox (bridge, netns, nftables per plane) is tested in `ferry`'s e2e tests.
+        c.sandbox = ferry_agent::sandbox::SandboxMode::Host;
         c
     }
 
