@@ -9,6 +9,8 @@ use crate::registry::ResourceInfo;
 
 pub use crate::crd_schema::validate_schema;
 
+mod probes;
+
 /// Why `name` is not a DNS-1123 subdomain (`a.b-c`), if it is not.
 pub fn dns_subdomain_problem(name: &str) -> Option<String> {
     if name.is_empty() {
@@ -206,6 +208,7 @@ pub fn validate_pod(pod: &Value, causes: &mut Vec<FieldCause>) {
                 }
             }
             validate_resources(&c["resources"], &format!("{at}.resources"), causes);
+            probes::validate_container_probes(c, &at, list == "initContainers", causes);
             validate_security_context(
                 &c["securityContext"],
                 &format!("{at}.securityContext"),

@@ -147,6 +147,15 @@ async fn an_http_readiness_probe_follows_the_served_file_and_bad_ports_get_event
     assert_eq!(jsonpath(&t, "badport", "{.status.phase}"), "Running");
     assert_eq!(ready_column(&t, "badport"), "0/1");
     assert_eq!(condition(&t, "badport", "Ready"), "False");
+    // Probes Kubernetes rejects are rejected at the API, naming the field.
+    let invalid = "apiVersion: v1\nkind: Pod\nmetadata: {name: invalid}\nspec:\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, '600']\n    livenessProbe:\n      tcpSocket: {port: 0}\n      successThreshold: 2\n";
+    let err = t.kubectl_stdin(&["apply", "-f", "-"], invalid).failure();
+    assert!(
+        err.contains("spec.containers[0].livenessProbe.successThreshold")
+            && err.contains("must be 1")
+            && err.contains("spec.containers[0].livenessProbe.tcpSocket.port"),
+        "{err}"
+    );
     t.kubectl(&["delete", "pod", "web", "badport", "--grace-period=1"])
         .success();
     t.plane.stop().await;
