@@ -398,7 +398,13 @@ impl Service {
             m.remove("managedFields")
         };
         info.strategy.prepare_for_create(self, info, &mut body)?;
-        let warnings = self.admit(info, &mut body, None, options.field_validation)?;
+        let warnings = match self.admit(info, &mut body, None, options.field_validation) {
+            Ok(w) => w,
+            Err(e) => {
+                info.strategy.release(self, &body);
+                return Err(e);
+            }
+        };
         fieldmanager::on_write(
             info,
             None,
@@ -410,6 +416,7 @@ impl Service {
         );
         let key = Self::key(info, ns.as_deref(), &name);
         if options.dry_run {
+            info.strategy.release(self, &body);
             if self.store.get(&key).is_some() {
                 return Err(ApiError::already_exists(&info.group, &info.plural, &name));
             }

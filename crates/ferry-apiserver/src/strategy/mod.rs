@@ -163,6 +163,10 @@ pub trait Strategy: Send + Sync + 'static {
     /// Changes made when the object is marked for deletion.
     fn mark_deleting(&self, _object: &mut Value) {}
 
+    /// Gives back what [`Strategy::prepare_for_create`] took from a shared pool when the
+    /// object is not stored after all (invalid, or a dry run).
+    fn release(&self, _service: &Service, _object: &Value) {}
+
     /// Runs after the object was created or updated.
     fn after_write(&self, _service: &Service, _object: &Value) {}
 

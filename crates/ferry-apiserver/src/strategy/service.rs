@@ -358,6 +358,11 @@ impl Strategy for Services {
         service.allocator.stored(object);
     }
 
+    fn release(&self, service: &Service, object: &Value) {
+        // Not stored: the reservations go, and nothing in the store holds the values.
+        service.allocator.stored(object);
+    }
+
     fn columns(&self) -> Option<Vec<Column>> {
         Some(vec![
             name_column(),
@@ -544,6 +549,41 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.code, 422);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_or_an_invalid_create_holds_no_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        namespaces(&s).await;
+        let info = s.registry.get("", "v1", "services").unwrap();
+        let ip = ClusterNetwork::for_index(3)
+            .service_cidr
+            .nth(77)
+            .unwrap()
+            .to_string();
+        let dry = WriteOptions {
+            dry_run: true,
+            ..Default::default()
+        };
+        s.create(
+            &info,
+            Some("default"),
+            svc("a", json!({"clusterIP": ip})),
+            &dry,
+        )
+        .await
+        .unwrap();
+        // Invalid (bad protocol) after the address was taken: given back too.
+        let bad = json!({"clusterIP": ip, "ports": [{"port": 80, "protocol": "ICMP"}]});
+        assert_eq!(
+            create(&s, "default", svc("b", bad)).await.unwrap_err().code,
+            422
+        );
+        let a = create(&s, "default", svc("a", json!({"clusterIP": ip})))
+            .await
+            .unwrap();
+        assert_eq!(a["spec"]["clusterIP"], ip);
     }
 
     #[tokio::test]
