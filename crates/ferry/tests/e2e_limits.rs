@@ -274,7 +274,8 @@ async fn kubectl_top_shows_the_usage_of_nodes_pods_and_containers() {
     let pod = t.kubectl(&["top", "pod", "busy", "--no-headers"]).success();
     let f: Vec<&str> = pod.split_whitespace().collect();
     assert_eq!(f.first(), Some(&"busy"), "{pod}");
-    assert!(parse_mib(f[2]) >= hold_mem, "{pod}");
+    // A later sample than the containers' above: at least what `hold` holds.
+    assert!(parse_mib(f[2]) >= 150, "{pod}");
     let all = t.kubectl(&["top", "pod", "-A", "--no-headers"]).success();
     assert!(all.contains("busy"), "{all}");
 

@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// a pod out of readiness by writing its `Ready` condition; once it does, the pods'
 /// `readinessProbe` (an httpGet of their `ready` file) fails when the file goes.
 /// Coordinator: switch to `true` when the probes are merged.
-const READINESS_PROBES: bool = false;
+const READINESS_PROBES: bool = true;
 
 /// One HTTP/1.0 GET over a new connection; the body.
 async fn http_get(addr: SocketAddr) -> std::io::Result<String> {

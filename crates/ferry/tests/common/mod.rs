@@ -29,10 +29,22 @@ pub struct NetGuard(pub ferry_api::network::ClusterNetwork);
 
 impl Drop for NetGuard {
     fn drop(&mut self) {
-        if nix::unistd::geteuid().is_root() {
-            ferry_agent::sandbox::network::remove_node(&self.0);
-        }
+        clean_slot(&self.0);
     }
+}
+
+/// Removes everything a test plane with network plan `net` may have left on the host: the
+/// processes and cgroups under its cgroup root (pods keep running when an agent stops, by
+/// design), its bridge, routes, hygiene table and namespaces. Run when a plane ends and when a
+/// slot is taken (a test process that was killed cleaned nothing).
+pub fn clean_slot(net: &ferry_api::network::ClusterNetwork) {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    if let Ok(driver) = ferry_agent::sandbox::cgroup::Driver::host() {
+        let _ = driver.remove(&net.nft_table);
+    }
+    ferry_agent::sandbox::network::remove_node(net);
 }
 
 /// Picks a network slot no other running test plane on this machine holds (an exclusive
@@ -93,6 +105,7 @@ pub async fn start_with(adjust: impl FnOnce(&mut UpConfig)) -> TestPlane {
     config.agent = None;
     let (slot, slot_lock) = network_slot();
     config.network = ferry_api::network::ClusterNetwork::for_index(slot);
+    clean_slot(&config.network);
     adjust(&mut config);
     let network = config.network.clone();
     let plane = ControlPlane::start(config)
