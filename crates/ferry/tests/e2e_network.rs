@@ -44,8 +44,13 @@ async fn restart_agent(t: &common::TestPlane) -> ferry_agent::AgentHandle {
 }
 
 fn web_pod(name: &str, port: u16, extra: &str) -> String {
+    web_pod_on(name, port, extra, "{}")
+}
+
+/// A web pod whose `/srv` is the emptyDir `empty_dir` (its spec, YAML flow style).
+fn web_pod_on(name: &str, port: u16, extra: &str, empty_dir: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: web\n    image: python\n    command: [sh, -c, 'hostname > /srv/name && exec python3 -m http.server {port} --bind 0.0.0.0 --directory /srv']\n    volumeMounts: [{{name: srv, mountPath: /srv}}]\n{extra}  volumes: [{{name: srv, emptyDir: {{}}}}]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: web\n    image: python\n    command: [sh, -c, 'hostname > /srv/name && exec python3 -m http.server {port} --bind 0.0.0.0 --directory /srv']\n    volumeMounts: [{{name: srv, mountPath: /srv}}]\n{extra}  volumes: [{{name: srv, emptyDir: {empty_dir}}}]\n"
     )
 }
 
@@ -359,7 +364,8 @@ async fn restarts_crashes_and_deletions_while_away_leak_nothing() {
     let mut uids = Vec::new();
 
     // A pod's whole life.
-    t.kubectl_stdin(&["apply", "-f", "-"], &web_pod("life", 8080, ""))
+    let memory = "{medium: Memory, sizeLimit: 16Mi}";
+    t.kubectl_stdin(&["apply", "-f", "-"], &web_pod_on("life", 8080, "", memory))
         .success();
     let ip = running_ip(&pods, "life").await;
     uids.push(pods.get("life").await.unwrap().metadata.uid.unwrap());
@@ -367,6 +373,11 @@ async fn restarts_crashes_and_deletions_while_away_leak_nothing() {
     assert_eq!(during.netns, before.netns + 1, "{during:?}");
     assert_eq!(during.veths, before.veths + 1, "{during:?}");
     assert_eq!(during.ipam_leases, before.ipam_leases + 1, "{during:?}");
+    assert_eq!(
+        during.mounts,
+        before.mounts + 2,
+        "the netns and the memory emptyDir: {during:?}"
+    );
     eventually_get(SocketAddr::new(ip.parse().unwrap(), 8080), "/name").await;
     t.kubectl(&["delete", "pod", "life", "--wait=true", "--timeout=60s"])
         .success();
