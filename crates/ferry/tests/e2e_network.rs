@@ -174,7 +174,8 @@ async fn pods_get_their_own_network_and_reach_each_other_and_the_host() {
          print('HOST', s.recv(100).decode().strip())\n\
          print(open('/etc/resolv.conf').read())\n\
          print(open('/etc/hosts').read())\n\
-         print('HOSTNAME', open('/etc/hostname').read().strip(), socket.gethostname())\n",
+         print('HOSTNAME', open('/etc/hostname').read().strip(), socket.gethostname())\n\
+         try:\n    open('/srv/ro/x', 'w')\n    print('RO writable')\nexcept OSError as e:\n    print('RO refused', e.errno)\n",
         gw = net.gateway()
     );
     let client = serde_json::json!({
@@ -184,7 +185,9 @@ async fn pods_get_their_own_network_and_reach_each_other_and_the_host() {
             "restartPolicy": "Never",
             "hostname": "cli", "subdomain": "sub",
             "hostAliases": [{"ip": "10.1.2.3", "hostnames": ["alias.example"]}],
-            "containers": [{"name": "c", "image": "python", "command": ["python3", "-c", script]}],
+            "containers": [{"name": "c", "image": "python", "command": ["python3", "-c", script],
+                "volumeMounts": [{"name": "ro", "mountPath": "/srv/ro", "readOnly": true}]}],
+            "volumes": [{"name": "ro", "emptyDir": {}}],
         },
     });
     t.kubectl_stdin(&["apply", "-f", "-"], &client.to_string())
@@ -218,6 +221,10 @@ async fn pods_get_their_own_network_and_reach_each_other_and_the_host() {
     );
     assert!(logs.contains("10.1.2.3\talias.example"), "{logs}");
     assert!(logs.contains("HOSTNAME cli cli"), "{logs}");
+    assert!(
+        logs.contains("RO refused 30"),
+        "a readOnly mount refuses writes (EROFS): {logs}"
+    );
     // The terminal pod's network is gone, its address stays in the status.
     let client_ip = pods.get("client").await.unwrap().status.unwrap().pod_ip;
     assert!(client_ip.is_some());
