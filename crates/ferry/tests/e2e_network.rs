@@ -44,8 +44,13 @@ async fn restart_agent(t: &common::TestPlane) -> ferry_agent::AgentHandle {
 }
 
 fn web_pod(name: &str, port: u16, extra: &str) -> String {
+    web_pod_on(name, port, extra, "{}")
+}
+
+/// A web pod whose `/srv` is the emptyDir `empty_dir` (its spec, YAML flow style).
+fn web_pod_on(name: &str, port: u16, extra: &str, empty_dir: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: web\n    image: python\n    command: [sh, -c, 'hostname > /srv/name && exec python3 -m http.server {port} --bind 0.0.0.0 --directory /srv']\n    volumeMounts: [{{name: srv, mountPath: /srv}}]\n{extra}  volumes: [{{name: srv, emptyDir: {{}}}}]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: web\n    image: python\n    command: [sh, -c, 'hostname > /srv/name && exec python3 -m http.server {port} --bind 0.0.0.0 --directory /srv']\n    volumeMounts: [{{name: srv, mountPath: /srv}}]\n{extra}  volumes: [{{name: srv, emptyDir: {empty_dir}}}]\n"
     )
 }
 
@@ -169,7 +174,8 @@ async fn pods_get_their_own_network_and_reach_each_other_and_the_host() {
          print('HOST', s.recv(100).decode().strip())\n\
          print(open('/etc/resolv.conf').read())\n\
          print(open('/etc/hosts').read())\n\
-         print('HOSTNAME', open('/etc/hostname').read().strip(), socket.gethostname())\n",
+         print('HOSTNAME', open('/etc/hostname').read().strip(), socket.gethostname())\n\
+         try:\n    open('/srv/ro/x', 'w')\n    print('RO writable')\nexcept OSError as e:\n    print('RO refused', e.errno)\n",
         gw = net.gateway()
     );
     let client = serde_json::json!({
@@ -179,7 +185,9 @@ async fn pods_get_their_own_network_and_reach_each_other_and_the_host() {
             "restartPolicy": "Never",
             "hostname": "cli", "subdomain": "sub",
             "hostAliases": [{"ip": "10.1.2.3", "hostnames": ["alias.example"]}],
-            "containers": [{"name": "c", "image": "python", "command": ["python3", "-c", script]}],
+            "containers": [{"name": "c", "image": "python", "command": ["python3", "-c", script],
+                "volumeMounts": [{"name": "ro", "mountPath": "/srv/ro", "readOnly": true}]}],
+            "volumes": [{"name": "ro", "emptyDir": {}}],
         },
     });
     t.kubectl_stdin(&["apply", "-f", "-"], &client.to_string())
@@ -213,6 +221,10 @@ async fn pods_get_their_own_network_and_reach_each_other_and_the_host() {
     );
     assert!(logs.contains("10.1.2.3\talias.example"), "{logs}");
     assert!(logs.contains("HOSTNAME cli cli"), "{logs}");
+    assert!(
+        logs.contains("RO refused 30"),
+        "a readOnly mount refuses writes (EROFS): {logs}"
+    );
     // The terminal pod's network is gone, its address stays in the status.
     let client_ip = pods.get("client").await.unwrap().status.unwrap().pod_ip;
     assert!(client_ip.is_some());
@@ -359,7 +371,8 @@ async fn restarts_crashes_and_deletions_while_away_leak_nothing() {
     let mut uids = Vec::new();
 
     // A pod's whole life.
-    t.kubectl_stdin(&["apply", "-f", "-"], &web_pod("life", 8080, ""))
+    let memory = "{medium: Memory, sizeLimit: 16Mi}";
+    t.kubectl_stdin(&["apply", "-f", "-"], &web_pod_on("life", 8080, "", memory))
         .success();
     let ip = running_ip(&pods, "life").await;
     uids.push(pods.get("life").await.unwrap().metadata.uid.unwrap());
@@ -367,6 +380,11 @@ async fn restarts_crashes_and_deletions_while_away_leak_nothing() {
     assert_eq!(during.netns, before.netns + 1, "{during:?}");
     assert_eq!(during.veths, before.veths + 1, "{during:?}");
     assert_eq!(during.ipam_leases, before.ipam_leases + 1, "{during:?}");
+    assert_eq!(
+        during.mounts,
+        before.mounts + 2,
+        "the netns and the memory emptyDir: {during:?}"
+    );
     eventually_get(SocketAddr::new(ip.parse().unwrap(), 8080), "/name").await;
     t.kubectl(&["delete", "pod", "life", "--wait=true", "--timeout=60s"])
         .success();

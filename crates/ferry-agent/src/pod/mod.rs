@@ -1447,6 +1447,7 @@ impl PodWorker {
         self.shared
             .log_index
             .remove(&self.meta.namespace, &self.meta.name, &self.uid);
+        volumes::unmount_all(&layout.pod(&self.uid));
         if let Err(e) = std::fs::remove_dir_all(layout.pod(&self.uid))
             && e.kind() != std::io::ErrorKind::NotFound
         {

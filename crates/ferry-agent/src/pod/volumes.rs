@@ -3,7 +3,7 @@
 //! | volume        | host path                                                          |
 //! |---------------|--------------------------------------------------------------------|
 //! | `hostPath`    | the path itself (its `type` is checked, `*OrCreate` types created) |
-//! | `emptyDir`    | `DATA_DIR/pods/UID/volumes/empty-dir/NAME`, mode 0777, removed with the pod (`medium: Memory` is a plain directory too) |
+//! | `emptyDir`    | `DATA_DIR/pods/UID/volumes/empty-dir/NAME`, mode 0777, removed with the pod (`medium: Memory`: a tmpfs, `sizeLimit` its size, when the agent is root) |
 //! | `configMap`   | `…/volumes/configmap/NAME`, one file per key (or per `items` entry) |
 //! | `secret`      | `…/volumes/secret/NAME`, likewise                                   |
 //! | `downwardAPI` | `…/volumes/downward-api/NAME`, one file per item                    |
@@ -112,12 +112,15 @@ fn prepare_one(
         check_host_path(&path, hp.type_.as_deref().unwrap_or(""))?;
         return Ok(path);
     }
-    if v.empty_dir.is_some() {
+    if let Some(ed) = &v.empty_dir {
         let dir = layout.volume(uid, "empty-dir", &v.name);
         if !dir.exists() {
             std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
                 .map_err(|e| io("cannot set permissions of", &dir, e))?;
+        }
+        if ed.medium.as_deref() == Some("Memory") && nix::unistd::geteuid().is_root() {
+            mount_tmpfs(&dir, ed.size_limit.as_ref())?;
         }
         return Ok(dir);
     }
@@ -190,6 +193,47 @@ fn prepare_one(
     Err(permanent(format!(
         "type {kind:?} is not supported by Ferry's host runtime (supported: hostPath, emptyDir, configMap, secret, downwardAPI, projected)"
     )))
+}
+
+/// Mounts a tmpfs on `dir` (an emptyDir with `medium: Memory`, `sizeLimit` as its size) unless
+/// one is there already.
+fn mount_tmpfs(
+    dir: &Path,
+    size: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) -> Result<(), VolumeError> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    if dir.parent().and_then(dev) != dev(dir) {
+        return Ok(());
+    }
+    let mut options = "mode=0777".to_string();
+    if let Some(q) = size {
+        let bytes = ferry_api::quantity::parse_units(&q.0)
+            .map_err(|e| permanent(format!("emptyDir sizeLimit {:?}: {e}", q.0)))?;
+        options.push_str(&format!(",size={}", bytes.max(4096)));
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(|e| retryable(format!("cannot mount a tmpfs on {}: {e}", dir.display())))
+}
+
+/// Unmounts what the agent mounted under a pod's directory (memory-backed emptyDirs).
+pub fn unmount_all(pod_dir: &Path) {
+    let mut points: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(PathBuf::from))
+        .filter(|m| m.starts_with(pod_dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
 fn config_map_data(
