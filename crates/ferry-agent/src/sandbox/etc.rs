@@ -238,6 +238,7 @@ mod tests {
             data_dir: "/d".into(),
             mode: super::super::SandboxMode::Isolated,
             cni_bin_dir: "/usr/lib/cni".into(),
+            pod_pids_limit: 4096,
         }
     }
 
