@@ -41,6 +41,7 @@ pub mod selectors;
 pub mod service;
 pub mod strategy;
 pub mod table;
+pub mod tls;
 pub mod validation;
 pub mod watch;
 
@@ -111,6 +112,9 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The API's semantic layer (for in-process components and tests).
     pub service: Arc<Service>,
+    /// The router every listener serves.
+    app: axum::Router,
+    limits: edge::Limits,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     expiry: tokio::task::JoinHandle<()>,
@@ -153,8 +157,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let app = http::router(state.clone());
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     let limits = config.limits.clone();
+    let served = app.clone();
     let server = tokio::spawn(async move {
-        edge::serve(listener, app, &limits, async {
+        edge::serve(listener, served, &limits, async {
             let _ = stop.await;
         })
         .await;
@@ -166,6 +171,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     Ok(RunningServer {
         addr,
         service,
+        app,
+        limits: config.limits,
         shutdown: Some(shutdown),
         server,
         expiry,
@@ -200,6 +207,16 @@ impl RunningServer {
     /// The server's URL, such as `http://127.0.0.1:6443`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Serves the same API over TLS on `addr` with `pki`'s serving certificate (the in-cluster
+    /// endpoint); stop it with [`tls::TlsListener::shutdown`] before [`Self::shutdown`].
+    pub async fn serve_tls(
+        &self,
+        addr: SocketAddr,
+        pki: &tls::Pki,
+    ) -> Result<tls::TlsListener, tls::TlsError> {
+        tls::serve_tls(addr, pki.server_config()?, self.app.clone(), &self.limits).await
     }
 
     /// A kubeconfig document for this server.
