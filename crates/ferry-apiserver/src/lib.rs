@@ -42,6 +42,7 @@ pub mod service;
 pub mod strategy;
 pub mod table;
 pub mod tls;
+pub mod token;
 pub mod validation;
 pub mod watch;
 
@@ -70,6 +71,8 @@ pub struct ServerConfig {
     pub watch_history: usize,
     /// Body size, header timeout and requests in flight.
     pub limits: edge::Limits,
+    /// `iss` of service-account tokens (signed with `<data dir>/pki/sa.key`).
+    pub service_account_issuer: String,
 }
 
 impl ServerConfig {
@@ -81,6 +84,7 @@ impl ServerConfig {
             durability: Durability::Full,
             watch_history: 50_000,
             limits: edge::Limits::default(),
+            service_account_issuer: token::default_issuer("cluster.local"),
         }
     }
 }
@@ -148,7 +152,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             source,
             hint: String::new(),
         })?;
+    let tokens = tls::service_account_key(&config.data_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| token::TokenIssuer::from_pem(&pem, &config.service_account_issuer));
+    let tokens = match tokens {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            tracing::warn!(error = %e, "service-account tokens cannot be issued");
+            None
+        }
+    };
     let state = Arc::new(http::AppState {
+        tokens,
         service: service.clone(),
         advertise: addr.to_string(),
         ready: AtomicBool::new(false),

@@ -181,6 +181,18 @@ fn ensure_key(path: &Path) -> Result<(KeyPair, String), TlsError> {
     Ok((key, pem))
 }
 
+/// The service-account signing key of `data_dir` (`<data dir>/pki/sa.key`, PKCS#8 PEM), made
+/// at first use.
+pub fn service_account_key(data_dir: &Path) -> Result<String, TlsError> {
+    let dir = data_dir.join("pki");
+    std::fs::create_dir_all(&dir).map_err(|source| TlsError::Io {
+        action: "cannot create",
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(ensure_key(&dir.join("sa.key"))?.1)
+}
+
 impl Pki {
     /// Loads the PKI of `data_dir` (`<data dir>/pki`), creating what is missing, and
     /// re-issues the serving certificate when `names` changed or it is about to end.

@@ -13,6 +13,7 @@
 pub mod gc;
 pub mod namespace;
 mod resources;
+pub mod rootca;
 pub mod serviceaccount;
 
 use std::future::Future;

@@ -8,6 +8,7 @@
 //! disk, a restarted agent picks up exactly where the previous one stopped.
 
 pub mod env;
+mod satoken;
 pub mod status;
 pub mod volumes;
 
@@ -474,6 +475,17 @@ impl PodWorker {
                 }
             }
         }
+        // Projected service-account tokens: refreshed at 80% of their lifetime.
+        if !terminal {
+            match satoken::ensure(&self.shared.client, &self.shared.layout, &pod, &self.uid).await {
+                Ok(Some(t)) => soonest(t),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(pod = %self.display_name(), error = %e, "cannot refresh a service-account token");
+                    soonest(Instant::now() + Duration::from_secs(10));
+                }
+            }
+        }
         // Watch every live shim; re-check soon a shim that is still starting its process.
         for c in spec
             .init_containers
@@ -913,6 +925,7 @@ impl PodWorker {
     /// What the shim must run for container `c`.
     async fn container_spec(&self, pod: &Pod, c: &Container) -> Result<ShimSpec, PodError> {
         let sources = self.fetch_sources(pod).await?;
+        satoken::ensure(&self.shared.client, &self.shared.layout, pod, &self.uid).await?;
         let vols = volumes::prepare(
             &self.shared.layout,
             pod,

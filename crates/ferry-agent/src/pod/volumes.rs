@@ -56,6 +56,14 @@ pub fn referenced(pod: &Pod) -> (Vec<String>, Vec<String>) {
         if let Some(s) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
             secrets.push(s);
         }
+        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(cm) = &source.config_map {
+                cms.push(cm.name.clone());
+            }
+            if let Some(s) = &source.secret {
+                secrets.push(s.name.clone());
+            }
+        }
     }
     (cms, secrets)
 }
@@ -207,6 +215,12 @@ fn prepare_one(
         }
         return Ok(dir);
     }
+    if let Some(p) = &v.projected {
+        let dir = layout.volume(uid, "projected", &v.name);
+        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+        prepare_projected(&dir, pod, p, sources, node)?;
+        return Ok(dir);
+    }
     let kind = serde_json::to_value(v)
         .ok()
         .and_then(|j| {
@@ -215,8 +229,94 @@ fn prepare_one(
         })
         .unwrap_or_else(|| "unknown".into());
     Err(permanent(format!(
-        "type {kind:?} is not supported by Ferry's host runtime (supported: hostPath, emptyDir, configMap, secret, downwardAPI)"
+        "type {kind:?} is not supported by Ferry's host runtime (supported: hostPath, emptyDir, configMap, secret, downwardAPI, projected)"
     )))
+}
+
+/// A projected volume's configMap, secret and downwardAPI sources, written into `dir`. Its
+/// `serviceAccountToken` sources are written by the pod worker (`satoken`), which needs the
+/// API.
+fn prepare_projected(
+    dir: &Path,
+    pod: &Pod,
+    p: &k8s_openapi::api::core::v1::ProjectedVolumeSource,
+    sources: &EnvSources,
+    node: &NodeFacts,
+) -> Result<(), VolumeError> {
+    for source in p.sources.iter().flatten() {
+        if let Some(cm) = &source.config_map {
+            let optional = cm.optional == Some(true);
+            let data = match sources.config_maps.get(&cm.name).cloned().flatten() {
+                Some(c) => {
+                    let mut d: BTreeMap<String, Vec<u8>> = c
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect();
+                    d.extend(
+                        c.binary_data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0)),
+                    );
+                    d
+                }
+                None if optional => BTreeMap::new(),
+                None => return Err(retryable(format!("configmap {:?} not found", cm.name))),
+            };
+            write_keys(dir, &data, cm.items.as_deref(), p.default_mode, optional)?;
+        }
+        if let Some(s) = &source.secret {
+            let optional = s.optional == Some(true);
+            let data = match sources.secrets.get(&s.name).cloned().flatten() {
+                Some(sec) => sec
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect(),
+                None if optional => BTreeMap::new(),
+                None => return Err(retryable(format!("secret {:?} not found", s.name))),
+            };
+            write_keys(dir, &data, s.items.as_deref(), p.default_mode, optional)?;
+        }
+        if let Some(d) = &source.downward_api {
+            for item in d.items.iter().flatten() {
+                let value = match (&item.field_ref, &item.resource_field_ref) {
+                    (Some(f), _) => match f.field_path.as_str() {
+                        "metadata.labels" => format_map(pod.metadata.labels.as_ref()),
+                        "metadata.annotations" => format_map(pod.metadata.annotations.as_ref()),
+                        path => field_ref(pod, path, node).map_err(|e| permanent(e.0))?,
+                    },
+                    (None, Some(r)) => {
+                        let name = r.container_name.clone().unwrap_or_default();
+                        let c = crate::pod::env::all_containers(pod)
+                            .find(|c| c.name == name)
+                            .ok_or_else(|| {
+                                permanent(format!(
+                                    "resourceFieldRef names unknown container {name:?}"
+                                ))
+                            })?;
+                        resource_field_ref(c, &r.resource, r.divisor.as_ref(), node)
+                            .map_err(|e| permanent(e.0))?
+                    }
+                    (None, None) => {
+                        return Err(permanent(format!(
+                            "downwardAPI item {:?} has no source",
+                            item.path
+                        )));
+                    }
+                };
+                write_file(
+                    &relative_file(dir, &item.path)?,
+                    value.as_bytes(),
+                    item.mode.or(p.default_mode).unwrap_or(0o644),
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `k="v"` lines, sorted, as the downward API writes whole label and annotation maps.
