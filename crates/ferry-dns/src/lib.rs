@@ -29,6 +29,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use thiserror::Error;
 
+pub use hickory_server::proto;
 pub use server::{DnsListener, ZoneHandle};
 pub use zone::{Answer, Zone, ZoneConfig};
 
