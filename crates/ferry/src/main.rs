@@ -37,6 +37,9 @@ enum Command {
     /// Measure Ferry's own speed (each figure beside a baseline from the same run).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run only the cluster DNS (Kubernetes' Service and pod names), against any Kubernetes
+    /// API server.
+    Dns(commands::DnsArgs),
     /// Replay a GPU-cluster trace under a placement policy (the FGD experiment).
     Sim(ferry_sim::cli::SimArgs),
 }
@@ -58,6 +61,8 @@ enum BenchCommand {
     /// The live scheduler: end-to-end binding throughput of gangs through the API server, and
     /// its memory.
     Scheduler(ferry::bench_scheduler::SchedulerBenchArgs),
+    /// The cluster DNS: Service-name lookup latency, beside a UDP echo.
+    Dns(ferry::bench_dns::DnsBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +81,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Scheduler(args)) => {
             commands::run_async(ferry::bench_scheduler::run(args))
         }
+        Command::Bench(BenchCommand::Dns(args)) => commands::run_async(ferry::bench_dns::run(args)),
+        Command::Dns(args) => commands::run_async(commands::dns(args)),
         Command::Sim(args) => ferry_sim::cli::run(args),
     }
 }
