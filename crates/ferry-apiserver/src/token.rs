@@ -123,7 +123,7 @@ pub async fn request(
             Some(n) if n < MIN_EXPIRATION_SECONDS => {
                 causes.push(FieldCause::invalid(
                     "spec.expirationSeconds",
-                    &n.to_string(),
+                    n,
                     "may not specify a duration less than 10 minutes",
                 ));
                 n
@@ -131,7 +131,7 @@ pub async fn request(
             Some(n) if n > i64::from(u32::MAX) => {
                 causes.push(FieldCause::invalid(
                     "spec.expirationSeconds",
-                    &n.to_string(),
+                    n,
                     "may not specify a duration larger than 2^32 seconds",
                 ));
                 n
@@ -140,7 +140,7 @@ pub async fn request(
             None => {
                 causes.push(FieldCause::invalid(
                     "spec.expirationSeconds",
-                    &v.to_string(),
+                    v,
                     "must be an integer",
                 ));
                 0

@@ -307,8 +307,10 @@ pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
 /// Runs only the cluster DNS until Ctrl-C.
 pub async fn dns(args: DnsArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
-    let mut network = ferry_api::network::ClusterNetwork::default();
-    network.cluster_domain = args.cluster_domain;
+    let network = ferry_api::network::ClusterNetwork {
+        cluster_domain: args.cluster_domain,
+        ..Default::default()
+    };
     let mut config = ferry_dns::DnsConfig::for_node(&network);
     if let Some(listen) = args.listen {
         config.listen = listen;
