@@ -30,6 +30,8 @@ pub struct AppState {
     pub ready: std::sync::atomic::AtomicBool,
     /// The limits that protect the server.
     pub limits: crate::edge::Limits,
+    /// Signs service-account tokens (`serviceaccounts/<name>/token`); none: `503`.
+    pub tokens: Option<Arc<crate::token::TokenIssuer>>,
 }
 
 type Shared = Arc<AppState>;
@@ -524,6 +526,13 @@ async fn handle(
                 .create(&info, ns, object, &params.write_options(headers, None)?)
                 .await?;
             Ok(written(&target, w, render))
+        }
+        (Method::POST, Some(name), Some("token")) if info.plural == "serviceaccounts" => {
+            let request = decode_body(headers, &body)?;
+            let ns = ns.unwrap_or_default();
+            let answer =
+                crate::token::request(state.tokens.as_deref(), service, ns, name, &request).await?;
+            Ok(respond(StatusCode::CREATED, &answer, &[]))
         }
         (Method::POST, Some(name), Some("binding")) => {
             let binding = decode_body(headers, &body)?;

@@ -43,6 +43,8 @@ pub mod selectors;
 pub mod service;
 pub mod strategy;
 pub mod table;
+pub mod tls;
+pub mod token;
 pub mod validation;
 pub mod watch;
 
@@ -73,6 +75,8 @@ pub struct ServerConfig {
     pub limits: edge::Limits,
     /// The cluster network plan: Service cluster IPs and node ports come from its ranges.
     pub network: ferry_api::network::ClusterNetwork,
+    /// `iss` of service-account tokens (signed with `<data dir>/pki/sa.key`).
+    pub service_account_issuer: String,
 }
 
 impl ServerConfig {
@@ -85,6 +89,7 @@ impl ServerConfig {
             watch_history: 50_000,
             limits: edge::Limits::default(),
             network: ferry_api::network::ClusterNetwork::default(),
+            service_account_issuer: token::default_issuer("cluster.local"),
         }
     }
 }
@@ -116,6 +121,9 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The API's semantic layer (for in-process components and tests).
     pub service: Arc<Service>,
+    /// The router every listener serves.
+    app: axum::Router,
+    limits: edge::Limits,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     expiry: tokio::task::JoinHandle<()>,
@@ -149,7 +157,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             source,
             hint: String::new(),
         })?;
+    let tokens = tls::service_account_key(&config.data_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| token::TokenIssuer::from_pem(&pem, &config.service_account_issuer));
+    let tokens = match tokens {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            tracing::warn!(error = %e, "service-account tokens cannot be issued");
+            None
+        }
+    };
     let state = Arc::new(http::AppState {
+        tokens,
         service: service.clone(),
         advertise: addr.to_string(),
         ready: AtomicBool::new(false),
@@ -158,8 +177,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let app = http::router(state.clone());
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     let limits = config.limits.clone();
+    let served = app.clone();
     let server = tokio::spawn(async move {
-        edge::serve(listener, app, &limits, async {
+        edge::serve(listener, served, &limits, async {
             let _ = stop.await;
         })
         .await;
@@ -171,6 +191,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     Ok(RunningServer {
         addr,
         service,
+        app,
+        limits: config.limits,
         shutdown: Some(shutdown),
         server,
         expiry,
@@ -205,6 +227,16 @@ impl RunningServer {
     /// The server's URL, such as `http://127.0.0.1:6443`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Serves the same API over TLS on `addr` with `pki`'s serving certificate (the in-cluster
+    /// endpoint); stop it with [`tls::TlsListener::shutdown`] before [`Self::shutdown`].
+    pub async fn serve_tls(
+        &self,
+        addr: SocketAddr,
+        pki: &tls::Pki,
+    ) -> Result<tls::TlsListener, tls::TlsError> {
+        tls::serve_tls(addr, pki.server_config()?, self.app.clone(), &self.limits).await
     }
 
     /// A kubeconfig document for this server.

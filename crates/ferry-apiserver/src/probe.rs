@@ -160,6 +160,7 @@ pub fn app(dir: &std::path::Path) -> Result<Router, ferry_store::StoreError> {
     config.durability = ferry_store::Durability::Normal;
     let store = ferry_store::Store::open(config)?;
     let state = Arc::new(AppState {
+        tokens: None,
         service: Arc::new(Service::new(store)),
         advertise: "127.0.0.1:6443".into(),
         ready: true.into(),

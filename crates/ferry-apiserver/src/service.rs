@@ -1204,7 +1204,7 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
 }
 
 /// A name made from `generateName`: the prefix and five random characters.
-fn generate_name(prefix: &str) -> String {
+pub(crate) fn generate_name(prefix: &str) -> String {
     use rand::RngExt;
     const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();

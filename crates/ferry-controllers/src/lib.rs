@@ -20,6 +20,7 @@ pub mod gc;
 pub mod kubernetes_service;
 pub mod namespace;
 mod resources;
+pub mod rootca;
 pub mod serviceaccount;
 
 use std::future::Future;

@@ -175,6 +175,25 @@ pub struct ProxyArgs {
     pub nft_table: String,
 }
 
+/// Arguments of `ferry dns`.
+#[derive(Debug, Args)]
+pub struct DnsArgs {
+    /// Kubeconfig of the cluster (default: `$KUBECONFIG`, `~/.kube/config`, or the in-cluster
+    /// service account).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address to serve on, UDP and TCP (default: the node gateway and DNS port of the default
+    /// network plan, `10.244.0.1:53`).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// The cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Do not create or keep the `kube-dns` Service.
+    #[arg(long)]
+    pub no_service: bool,
+}
+
 /// The default data directory: `$XDG_DATA_HOME/ferry` or `~/.local/share/ferry`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
@@ -186,7 +205,7 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
-/// Sets up logging (`RUST_LOG`, default `info`) and runs `future` on a multi-threaded runtime.
+/// Sets up logging (`RUST_LOG`, default `info`, hickory-server's per-query lines off) and runs `future` on a multi-threaded runtime.
 pub fn run_async(
     future: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
@@ -201,7 +220,8 @@ pub fn run_async(
 fn init_logging() {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -310,6 +330,25 @@ pub async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     };
     tracing::info!(table = %network.nft_table, "proxy started");
     ferry_proxy::run(client, ferry_proxy::ProxyConfig::new(network), async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}
+
+/// Runs only the cluster DNS until Ctrl-C.
+pub async fn dns(args: DnsArgs) -> anyhow::Result<()> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let network = ferry_api::network::ClusterNetwork {
+        cluster_domain: args.cluster_domain,
+        ..Default::default()
+    };
+    let mut config = ferry_dns::DnsConfig::for_node(&network);
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    config.manage_service = !args.no_service;
+    ferry_dns::run(client, config, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

@@ -3,7 +3,9 @@
 
 pub mod bench;
 pub mod bench_sandbox;
+pub mod bench_dns;
 pub mod bench_scheduler;
 pub mod bench_service;
 pub mod commands;
+pub mod incluster;
 pub mod up;

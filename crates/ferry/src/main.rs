@@ -39,6 +39,9 @@ enum Command {
     /// Measure Ferry's own speed (each figure beside a baseline from the same run).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run only the cluster DNS (Kubernetes' Service and pod names), against any Kubernetes
+    /// API server.
+    Dns(commands::DnsArgs),
     /// Replay a GPU-cluster trace under a placement policy (the FGD experiment).
     Sim(ferry_sim::cli::SimArgs),
 }
@@ -64,6 +67,8 @@ enum BenchCommand {
     Sandbox(ferry::bench_sandbox::SandboxBenchArgs),
     /// Service request latency through a ClusterIP beside straight to the pod IP.
     Service(ferry::bench_service::ServiceBenchArgs),
+    /// The cluster DNS: Service-name lookup latency, beside a UDP echo.
+    Dns(ferry::bench_dns::DnsBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -89,6 +94,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Sandbox(args)) => {
             commands::run_async(ferry::bench_sandbox::run(args))
         }
+        Command::Bench(BenchCommand::Dns(args)) => commands::run_async(ferry::bench_dns::run(args)),
+        Command::Dns(args) => commands::run_async(commands::dns(args)),
         Command::Sim(args) => ferry_sim::cli::run(args),
     }
 }

@@ -26,6 +26,10 @@ pub struct UpConfig {
     /// The cluster network plan (pod and Service ranges, bridge, DNS), shared by every
     /// component.
     pub network: ferry_api::network::ClusterNetwork,
+    /// Serve the cluster DNS on `<gateway>:<dns_port>` (once the node bridge exists).
+    pub dns: bool,
+    /// Port of the API's TLS listener on the gateway, for pods (none: no in-cluster API).
+    pub tls_port: Option<u16>,
 }
 
 /// How `ferry up` runs its node agent.
@@ -70,6 +74,8 @@ impl UpConfig {
             metrics: None,
             agent: Some(AgentOptions::new()),
             network: ferry_api::network::ClusterNetwork::default(),
+            dns: true,
+            tls_port: Some(crate::incluster::DEFAULT_TLS_PORT),
         }
     }
 }
@@ -84,6 +90,12 @@ pub struct ControlPlane {
     pub agent: Option<ferry_agent::AgentHandle>,
     /// The agent's Node name, if an agent runs.
     pub node_name: Option<String>,
+    /// The cluster DNS, when the gateway address exists.
+    pub dns: Option<ferry_dns::RunningDns>,
+    /// The API's TLS listener on the gateway, when the gateway address exists.
+    pub tls: Option<ferry_apiserver::tls::TlsListener>,
+    /// The cluster CA, serving certificate and token key (`<data dir>/pki`).
+    pub pki: Option<ferry_apiserver::tls::Pki>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -150,9 +162,21 @@ impl ControlPlane {
         if let Some(addr) = config.metrics {
             check_free(addr)?;
         }
+        let pki = match config.tls_port {
+            Some(_) => Some(
+                ferry_apiserver::tls::Pki::ensure(
+                    &config.data_dir,
+                    &crate::incluster::serving_names(&config.network),
+                )
+                .context("cannot set up the cluster's certificates")?,
+            ),
+            None => None,
+        };
         let mut server_config = ferry_apiserver::ServerConfig::new(&config.data_dir);
         server_config.listen = config.listen;
         server_config.network = config.network.clone();
+        server_config.service_account_issuer =
+            ferry_apiserver::token::default_issuer(&config.network.cluster_domain);
         let server = ferry_apiserver::start(server_config).await?;
         let kubeconfig = config.data_dir.join("kubeconfig");
         server
@@ -175,6 +199,17 @@ impl ControlPlane {
                 options,
                 stopped(stop_rx.clone()),
             )));
+            if let Some(pki) = &pki {
+                let client = client_for(&server.url())?;
+                let publisher = ferry_controllers::rootca::run(client, pki.ca_cert_pem.clone());
+                let stop = stopped(stop_rx.clone());
+                tasks.push(tokio::spawn(async move {
+                    tokio::select! {
+                        () = publisher => {}
+                        () = stop => {}
+                    }
+                }));
+            }
         }
         if config.scheduler {
             let client = client_for(&server.url())?;
@@ -223,7 +258,52 @@ impl ControlPlane {
                 }
             }));
         }
+        // In-cluster endpoints on the node gateway (the bridge exists once the agent started).
+        let tls = match (config.tls_port, &pki) {
+            (Some(port), Some(pki)) => {
+                let addr = SocketAddr::from((config.network.gateway(), port));
+                match server.serve_tls(addr, pki).await {
+                    Ok(l) => Some(l),
+                    Err(ferry_apiserver::tls::TlsError::Listen { source, .. })
+                        if crate::incluster::address_missing(&source) =>
+                    {
+                        tracing::warn!(%addr, "no in-cluster API: the gateway address is not on this machine (no node bridge)");
+                        None
+                    }
+                    Err(e) => return Err(e).context("cannot serve the in-cluster API"),
+                }
+            }
+            _ => None,
+        };
+        if let Some(l) = &tls
+            && let Err(e) = crate::incluster::publish_kubernetes_service_interim(
+                &client_for(&server.url())?,
+                &config.network,
+                l.addr,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "cannot publish the kubernetes Service");
+        }
+        let dns = if config.dns {
+            let dns_config = ferry_dns::DnsConfig::for_node(&config.network);
+            match ferry_dns::start(client_for(&server.url())?, dns_config).await {
+                Ok(d) => Some(d),
+                Err(ferry_dns::DnsError::Listen { addr, source })
+                    if crate::incluster::address_missing(&source) =>
+                {
+                    tracing::warn!(%addr, "no cluster DNS: the gateway address is not on this machine (no node bridge)");
+                    None
+                }
+                Err(e) => return Err(e).context("cannot start the cluster DNS"),
+            }
+        } else {
+            None
+        };
         Ok(Self {
+            dns,
+            tls,
+            pki,
             server,
             kubeconfig,
             agent,
@@ -242,6 +322,12 @@ impl ControlPlane {
     pub async fn stop(self) {
         if let Some(agent) = self.agent {
             agent.stop().await;
+        }
+        if let Some(dns) = self.dns {
+            dns.shutdown().await;
+        }
+        if let Some(tls) = self.tls {
+            tls.shutdown().await;
         }
         let _ = self.stop.send(true);
         for t in self.tasks {

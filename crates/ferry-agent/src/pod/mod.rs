@@ -9,6 +9,7 @@
 
 pub mod env;
 pub mod probes;
+mod satoken;
 pub mod status;
 pub mod volumes;
 
@@ -480,6 +481,17 @@ impl PodWorker {
                         }
                         AttemptState::Running(_) | AttemptState::Starting { .. } => {}
                     }
+                }
+            }
+        }
+        // Projected service-account tokens: refreshed at 80% of their lifetime.
+        if !terminal {
+            match satoken::ensure(&self.shared.client, &self.shared.layout, &pod, &self.uid).await {
+                Ok(Some(t)) => soonest(t),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(pod = %self.display_name(), error = %e, "cannot refresh a service-account token");
+                    soonest(Instant::now() + Duration::from_secs(10));
                 }
             }
         }
@@ -1008,6 +1020,7 @@ impl PodWorker {
     /// What the shim must run for container `c`.
     async fn container_spec(&self, pod: &Pod, c: &Container) -> Result<ShimSpec, PodError> {
         let sources = self.fetch_sources(pod).await?;
+        satoken::ensure(&self.shared.client, &self.shared.layout, pod, &self.uid).await?;
         // The downward API's status.podIP is the pod's own address once it has one.
         let node = NodeFacts {
             pod_ip: self

@@ -172,9 +172,8 @@ fn prepare_one(
                     node,
                 )?;
             } else if source.service_account_token.is_some() {
-                return Err(permanent(
-                    "projected serviceAccountToken sources are not supported by this agent".into(),
-                ));
+                // Written by the pod worker (`satoken`), which needs the API.
+                continue;
             } else {
                 return Err(permanent(
                     "a projected source names no configMap, secret, downwardAPI or serviceAccountToken".into(),

@@ -70,7 +70,6 @@ impl Strategy for Pods {
         spec.entry("terminationGracePeriodSeconds")
             .or_insert(json!(30));
         spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
-        spec.entry("serviceAccountName").or_insert(json!("default"));
         spec.entry("enableServiceLinks").or_insert(json!(true));
         if let Some(p) = priority {
             spec.insert("priority".into(), json!(p));
@@ -96,6 +95,7 @@ impl Strategy for Pods {
                 }
             }
         }
+        super::serviceaccount::admit_pod(service, body);
         let qos = qos_class(&body["spec"]);
         body["status"] = json!({"phase": "Pending", "qosClass": qos});
         Ok(())
