@@ -16,6 +16,7 @@
 //! - [`runtime`], [`shim`], [`mounts`], [`procfs`], [`layout`]: containers as supervised host
 //!   processes, and where their state lives.
 //! - [`logs`], [`logserver`]: log files and the `containerLogs` endpoint.
+//! - [`streaming`]: `exec`, `attach` and `portForward` (WebSocket), on the log server.
 //! - [`events`]: core/v1 Events.
 
 pub mod cli;
@@ -34,6 +35,7 @@ pub mod procfs;
 pub mod runtime;
 pub mod sandbox;
 pub mod shim;
+pub mod streaming;
 
 pub use config::AgentConfig;
 pub use error::AgentError;

@@ -79,6 +79,7 @@ pub fn router(state: LogServerState) -> Router {
             get(container_logs),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::streaming::routes())
         .with_state(state)
 }
 

@@ -140,6 +140,10 @@ pub struct StateRecord {
     /// How its volumes were mounted.
     #[serde(default)]
     pub mounts: MountOutcome,
+    /// Commands run inside it (exec, cp) take its root directory as theirs (containers with
+    /// an image root filesystem); the host runtime's share the host's.
+    #[serde(default)]
+    pub chroot: bool,
 }
 
 /// A finished container (`exit.json`).
@@ -500,6 +504,7 @@ mod tests {
                 container,
                 started_at: Timestamp::now(),
                 mounts: MountOutcome::default(),
+                chroot: false,
             },
         )
         .unwrap();
