@@ -111,6 +111,15 @@ pub struct ShimSpec {
     /// Run in a UTS namespace of its own with this hostname.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Keep stdin open for `kubectl attach` (`stdin: true`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close stdin when the first attached client leaves (`stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// A pseudo-terminal as stdio (`tty: true`).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// How the shim made volumes visible.

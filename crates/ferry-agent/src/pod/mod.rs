@@ -1006,6 +1006,9 @@ impl PodWorker {
             netns,
             cgroups,
             hostname,
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
         })
     }
 
