@@ -326,9 +326,16 @@ async fn exec_it_drives_an_interactive_shell_through_a_terminal() {
         "40",
         &cmd,
     ]);
-    tmux.run(&["send-keys", "-t", "exec", "echo $((6*7))", "Enter"]);
-    tmux.wait_for_line("the shell to print 42", |l| l == "42")
-        .await;
+    // Keys typed before kubectl has its terminal in raw mode may be lost: type until seen.
+    common::eventually("the shell to print 42", WAIT, async || {
+        tmux.run(&["send-keys", "-t", "exec", "echo $((6*7))", "Enter"]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tmux.screen()
+            .lines()
+            .any(|l| l.trim() == "42")
+            .then_some(())
+    })
+    .await;
     tmux.run(&["send-keys", "-t", "exec", "stty size; tty", "Enter"]);
     tmux.wait_for_line("the terminal size 40x120", |l| l == "40 120")
         .await;
@@ -389,6 +396,15 @@ async fn port_forward_carries_http_to_a_server_in_the_pod() {
         www.path().display()
     );
     apply_and_wait_running(&t, &manifest, "web").await;
+    // kubectl port-forward ends at the first connection the pod refuses: wait until the
+    // server listens (checked from inside the pod, whose network it may not share with us).
+    let probe =
+        format!("import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)");
+    common::eventually("the pod's server to listen", WAIT, async || {
+        let (code, _, _) = kubectl_code(&t, &["exec", "web", "--", "python3", "-c", &probe], b"");
+        (code == 0).then_some(())
+    })
+    .await;
     let forward = t.kubectl_watch(&["port-forward", "web", &format!(":{port}")]);
     let out = forward
         .wait_for("the local port", |l| {
@@ -401,14 +417,10 @@ async fn port_forward_carries_http_to_a_server_in_the_pod() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|p| p.parse().ok())
         .expect("kubectl names its local port");
-    // The server may still be starting: the first requests can be refused inside the pod.
-    let hello = common::eventually("the pod's server to answer", WAIT, async || {
-        tokio::task::spawn_blocking(move || http_get(local, "/hello.txt"))
-            .await
-            .ok()?
-            .ok()
-    })
-    .await;
+    let hello = tokio::task::spawn_blocking(move || http_get(local, "/hello.txt"))
+        .await
+        .unwrap()
+        .expect("hello.txt through port-forward");
     assert_eq!(
         String::from_utf8_lossy(&hello),
         "hello through port-forward\n"
