@@ -291,10 +291,35 @@ impl Tmux {
     }
 
     async fn wait_for_line(&self, what: &str, line: impl Fn(&str) -> bool) {
-        common::eventually(what, WAIT, async || {
-            self.screen().lines().any(|l| line(l.trim())).then_some(())
-        })
-        .await;
+        let deadline = std::time::Instant::now() + WAIT;
+        while !self.screen().lines().any(|l| line(l.trim())) {
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; the screen:\n{}",
+                    self.screen()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Types `keys` and Enter until a line of the screen is `expect` (keys typed before
+    /// kubectl has put its terminal in raw mode may be lost).
+    async fn type_until(&self, keys: &str, expect: &str) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            self.run(&["send-keys", "-t", "exec", keys, "Enter"]);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if self.screen().lines().any(|l| l.trim() == expect) {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "timed out typing {keys:?} until {expect:?}; the screen:\n{}",
+                    self.screen()
+                );
+            }
+        }
     }
 }
 
@@ -326,16 +351,7 @@ async fn exec_it_drives_an_interactive_shell_through_a_terminal() {
         "40",
         &cmd,
     ]);
-    // Keys typed before kubectl has its terminal in raw mode may be lost: type until seen.
-    common::eventually("the shell to print 42", WAIT, async || {
-        tmux.run(&["send-keys", "-t", "exec", "echo $((6*7))", "Enter"]);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        tmux.screen()
-            .lines()
-            .any(|l| l.trim() == "42")
-            .then_some(())
-    })
-    .await;
+    tmux.type_until("echo $((6*7))", "42").await;
     tmux.run(&["send-keys", "-t", "exec", "stty size; tty", "Enter"]);
     tmux.wait_for_line("the terminal size 40x120", |l| l == "40 120")
         .await;
@@ -353,6 +369,72 @@ async fn exec_it_drives_an_interactive_shell_through_a_terminal() {
     tmux.run(&["send-keys", "-t", "exec", "exit 4", "Enter"]);
     tmux.wait_for_line("kubectl to exit with the shell's code", |l| {
         l == "kubectl-exited-4"
+    })
+    .await;
+    tmux.run(&["kill-session", "-t", "exec"]);
+
+    // `kubectl attach -it` to a container with its own terminal.
+    let shell = "apiVersion: v1\nkind: Pod\nmetadata: {name: shell}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    command: [sh]\n    stdin: true\n    tty: true\n";
+    apply_and_wait_running(&t, shell, "shell").await;
+    let cmd = format!(
+        "{} --kubeconfig {} attach -it shell; echo attach-exited-$?; sleep 30",
+        common::kubectl_binary().display(),
+        t.plane.kubeconfig.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "exec",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    tmux.type_until("echo attached-$((40+2))", "attached-42")
+        .await;
+    tmux.run(&["send-keys", "-t", "exec", "exit", "Enter"]);
+    tmux.wait_for_line("attach to end with the container", |l| {
+        l == "attach-exited-0"
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(t.client.clone(), "default");
+    common::eventually("the attached shell to succeed", WAIT, async || {
+        (phase(&pods, "shell").await.as_deref() == Some("Succeeded")).then_some(())
+    })
+    .await;
+    tmux.run(&["kill-session", "-t", "exec"]);
+
+    // `kubectl run -it --rm`: attaches once the pod runs, deletes it afterwards. (`--command`:
+    // the host runtime runs no image entrypoint.)
+    let cmd = format!(
+        "{} --kubeconfig {} run -it --rm --restart=Never runner --image=busybox --command -- sh; echo run-exited-$?; sleep 30",
+        common::kubectl_binary().display(),
+        t.plane.kubeconfig.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "exec",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    tmux.type_until("echo ran-$((2+3))", "ran-5").await;
+    tmux.run(&["send-keys", "-t", "exec", "exit", "Enter"]);
+    tmux.wait_for_line("run -it to end", |l| l == "run-exited-0")
+        .await;
+    common::eventually("the --rm pod to be deleted", WAIT, async || {
+        pods.get_opt("runner")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+            .then_some(())
     })
     .await;
     t.plane.stop().await;
