@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::channel::{self, Channels, Input, PROTOCOLS, ch, frame};
 use super::exec::{Streams, offers};
-use super::{Target, running_container, websocket_only};
+use super::{Target, refuse, running_container, websocket_only};
 use crate::logserver::LogServerState;
 
 /// The socket's file name in the attempt directory.
@@ -205,7 +205,7 @@ pub async fn serve(
     let query = query.unwrap_or_default();
     let target = match running_container(&state, &namespace, &pod, &container) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((status, message)) => return refuse(status, message),
     };
     let streams = Streams::from_query(&query);
     let Ok(ws) = ws else {

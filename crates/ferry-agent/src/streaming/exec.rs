@@ -73,7 +73,7 @@ pub async fn serve(
     let query = query.unwrap_or_default();
     let target = match running_container(&state, &namespace, &pod, &container) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((status, message)) => return refuse(status, message),
     };
     let argv = query_values(&query, "command");
     if argv.is_empty() {

@@ -84,15 +84,16 @@ pub struct Target {
     pub spec: Option<ShimSpec>,
 }
 
-/// Finds the running container `container` of `namespace/pod`, or the answer saying why not.
+/// Finds the running container `container` of `namespace/pod`, or the status and sentence
+/// saying why not.
 pub(crate) fn running_container(
     state: &LogServerState,
     namespace: &str,
     pod: &str,
     container: &str,
-) -> Result<Target, Response> {
+) -> Result<Target, (StatusCode, String)> {
     let Some(uid) = state.index.get(namespace, pod) else {
-        return Err(refuse(
+        return Err((
             StatusCode::NOT_FOUND,
             format!(
                 "pod \"{namespace}/{pod}\" is not running on node \"{}\"",
@@ -101,13 +102,13 @@ pub(crate) fn running_container(
         ));
     };
     if !crate::layout::safe_component(container) {
-        return Err(refuse(
+        return Err((
             StatusCode::BAD_REQUEST,
             format!("invalid container name {container:?}"),
         ));
     }
     let not_found = || {
-        refuse(
+        (
             StatusCode::NOT_FOUND,
             format!(
                 "container not found ({container:?}): it has not started yet in pod \"{namespace}/{pod}\""
@@ -128,14 +129,14 @@ pub(crate) fn running_container(
                 spec,
             })
         }
-        Ok(AttemptState::Running(_)) | Ok(AttemptState::Exited(_)) => Err(refuse(
+        Ok(AttemptState::Running(_)) | Ok(AttemptState::Exited(_)) => Err((
             StatusCode::BAD_REQUEST,
             format!(
                 "container not found ({container:?}): container {container:?} in pod \"{namespace}/{pod}\" is not running (it has finished)"
             ),
         )),
         Ok(_) => Err(not_found()),
-        Err(e) => Err(refuse(
+        Err(e) => Err((
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot read the state of container {container:?}: {e}"),
         )),
