@@ -267,12 +267,15 @@ async fn exec_propagates_output_exit_codes_and_stdin_and_cp_copies_both_ways() {
 /// A tmux server of the test's own (`-L`), killed when the test ends.
 struct Tmux {
     socket: String,
+    /// The session driven now.
+    session: std::cell::RefCell<String>,
 }
 
 impl Tmux {
     fn new() -> Self {
         Tmux {
             socket: format!("ferry-streaming-{}", std::process::id()),
+            session: std::cell::RefCell::new(String::new()),
         }
     }
 
@@ -286,8 +289,30 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Starts `command` in a new session of 120x40, which the other methods then drive.
+    fn start(&self, name: &str, command: &str) {
+        *self.session.borrow_mut() = name.to_string();
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            command,
+        ]);
+    }
+
+    fn keys(&self, keys: &str) {
+        let session = self.session.borrow().clone();
+        self.run(&["send-keys", "-t", &session, keys, "Enter"]);
+    }
+
     fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "exec"])
+        let session = self.session.borrow().clone();
+        self.run(&["capture-pane", "-p", "-t", &session])
     }
 
     async fn wait_for_line(&self, what: &str, line: impl Fn(&str) -> bool) {
@@ -308,7 +333,7 @@ impl Tmux {
     async fn type_until(&self, keys: &str, expect: &str) {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
-            self.run(&["send-keys", "-t", "exec", keys, "Enter"]);
+            self.keys(keys);
             tokio::time::sleep(Duration::from_millis(300)).await;
             if self.screen().lines().any(|l| l.trim() == expect) {
                 return;
@@ -340,19 +365,9 @@ async fn exec_it_drives_an_interactive_shell_through_a_terminal() {
         common::kubectl_binary().display(),
         t.plane.kubeconfig.display()
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "exec",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &cmd,
-    ]);
+    tmux.start("exec", &cmd);
     tmux.type_until("echo $((6*7))", "42").await;
-    tmux.run(&["send-keys", "-t", "exec", "stty size; tty", "Enter"]);
+    tmux.keys("stty size; tty");
     tmux.wait_for_line("the terminal size 40x120", |l| l == "40 120")
         .await;
     assert!(
@@ -363,15 +378,14 @@ async fn exec_it_drives_an_interactive_shell_through_a_terminal() {
         tmux.screen()
     );
     tmux.run(&["resize-window", "-t", "exec", "-x", "100", "-y", "30"]);
-    tmux.run(&["send-keys", "-t", "exec", "stty size", "Enter"]);
+    tmux.keys("stty size");
     tmux.wait_for_line("the resized terminal 30x100", |l| l == "30 100")
         .await;
-    tmux.run(&["send-keys", "-t", "exec", "exit 4", "Enter"]);
+    tmux.keys("exit 4");
     tmux.wait_for_line("kubectl to exit with the shell's code", |l| {
         l == "kubectl-exited-4"
     })
     .await;
-    tmux.run(&["kill-session", "-t", "exec"]);
 
     // `kubectl attach -it` to a container with its own terminal.
     let shell = "apiVersion: v1\nkind: Pod\nmetadata: {name: shell}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    command: [sh]\n    stdin: true\n    tty: true\n";
@@ -381,20 +395,10 @@ async fn exec_it_drives_an_interactive_shell_through_a_terminal() {
         common::kubectl_binary().display(),
         t.plane.kubeconfig.display()
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "exec",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &cmd,
-    ]);
+    tmux.start("attach", &cmd);
     tmux.type_until("echo attached-$((40+2))", "attached-42")
         .await;
-    tmux.run(&["send-keys", "-t", "exec", "exit", "Enter"]);
+    tmux.keys("exit");
     tmux.wait_for_line("attach to end with the container", |l| {
         l == "attach-exited-0"
     })
@@ -404,7 +408,6 @@ async fn exec_it_drives_an_interactive_shell_through_a_terminal() {
         (phase(&pods, "shell").await.as_deref() == Some("Succeeded")).then_some(())
     })
     .await;
-    tmux.run(&["kill-session", "-t", "exec"]);
 
     // `kubectl run -it --rm`: attaches once the pod runs, deletes it afterwards. (`--command`:
     // the host runtime runs no image entrypoint.)
@@ -413,19 +416,9 @@ async fn exec_it_drives_an_interactive_shell_through_a_terminal() {
         common::kubectl_binary().display(),
         t.plane.kubeconfig.display()
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "exec",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &cmd,
-    ]);
+    tmux.start("run", &cmd);
     tmux.type_until("echo ran-$((2+3))", "ran-5").await;
-    tmux.run(&["send-keys", "-t", "exec", "exit", "Enter"]);
+    tmux.keys("exit");
     tmux.wait_for_line("run -it to end", |l| l == "run-exited-0")
         .await;
     common::eventually("the --rm pod to be deleted", WAIT, async || {
