@@ -289,3 +289,69 @@ async fn forward(
     let _ = out.send(spdy::data_frame(error, FLAG_FIN, &[])).await;
     to_pod.abort();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A thread in a network namespace of its own (loopback up) listening on `127.0.0.1`;
+    /// returns the namespace's path, the port, and the thread (which answers one connection).
+    fn listener_in_new_netns() -> (PathBuf, u16, std::thread::JoinHandle<Vec<u8>>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(NEWNET)");
+            // A child forked from this thread starts in its namespace.
+            let up = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .expect("ip runs");
+            assert!(up.success());
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            let path = PathBuf::from(format!("/proc/{}/task/{tid}/ns/net", std::process::id()));
+            tx.send((path, l.local_addr().unwrap().port())).unwrap();
+            let (mut c, _) = l.accept().unwrap();
+            let mut got = [0u8; 5];
+            c.read_exact(&mut got).unwrap();
+            c.write_all(b"pong!").unwrap();
+            got.to_vec()
+        });
+        let (path, port) = rx.recv().unwrap();
+        (path, port, thread)
+    }
+
+    #[tokio::test]
+    async fn connects_inside_the_pods_network_namespace() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+                "needs root (network namespaces), and CI is set: refusing to skip"
+            );
+            eprintln!("SKIPPED connects_inside_the_pods_network_namespace: needs root");
+            return;
+        }
+        let (netns, port, server) = listener_in_new_netns();
+        let mut s = connect_in(Some(netns), port)
+            .await
+            .expect("connects in the netns");
+        s.write_all(b"ping!").await.unwrap();
+        let mut answer = [0u8; 5];
+        s.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"pong!");
+        assert_eq!(server.join().unwrap(), b"ping!");
+        // The agent's own threads stay in the host's namespace.
+        let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        let init = std::fs::read_link(format!("/proc/{}/ns/net", std::process::id())).unwrap();
+        assert_eq!(own, init);
+    }
+
+    #[tokio::test]
+    async fn a_missing_namespace_is_an_error() {
+        let e = connect_in(Some("/nonexistent/ns/net".into()), 80)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+}
