@@ -183,6 +183,30 @@ async fn exec_propagates_output_exit_codes_and_stdin_and_cp_copies_both_ways() {
     )
     .await;
 
+    // A command that does not exist: a clear error, a failing kubectl.
+    let (code, _, err) = kubectl_code(&t, &["exec", "box", "--", "no-such-command-here"], b"");
+    assert_ne!(code, 0);
+    assert!(err.contains("no-such-command-here"), "{err}");
+
+    // `kubectl attach -i` to a container reading its stdin (a pipe the shim keeps open;
+    // closed by the end of kubectl's input, as `stdinOnce` says).
+    let reader = "apiVersion: v1\nkind: Pod\nmetadata: {name: reader}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    command: [sh, -c, 'while read l; do echo got-$l; done; echo stdin-closed']\n    stdin: true\n    stdinOnce: true\n";
+    apply_and_wait_running(&t, reader, "reader").await;
+    let (code, out, err) = kubectl_code(&t, &["attach", "-i", "reader"], b"one\ntwo\n");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "got-one\ngot-two\nstdin-closed\n",
+        "{err}"
+    );
+    let pods: Api<Pod> = Api::namespaced(t.client.clone(), "default");
+    common::eventually(
+        "reader to succeed once its stdin closed",
+        WAIT,
+        async || (phase(&pods, "reader").await.as_deref() == Some("Succeeded")).then_some(()),
+    )
+    .await;
+
     // A wrong container name: the API server's 400.
     let (code, _, err) = kubectl_code(&t, &["exec", "box", "-c", "nope", "--", "true"], b"");
     assert_ne!(code, 0);
@@ -231,7 +255,6 @@ async fn exec_propagates_output_exit_codes_and_stdin_and_cp_copies_both_ways() {
     // still runs (the agent's answer) and in a completed pod.
     let half = "apiVersion: v1\nkind: Pod\nmetadata: {name: half}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: long\n    image: busybox\n    command: [sleep, '3600']\n  - name: short\n    image: busybox\n    command: ['true']\n";
     t.kubectl_stdin(&["apply", "-f", "-"], half).success();
-    let pods: Api<Pod> = Api::namespaced(t.client.clone(), "default");
     common::eventually("half's short container to finish", WAIT, async || {
         let pod = pods.get_opt("half").await.ok().flatten()?;
         let statuses = pod.status?.container_statuses?;

@@ -57,6 +57,15 @@ fn short_path(dir: &FsPath, name: &str) -> io::Result<(File, PathBuf)> {
     Ok((d, p))
 }
 
+/// Marks `fd` close-on-exec (the descriptors of `openpty` are inherited otherwise).
+pub(crate) fn cloexec(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: F_SETFD on a descriptor we own.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The shim's side: the container's stdin and the attached clients.
 pub struct ShimAttach {
     /// Where stdin bytes go (`None` once closed).
@@ -93,6 +102,8 @@ impl ShimAttach {
         };
         if tty {
             let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+            cloexec(&pty.master)?;
+            cloexec(&pty.slave)?;
             let master = Arc::new(pty.master);
             let reader = File::from(master.try_clone()?);
             if stdin {
@@ -101,7 +112,9 @@ impl ShimAttach {
             this.master = Some(master);
             Ok((this, Some(ShimStdio::Tty(pty.slave)), Some(reader)))
         } else if stdin {
-            let (read, write) = nix::unistd::pipe().map_err(io::Error::from)?;
+            // Close-on-exec: the container must not hold its own stdin's write end.
+            let (read, write) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
             this.stdin = Arc::new(Mutex::new(Some(File::from(write))));
             Ok((this, Some(ShimStdio::Pipe(read)), None))
         } else {

@@ -341,6 +341,8 @@ async fn exec_tty(
     channels: &mut Channels,
 ) -> io::Result<Value> {
     let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+    super::attach::cloexec(&pty.master)?;
+    super::attach::cloexec(&pty.slave)?;
     let master: OwnedFd = pty.master;
     let slave: OwnedFd = pty.slave;
     cmd.stdin(Stdio::from(slave.try_clone()?))
