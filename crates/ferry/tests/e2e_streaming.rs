@@ -42,10 +42,13 @@ async fn apply_and_wait_running(t: &common::TestPlane, manifest: &str, name: &st
     .await;
 }
 
-/// kubectl's exit code, stdout and stderr.
+/// kubectl's exit code, stdout and stderr; a kubectl that hangs is killed after 60 s (exit
+/// code 124, which no assertion accepts).
 fn kubectl_code(t: &common::TestPlane, args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
     let cache = tempfile::tempdir().unwrap();
-    let mut child = Command::new(common::kubectl_binary())
+    let mut child = Command::new("timeout")
+        .arg("60")
+        .arg(common::kubectl_binary())
         .arg("--kubeconfig")
         .arg(&t.plane.kubeconfig)
         .arg("--cache-dir")
