@@ -171,8 +171,10 @@ async fn exec_propagates_output_exit_codes_and_stdin_and_cp_copies_both_ways() {
     );
 
     // An exec leaves nothing behind, even what it put in the background.
-    let marker = format!("ferry-exec-leak-{}", std::process::id());
-    let script = format!("sh -c 'exec -a {marker} sleep 600' & echo started");
+    // (a unique sleep: `sleep <n>` is its command line)
+    let seconds = 600_000 + std::process::id() % 100_000;
+    let marker = format!("sleep {seconds}");
+    let script = format!("{marker} & sleep 0.2; kill -0 $! && echo started");
     let (code, out, err) = kubectl_code(&t, &["exec", "box", "--", "sh", "-c", &script], b"");
     assert_eq!(
         (code, String::from_utf8_lossy(&out).as_ref()),
@@ -407,9 +409,20 @@ async fn exec_it_drives_an_interactive_shell_through_a_terminal() {
     tmux.keys("stty size");
     tmux.wait_for_line("the resized terminal 30x100", |l| l == "30 100")
         .await;
+    // A background job of the interactive shell (a process group of its own) goes too.
+    let marker = format!("sleep {}", 700_000 + std::process::id() % 100_000);
+    tmux.keys(&format!("{marker} &"));
+    common::eventually("the background job to start", WAIT, async || {
+        (!processes_with(&marker).is_empty()).then_some(())
+    })
+    .await;
     tmux.keys("exit 4");
     tmux.wait_for_line("kubectl to exit with the shell's code", |l| {
         l == "kubectl-exited-4"
+    })
+    .await;
+    common::eventually("the shell's background job to be gone", WAIT, async || {
+        processes_with(&marker).is_empty().then_some(())
     })
     .await;
 

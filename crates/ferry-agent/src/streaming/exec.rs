@@ -193,6 +193,33 @@ fn kill_group(pid: Option<u32>) {
     }
 }
 
+/// Kills every process of the session `sid` (a terminal's, whose shell may have put jobs in
+/// process groups of their own).
+fn kill_session(sid: Option<u32>) {
+    let Some(sid) = sid else { return };
+    kill_group(Some(sid));
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the command name: state, ppid, pgrp, session.
+        let session = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(3))
+            .and_then(|s| s.parse::<u32>().ok());
+        if session == Some(sid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
 /// Runs the command; `Ok` with the Status to send, `Err` when it could not start.
 async fn exec(
     target: &Target,
@@ -406,14 +433,14 @@ async fn exec_tty(
                 Some(Input::StdinClosed) => {}
                 Some(Input::Resize(size)) => resize(&master, size),
                 None => {
-                    kill_group(pid);
+                    kill_session(pid);
                     let _ = child.wait().await;
                     return Ok(channel::failure("the client went away"));
                 }
             },
         }
     };
-    kill_group(pid);
+    kill_session(pid);
     drain(&mut done_rx, 1).await;
     Ok(outcome(status))
 }
