@@ -91,6 +91,23 @@ fn sha256(data: &[u8]) -> String {
         .to_string()
 }
 
+/// Deletes the test's pods when dropped (also when the test fails), so no container outlives
+/// it: the agent stopping with the plane leaves containers running, as it should.
+struct DeletePods<'a>(&'a common::TestPlane);
+
+impl Drop for DeletePods<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "--grace-period=1",
+            "--wait=true",
+            "--timeout=60s",
+        ]);
+    }
+}
+
 /// Pseudo-random bytes (no compression shortcut for tar or SPDY).
 fn noise(len: usize) -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -126,7 +143,8 @@ fn processes_with(marker: &str) -> Vec<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_propagates_output_exit_codes_and_stdin_and_cp_copies_both_ways() {
     let t = common::start_with_node("1xT4").await;
-    let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, '3600']\n";
+    let cleanup = DeletePods(&t);
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: box}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, '600']\n";
     apply_and_wait_running(&t, manifest, "box").await;
 
     // Output and the exit code, as kubectl reports them.
@@ -258,7 +276,7 @@ async fn exec_propagates_output_exit_codes_and_stdin_and_cp_copies_both_ways() {
 
     // Exec into a finished container: a clear error and a failing kubectl, in a pod that
     // still runs (the agent's answer) and in a completed pod.
-    let half = "apiVersion: v1\nkind: Pod\nmetadata: {name: half}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: long\n    image: busybox\n    command: [sleep, '3600']\n  - name: short\n    image: busybox\n    command: ['true']\n";
+    let half = "apiVersion: v1\nkind: Pod\nmetadata: {name: half}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: long\n    image: busybox\n    command: [sleep, '600']\n  - name: short\n    image: busybox\n    command: ['true']\n";
     t.kubectl_stdin(&["apply", "-f", "-"], half).success();
     common::eventually("half's short container to finish", WAIT, async || {
         let pod = pods.get_opt("half").await.ok().flatten()?;
@@ -289,6 +307,7 @@ async fn exec_propagates_output_exit_codes_and_stdin_and_cp_copies_both_ways() {
         err.contains("cannot exec into a container in a completed pod; current phase is Succeeded"),
         "{err}"
     );
+    drop(cleanup);
     t.plane.stop().await;
 }
 
@@ -385,7 +404,8 @@ impl Drop for Tmux {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_it_drives_an_interactive_shell_through_a_terminal() {
     let t = common::start_with_node("1xT4").await;
-    let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: term}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, '3600']\n";
+    let cleanup = DeletePods(&t);
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: term}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    command: [sleep, '600']\n";
     apply_and_wait_running(&t, manifest, "term").await;
     let tmux = Tmux::new();
     let cmd = format!(
@@ -469,6 +489,7 @@ async fn exec_it_drives_an_interactive_shell_through_a_terminal() {
             .then_some(())
     })
     .await;
+    drop(cleanup);
     t.plane.stop().await;
 }
 
@@ -495,6 +516,7 @@ fn http_get(port: u16, path: &str) -> std::io::Result<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_carries_http_to_a_server_in_the_pod() {
     let t = common::start_with_node("1xT4").await;
+    let cleanup = DeletePods(&t);
     let www = tempfile::tempdir().unwrap();
     let blob = noise(300 * 1024);
     std::fs::write(www.path().join("blob.bin"), &blob).unwrap();
@@ -547,5 +569,6 @@ async fn port_forward_carries_http_to_a_server_in_the_pod() {
     assert_eq!(sha256(&body), sha256(&blob));
     let printed = forward.finish();
     assert!(printed.contains(&format!("-> {port}")), "{printed}");
+    drop(cleanup);
     t.plane.stop().await;
 }
