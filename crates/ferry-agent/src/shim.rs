@@ -11,7 +11,9 @@
 //! 2. becomes a child subreaper, so processes the container leaves behind are re-parented to it;
 //! 3. makes the volumes visible ([`crate::mounts`]);
 //! 4. starts the process in its own process group (the group the agent signals), with stdin
-//!    from `/dev/null` and stdout/stderr through pipes into the log file;
+//!    from `/dev/null` and stdout/stderr through pipes into the log file (or, for `kubectl
+//!    attach`, a stdin pipe with `stdin: true` and a terminal with `tty: true`; the output is
+//!    also copied to the clients of `attach.sock`, see [`crate::streaming::attach`]);
 //! 5. writes `state.json`, then one line to its stdout, which the agent reads to know the start
 //!    is over, and closes that pipe;
 //! 6. waits for the process; kills what is left of its process group and of its re-parented
