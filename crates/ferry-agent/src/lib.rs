@@ -16,6 +16,7 @@
 //! - [`runtime`], [`shim`], [`mounts`], [`procfs`], [`layout`]: containers as supervised host
 //!   processes, and where their state lives.
 //! - [`logs`], [`logserver`]: log files and the `containerLogs` endpoint.
+//! - [`streaming`]: `exec`, `attach` and `portForward` (WebSocket), on the log server.
 //! - [`events`]: core/v1 Events.
 
 pub mod cli;
@@ -35,6 +36,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod shim;
 pub mod stats;
+pub mod streaming;
 
 pub use config::AgentConfig;
 pub use error::AgentError;

@@ -6,6 +6,7 @@
 //! `text/plain`: the current (or previous) attempt's output, streamed while `follow=true` until
 //! the container ends or the client goes away. Unknown pods and containers get a 404 with a
 //! sentence saying what was not found; bad parameters a 400. `GET /healthz` answers `ok`.
+//! The streaming endpoints (`exec`, `attach`, `portForward`) are [`crate::streaming`]'s.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -80,6 +81,7 @@ pub fn router(state: LogServerState) -> Router {
         )
         .route("/stats/summary", get(crate::stats::summary))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::streaming::routes())
         .with_state(state)
 }
 

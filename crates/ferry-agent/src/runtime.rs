@@ -111,6 +111,15 @@ pub struct ShimSpec {
     /// Run in a UTS namespace of its own with this hostname.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Keep stdin open for `kubectl attach` (`stdin: true`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close stdin when the first attached client leaves (`stdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// A pseudo-terminal as stdio (`tty: true`).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// How the shim made volumes visible.
@@ -140,6 +149,10 @@ pub struct StateRecord {
     /// How its volumes were mounted.
     #[serde(default)]
     pub mounts: MountOutcome,
+    /// Commands run inside it (exec, cp) take its root directory as theirs (containers with
+    /// an image root filesystem); the host runtime's share the host's.
+    #[serde(default)]
+    pub chroot: bool,
 }
 
 /// A finished container (`exit.json`).
@@ -500,6 +513,7 @@ mod tests {
                 container,
                 started_at: Timestamp::now(),
                 mounts: MountOutcome::default(),
+                chroot: false,
             },
         )
         .unwrap();

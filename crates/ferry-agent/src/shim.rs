@@ -11,7 +11,9 @@
 //! 2. becomes a child subreaper, so processes the container leaves behind are re-parented to it;
 //! 3. makes the volumes visible ([`crate::mounts`]);
 //! 4. starts the process in its own process group (the group the agent signals), with stdin
-//!    from `/dev/null` and stdout/stderr through pipes into the log file;
+//!    from `/dev/null` and stdout/stderr through pipes into the log file (or, for `kubectl
+//!    attach`, a stdin pipe with `stdin: true` and a terminal with `tty: true`; the output is
+//!    also copied to the clients of `attach.sock`, see [`crate::streaming::attach`]);
 //! 5. writes `state.json`, then one line to its stdout, which the agent reads to know the start
 //!    is over, and closes that pipe;
 //! 6. waits for the process; kills what is left of its process group and of its re-parented
@@ -179,6 +181,8 @@ enum StartError {
         #[source]
         error: io::Error,
     },
+    #[error("cannot set up stdin for attach: {0}")]
+    Attach(#[source] io::Error),
     #[error("cannot start {program:?}: {error}")]
     Spawn {
         program: String,
@@ -221,8 +225,32 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
         .current_dir(&spec.working_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
+    // `kubectl attach`: a stdin pipe or a terminal, and the output copied to attached clients.
+    let (attach, stdio, tty_out) =
+        crate::streaming::attach::ShimAttach::new(spec.stdin, spec.tty, spec.stdin_once)
+            .map_err(StartError::Attach)?;
+    match stdio {
+        Some(crate::streaming::attach::ShimStdio::Tty(slave)) => {
+            let copy = || slave.try_clone().map_err(StartError::Attach);
+            cmd.stdin(copy()?).stdout(copy()?).stderr(slave);
+            // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe; fd 0 is the terminal.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        Some(crate::streaming::attach::ShimStdio::Pipe(read)) => {
+            cmd.stdin(read).process_group(0);
+        }
+        None => {
+            cmd.process_group(0);
+        }
+    }
     if let Some(gid) = spec.run_as_group {
         cmd.gid(gid);
     }
@@ -247,6 +275,8 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
         program: program.clone(),
         error,
     })?;
+    // Our copies of a terminal's slave side go, so its master sees the end.
+    drop(cmd);
     let started_at = Timestamp::now();
     let pid = child.id() as i32;
     let container = ProcId::of(pid).unwrap_or(ProcId { pid, start_time: 0 });
@@ -259,21 +289,42 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
         container,
         started_at,
         mounts,
+        chroot: false,
     };
     if let Err(e) = write_json_atomic(&dir.join(files::STATE), &state) {
         eprintln!("ferry shim: cannot write {}: {e}", files::STATE);
+    }
+    let tee: Tee = Arc::new(attach.broadcaster());
+    if let Err(e) = attach.serve(dir) {
+        eprintln!("ferry shim: cannot serve attach: {e}");
     }
     report(&format!("started {pid}"));
 
     // Copy output into the log, one thread per stream.
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let mut readers = 0;
+    if let Some(out) = tty_out {
+        spawn_reader(
+            out,
+            Stream::Stdout,
+            log.clone(),
+            tee.clone(),
+            done_tx.clone(),
+        );
+        readers += 1;
+    }
     if let Some(out) = child.stdout.take() {
-        spawn_reader(out, Stream::Stdout, log.clone(), done_tx.clone());
+        spawn_reader(
+            out,
+            Stream::Stdout,
+            log.clone(),
+            tee.clone(),
+            done_tx.clone(),
+        );
         readers += 1;
     }
     if let Some(err) = child.stderr.take() {
-        spawn_reader(err, Stream::Stderr, log.clone(), done_tx.clone());
+        spawn_reader(err, Stream::Stderr, log.clone(), tee, done_tx.clone());
         readers += 1;
     }
     drop(done_tx);
@@ -395,11 +446,15 @@ fn children_of_self() -> Vec<i32> {
     pids
 }
 
+/// Where output is copied besides the log (attached clients): stream 1 or 2, bytes.
+type Tee = Arc<dyn Fn(u8, &[u8]) + Send + Sync>;
+
 /// Copies one output stream into the log, timestamping each record.
 fn spawn_reader(
     mut pipe: impl Read + Send + 'static,
     stream: Stream,
     log: Arc<Mutex<File>>,
+    tee: Tee,
     done: mpsc::Sender<()>,
 ) {
     std::thread::spawn(move || {
@@ -417,6 +472,7 @@ fn spawn_reader(
             match pipe.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
+                    tee(if stream == Stream::Stderr { 2 } else { 1 }, &buf[..n]);
                     let now = Timestamp::now();
                     let mut records = Vec::new();
                     splitter.push(&buf[..n], |content, partial| {

@@ -18,7 +18,7 @@ use crate::registry::ResourceInfo;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::service::{DeleteOptions, FieldValidation, ListOptions, Service, WriteOptions, Written};
 use crate::table::{self, IncludeObject};
-use crate::{discovery, logs, openapi, watch};
+use crate::{discovery, logs, openapi, streaming, watch};
 
 /// Shared state of the HTTP handlers.
 pub struct AppState {
@@ -49,6 +49,18 @@ pub fn router(state: Shared) -> Router {
         .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_root))
         .route("/openapi/v3/{*path}", get(openapi_doc))
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/exec",
+            get(streaming::exec).post(streaming::exec),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/attach",
+            get(streaming::attach).post(streaming::attach),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/portforward",
+            get(streaming::portforward).post(streaming::portforward),
+        )
         .fallback(dispatch)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);

@@ -42,6 +42,7 @@ pub mod registry;
 pub mod selectors;
 pub mod service;
 pub mod strategy;
+pub mod streaming;
 pub mod table;
 pub mod tls;
 pub mod token;

@@ -1120,6 +1120,9 @@ impl PodWorker {
             netns,
             cgroups,
             hostname,
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
         })
     }
 
