@@ -48,6 +48,9 @@ pub struct AgentConfig {
     pub network: ferry_api::network::ClusterNetwork,
     /// How pods are isolated (network namespace, cgroups, `/etc` files).
     pub sandbox: crate::sandbox::SandboxMode,
+    /// containerd's CRI socket: pods with images run there (see `docs/runtimes.md`); `None`:
+    /// every pod runs on the host runtime.
+    pub cri_endpoint: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -76,6 +79,7 @@ impl AgentConfig {
             backoff_reset: Duration::from_secs(600),
             network: ferry_api::network::ClusterNetwork::default(),
             sandbox: crate::sandbox::SandboxMode::Auto,
+            cri_endpoint: None,
         }
     }
 

@@ -257,6 +257,7 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
         container,
         started_at,
         mounts,
+        cri_container_id: None,
     };
     if let Err(e) = write_json_atomic(&dir.join(files::STATE), &state) {
         eprintln!("ferry shim: cannot write {}: {e}", files::STATE);
