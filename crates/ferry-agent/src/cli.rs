@@ -120,6 +120,11 @@ pub struct AgentArgs {
     /// [default: this executable's hidden `agent-shim` subcommand]
     #[arg(long, value_name = "COMMAND", hide = true)]
     pub shim_command: Option<String>,
+
+    /// containerd's CRI socket: pods with images (or a RuntimeClass other than `host`) run
+    /// there as real containers; without it every pod runs on the host runtime
+    #[arg(long, value_name = "SOCKET")]
+    pub containerd: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -146,6 +151,7 @@ impl AgentArgs {
         config.mount_mode = self.volume_mounts;
         config.backoff_initial = Duration::from_secs(self.backoff_initial_seconds);
         config.backoff_max = Duration::from_secs(self.backoff_max_seconds);
+        config.cri_endpoint = self.containerd.clone();
         if let Some(cmd) = &self.shim_command {
             let mut parts = cmd.split_whitespace().map(str::to_string);
             let program = parts

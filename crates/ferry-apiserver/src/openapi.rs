@@ -285,6 +285,7 @@ mod tests {
     fn generate_builtin_schemas() -> Value {
         use k8s_openapi::api::coordination::v1 as coordination;
         use k8s_openapi::api::core::v1 as core;
+        use k8s_openapi::api::node::v1 as node;
         use k8s_openapi::api::scheduling::v1 as scheduling;
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
         let mut generator: SchemaGenerator = SchemaSettings::openapi3()
@@ -304,6 +305,7 @@ mod tests {
             "", "v1", "ServiceAccount" => core::ServiceAccount;
             "coordination.k8s.io", "v1", "Lease" => coordination::Lease;
             "scheduling.k8s.io", "v1", "PriorityClass" => scheduling::PriorityClass;
+            "node.k8s.io", "v1", "RuntimeClass" => node::RuntimeClass;
             "apiextensions.k8s.io", "v1", "CustomResourceDefinition" => apiextensions::CustomResourceDefinition;
         );
         let definitions = generator.take_definitions(true);

@@ -41,6 +41,13 @@ pub struct UpArgs {
     /// Where the scheduler serves its Prometheus metrics.
     #[arg(long, default_value = "127.0.0.1:10259")]
     pub metrics_listen: SocketAddr,
+    /// containerd's CRI socket for pods with images [default: /run/containerd/containerd.sock
+    /// when that socket exists; else every pod runs on the host runtime]
+    #[arg(long, value_name = "SOCKET", conflicts_with = "no_containerd")]
+    pub containerd: Option<PathBuf>,
+    /// Never use containerd, even where it runs: every pod runs on the host runtime.
+    #[arg(long)]
+    pub no_containerd: bool,
 }
 
 /// Arguments of `ferry store check` and `ferry store recover`.
@@ -221,6 +228,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--fake-gpus {spec:?}: {e}"))?;
             options.gpus = ferry_agent::gpu::GpuSource::Fake(groups);
         }
+        let default_socket = PathBuf::from(ferry_agent::cri::DEFAULT_CONTAINERD_SOCKET);
+        options.containerd = match (&args.containerd, args.no_containerd) {
+            (_, true) => None,
+            (Some(socket), false) => Some(socket.clone()),
+            (None, false) => default_socket.exists().then_some(default_socket),
+        };
         Some(options)
     };
     println!("Starting Ferry in {} ...", args.data_dir.display());

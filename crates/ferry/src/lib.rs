@@ -4,4 +4,5 @@
 pub mod bench;
 pub mod bench_scheduler;
 pub mod commands;
+pub mod runtimeclass;
 pub mod up;

@@ -37,6 +37,8 @@ pub struct AgentOptions {
     pub gpus: ferry_agent::gpu::GpuSource,
     /// The container supervisor to start (default: this executable's hidden `agent-shim`).
     pub shim: Option<ferry_agent::runtime::ShimCommand>,
+    /// containerd's CRI socket: pods with images run there (`None`: host runtime only).
+    pub containerd: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -46,6 +48,7 @@ impl AgentOptions {
             node_name: ferry_agent::config::default_node_name(),
             gpus: ferry_agent::gpu::GpuSource::Auto,
             shim: None,
+            containerd: None,
         }
     }
 }
@@ -198,6 +201,10 @@ impl ControlPlane {
             if let Some(shim) = options.shim {
                 agent_config.shim = shim;
             }
+            agent_config.cri_endpoint = options.containerd.clone();
+            crate::runtimeclass::install(&client_for(&server.url())?, options.containerd.is_some())
+                .await
+                .context("cannot create the RuntimeClasses")?;
             let handle = ferry_agent::start(client_for(&server.url())?, agent_config)
                 .await
                 .context("cannot start the node agent")?;

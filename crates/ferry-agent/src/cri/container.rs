@@ -41,9 +41,7 @@ pub fn pull_policy(c: &Container) -> String {
 /// The registry host of an image reference (`docker.io` when it names none).
 pub fn registry_of(image: &str) -> &str {
     match image.split_once('/') {
-        Some((first, _))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
             first
         }
         _ => "docker.io",
@@ -130,7 +128,12 @@ pub async fn ensure_image(
             verbose: false,
         })
         .await
-        .map_err(|s| pull_error(format!("cannot ask containerd for image {image:?}: {}", s.message())))?
+        .map_err(|s| {
+            pull_error(format!(
+                "cannot ask containerd for image {image:?}: {}",
+                s.message()
+            ))
+        })?
         .into_inner()
         .image
         .is_some();
@@ -176,7 +179,12 @@ pub async fn ensure_image(
 /// the CPU limit, shares from the request, the memory limit).
 pub fn resources(c: &Container) -> proto::LinuxContainerResources {
     let res = c.resources.as_ref();
-    let get = |m: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    let get = |m: Option<
+        &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >,
                k: &str| m.and_then(|m| m.get(k)).map(|q| q.0.clone());
     let limits = res.and_then(|r| r.limits.as_ref());
     let requests = res.and_then(|r| r.requests.as_ref());
@@ -226,12 +234,8 @@ pub fn config(
             .map(|s| crate::pod::env::expand(s, lookup))
             .collect()
     };
-    let own: std::collections::HashSet<&str> = c
-        .env
-        .iter()
-        .flatten()
-        .map(|e| e.name.as_str())
-        .collect();
+    let own: std::collections::HashSet<&str> =
+        c.env.iter().flatten().map(|e| e.name.as_str()).collect();
     // The host runtime's PATH and HOME defaults would hide the image's.
     let envs = spec
         .env
@@ -254,7 +258,9 @@ pub fn config(
         .collect();
     let security_context = proto::LinuxContainerSecurityContext {
         namespace_options: Some(namespaces),
-        run_as_user: spec.run_as_user.map(|v| proto::Int64Value { value: v.into() }),
+        run_as_user: spec
+            .run_as_user
+            .map(|v| proto::Int64Value { value: v.into() }),
         run_as_group: spec
             .run_as_group
             .map(|v| proto::Int64Value { value: v.into() }),
@@ -348,11 +354,11 @@ pub async fn create_and_start(
         return Ok(AttemptState::Exited(record));
     }
     refresh(cri, dir).await?;
-    Ok(super::inspect(dir).map_err(|error| CriError::Io {
+    super::inspect(dir).map_err(|error| CriError::Io {
         action: "read",
         path: dir.to_path_buf(),
         error,
-    })?)
+    })
 }
 
 /// Brings the attempt in `dir` up to date with containerd when its files may be stale: a
@@ -402,7 +408,11 @@ pub async fn refresh(cri: &Cri, dir: &Path) -> Result<(), CriError> {
             attempt.container_id
         )));
     };
-    let ts = |ns: i64| (ns > 0).then(|| Timestamp::from_nanosecond(ns.into()).ok()).flatten();
+    let ts = |ns: i64| {
+        (ns > 0)
+            .then(|| Timestamp::from_nanosecond(ns.into()).ok())
+            .flatten()
+    };
     match proto::ContainerState::try_from(status.state) {
         Ok(proto::ContainerState::ContainerRunning) if state.is_none() => {
             let pid = resp
@@ -497,7 +507,10 @@ mod tests {
         assert_eq!(pull_policy(&c("busybox")), "Always");
         assert_eq!(pull_policy(&c("busybox:latest")), "Always");
         assert_eq!(pull_policy(&c("127.0.0.1:5000/x/busybox")), "Always");
-        assert_eq!(pull_policy(&c("127.0.0.1:5000/x/busybox:1")), "IfNotPresent");
+        assert_eq!(
+            pull_policy(&c("127.0.0.1:5000/x/busybox:1")),
+            "IfNotPresent"
+        );
         assert_eq!(pull_policy(&c("busybox@sha256:abc")), "IfNotPresent");
         let mut never = c("busybox");
         never.image_pull_policy = Some("Never".into());
@@ -524,7 +537,10 @@ mod tests {
         };
         let auths = auths_for("127.0.0.1:5000/ferry-test/busybox:1", &[secret]);
         assert_eq!(auths.len(), 1);
-        assert_eq!((auths[0].username.as_str(), auths[0].password.as_str()), ("u", "p"));
+        assert_eq!(
+            (auths[0].username.as_str(), auths[0].password.as_str()),
+            ("u", "p")
+        );
     }
 
     #[test]
@@ -545,7 +561,10 @@ mod tests {
             ..Default::default()
         };
         let r = resources(&c);
-        assert_eq!((r.cpu_period, r.cpu_quota, r.cpu_shares), (100_000, 50_000, 512));
+        assert_eq!(
+            (r.cpu_period, r.cpu_quota, r.cpu_shares),
+            (100_000, 50_000, 512)
+        );
         assert_eq!(r.memory_limit_in_bytes, 64 << 20);
     }
 }

@@ -40,8 +40,7 @@ impl PodWorker {
         if self.meta.runtime.is_some() {
             return Ok(());
         }
-        let choice =
-            select::choose(&self.shared.client, pod, self.shared.cri.is_some()).await?;
+        let choice = select::choose(&self.shared.client, pod, self.shared.cri.is_some()).await?;
         self.meta.runtime = Some(choice);
         if let Err(e) = self.save_meta() {
             tracing::warn!(pod = %self.display_name(), error = %e, "cannot record the pod's runtime");
@@ -150,10 +149,17 @@ impl PodWorker {
                         "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
                         r.name
                     );
-                    self.event(None, EventType::Warning, "FailedToRetrieveImagePullSecret", &message)
-                        .await;
+                    self.event(
+                        None,
+                        EventType::Warning,
+                        "FailedToRetrieveImagePullSecret",
+                        &message,
+                    )
+                    .await;
                 }
-                Err(e) => tracing::warn!(pod = %self.display_name(), error = %e, "cannot read an image pull secret"),
+                Err(e) => {
+                    tracing::warn!(pod = %self.display_name(), error = %e, "cannot read an image pull secret")
+                }
             }
         }
         let auths = container::auths_for(&image, &secrets);
