@@ -15,7 +15,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams};
 
-use common::{TestPlane, eventually, sandbox_capable};
+use common::{TestPlane, sandbox_capable};
 use containerd::TestRuntime;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -86,6 +86,34 @@ async fn events_of(plane: &TestPlane, name: &str) -> Vec<Event> {
         .collect()
 }
 
+/// What the test saw, for a failure message: the pods, their events, containerd's log.
+fn dump(plane: &TestPlane, rt: &TestRuntime) -> String {
+    let pods = plane.kubectl(&["get", "pods", "-o", "yaml"]).stdout;
+    let events = plane.kubectl(&["get", "events"]).stdout;
+    let log = rt.log();
+    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+    format!("{pods}\n{events}\ncontainerd:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+}
+
+/// `common::eventually`, with the state of everything in the panic message.
+async fn wait_for<T>(
+    plane: &TestPlane,
+    rt: &TestRuntime,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}:\n{}", dump(plane, rt));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn apply(plane: &TestPlane, yaml: &str) {
     let out = plane.kubectl_stdin(&["apply", "-f", "-"], yaml);
     assert!(out.ok, "kubectl apply failed: {}\n{yaml}", out.stderr);
@@ -138,7 +166,7 @@ spec:
 "#
         ),
     );
-    let running = eventually("the containerd pod to run", TIMEOUT, async || {
+    let running = wait_for(&plane, &rt, "the containerd pod to run", async || {
         let p = pod(&plane, "boxed").await?;
         let s = p.status.as_ref()?;
         (s.phase.as_deref() == Some("Running")).then_some(p)
@@ -159,7 +187,7 @@ spec:
         .parse()
         .unwrap();
     assert!(plane.network.node_pod_cidr.contains(ip), "pod IP {ip}");
-    let logs = eventually("the containerd pod's logs", TIMEOUT, async || {
+    let logs = wait_for(&plane, &rt, "the containerd pod's logs", async || {
         let out = plane.kubectl(&["logs", "boxed"]);
         (out.ok && out.stdout.contains("host=boxed")).then_some(out.stdout)
     })
@@ -217,7 +245,7 @@ spec:
             rt.registry
         ),
     );
-    eventually("ErrImageNeverPull", TIMEOUT, async || {
+    wait_for(&plane, &rt, "ErrImageNeverPull", async || {
         let p = pod(&plane, "never").await?;
         (waiting_reason(&p).as_deref() == Some("ErrImageNeverPull")).then_some(())
     })
@@ -238,7 +266,7 @@ spec:
             rt.registry
         ),
     );
-    eventually("ImagePullBackOff", TIMEOUT, async || {
+    wait_for(&plane, &rt, "ImagePullBackOff", async || {
         let p = pod(&plane, "missing").await?;
         (waiting_reason(&p).as_deref() == Some("ImagePullBackOff")).then_some(())
     })
@@ -269,10 +297,7 @@ spec:
 "#
         ),
     );
-    let failed = eventually(
-        "the unknown RuntimeClass to fail the pod",
-        TIMEOUT,
-        async || {
+    let failed = wait_for(&plane, &rt, "the unknown RuntimeClass to fail the pod", async || {
             let p = pod(&plane, "unknown-class").await?;
             (p.status.as_ref()?.phase.as_deref() == Some("Failed")).then_some(p)
         },
@@ -304,7 +329,7 @@ spec:
 "#
         ),
     );
-    eventually("the host-runtime pod to finish", TIMEOUT, async || {
+    wait_for(&plane, &rt, "the host-runtime pod to finish", async || {
         let p = pod(&plane, "on-host").await?;
         (p.status.as_ref()?.phase.as_deref() == Some("Succeeded")).then_some(())
     })
@@ -340,7 +365,7 @@ spec:
         "--wait=false",
     ]);
     assert!(out.ok, "{}", out.stderr);
-    eventually("the pods to be gone", TIMEOUT, async || {
+    wait_for(&plane, &rt, "the pods to be gone", async || {
         let pods = Api::<Pod>::namespaced(plane.client.clone(), "default")
             .list(&ListParams::default())
             .await
@@ -348,10 +373,7 @@ spec:
         pods.items.is_empty().then_some(())
     })
     .await;
-    eventually(
-        "containerd to hold no sandbox or container",
-        TIMEOUT,
-        async || {
+    wait_for(&plane, &rt, "containerd to hold no sandbox or container", async || {
             let sandboxes = cri.list_sandboxes(None).await.ok()?;
             let containers = cri.list_containers(None).await.ok()?;
             (sandboxes.is_empty() && containers.is_empty()).then_some(())

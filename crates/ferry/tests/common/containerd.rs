@@ -4,6 +4,8 @@
 //! machine. Nothing comes from the internet. Everything is stopped and removed on drop,
 //! containerd's sandboxes and containers first.
 
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -109,7 +111,7 @@ impl TestRuntime {
             .prefix("ferry-ctd-")
             .tempdir_in("/tmp")
             .map_err(|e| e.to_string())?;
-        let d = dir.path();
+        let d = dir.path().to_path_buf();
         // The registry.
         let port = free_port();
         let registry = format!("127.0.0.1:{port}");
@@ -190,14 +192,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   stream_server_port = "0"
   disable_apparmor = true
   tolerate_missing_hugetlb_controller = true
-  netns_mounts_under_state_dir = true
+  # Machines (and containers) without CAP_SYS_RESOURCE cannot lower oom_score_adj.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "{snapshotter}"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
+        SystemdCgroup = false{binary}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{cni}"
@@ -208,6 +211,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             state = d.join("state").display(),
             sock = rt.socket.display(),
             cni = cni_conf_dir.display(),
+            binary = std::env::var("FERRY_TEST_RUNC")
+                .map(|b| format!("\n        BinaryName = \"{b}\""))
+                .unwrap_or_default(),
         );
         std::fs::write(d.join("containerd.toml"), config).map_err(|e| e.to_string())?;
         let containerd = Command::new("containerd")
