@@ -194,6 +194,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   tolerate_missing_hugetlb_controller = true
   # Machines (and containers) without CAP_SYS_RESOURCE cannot lower oom_score_adj.
   restrict_oom_score_adj = true
+  # Network namespaces under the state directory: never mixed with other tests' /run/netns.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "{snapshotter}"
     default_runtime_name = "runc"
