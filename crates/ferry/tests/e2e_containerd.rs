@@ -92,7 +92,10 @@ fn dump(plane: &TestPlane, rt: &TestRuntime) -> String {
     let events = plane.kubectl(&["get", "events"]).stdout;
     let log = rt.log();
     let tail: Vec<&str> = log.lines().rev().take(30).collect();
-    format!("{pods}\n{events}\ncontainerd:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+    format!(
+        "{pods}\n{events}\ncontainerd:\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
 }
 
 /// `common::eventually`, with the state of everything in the panic message.
@@ -206,7 +209,29 @@ spec:
         Some("67108864"),
         "the container's cgroup has the 64Mi limit"
     );
-    // Exec (once the API server routes pods/exec to the agent).
+    // What exec runs through: the recorded pid's namespaces and root filesystem.
+    let entered = ferry_agent::sandbox::enter::command_in(pid, "cat", true)
+        .expect("enter the container")
+        .arg("/etc/hostname")
+        .output()
+        .expect("run cat in the container");
+    assert_eq!(
+        String::from_utf8_lossy(&entered.stdout).trim(),
+        "boxed",
+        "{}",
+        String::from_utf8_lossy(&entered.stderr)
+    );
+    let entered = ferry_agent::sandbox::enter::command_in(pid, "/bin/busybox", true)
+        .expect("enter the container")
+        .args(["readlink", "/bin/sh"])
+        .output()
+        .expect("run busybox in the container");
+    assert_eq!(
+        String::from_utf8_lossy(&entered.stdout).trim(),
+        "busybox",
+        "the image's root filesystem"
+    );
+    // kubectl exec (once the API server routes pods/exec to the agent).
     let exec = plane.kubectl(&["exec", "boxed", "--", "cat", "/etc/hostname"]);
     let no_route = [
         "404",
@@ -280,6 +305,78 @@ spec:
         "{events:?}"
     );
 
+    // 3b. A registry that requires basic auth: no pull without the pod's imagePullSecrets,
+    // a pull with them (a kubernetes.io/dockerconfigjson Secret).
+    let mut pods = vec!["boxed", "never", "missing", "unknown-class", "on-host"];
+    if let Some(auth) = rt.auth_registry.clone() {
+        let private = format!("{auth}/ferry-test/busybox:1");
+        apply(
+            &plane,
+            &format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata: {{name: no-secret}}
+spec:
+  containers:
+  - name: main
+    image: {private}
+    command: ["sleep", "3600"]
+"#
+            ),
+        );
+        let out = plane.kubectl(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            &format!("--docker-server={auth}"),
+            &format!("--docker-username={}", containerd::AUTH_USER),
+            &format!("--docker-password={}", containerd::AUTH_PASSWORD),
+        ]);
+        assert!(out.ok, "{}", out.stderr);
+        apply(
+            &plane,
+            &format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata: {{name: with-secret}}
+spec:
+  imagePullSecrets: [{{name: regcred}}]
+  containers:
+  - name: main
+    image: {private}
+    command: ["sh", "-c", "echo pulled-with-credentials; exec sleep 3600"]
+"#
+            ),
+        );
+        wait_for(
+            &plane,
+            &rt,
+            "the pod with pull secrets to run",
+            async || {
+                let out = plane.kubectl(&["logs", "with-secret"]);
+                (out.ok && out.stdout.contains("pulled-with-credentials")).then_some(())
+            },
+        )
+        .await;
+        wait_for(&plane, &rt, "no pull without credentials", async || {
+            let p = pod(&plane, "no-secret").await?;
+            matches!(
+                waiting_reason(&p).as_deref(),
+                Some("ErrImagePull" | "ImagePullBackOff")
+            )
+            .then_some(())
+        })
+        .await;
+        pods.extend(["no-secret", "with-secret"]);
+    } else {
+        let message = "containerd_pods: htpasswd is missing (apache2-utils): the imagePullSecrets part is not run";
+        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            panic!("{message}, and CI is set");
+        }
+        eprintln!("SKIPPED {message}");
+    }
+
     // 4. An unknown RuntimeClass fails the pod clearly; nothing is made for it.
     apply(
         &plane,
@@ -297,7 +394,11 @@ spec:
 "#
         ),
     );
-    let failed = wait_for(&plane, &rt, "the unknown RuntimeClass to fail the pod", async || {
+    let failed = wait_for(
+        &plane,
+        &rt,
+        "the unknown RuntimeClass to fail the pod",
+        async || {
             let p = pod(&plane, "unknown-class").await?;
             (p.status.as_ref()?.phase.as_deref() == Some("Failed")).then_some(p)
         },
@@ -373,7 +474,11 @@ spec:
         pods.items.is_empty().then_some(())
     })
     .await;
-    wait_for(&plane, &rt, "containerd to hold no sandbox or container", async || {
+    wait_for(
+        &plane,
+        &rt,
+        "containerd to hold no sandbox or container",
+        async || {
             let sandboxes = cri.list_sandboxes(None).await.ok()?;
             let containers = cri.list_containers(None).await.ok()?;
             (sandboxes.is_empty() && containers.is_empty()).then_some(())

@@ -18,11 +18,20 @@ pub struct TestRuntime {
     pub socket: PathBuf,
     /// `127.0.0.1:<port>` of the registry.
     pub registry: String,
+    /// `127.0.0.1:<port>` of a second registry that requires basic auth ([`AUTH_USER`] /
+    /// [`AUTH_PASSWORD`]), when `htpasswd` is installed.
+    pub auth_registry: Option<String>,
     containerd: Option<Child>,
     registry_proc: Option<Child>,
+    auth_registry_proc: Option<Child>,
     bridge: String,
     dir: tempfile::TempDir,
 }
+
+/// The user of the registry with basic auth.
+pub const AUTH_USER: &str = "ferry";
+/// Their password.
+pub const AUTH_PASSWORD: &str = "s3cret-test";
 
 /// Why the runtime could not be prepared (the test skips, or fails under `CI=true`).
 pub type Unavailable = String;
@@ -134,7 +143,9 @@ impl TestRuntime {
         let mut rt = TestRuntime {
             socket: d.join("containerd.sock"),
             registry: registry.clone(),
+            auth_registry: None,
             containerd: None,
+            auth_registry_proc: None,
             registry_proc: Some(registry_proc),
             bridge: network.bridge.clone(),
             dir,
@@ -152,6 +163,49 @@ impl TestRuntime {
                 "scripts/test-images push failed: {}",
                 String::from_utf8_lossy(&pushed.stderr)
             ));
+        }
+        // The registry with basic auth.
+        let htpasswd = Command::new("htpasswd")
+            .args(["-nbB", AUTH_USER, AUTH_PASSWORD])
+            .output();
+        if let Ok(out) = htpasswd.filter(|o| o.status.success()) {
+            std::fs::write(d.join("htpasswd"), &out.stdout).map_err(|e| e.to_string())?;
+            let auth = format!("127.0.0.1:{}", free_port());
+            std::fs::write(
+                d.join("auth-registry.yml"),
+                format!(
+                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {auth}\nauth:\n  htpasswd:\n    realm: ferry-test\n    path: {}\n",
+                    d.join("auth-registry").display(),
+                    d.join("htpasswd").display()
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+            let proc = Command::new("docker-registry")
+                .arg("serve")
+                .arg(d.join("auth-registry.yml"))
+                .stdout(log("auth-registry.log")?)
+                .stderr(log("auth-registry.err")?)
+                .spawn()
+                .map_err(|e| format!("cannot start docker-registry: {e}"))?;
+            rt.auth_registry_proc = Some(proc);
+            wait_until("the registry with auth", Duration::from_secs(20), || {
+                std::net::TcpStream::connect(&auth).is_ok()
+            })?;
+            let pushed = Command::new(scripts_dir().join("test-images"))
+                .args(["push", &auth])
+                .env(
+                    "FERRY_REGISTRY_CREDS",
+                    format!("{AUTH_USER}:{AUTH_PASSWORD}"),
+                )
+                .output()
+                .map_err(|e| format!("scripts/test-images: {e}"))?;
+            if !pushed.status.success() {
+                return Err(format!(
+                    "scripts/test-images push (with auth) failed: {}",
+                    String::from_utf8_lossy(&pushed.stderr)
+                ));
+            }
+            rt.auth_registry = Some(auth);
         }
         // The CNI configuration (the agent's; a minimal one until the agent writes its own).
         std::fs::create_dir_all(cni_conf_dir).map_err(|e| e.to_string())?;
@@ -208,11 +262,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = "{cni}"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{registry}"]
     endpoint = ["http://{registry}"]
-"#,
+{auth_mirror}"#,
             root = d.join("root").display(),
             state = d.join("state").display(),
             sock = rt.socket.display(),
             cni = cni_conf_dir.display(),
+            auth_mirror = rt
+                .auth_registry
+                .as_ref()
+                .map(|a| format!(
+                    "  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{a}\"]\n    endpoint = [\"http://{a}\"]\n"
+                ))
+                .unwrap_or_default(),
             binary = std::env::var("FERRY_TEST_RUNC")
                 .map(|b| format!("\n        BinaryName = \"{b}\""))
                 .unwrap_or_default(),
@@ -281,9 +342,13 @@ impl Drop for TestRuntime {
             });
         })
         .join();
-        for child in [self.containerd.take(), self.registry_proc.take()]
-            .into_iter()
-            .flatten()
+        for child in [
+            self.containerd.take(),
+            self.registry_proc.take(),
+            self.auth_registry_proc.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let mut child = child;
             let _ = nix::sys::signal::kill(
