@@ -320,6 +320,7 @@ spec:
   containers:
   - name: main
     image: {private}
+    imagePullPolicy: Always
     command: ["sleep", "3600"]
 "#
             ),
@@ -454,17 +455,10 @@ spec:
     // 6. Deleting the pods leaves nothing in containerd.
     let cri = rt.cri();
     assert!(!cri.list_sandboxes(None).await.unwrap().is_empty());
-    let out = plane.kubectl(&[
-        "delete",
-        "pod",
-        "boxed",
-        "never",
-        "missing",
-        "unknown-class",
-        "on-host",
-        "--grace-period=1",
-        "--wait=false",
-    ]);
+    let mut args = vec!["delete", "pod"];
+    args.extend(pods.iter().copied());
+    args.extend(["--grace-period=1", "--wait=false"]);
+    let out = plane.kubectl(&args);
     assert!(out.ok, "{}", out.stderr);
     wait_for(&plane, &rt, "the pods to be gone", async || {
         let pods = Api::<Pod>::namespaced(plane.client.clone(), "default")

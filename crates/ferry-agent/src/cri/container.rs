@@ -93,10 +93,11 @@ pub fn auths_for(image: &str, secrets: &[Secret]) -> Vec<proto::AuthConfig> {
                 username = u.to_string();
                 password = p.to_string();
             }
+            // No server address: the host already matched, and containerd 1.6 rejects one
+            // that does not parse as a URL (`host:port`).
             found.push(proto::AuthConfig {
                 username,
                 password,
-                server_address: server.clone(),
                 ..Default::default()
             });
         }

@@ -545,7 +545,7 @@ impl PodWorker {
             self.meta.failure = Some(failure);
             self.save_meta()?;
         }
-        if !self.meta.announced && !self.is_cri() {
+        if !self.meta.announced && !self.is_cri() && self.meta.failure.is_none() {
             for c in env::all_containers(pod) {
                 if let Some(image) = c.image.as_deref().filter(|i| !i.is_empty()) {
                     let message = format!(

@@ -168,7 +168,7 @@ impl TestRuntime {
         let htpasswd = Command::new("htpasswd")
             .args(["-nbB", AUTH_USER, AUTH_PASSWORD])
             .output();
-        if let Ok(out) = htpasswd.filter(|o| o.status.success()) {
+        if let Some(out) = htpasswd.ok().filter(|o| o.status.success()) {
             std::fs::write(d.join("htpasswd"), &out.stdout).map_err(|e| e.to_string())?;
             let auth = format!("127.0.0.1:{}", free_port());
             std::fs::write(
