@@ -482,3 +482,110 @@ spec:
     drop(plane);
     drop(rt);
 }
+
+/// An agent restart adopts the containerd sandbox and container: same container id, one
+/// sandbox, no restart; the new agent then removes both when the pod is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_restart_adopts_containerd_pods() {
+    let test = "containerd_adoption";
+    if !sandbox_capable(test) {
+        return;
+    }
+    let plane = common::start_with(|c| c.agent = None).await;
+    let data_dir = plane.dir.path().join("agent-data");
+    let rt = match TestRuntime::start(&data_dir.join("cni/net.d"), &plane.network) {
+        Ok(rt) => rt,
+        Err(why) => {
+            let message =
+                format!("{test}: containerd or the test images cannot be prepared: {why}");
+            if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+                panic!("{message}, and CI is set: refusing to skip");
+            }
+            eprintln!("SKIPPED {message}");
+            return;
+        }
+    };
+    let config = {
+        let mut c = ferry_agent::AgentConfig::new("test-node", &data_dir);
+        c.gpus = ferry_agent::gpu::GpuSource::Disabled;
+        c.network = plane.network.clone();
+        c.log_server_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        c.shim = common::shim_command();
+        c.cri_endpoint = Some(rt.socket.clone());
+        c
+    };
+    let agent = ferry_agent::start(plane.client.clone(), config.clone())
+        .await
+        .expect("agent starts");
+    apply(
+        &plane,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: adopted}}
+spec:
+  containers:
+  - name: main
+    image: {}
+    command: ["sh", "-c", "echo first-start; exec sleep 3600"]
+"#,
+            rt.image("busybox")
+        ),
+    );
+    let container_id = |p: &Pod| {
+        p.status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .first()?
+            .container_id
+            .clone()
+    };
+    let before = wait_for(&plane, &rt, "the pod to run", async || {
+        let p = pod(&plane, "adopted").await?;
+        (p.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(p)
+    })
+    .await;
+    let id = container_id(&before).expect("a container id");
+    agent.stop().await;
+    let agent = ferry_agent::start(plane.client.clone(), config)
+        .await
+        .expect("agent restarts");
+    let cri = rt.cri();
+    // The new agent publishes the same container (its log server is new: logs prove it).
+    wait_for(&plane, &rt, "logs through the new agent", async || {
+        let out = plane.kubectl(&["logs", "adopted"]);
+        (out.ok && out.stdout.contains("first-start")).then_some(())
+    })
+    .await;
+    let after = pod(&plane, "adopted").await.unwrap();
+    assert_eq!(container_id(&after).as_deref(), Some(id.as_str()));
+    let cs = &after
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(cs.restart_count, 0);
+    assert_eq!(cri.list_sandboxes(None).await.unwrap().len(), 1);
+    assert_eq!(cri.list_containers(None).await.unwrap().len(), 1);
+    let out = plane.kubectl(&[
+        "delete",
+        "pod",
+        "adopted",
+        "--grace-period=1",
+        "--wait=false",
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+    wait_for(&plane, &rt, "containerd to hold nothing", async || {
+        let gone = pod(&plane, "adopted").await.is_none();
+        let sandboxes = cri.list_sandboxes(None).await.ok()?;
+        let containers = cri.list_containers(None).await.ok()?;
+        (gone && sandboxes.is_empty() && containers.is_empty()).then_some(())
+    })
+    .await;
+    agent.stop().await;
+    drop(plane);
+    drop(rt);
+}
