@@ -237,6 +237,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Some(options)
     };
     println!("Starting Ferry in {} ...", args.data_dir.display());
+    let containerd = config.agent.as_ref().and_then(|a| a.containerd.clone());
     let plane = ControlPlane::start(config).await?;
     let kubeconfig = plane.kubeconfig.display().to_string();
     println!();
@@ -246,6 +247,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     match &plane.node_name {
         Some(node) => println!("  node         {node}"),
         None => println!("  node         none (--no-agent)"),
+    }
+    match &containerd {
+        Some(socket) => println!(
+            "  containers   containerd at {} (pods with images; RuntimeClass host for host processes)",
+            socket.display()
+        ),
+        None => {
+            println!("  containers   host processes only (no containerd; see docs/runtimes.md)")
+        }
     }
     if args.metrics_listen.port() == 0 {
         println!("  metrics      a free port (the scheduler logs which)");

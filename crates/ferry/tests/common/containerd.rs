@@ -274,6 +274,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     "  [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{a}\"]\n    endpoint = [\"http://{a}\"]\n"
                 ))
                 .unwrap_or_default(),
+            // FERRY_TEST_RUNC names another runc (a wrapper adding `--debug`, when diagnosing).
             binary = std::env::var("FERRY_TEST_RUNC")
                 .map(|b| format!("\n        BinaryName = \"{b}\""))
                 .unwrap_or_default(),
