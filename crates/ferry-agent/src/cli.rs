@@ -157,6 +157,11 @@ pub struct AgentArgs {
     /// [default: this executable's hidden `agent-shim` subcommand]
     #[arg(long, value_name = "COMMAND", hide = true)]
     pub shim_command: Option<String>,
+
+    /// containerd's CRI socket: pods with images (or a RuntimeClass other than `host`) run
+    /// there as real containers; without it every pod runs on the host runtime
+    #[arg(long, value_name = "SOCKET")]
+    pub containerd: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -191,6 +196,7 @@ impl AgentArgs {
         config.network.service_cidr = self.service_cidr;
         config.network.bridge = self.bridge.clone();
         config.network.cluster_domain = self.cluster_domain.clone();
+        config.cri_endpoint = self.containerd.clone();
         if let Some(cmd) = &self.shim_command {
             let mut parts = cmd.split_whitespace().map(str::to_string);
             let program = parts

@@ -52,6 +52,9 @@ pub struct AgentConfig {
     pub sandbox: crate::sandbox::SandboxMode,
     /// Where the CNI plugins are (Debian's `containernetworking-plugins`: `/usr/lib/cni`).
     pub cni_bin_dir: PathBuf,
+    /// containerd's CRI socket: pods with images run there (see `docs/runtimes.md`); `None`:
+    /// every pod runs on the host runtime.
+    pub cri_endpoint: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -82,6 +85,7 @@ impl AgentConfig {
             network: ferry_api::network::ClusterNetwork::default(),
             sandbox: crate::sandbox::SandboxMode::Auto,
             cni_bin_dir: PathBuf::from(crate::sandbox::network::DEFAULT_CNI_BIN_DIR),
+            cri_endpoint: None,
         }
     }
 

@@ -21,6 +21,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod cri;
 pub mod error;
 pub mod events;
 pub mod gpu;
@@ -178,6 +179,14 @@ pub async fn start(
             return Err(AgentError::Config(format!("pod sandboxes: {e}")));
         }
     }
+    let cri = match &config.cri_endpoint {
+        Some(socket) => {
+            let cri = cri::Cri::new(socket).map_err(|e| AgentError::Config(e.to_string()))?;
+            tracing::info!(endpoint = %socket.display(), "pods with images run under containerd (CRI)");
+            Some(cri)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         client: client.clone(),
         config: config.clone(),
@@ -193,6 +202,7 @@ pub async fn start(
         events: events.clone(),
         log_index,
         sandbox,
+        cri,
     });
     let reporter = NodeReporter {
         client,

@@ -153,6 +153,10 @@ pub struct StateRecord {
     /// an image root filesystem); the host runtime's share the host's.
     #[serde(default)]
     pub chroot: bool,
+    /// The CRI container id, for a containerd container (whose `shim` and `container` are
+    /// both its init process as the host sees it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cri_container_id: Option<String>,
 }
 
 /// A finished container (`exit.json`).
@@ -276,6 +280,9 @@ pub enum AttemptState {
 /// process group is killed so nothing is left unsupervised, and an `Unknown` exit record is
 /// written so the answer stays the same from then on.
 pub fn inspect(dir: &Path) -> io::Result<AttemptState> {
+    if dir.join(crate::cri::ATTEMPT_FILE).exists() {
+        return crate::cri::inspect(dir);
+    }
     if let Some(exit) = read_json::<ExitRecord>(&dir.join(files::EXIT))? {
         return Ok(AttemptState::Exited(exit));
     }
@@ -432,6 +439,13 @@ pub fn signal(state: &StateRecord, signal: Signal) -> io::Result<()> {
     if !state.container.exists() && !state.shim.is_alive() {
         return Ok(());
     }
+    if state.cri_container_id.is_some() {
+        // A container's init process (pid 1 of its pid namespace): as containerd signals it.
+        return match nix::sys::signal::kill(Pid::from_raw(state.container.pid), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
+        };
+    }
     match killpg(Pid::from_raw(state.container.pid), signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
@@ -514,6 +528,7 @@ mod tests {
                 started_at: Timestamp::now(),
                 mounts: MountOutcome::default(),
                 chroot: false,
+                cri_container_id: None,
             },
         )
         .unwrap();

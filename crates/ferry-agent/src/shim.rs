@@ -290,6 +290,7 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
         started_at,
         mounts,
         chroot: false,
+        cri_container_id: None,
     };
     if let Err(e) = write_json_atomic(&dir.join(files::STATE), &state) {
         eprintln!("ferry shim: cannot write {}: {e}", files::STATE);

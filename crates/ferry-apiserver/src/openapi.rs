@@ -286,6 +286,7 @@ mod tests {
         use k8s_openapi::api::coordination::v1 as coordination;
         use k8s_openapi::api::core::v1 as core;
         use k8s_openapi::api::discovery::v1 as discovery;
+        use k8s_openapi::api::node::v1 as node;
         use k8s_openapi::api::scheduling::v1 as scheduling;
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
         let mut generator: SchemaGenerator = SchemaSettings::openapi3()
@@ -307,6 +308,7 @@ mod tests {
             "discovery.k8s.io", "v1", "EndpointSlice" => discovery::EndpointSlice;
             "coordination.k8s.io", "v1", "Lease" => coordination::Lease;
             "scheduling.k8s.io", "v1", "PriorityClass" => scheduling::PriorityClass;
+            "node.k8s.io", "v1", "RuntimeClass" => node::RuntimeClass;
             "apiextensions.k8s.io", "v1", "CustomResourceDefinition" => apiextensions::CustomResourceDefinition;
         );
         let definitions = generator.take_definitions(true);

@@ -41,6 +41,13 @@ pub struct UpArgs {
     /// Where the scheduler serves its Prometheus metrics.
     #[arg(long, default_value = "127.0.0.1:10259")]
     pub metrics_listen: SocketAddr,
+    /// containerd's CRI socket for pods with images [default: /run/containerd/containerd.sock
+    /// when that socket exists; else every pod runs on the host runtime]
+    #[arg(long, value_name = "SOCKET", conflicts_with = "no_containerd")]
+    pub containerd: Option<PathBuf>,
+    /// Never use containerd, even where it runs: every pod runs on the host runtime.
+    #[arg(long)]
+    pub no_containerd: bool,
 }
 
 /// Arguments of `ferry store check` and `ferry store recover`.
@@ -256,9 +263,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--fake-gpus {spec:?}: {e}"))?;
             options.gpus = ferry_agent::gpu::GpuSource::Fake(groups);
         }
+        let default_socket = PathBuf::from(ferry_agent::cri::DEFAULT_CONTAINERD_SOCKET);
+        options.containerd = match (&args.containerd, args.no_containerd) {
+            (_, true) => None,
+            (Some(socket), false) => Some(socket.clone()),
+            (None, false) => default_socket.exists().then_some(default_socket),
+        };
         Some(options)
     };
     println!("Starting Ferry in {} ...", args.data_dir.display());
+    let containerd = config.agent.as_ref().and_then(|a| a.containerd.clone());
     let plane = ControlPlane::start(config).await?;
     let kubeconfig = plane.kubeconfig.display().to_string();
     println!();
@@ -268,6 +282,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     match &plane.node_name {
         Some(node) => println!("  node         {node}"),
         None => println!("  node         none (--no-agent)"),
+    }
+    match &containerd {
+        Some(socket) => println!(
+            "  containers   containerd at {} (pods with images; RuntimeClass host for host processes)",
+            socket.display()
+        ),
+        None => {
+            println!("  containers   host processes only (no containerd; see docs/runtimes.md)")
+        }
     }
     if args.metrics_listen.port() == 0 {
         println!("  metrics      a free port (the scheduler logs which)");

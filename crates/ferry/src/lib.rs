@@ -8,4 +8,5 @@ pub mod bench_scheduler;
 pub mod bench_service;
 pub mod commands;
 pub mod incluster;
+pub mod runtimeclass;
 pub mod up;

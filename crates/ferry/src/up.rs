@@ -43,6 +43,8 @@ pub struct AgentOptions {
     pub shim: Option<ferry_agent::runtime::ShimCommand>,
     /// How the agent isolates pods (default: `auto`).
     pub sandbox: ferry_agent::sandbox::SandboxMode,
+    /// containerd's CRI socket: pods with images run there (`None`: host runtime only).
+    pub containerd: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -53,6 +55,7 @@ impl AgentOptions {
             gpus: ferry_agent::gpu::GpuSource::Auto,
             shim: None,
             sandbox: ferry_agent::sandbox::SandboxMode::Auto,
+            containerd: None,
         }
     }
 }
@@ -243,6 +246,10 @@ impl ControlPlane {
             if let Some(shim) = options.shim {
                 agent_config.shim = shim;
             }
+            agent_config.cri_endpoint = options.containerd.clone();
+            crate::runtimeclass::install(&client_for(&server.url())?, options.containerd.is_some())
+                .await
+                .context("cannot create the RuntimeClasses")?;
             let handle = ferry_agent::start(client_for(&server.url())?, agent_config)
                 .await
                 .context("cannot start the node agent")?;

@@ -7,6 +7,7 @@
 //! back-off, a grace period) expires. Because every decision is derived from the API and the
 //! disk, a restarted agent picks up exactly where the previous one stopped.
 
+mod cri;
 pub mod env;
 pub mod probes;
 mod satoken;
@@ -145,6 +146,8 @@ pub(crate) struct Shared {
     pub log_index: Arc<LogIndex>,
     /// What pod sandboxes are made with.
     pub sandbox: SandboxContext,
+    /// The CRI runtime (containerd), when the agent has an endpoint.
+    pub cri: Option<crate::cri::Cri>,
 }
 
 impl Shared {
@@ -219,6 +222,9 @@ pub(crate) struct PodMeta {
     /// GPU indices given to the pod (`None` until decided).
     #[serde(default)]
     pub gpus: Option<Vec<u32>>,
+    /// The runtime chosen at admission (`None` until decided).
+    #[serde(default)]
+    pub runtime: Option<crate::cri::select::Choice>,
 }
 
 /// Per-attempt bookkeeping of the agent (`agent.json` in the attempt directory).
@@ -279,6 +285,8 @@ pub(crate) struct PodWorker {
     sandbox: Option<SandboxRecord>,
     /// The containers' startup, liveness and readiness probes.
     prober: probes::Prober,
+    /// Containers whose image is not there (containerd pods).
+    pull_errors: HashMap<String, cri::PullFailure>,
 }
 
 impl PodWorker {
@@ -312,6 +320,7 @@ impl PodWorker {
             termination: None,
             sandbox: None,
             prober,
+            pull_errors: HashMap::new(),
         }
     }
 
@@ -422,8 +431,7 @@ impl PodWorker {
             self.release_cgroup(&spec);
         }
         if !terminal && self.sandbox.is_none() {
-            let dir = self.shared.layout.pod(&self.uid);
-            match sandbox::ensure(&self.shared.sandbox, &pod, &self.uid, &dir).await {
+            match self.make_sandbox(&pod).await {
                 Ok(record) => self.sandbox = Some(record),
                 Err(e) => {
                     tracing::warn!(pod = %self.display_name(), error = %e, "cannot create the pod sandbox");
@@ -438,6 +446,9 @@ impl PodWorker {
                     return Ok(Next::Wait(Some(Instant::now() + Duration::from_secs(2))));
                 }
             }
+        }
+        if self.is_cri() {
+            self.cri_refresh().await;
         }
         if !terminal {
             self.backoff.clear();
@@ -571,7 +582,7 @@ impl PodWorker {
             self.meta.failure = Some(failure);
             self.save_meta()?;
         }
-        if !self.meta.announced {
+        if !self.meta.announced && !self.is_cri() && self.meta.failure.is_none() {
             for c in env::all_containers(pod) {
                 if let Some(image) = c.image.as_deref().filter(|i| !i.is_empty()) {
                     let message = format!(
@@ -595,6 +606,7 @@ impl PodWorker {
             message,
         };
         let spec = pod.spec.clone().unwrap_or_default();
+        self.choose_runtime(pod).await?;
         let mut names = HashSet::new();
         for c in env::all_containers(pod) {
             if !safe_component(&c.name) || !names.insert(c.name.clone()) {
@@ -603,7 +615,7 @@ impl PodWorker {
                     format!("container name {:?} is invalid or repeated", c.name),
                 ));
             }
-            if c.command.as_ref().is_none_or(|cmd| cmd.is_empty()) {
+            if !self.is_cri() && c.command.as_ref().is_none_or(|cmd| cmd.is_empty()) {
                 return Err(fail(
                     "NoCommand",
                     format!(
@@ -902,6 +914,9 @@ impl PodWorker {
         {
             return Ok(Some(*retry_at));
         }
+        if let Some(retry_at) = self.cri_pull(pod, c).await {
+            return Ok(Some(retry_at));
+        }
         let spec = match self.container_spec(pod, c).await {
             Ok(spec) => spec,
             Err(e) => {
@@ -944,13 +959,17 @@ impl PodWorker {
             &format!("Created container {}", c.name),
         )
         .await;
-        let state = runtime::start(&self.shared.config.shim, &dir, &spec)
-            .await
-            .map_err(|error| PodError::Process {
-                action: "start container",
-                container: c.name.clone(),
-                error,
-            })?;
+        let state = if self.is_cri() {
+            self.cri_start(pod, c, &dir, attempt, &spec).await?
+        } else {
+            runtime::start(&self.shared.config.shim, &dir, &spec)
+                .await
+                .map_err(|error| PodError::Process {
+                    action: "start container",
+                    container: c.name.clone(),
+                    error,
+                })?
+        };
         match &state {
             AttemptState::Running(s) => {
                 self.watch_shim(&c.name, attempt, s.shim);
@@ -1078,7 +1097,12 @@ impl PodWorker {
             env.retain(|(n, _)| *n != k);
             env.push((k, v));
         }
-        let argv = env::command_line(c, &env)?;
+        // containerd takes the command and arguments apart (the image's entrypoint applies).
+        let argv = if self.is_cri() {
+            Vec::new()
+        } else {
+            env::command_line(c, &env)?
+        };
         let working_dir = match c.working_dir.as_deref().filter(|w| !w.is_empty()) {
             Some(w) => PathBuf::from(w),
             None => {
@@ -1164,9 +1188,11 @@ impl PodWorker {
     ) -> Result<ContainerObs, PodError> {
         let o = self.observe(&c.name)?;
         let restart_count = o.latest.unwrap_or(0);
-        let container_id = o
-            .latest
-            .map(|n| format!("ferry://{}/{}/{n}", self.uid, c.name));
+        let container_id = o.latest.map(|n| {
+            self.cri_container_id(&c.name, n)
+                .unwrap_or_else(|| format!("ferry://{}/{}/{n}", self.uid, c.name))
+        });
+        let pull = self.pull_view(&c.name);
         let config_error = self.config_errors.get(&c.name).map(|(m, _)| m.clone());
         let waiting = |reason: &str, message: Option<String>| ContainerView::Waiting {
             reason: reason.into(),
@@ -1212,6 +1238,7 @@ impl PodWorker {
             AttemptState::NotStarted => {
                 let view = match (config_error, &self.meta.failure) {
                     (_, Some(f)) => waiting(&f.reason, Some(f.message.clone())),
+                    (_, None) if let Some((r, m)) = pull => waiting(&r, Some(m)),
                     (Some(m), None) => waiting("CreateContainerConfigError", Some(m)),
                     (None, None) if init || init_done => waiting("ContainerCreating", None),
                     (None, None) => waiting("PodInitializing", None),
@@ -1230,6 +1257,8 @@ impl PodWorker {
                     (waiting("CrashLoopBackOff", Some(m.clone())), Some(e))
                 } else if let Some(m) = config_error {
                     (waiting("CreateContainerConfigError", Some(m)), Some(e))
+                } else if let Some((r, m)) = pull {
+                    (waiting(&r, Some(m)), Some(e))
                 } else {
                     (ContainerView::Terminated(e), o.previous_exit)
                 }
@@ -1321,6 +1350,10 @@ impl PodWorker {
     async fn sync_terminating(&mut self) -> Result<Next, PodError> {
         self.backoff.clear();
         self.prober.close();
+        self.pull_errors.clear();
+        if self.is_cri() {
+            self.cri_refresh().await;
+        }
         let names: Vec<String> =
             std::fs::read_dir(self.shared.layout.pod(&self.uid).join("containers"))
                 .into_iter()
@@ -1426,6 +1459,10 @@ impl PodWorker {
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
                 Err(e) => return Err(PodError::kube("remove the pod", e)),
             }
+        }
+        if let Err(e) = self.cri_teardown().await {
+            tracing::warn!(pod = %self.display_name(), error = %e, "cannot remove the pod's containerd sandbox; retrying");
+            return Ok(Next::Wait(Some(Instant::now() + Duration::from_secs(2))));
         }
         let dir = self.shared.layout.pod(&self.uid);
         if let Err(e) = sandbox::teardown(&self.shared.sandbox, &self.uid, &dir).await {

@@ -25,6 +25,7 @@ pub mod namespace;
 pub mod node;
 pub mod pod;
 pub mod priorityclass;
+pub mod runtimeclass;
 pub mod secret;
 pub mod service;
 pub mod serviceaccount;
@@ -43,6 +44,7 @@ pub static BUILTINS: &[StrategyRef] = &[
     StrategyRef::new("serviceaccounts", &serviceaccount::ServiceAccounts),
     StrategyRef::new("leases", &lease::Leases),
     StrategyRef::new("priorityclasses", &priorityclass::PriorityClasses),
+    StrategyRef::new("runtimeclasses", &runtimeclass::RuntimeClasses),
     StrategyRef::new("customresourcedefinitions", &crd::CustomResourceDefinitions),
 ];
 
