@@ -2,8 +2,8 @@
 //! `ferry up` runs (also started in-process by integration tests).
 
 pub mod bench;
-pub mod bench_sandbox;
 pub mod bench_dns;
+pub mod bench_sandbox;
 pub mod bench_scheduler;
 pub mod bench_service;
 pub mod commands;

@@ -190,30 +190,6 @@ impl ControlPlane {
             .context("cannot install Ferry's CRDs")?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        if config.controllers {
-            // An API client like any other: the same code runs with `ferry controllers`.
-            let client = client_for(&server.url())?;
-            let options = ferry_controllers::Options {
-                // H5: the API server's TLS listener on the gateway.
-                kubernetes_endpoint: None,
-            };
-            tasks.push(tokio::spawn(ferry_controllers::run_with(
-                client,
-                options,
-                stopped(stop_rx.clone()),
-            )));
-            if let Some(pki) = &pki {
-                let client = client_for(&server.url())?;
-                let publisher = ferry_controllers::rootca::run(client, pki.ca_cert_pem.clone());
-                let stop = stopped(stop_rx.clone());
-                tasks.push(tokio::spawn(async move {
-                    tokio::select! {
-                        () = publisher => {}
-                        () = stop => {}
-                    }
-                }));
-            }
-        }
         if config.scheduler {
             let client = client_for(&server.url())?;
             let scheduler_config = ferry_scheduler::SchedulerConfig {
@@ -282,15 +258,29 @@ impl ControlPlane {
             }
             _ => None,
         };
-        if let Some(l) = &tls
-            && let Err(e) = crate::incluster::publish_kubernetes_service_interim(
-                &client_for(&server.url())?,
-                &config.network,
-                l.addr,
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "cannot publish the kubernetes Service");
+        if config.controllers {
+            // An API client like any other: the same code runs with `ferry controllers`.
+            let client = client_for(&server.url())?;
+            let options = ferry_controllers::Options {
+                // The API server's TLS listener on the gateway, for in-cluster clients.
+                kubernetes_endpoint: tls.as_ref().map(|l| l.addr),
+            };
+            tasks.push(tokio::spawn(ferry_controllers::run_with(
+                client,
+                options,
+                stopped(stop_rx.clone()),
+            )));
+            if let Some(pki) = &pki {
+                let client = client_for(&server.url())?;
+                let publisher = ferry_controllers::rootca::run(client, pki.ca_cert_pem.clone());
+                let stop = stopped(stop_rx.clone());
+                tasks.push(tokio::spawn(async move {
+                    tokio::select! {
+                        () = publisher => {}
+                        () = stop => {}
+                    }
+                }));
+            }
         }
         let dns = if config.dns {
             let dns_config = ferry_dns::DnsConfig::for_node(&config.network);

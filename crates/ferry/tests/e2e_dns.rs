@@ -4,12 +4,10 @@
 //! tokens; every namespace has `kube-root-ca.crt`; and the Python `kubernetes` client inside
 //! a pod lists pods with its mounted token and `ca.crt` over the API's TLS listener.
 //!
-//! Until the pod network exists, pods share the host's network: the test creates the node
-//! bridge itself (named from its plane's network plan, removed at the end) so that the DNS
-//! and TLS listeners can bind the gateway, and the in-pod Python client is pointed at
-//! `<gateway>:6443` through `KUBERNETES_SERVICE_HOST`/`PORT`. The final path is the
-//! `kubernetes` Service IP through the node's Service proxy. The lookups from inside a pod
-//! run only once pods have their own network (see [`pods_have_their_own_network`]).
+//! The in-pod client takes the path every in-cluster client takes: `KUBERNETES_SERVICE_HOST`
+//! (the `kubernetes` Service IP, set by the agent) through the node's Service proxy to the
+//! API's TLS listener on the gateway; the lookups from inside a pod go through the pod's
+//! resolv.conf to the `kube-dns` Service IP.
 
 mod common;
 
@@ -26,70 +24,22 @@ use kube::api::Api;
 const WAIT: Duration = Duration::from_secs(60);
 const ASK: Duration = Duration::from_secs(3);
 
-/// The node bridge with the gateway address, made by the test when nothing made it yet, and
-/// removed when the test ends (also on failure).
-struct TestBridge {
-    name: String,
-    created: bool,
-}
-
-impl TestBridge {
-    fn ensure(network: &ferry_api::network::ClusterNetwork) -> Self {
-        let name = network.bridge.clone();
-        let exists = Command::new("ip")
-            .args(["link", "show", &name])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !exists {
-            let cidr = format!("{}/{}", network.gateway(), network.node_pod_cidr.prefix);
-            for args in [
-                vec!["link", "add", name.as_str(), "type", "bridge"],
-                vec!["addr", "add", cidr.as_str(), "dev", name.as_str()],
-                vec!["link", "set", name.as_str(), "up"],
-            ] {
-                let out = Command::new("ip").args(&args).output().expect("ip runs");
-                assert!(
-                    out.status.success(),
-                    "ip {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-        Self {
-            name,
-            created: !exists,
-        }
-    }
-}
-
-impl Drop for TestBridge {
-    fn drop(&mut self) {
-        if self.created {
-            let _ = Command::new("ip")
-                .args(["link", "del", &self.name])
-                .output();
-        }
-    }
-}
-
 /// kubectl's stdout when it succeeded.
 fn ok(k: common::Kubectl) -> Option<String> {
     k.ok.then_some(k.stdout)
 }
 
-/// A plane with a node agent, its bridge, and the in-cluster endpoints on the gateway.
-async fn plane() -> (common::TestPlane, TestBridge) {
-    let mut bridge = None;
-    let t = common::start_with(|c| {
-        bridge = Some(TestBridge::ensure(&c.network));
+/// A plane with a node agent (which makes the node bridge), and the in-cluster endpoints on
+/// the gateway.
+async fn plane() -> common::TestPlane {
+    common::start_with(|c| {
         let mut agent = ferry::up::AgentOptions::new();
         agent.node_name = "test-node".into();
         agent.gpus = ferry_agent::gpu::GpuSource::Fake(Vec::new());
         agent.shim = Some(common::shim_command());
         c.agent = Some(agent);
     })
-    .await;
-    (t, bridge.expect("the bridge"))
+    .await
 }
 
 /// The A records `name` resolves to at `server` (NXDOMAIN and the like: none).
@@ -127,7 +77,7 @@ async fn services_and_headless_hostnames_resolve_at_the_cluster_dns() {
     if !common::sandbox_capable("services_and_headless_hostnames_resolve_at_the_cluster_dns") {
         return;
     }
-    let (t, _bridge) = plane().await;
+    let t = plane().await;
     let dns = t
         .plane
         .dns
@@ -267,13 +217,12 @@ spec:
     })
     .await;
 
-    if pods_have_their_own_network(&pod) {
-        lookups_from_inside_a_pod(&t, &pods).await;
-    } else {
-        eprintln!(
-            "NOTE: pods share the host network (no pod network yet): the lookups from inside a pod are not run"
-        );
-    }
+    assert!(
+        pods_have_their_own_network(&pod),
+        "the pod has no network of its own: {:?}",
+        pod.status
+    );
+    lookups_from_inside_a_pod(&t, &pods).await;
     t.kubectl(&["delete", "pod", "trainer-0", "--grace-period=1"])
         .success();
     t.plane.stop().await;
@@ -342,13 +291,11 @@ async fn an_in_cluster_python_client_lists_pods_with_its_service_account() {
         eprintln!("SKIPPED: {message}");
         return;
     }
-    let (t, _bridge) = plane().await;
-    let tls = t
-        .plane
-        .tls
-        .as_ref()
-        .expect("the TLS listener on the gateway")
-        .addr;
+    let t = plane().await;
+    assert!(
+        t.plane.tls.is_some(),
+        "the API's TLS listener on the gateway"
+    );
 
     // TokenRequest through kubectl.
     common::eventually("the default ServiceAccount", WAIT, async || {
@@ -410,12 +357,6 @@ async fn an_in_cluster_python_client_lists_pods_with_its_service_account() {
                 "name": "main",
                 "image": "python",
                 "command": ["/usr/bin/python3", "-c", script],
-                // Until the Service proxy and pod network land: the API's TLS listener on the
-                // gateway directly (the final path: the `kubernetes` Service IP).
-                "env": [
-                    {"name": "KUBERNETES_SERVICE_HOST", "value": tls.ip().to_string()},
-                    {"name": "KUBERNETES_SERVICE_PORT", "value": tls.port().to_string()},
-                ],
             }],
         },
     });

@@ -441,6 +441,8 @@ pub async fn refresh(cri: &Cri, dir: &Path) -> Result<(), CriError> {
                     ..Default::default()
                 },
                 cri_container_id: Some(attempt.container_id.clone()),
+                // exec and cp run in the image's root filesystem.
+                chroot: true,
             };
             save(&dir.join(files::STATE), &record)?;
             if !status.image_ref.is_empty() {
