@@ -358,6 +358,37 @@ async fn settle(
     }
 }
 
+/// The counts once the cluster's own Services (`kubernetes`, `kube-dns`) have their endpoints
+/// and the Service proxy has written their rules: those rules belong to live Services, not to
+/// any pod, and arrive a moment after the plane starts.
+async fn baseline(t: &common::TestPlane, data: &std::path::Path) -> Counts {
+    for (ns, name) in [("default", "kubernetes"), ("kube-system", "kube-dns")] {
+        common::eventually(&format!("the endpoints of {ns}/{name}"), WAIT, async || {
+            let out = t.kubectl(&[
+                "get",
+                "endpoints",
+                name,
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].ip}",
+            ]);
+            (out.ok && !out.stdout.trim().is_empty()).then_some(())
+        })
+        .await;
+    }
+    // Then until two samples a second apart agree.
+    let mut last = Counts::take(&t.network, data, &[]);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = Counts::take(&t.network, data, &[]);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_crashes_and_deletions_while_away_leak_nothing() {
     if !common::sandbox_capable("restarts_crashes_and_deletions_while_away_leak_nothing") {
@@ -367,7 +398,7 @@ async fn restarts_crashes_and_deletions_while_away_leak_nothing() {
     let net = t.network.clone();
     let data = t.dir.path().join("data");
     let pods: Api<Pod> = Api::namespaced(t.client.clone(), "default");
-    let before = Counts::take(&net, &data, &[]);
+    let before = baseline(&t, &data).await;
     let mut uids = Vec::new();
 
     // A pod's whole life.

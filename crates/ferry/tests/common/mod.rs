@@ -259,10 +259,14 @@ pub fn kubectl_binary() -> PathBuf {
 pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Kubectl {
     use std::io::Write;
     let mut cmd = Command::new(kubectl_binary());
-    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
-    // No cache shared between tests (discovery is cached per server address otherwise).
+    // No cache shared between tests (discovery is cached per server address otherwise). The
+    // flags go first: after a `--` (exec) they would be the command's.
     let cache = tempfile::tempdir().unwrap();
-    cmd.arg("--cache-dir").arg(cache.path());
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .args(args);
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
