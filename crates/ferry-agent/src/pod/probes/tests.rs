@@ -382,6 +382,8 @@ impl FakeContainer {
                 container,
                 started_at: Timestamp::now(),
                 mounts: Default::default(),
+                chroot: false,
+                cri_container_id: None,
             },
             dir: tempfile::tempdir().unwrap(),
         }
