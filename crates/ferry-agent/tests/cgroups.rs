@@ -54,6 +54,16 @@ fn memory_cgroup_of(pid: i32) -> String {
         .unwrap_or_default()
 }
 
+/// Removes the node network the agent made for the slot (bridge, routes, hygiene table) when
+/// the test ends.
+struct NodeNetwork(ferry_api::network::ClusterNetwork);
+
+impl Drop for NodeNetwork {
+    fn drop(&mut self) {
+        ferry_agent::sandbox::network::remove_node(&self.0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_cgroup_is_adopted_across_agent_restarts_and_removed_with_the_pod() {
     if !root_or_skip("a_pod_cgroup_is_adopted_across_agent_restarts_and_removed_with_the_pod") {
@@ -62,11 +72,15 @@ async fn a_pod_cgroup_is_adopted_across_agent_restarts_and_removed_with_the_pod(
     let driver = Driver::host().unwrap();
     let (n, _lock) = slot();
     let network = ferry_api::network::ClusterNetwork::for_index(n);
+    let _net = NodeNetwork(network.clone());
     let root = network.nft_table.clone();
     let c = cluster().await;
     let config = {
         let network = network.clone();
-        move |cfg: &mut ferry_agent::AgentConfig| cfg.network = network.clone()
+        move |cfg: &mut ferry_agent::AgentConfig| {
+            cfg.network = network.clone();
+            cfg.sandbox = ferry_agent::sandbox::SandboxMode::Isolated;
+        }
     };
     let agent = c.agent_with(config.clone()).await;
     let pidfile = c.dir.path().join("pid");
@@ -173,11 +187,13 @@ async fn the_agents_pod_pids_limit_bounds_a_fork_loop() {
     let driver = Driver::host().unwrap();
     let (n, _lock) = slot();
     let network = ferry_api::network::ClusterNetwork::for_index(n);
+    let _net = NodeNetwork(network.clone());
     let root = network.nft_table.clone();
     let c = cluster().await;
     let agent = c
         .agent_with(|cfg| {
             cfg.network = network.clone();
+            cfg.sandbox = ferry_agent::sandbox::SandboxMode::Isolated;
             cfg.pod_pids_limit = 32;
         })
         .await;

@@ -42,6 +42,24 @@ pub async fn cluster() -> Cluster {
         .expect("API server starts");
     let uri = server.url().parse().unwrap();
     let client = kube::Client::try_from(kube::Config::new(uri)).unwrap();
+    // What the controllers keep in every namespace of a real cluster, and what every pod's
+    // service-account volume needs: the `default` ServiceAccount and `kube-root-ca.crt`.
+    let post = PostParams::default();
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap();
+    Api::namespaced(client.clone(), "default")
+        .create(&post, &sa)
+        .await
+        .expect("the default ServiceAccount");
+    let ca: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kube-root-ca.crt"},
+        "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"},
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), "default")
+        .create(&post, &ca)
+        .await
+        .expect("kube-root-ca.crt");
     Cluster {
         server,
         client,
