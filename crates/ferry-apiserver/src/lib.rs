@@ -31,6 +31,7 @@ pub mod expiry;
 pub mod fieldmanager;
 pub mod http;
 pub mod jsonpath;
+pub mod kubelet;
 pub mod logs;
 pub mod meta;
 pub mod metrics;

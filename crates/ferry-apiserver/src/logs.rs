@@ -102,24 +102,9 @@ pub async fn serve(
             "node {node_name:?} of pod {name:?} is not registered; its logs cannot be read"
         ))
     })?;
-    let port = node
-        .value
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let address = node.value["status"]["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str())
-        .unwrap_or("127.0.0.1")
-        .to_string();
-    if port <= 0 {
-        return Err(ApiError::unavailable(format!(
-            "node {node_name:?} publishes no log endpoint"
-        )));
-    }
+    let authority = crate::kubelet::authority(&node.value).ok_or_else(|| {
+        ApiError::unavailable(format!("node {node_name:?} publishes no log endpoint"))
+    })?;
     let mut query: Vec<String> = Vec::new();
     for k in PASSED {
         let v = params.get(k);
@@ -127,13 +112,8 @@ pub async fn serve(
             query.push(format!("{k}={}", encode(v)));
         }
     }
-    let host = if address.contains(':') {
-        format!("[{address}]")
-    } else {
-        address
-    };
     let url = format!(
-        "http://{host}:{port}/containerLogs/{}/{}/{}?{}",
+        "http://{authority}/containerLogs/{}/{}/{}?{}",
         encode(namespace),
         encode(name),
         encode(&container),

@@ -114,23 +114,7 @@ fn list_of(
 
 /// `http://<InternalIP>:<kubelet port>` of a Node, when it publishes one.
 pub fn agent_base(node: &Value) -> Option<String> {
-    let port = node
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_i64)
-        .filter(|p| *p > 0)?;
-    let address = node["status"]["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str())
-        .unwrap_or("127.0.0.1");
-    let host = if address.contains(':') {
-        format!("[{address}]")
-    } else {
-        address.to_string()
-    };
-    Some(format!("http://{host}:{port}"))
+    crate::kubelet::authority(node).map(|a| format!("http://{a}"))
 }
 
 /// The Summary of one node's agent.

@@ -169,28 +169,10 @@ fn agent_address(state: &AppState, node_name: &str, pod: &str) -> ApiResult<Stri
             "node {node_name:?} of pod {pod:?} is not registered"
         ))
     })?;
-    let port = node
-        .value
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    if port <= 0 {
-        return Err(ApiError::unavailable(format!(
+    crate::kubelet::authority(&node.value).ok_or_else(|| {
+        ApiError::unavailable(format!(
             "node {node_name:?} publishes no streaming endpoint"
-        )));
-    }
-    let address = node.value["status"]["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str())
-        .unwrap_or("127.0.0.1")
-        .to_string();
-    Ok(if address.contains(':') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
+        ))
     })
 }
 
