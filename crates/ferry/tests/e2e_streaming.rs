@@ -418,13 +418,9 @@ async fn exec_it_drives_an_interactive_shell_through_a_terminal() {
     tmux.keys("stty size; tty");
     tmux.wait_for_line("the terminal size 40x120", |l| l == "40 120")
         .await;
-    assert!(
-        tmux.screen()
-            .lines()
-            .any(|l| l.trim().starts_with("/dev/pts/")),
-        "a terminal: {}",
-        tmux.screen()
-    );
+    // `tty` answers on the line after the size: wait for it rather than read the screen once.
+    tmux.wait_for_line("a terminal (/dev/pts/N)", |l| l.starts_with("/dev/pts/"))
+        .await;
     tmux.run(&["resize-window", "-t", "exec", "-x", "100", "-y", "30"]);
     tmux.keys("stty size");
     tmux.wait_for_line("the resized terminal 30x100", |l| l == "30 100")
