@@ -169,6 +169,11 @@ impl ApiError {
         e
     }
 
+    /// 401 Unauthorized: no credential, or one that does not hold.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "Unauthorized", message)
+    }
+
     /// 403 Forbidden.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)

@@ -32,6 +32,13 @@ pub struct AppState {
     pub limits: crate::edge::Limits,
     /// Signs service-account tokens (`serviceaccounts/<name>/token`); none: `503`.
     pub tokens: Option<Arc<crate::token::TokenIssuer>>,
+    /// Who a request comes from.
+    pub authn: crate::auth::Authenticator,
+    /// Whether a user may do what a request asks.
+    pub authz: Arc<dyn crate::authz::Authorizer>,
+    /// Requests without credentials are served as the admin (`system:masters`). A
+    /// transitional switch while authentication is being wired in; to be removed.
+    pub anonymous_is_admin: bool,
 }
 
 type Shared = Arc<AppState>;
@@ -63,8 +70,54 @@ pub fn router(state: Shared) -> Router {
         )
         .fallback(dispatch)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate_and_authorize,
+        ))
         .with_state(state);
     crate::edge::layer(routes, &limits)
+}
+
+/// Paths anonymous requests may reach (as Kubernetes' `system:public-info-viewer`).
+pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version"];
+
+/// Authentication (`401`), then authorization (`403`): the user goes into the request's
+/// extensions for the handlers and admission.
+async fn authenticate_and_authorize(
+    State(state): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use crate::auth::UserInfo;
+    let (mut parts, body) = request.into_parts();
+    let user = match state.authn.authenticate(&state.service, &parts) {
+        Ok(Some(user)) => user,
+        Ok(None) if state.anonymous_is_admin => {
+            UserInfo::new(crate::auth::users::ADMIN, &[crate::auth::groups::MASTERS])
+        }
+        Ok(None) if PUBLIC_PATHS.contains(&parts.uri.path()) => UserInfo::anonymous(),
+        Ok(None) => return crate::auth::unauthorized().into_response(),
+        Err(e) => return e.into_response(),
+    };
+    let attributes = crate::authz::Attributes::of_request(
+        user.clone(),
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query(),
+    );
+    let allowed = user.in_group(crate::auth::groups::MASTERS)
+        || (PUBLIC_PATHS.contains(&parts.uri.path()) && parts.method == Method::GET);
+    if !allowed {
+        match state.authz.authorize(&state.service, &attributes) {
+            crate::authz::Decision::Allow(_) => {}
+            crate::authz::Decision::Deny(why) | crate::authz::Decision::NoOpinion(why) => {
+                return crate::authz::forbidden(&attributes, &why).into_response();
+            }
+        }
+    }
+    parts.extensions.insert(Arc::new(user));
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
@@ -321,6 +374,7 @@ impl Params {
         &self,
         headers: &HeaderMap,
         patch: Option<PatchKind>,
+        user: &Option<Arc<crate::auth::UserInfo>>,
     ) -> ApiResult<WriteOptions> {
         let field_manager = self.get("fieldManager");
         let force = match self.get("force") {
@@ -341,6 +395,7 @@ impl Params {
             field_validation: FieldValidation::parse(self.get("fieldValidation"))?,
             field_manager: crate::fieldmanager::manager_name(field_manager, user_agent),
             force: force.unwrap_or(false),
+            user: user.clone(),
         })
     }
 }
@@ -451,6 +506,7 @@ fn written(target: &Target, w: Written, render: Render) -> Response {
 
 async fn dispatch(
     State(state): State<Shared>,
+    user: Option<axum::Extension<Arc<crate::auth::UserInfo>>>,
     method: Method,
     uri: Uri,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -462,7 +518,8 @@ async fn dispatch(
     let body = crate::edge::read_body(body, state.limits.max_body_bytes).await;
     let result = match (query, body) {
         (Ok(Query(query)), Ok(body)) => {
-            handle(&state, &method, &uri, Params(query), &headers, body).await
+            let user = user.map(|axum::Extension(u)| u);
+            handle(&state, user, &method, &uri, Params(query), &headers, body).await
         }
         (Err(e), _) | (_, Err(e)) => Err(e),
     };
@@ -473,6 +530,7 @@ async fn dispatch(
 
 async fn handle(
     state: &Shared,
+    user: Option<Arc<crate::auth::UserInfo>>,
     method: &Method,
     uri: &Uri,
     params: Params,
@@ -535,7 +593,12 @@ async fn handle(
                 ));
             }
             let w = service
-                .create(&info, ns, object, &params.write_options(headers, None)?)
+                .create(
+                    &info,
+                    ns,
+                    object,
+                    &params.write_options(headers, None, &user)?,
+                )
                 .await?;
             Ok(written(&target, w, render))
         }
@@ -564,14 +627,14 @@ async fn handle(
                     name,
                     object,
                     sub,
-                    &params.write_options(headers, None)?,
+                    &params.write_options(headers, None, &user)?,
                 )
                 .await?;
             Ok(written(&target, w, render))
         }
         (Method::PUT, Some(name), Some("scale")) => {
             let scale = decode_body(headers, &body)?;
-            let options = params.write_options(headers, None)?;
+            let options = params.write_options(headers, None, &user)?;
             let scale = service
                 .update_scale(&info, ns, name, &scale, &options)
                 .await?;
@@ -598,7 +661,7 @@ async fn handle(
                 decode_body(&HeaderMap::new(), &body)?
             };
             if sub == Some("scale") {
-                let options = params.write_options(headers, Some(PatchKind::Merge))?;
+                let options = params.write_options(headers, Some(PatchKind::Merge), &user)?;
                 let scale = service
                     .patch_scale(&info, ns, name, &patch, &options)
                     .await?;
@@ -612,13 +675,13 @@ async fn handle(
                     kind,
                     &patch,
                     sub,
-                    &params.write_options(headers, Some(kind))?,
+                    &params.write_options(headers, Some(kind), &user)?,
                 )
                 .await?;
             Ok(written(&target, w, render))
         }
         (Method::DELETE, Some(name), None) => {
-            let options = delete_options(headers, &body, &params)?;
+            let options = delete_options(headers, &body, &params, &user)?;
             let object = service.delete(&info, ns, name, &options).await?;
             Ok(respond(
                 StatusCode::OK,
@@ -627,7 +690,7 @@ async fn handle(
             ))
         }
         (Method::DELETE, None, None) => {
-            let options = delete_options(headers, &body, &params)?;
+            let options = delete_options(headers, &body, &params, &user)?;
             let list_options = params.list_options()?;
             let (deleted, rev) = service
                 .delete_collection(&info, ns, &list_options, &options)
@@ -715,7 +778,12 @@ fn list_metadata(rev: u64, continue_token: Option<&str>) -> Value {
     m
 }
 
-fn delete_options(headers: &HeaderMap, body: &[u8], params: &Params) -> ApiResult<DeleteOptions> {
+fn delete_options(
+    headers: &HeaderMap,
+    body: &[u8],
+    params: &Params,
+    user: &Option<Arc<crate::auth::UserInfo>>,
+) -> ApiResult<DeleteOptions> {
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
@@ -747,6 +815,7 @@ fn delete_options(headers: &HeaderMap, body: &[u8], params: &Params) -> ApiResul
             .and_then(Value::as_str)
             .map(str::to_string),
         dry_run: dry_run(params.get("dryRun"))? || body_dry_run,
+        user: user.clone(),
     })
 }
 

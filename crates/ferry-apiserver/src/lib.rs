@@ -22,7 +22,10 @@
 
 #![warn(clippy::string_slice)]
 
+pub mod admission;
 pub mod allocator;
+pub mod auth;
+pub mod authz;
 pub mod crd_schema;
 pub mod discovery;
 pub mod edge;
@@ -79,6 +82,11 @@ pub struct ServerConfig {
     pub network: ferry_api::network::ClusterNetwork,
     /// `iss` of service-account tokens (signed with `<data dir>/pki/sa.key`).
     pub service_account_issuer: String,
+    /// The static token file (`--token-auth-file`): `token,user,uid[,"group1,group2"]`.
+    pub token_file: Option<PathBuf>,
+    /// Serve requests without credentials as the admin. Transitional, while authentication
+    /// is wired in; to be removed.
+    pub anonymous_is_admin: bool,
 }
 
 impl ServerConfig {
@@ -92,6 +100,8 @@ impl ServerConfig {
             limits: edge::Limits::default(),
             network: ferry_api::network::ClusterNetwork::default(),
             service_account_issuer: token::default_issuer("cluster.local"),
+            token_file: None,
+            anonymous_is_admin: true,
         }
     }
 }
@@ -112,6 +122,9 @@ pub enum ServerError {
         /// Advice for the user.
         hint: String,
     },
+    /// The authentication configuration (token file) is not valid.
+    #[error("authentication: {0}")]
+    Auth(String),
     /// Bootstrap objects could not be written.
     #[error("cannot create bootstrap object: {0}")]
     Bootstrap(error::ApiError),
@@ -169,7 +182,18 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             None
         }
     };
+    let static_tokens = match &config.token_file {
+        Some(path) => auth::StaticTokens::load(path).map_err(ServerError::Auth)?,
+        None => auth::StaticTokens::default(),
+    };
+    let authn = auth::Authenticator {
+        static_tokens,
+        service_accounts: tokens.clone(),
+    };
     let state = Arc::new(http::AppState {
+        authn,
+        authz: Arc::new(authz::AlwaysAllow),
+        anonymous_is_admin: config.anonymous_is_admin,
         tokens,
         service: service.clone(),
         advertise: addr.to_string(),
@@ -289,6 +313,57 @@ users:
 - name: ferry
   user: {{}}
 "
+    )
+}
+
+/// How a kubeconfig's user proves who it is.
+#[derive(Debug, Clone)]
+pub enum KubeconfigUser<'a> {
+    /// A client certificate (x509 authentication).
+    Certificate(&'a tls::Credentials),
+    /// A bearer token (static token file or service-account token).
+    Token(&'a str),
+}
+
+/// A kubeconfig for `url` (https) trusting `ca_pem`, for `user`; its context's default
+/// namespace is `namespace`.
+pub fn kubeconfig_with(
+    url: &str,
+    ca_pem: &str,
+    user: KubeconfigUser<'_>,
+    namespace: &str,
+) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let user = match user {
+        KubeconfigUser::Certificate(c) => format!(
+            "    client-certificate-data: {}\n    client-key-data: {}",
+            b64(&c.cert_pem),
+            b64(&c.key_pem)
+        ),
+        KubeconfigUser::Token(t) => format!("    token: {t}"),
+    };
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: ferry
+  cluster:
+    server: {url}
+    certificate-authority-data: {ca}
+contexts:
+- name: ferry
+  context:
+    cluster: ferry
+    user: ferry
+    namespace: {namespace}
+current-context: ferry
+users:
+- name: ferry
+  user:
+{user}
+",
+        ca = b64(ca_pem),
     )
 }
 

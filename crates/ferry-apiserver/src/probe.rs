@@ -165,6 +165,9 @@ pub fn app(dir: &std::path::Path) -> Result<Router, ferry_store::StoreError> {
         advertise: "127.0.0.1:6443".into(),
         ready: true.into(),
         limits: Limits::default(),
+        authn: crate::auth::Authenticator::default(),
+        authz: Arc::new(crate::authz::AlwaysAllow),
+        anonymous_is_admin: true,
     });
     Ok(router(state))
 }

@@ -59,6 +59,8 @@ pub struct WriteOptions {
     pub field_manager: String,
     /// On apply, take over fields other managers own instead of failing (`force=true`).
     pub force: bool,
+    /// Who writes, for admission (none: the server itself).
+    pub user: Option<Arc<crate::auth::UserInfo>>,
 }
 
 /// What a write returns: the object and warnings for the client (`Warning` headers).
@@ -84,6 +86,8 @@ pub struct DeleteOptions {
     pub precondition_resource_version: Option<String>,
     /// Validate only.
     pub dry_run: bool,
+    /// Who deletes, for admission (none: the server itself).
+    pub user: Option<Arc<crate::auth::UserInfo>>,
 }
 
 /// Options of a list.
@@ -117,6 +121,8 @@ pub struct Service {
     pub registry: Registry,
     /// Cluster IPs and node ports of Services.
     pub(crate) allocator: crate::allocator::ServiceAllocator,
+    /// The admission plugins every write passes.
+    pub admission: crate::admission::Chain,
 }
 
 /// Attempts of a write that conflicts with concurrent writes before it gives up. Every
@@ -145,6 +151,7 @@ impl Service {
             store,
             registry: Registry::new(),
             allocator: crate::allocator::ServiceAllocator::new(network),
+            admission: crate::admission::Chain::standard(),
         };
         if let Some(crds) =
             service
@@ -398,13 +405,24 @@ impl Service {
             m.remove("managedFields")
         };
         info.strategy.prepare_for_create(self, info, &mut body)?;
-        let warnings = match self.admit(info, &mut body, None, options.field_validation) {
-            Ok(w) => w,
+        let attributes = crate::admission::Attributes {
+            operation: crate::admission::Operation::Create,
+            info,
+            namespace: ns.as_deref(),
+            name: &name,
+            subresource: None,
+            old: None,
+            user: options.user.as_deref(),
+            dry_run: options.dry_run,
+        };
+        let admitted = match self.admit_create(&attributes, &mut body, options).await {
+            Ok(a) => a,
             Err(e) => {
                 info.strategy.release(self, &body);
                 return Err(e);
             }
         };
+        let (warnings, _admission_guards) = admitted;
         fieldmanager::on_write(
             info,
             None,
@@ -437,6 +455,21 @@ impl Service {
             warnings,
             created: true,
         })
+    }
+
+    /// Admission of a new object: mutating plugins, the kind's validation, validating
+    /// plugins. Returns the warnings and what to hold until the object is stored.
+    async fn admit_create(
+        &self,
+        attributes: &crate::admission::Attributes<'_>,
+        body: &mut Value,
+        options: &WriteOptions,
+    ) -> ApiResult<(Vec<String>, Vec<crate::admission::Guard>)> {
+        let mut warnings = self.admission.mutate(self, attributes, body)?;
+        warnings.extend(self.admit(attributes.info, body, None, options.field_validation)?);
+        let admitted = self.admission.validate(self, attributes, body).await?;
+        warnings.extend(admitted.warnings);
+        Ok((warnings, admitted.guards))
     }
 
     /// Normalizes and validates an object about to be written. Returns warnings.
@@ -716,7 +749,21 @@ impl Service {
                 .unwrap_or(1);
             m.insert("generation".into(), json!(generation));
         }
-        let warnings = self.admit(info, &mut new, Some(old_value), options.field_validation)?;
+        let attributes = crate::admission::Attributes {
+            operation: crate::admission::Operation::Update,
+            info,
+            namespace,
+            name,
+            subresource,
+            old: Some(old_value),
+            user: options.user.as_deref(),
+            dry_run: options.dry_run,
+        };
+        let mut warnings = self.admission.mutate(self, &attributes, &mut new)?;
+        warnings.extend(self.admit(info, &mut new, Some(old_value), options.field_validation)?);
+        let admitted = self.admission.validate(self, &attributes, &new).await?;
+        warnings.extend(admitted.warnings);
+        let _admission_guards = admitted.guards;
         fieldmanager::on_write(
             info,
             Some(old_value),
@@ -794,6 +841,21 @@ impl Service {
     ) -> ApiResult<Value> {
         for _attempt in 0..CONFLICT_RETRIES {
             let old = self.get(info, namespace, name)?;
+            let attributes = crate::admission::Attributes {
+                operation: crate::admission::Operation::Delete,
+                info,
+                namespace,
+                name,
+                subresource: None,
+                old: Some(&old.value),
+                user: options.user.as_deref(),
+                dry_run: options.dry_run,
+            };
+            let _admission_guards = self
+                .admission
+                .validate(self, &attributes, &old.value)
+                .await?
+                .guards;
             if let Some(uid) = &options.precondition_uid
                 && uid != meta::uid(&old.value)
             {

@@ -71,12 +71,30 @@ pub struct Pki {
     pub dir: PathBuf,
     /// The CA certificate (what clients trust: `ca.crt`).
     pub ca_cert_pem: String,
+    /// The CA's key (signs client and node certificates).
+    pub ca_key_pem: String,
     /// The serving certificate chain (leaf then CA).
     pub serving_cert_pem: String,
     /// The serving key.
     pub serving_key_pem: String,
     /// The service-account token signing key (PKCS#8 PEM, ECDSA P-256).
     pub service_account_key_pem: String,
+}
+
+/// A certificate and its key (PEM), as a kubeconfig's `client-certificate-data` and
+/// `client-key-data` hold them.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The certificate.
+    pub cert_pem: String,
+    /// Its private key (PKCS#8).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").finish_non_exhaustive()
+    }
 }
 
 /// The names and addresses the serving certificate covers.
@@ -204,7 +222,7 @@ impl Pki {
             source,
         })?;
         let year = this_year();
-        let (ca_key, _) = ensure_key(&dir.join("ca.key"))?;
+        let (ca_key, ca_key_pem) = ensure_key(&dir.join("ca.key"))?;
         let ca_path = dir.join("ca.crt");
         let ca_cert_pem = match read(&ca_path)? {
             Some(pem) => pem,
@@ -267,8 +285,66 @@ impl Pki {
             dir,
             serving_cert_pem: format!("{leaf_pem}{ca_cert_pem}"),
             ca_cert_pem,
+            ca_key_pem,
             serving_key_pem,
             service_account_key_pem,
+        })
+    }
+
+    /// A client certificate signed by the cluster CA, as kube-apiserver authenticates them:
+    /// CN = `user`, one O per group. Valid for a year (new key each call).
+    pub fn issue_client_cert(&self, user: &str, groups: &[&str]) -> Result<Credentials, TlsError> {
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, user);
+        for g in groups {
+            dn.push(DnType::OrganizationName, *g);
+        }
+        p.distinguished_name = dn;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(p, 1)
+    }
+
+    /// A serving certificate signed by the cluster CA for `names` (a node agent's endpoint:
+    /// CN = `system:node:<name>`). Valid for two years (new key each call).
+    pub fn issue_serving_cert(
+        &self,
+        common_name: &str,
+        names: &ServingNames,
+    ) -> Result<Credentials, TlsError> {
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, common_name);
+        p.distinguished_name = dn;
+        p.subject_alt_names = names
+            .dns
+            .iter()
+            .map(|d| d.clone().try_into().map(rcgen::SanType::DnsName))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(cert_err)?;
+        p.subject_alt_names
+            .extend(names.ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(p, 2)
+    }
+
+    fn issue(&self, mut p: CertificateParams, years: i32) -> Result<Credentials, TlsError> {
+        let year = this_year();
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem).map_err(cert_err)?;
+        let issuer = Issuer::new(ca_params(year), &ca_key);
+        p.use_authority_key_identifier_extension = true;
+        p.not_before = date_time_ymd(year - 1, 1, 1);
+        p.not_after = date_time_ymd(year + years, 1, 1);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(cert_err)?;
+        let cert = p.signed_by(&key, &issuer).map_err(cert_err)?;
+        Ok(Credentials {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         })
     }
 

@@ -30,6 +30,8 @@ pub struct UpConfig {
     pub dns: bool,
     /// Port of the API's TLS listener on the gateway, for pods (none: no in-cluster API).
     pub tls_port: Option<u16>,
+    /// The static token file (`token,user,uid[,"group1,group2"]`), if any.
+    pub token_file: Option<PathBuf>,
 }
 
 /// How `ferry up` runs its node agent.
@@ -79,6 +81,7 @@ impl UpConfig {
             network: ferry_api::network::ClusterNetwork::default(),
             dns: true,
             tls_port: Some(crate::incluster::DEFAULT_TLS_PORT),
+            token_file: None,
         }
     }
 }
@@ -177,6 +180,7 @@ impl ControlPlane {
         };
         let mut server_config = ferry_apiserver::ServerConfig::new(&config.data_dir);
         server_config.listen = config.listen;
+        server_config.token_file = config.token_file.clone();
         server_config.network = config.network.clone();
         server_config.service_account_issuer =
             ferry_apiserver::token::default_issuer(&config.network.cluster_domain);
@@ -310,9 +314,46 @@ impl ControlPlane {
         })
     }
 
-    /// A kube-rs client for this control plane.
+    /// A kube-rs client for this control plane (as the admin).
     pub fn client(&self) -> anyhow::Result<kube::Client> {
         client_for(&self.server.url())
+    }
+
+    /// A kubeconfig (YAML) for this control plane that authenticates with the bearer
+    /// `token` (a static token or a service-account token).
+    pub fn kubeconfig_for_token(&self, token: &str) -> String {
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: ferry
+  cluster:
+    server: {url}
+contexts:
+- name: ferry
+  context:
+    cluster: ferry
+    user: ferry
+    namespace: default
+current-context: ferry
+users:
+- name: ferry
+  user:
+    token: {token}
+",
+            url = self.server.url()
+        )
+    }
+
+    /// A kube-rs client for this control plane that authenticates with the bearer `token`.
+    pub async fn client_for_token(&self, token: &str) -> anyhow::Result<kube::Client> {
+        let kubeconfig: kube::config::Kubeconfig =
+            serde_saphyr::from_str(&self.kubeconfig_for_token(token))
+                .context("the generated kubeconfig is not valid")?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .context("the generated kubeconfig is not valid")?;
+        kube::Client::try_from(config).context("cannot build a Kubernetes client")
     }
 
     /// Stops every component (running pods keep running; the agent adopts them on restart).

@@ -103,6 +103,9 @@ pub async fn start_with(adjust: impl FnOnce(&mut UpConfig)) -> TestPlane {
     let mut config = UpConfig::new(dir.path().join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.agent = None;
+    let token_file = dir.path().join("tokens.csv");
+    std::fs::write(&token_file, TEST_TOKENS).expect("token file");
+    config.token_file = Some(token_file);
     let (slot, slot_lock) = network_slot();
     config.network = ferry_api::network::ClusterNetwork::for_index(slot);
     clean_slot(&config.network);
@@ -122,7 +125,48 @@ pub async fn start_with(adjust: impl FnOnce(&mut UpConfig)) -> TestPlane {
     }
 }
 
+/// The static tokens of every test plane: users `alice` (group `tenant-a`), `bob` (group
+/// `tenant-b`) and `carol` (no group), with the token `<user>-token`.
+pub const TEST_TOKENS: &str = "alice-token,alice,alice-uid,\"tenant-a\"\nbob-token,bob,bob-uid,\"tenant-b\"\ncarol-token,carol,carol-uid\n";
+
+/// A test user's credentials (see [`TEST_TOKENS`]).
+pub struct TestUser {
+    /// The user name.
+    pub name: String,
+    /// The bearer token.
+    pub token: String,
+    /// A kubeconfig for the user.
+    pub kubeconfig: PathBuf,
+}
+
 impl TestPlane {
+    /// The credentials of test user `name` (`alice`, `bob` or `carol`), with a kubeconfig
+    /// written into the plane's directory.
+    pub fn user(&self, name: &str) -> TestUser {
+        let token = format!("{name}-token");
+        let kubeconfig = self.dir.path().join(format!("{name}.kubeconfig"));
+        std::fs::write(&kubeconfig, self.plane.kubeconfig_for_token(&token))
+            .expect("user kubeconfig");
+        TestUser {
+            name: name.into(),
+            token,
+            kubeconfig,
+        }
+    }
+
+    /// A kube-rs client as test user `name`.
+    pub async fn client_as(&self, name: &str) -> kube::Client {
+        self.plane
+            .client_for_token(&self.user(name).token)
+            .await
+            .expect("user client")
+    }
+
+    /// Runs kubectl as test user `name`.
+    pub fn kubectl_as(&self, name: &str, args: &[&str]) -> Kubectl {
+        kubectl(&self.user(name).kubeconfig, args, None)
+    }
+
     /// Runs kubectl against this control plane.
     pub fn kubectl(&self, args: &[&str]) -> Kubectl {
         kubectl(&self.plane.kubeconfig, args, None)

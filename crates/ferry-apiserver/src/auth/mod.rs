@@ -1,0 +1,279 @@
+//! Authentication: who a request comes from, as kube-apiserver decides it.
+//!
+//! [`Authenticator::authenticate`] tries, in order: the TLS client certificate (verified by
+//! the listener against the cluster CA; CN = user, O = groups), a bearer token from the
+//! static token file, a bearer token that is a service-account JWT signed by the cluster's
+//! key. A request with none of them is anonymous (`None`): the router answers `401` except
+//! on `/healthz`, `/livez`, `/readyz` and `/version`. A credential that is present but bad
+//! (unknown token, bad signature, expired, the bound object gone) is `401` too.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::ApiError;
+
+/// Well-known users of the cluster's own components.
+pub mod users {
+    /// The administrator `ferry up` writes a kubeconfig for (in `system:masters`).
+    pub const ADMIN: &str = "kubernetes-admin";
+    /// The scheduler.
+    pub const SCHEDULER: &str = "system:kube-scheduler";
+    /// The built-in controllers.
+    pub const CONTROLLER_MANAGER: &str = "system:kube-controller-manager";
+    /// The Service proxy of every node.
+    pub const PROXY: &str = "system:kube-proxy";
+    /// The cluster DNS.
+    pub const DNS: &str = "system:ferry-dns";
+    /// The API server itself, as a client of node agents (logs, exec, port-forward).
+    pub const APISERVER_KUBELET_CLIENT: &str = "kube-apiserver-kubelet-client";
+    /// Prefix of node agents' users (`system:node:<node name>`).
+    pub const NODE_PREFIX: &str = "system:node:";
+    /// Prefix of service accounts' users (`system:serviceaccount:<ns>:<name>`).
+    pub const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
+    /// The user of requests without credentials.
+    pub const ANONYMOUS: &str = "system:anonymous";
+
+    /// The user of the node agent of `node`.
+    pub fn node(node: &str) -> String {
+        format!("{NODE_PREFIX}{node}")
+    }
+
+    /// The user of service account `ns/name`.
+    pub fn service_account(ns: &str, name: &str) -> String {
+        format!("{SERVICE_ACCOUNT_PREFIX}{ns}:{name}")
+    }
+}
+
+/// Well-known groups.
+pub mod groups {
+    /// Superusers: every request is allowed (RBAC is not consulted).
+    pub const MASTERS: &str = "system:masters";
+    /// Every authenticated user.
+    pub const AUTHENTICATED: &str = "system:authenticated";
+    /// Requests without credentials.
+    pub const UNAUTHENTICATED: &str = "system:unauthenticated";
+    /// Every node agent.
+    pub const NODES: &str = "system:nodes";
+    /// Every service account.
+    pub const SERVICE_ACCOUNTS: &str = "system:serviceaccounts";
+
+    /// The service accounts of namespace `ns`.
+    pub fn service_accounts_in(ns: &str) -> String {
+        format!("{SERVICE_ACCOUNTS}:{ns}")
+    }
+}
+
+/// An authenticated user, as `authentication.k8s.io/v1` UserInfo.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserInfo {
+    /// The user name (`alice`, `system:node:n1`, `system:serviceaccount:ns:sa`).
+    pub name: String,
+    /// A unique id, when the authenticator knows one (service accounts: the uid).
+    pub uid: String,
+    /// The groups, `system:authenticated` included.
+    pub groups: Vec<String>,
+    /// Extra attributes (service-account tokens: the bound pod's name and uid, the node).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl UserInfo {
+    /// A user with `groups`, plus `system:authenticated`.
+    pub fn new(name: impl Into<String>, groups: &[&str]) -> Self {
+        let mut groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        if !groups.iter().any(|g| g == groups::AUTHENTICATED) {
+            groups.push(groups::AUTHENTICATED.into());
+        }
+        Self {
+            name: name.into(),
+            groups,
+            ..Self::default()
+        }
+    }
+
+    /// The anonymous user (`system:anonymous`, group `system:unauthenticated`).
+    pub fn anonymous() -> Self {
+        Self {
+            name: users::ANONYMOUS.into(),
+            groups: vec![groups::UNAUTHENTICATED.into()],
+            ..Self::default()
+        }
+    }
+
+    /// Whether the user is in `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+
+    /// The node name of a node agent's user (`system:node:<name>` in `system:nodes`).
+    pub fn node_name(&self) -> Option<&str> {
+        self.name
+            .strip_prefix(users::NODE_PREFIX)
+            .filter(|_| self.in_group(groups::NODES))
+    }
+
+    /// The `(namespace, name)` of a service account's user.
+    pub fn service_account(&self) -> Option<(&str, &str)> {
+        self.name
+            .strip_prefix(users::SERVICE_ACCOUNT_PREFIX)?
+            .split_once(':')
+    }
+
+    /// As the `user` of a TokenReview or SelfSubjectReview status.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"username": self.name, "groups": self.groups});
+        if !self.uid.is_empty() {
+            v["uid"] = self.uid.clone().into();
+        }
+        if !self.extra.is_empty() {
+            v["extra"] = serde_json::json!(self.extra);
+        }
+        v
+    }
+}
+
+/// The identity the TLS listener verified: the client certificate's chain (leaf first, DER),
+/// put into each request's extensions by the listener.
+#[derive(Debug, Clone)]
+pub struct PeerCertificates(pub Arc<Vec<Vec<u8>>>);
+
+/// Static bearer tokens (`--token-auth-file`): lines `token,user,uid[,"group1,group2"]`.
+#[derive(Debug, Clone, Default)]
+pub struct StaticTokens {
+    by_token: HashMap<String, UserInfo>,
+}
+
+impl StaticTokens {
+    /// Parses a token file's contents.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut by_token = HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (fields, groups) = match line.split_once(",\"") {
+                Some((head, quoted)) => {
+                    let groups = quoted.strip_suffix('"').ok_or_else(|| {
+                        format!("line {}: the quoted groups are not closed", n + 1)
+                    })?;
+                    (head, groups)
+                }
+                None => (line, ""),
+            };
+            let mut parts = fields.split(',');
+            let token = parts.next().unwrap_or_default().trim();
+            let user = parts.next().unwrap_or_default().trim();
+            let uid = parts.next().unwrap_or_default().trim();
+            let unquoted_groups = parts.next().unwrap_or_default().trim();
+            if token.is_empty() || user.is_empty() {
+                return Err(format!(
+                    "line {}: expected token,user,uid[,\"group1,group2\"]",
+                    n + 1
+                ));
+            }
+            let groups: Vec<&str> = if groups.is_empty() {
+                unquoted_groups
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .collect()
+            } else {
+                groups
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .collect()
+            };
+            let mut info = UserInfo::new(user, &groups);
+            info.uid = uid.to_string();
+            by_token.insert(token.to_string(), info);
+        }
+        Ok(Self { by_token })
+    }
+
+    /// Reads and parses a token file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+        Self::parse(&text)
+    }
+
+    /// The user of `token`, if the file has it.
+    pub fn user(&self, token: &str) -> Option<&UserInfo> {
+        self.by_token.get(token)
+    }
+}
+
+/// Authenticates requests (see the module's documentation).
+#[derive(Debug, Default)]
+pub struct Authenticator {
+    /// The static token file's tokens.
+    pub static_tokens: StaticTokens,
+    /// Verifies service-account tokens (none: they are refused).
+    pub service_accounts: Option<Arc<crate::token::TokenIssuer>>,
+}
+
+/// Why a credential was refused (answered `401 Unauthorized`).
+pub fn unauthorized() -> ApiError {
+    ApiError::unauthorized("Unauthorized")
+}
+
+impl Authenticator {
+    /// The user of a request, from its headers and the TLS listener's extensions; `Ok(None)`
+    /// when it carries no credential; `Err` (401) for a credential that does not hold.
+    pub fn authenticate(
+        &self,
+        _service: &crate::service::Service,
+        parts: &axum::http::request::Parts,
+    ) -> Result<Option<UserInfo>, ApiError> {
+        if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+            let auth = auth.to_str().map_err(|_| unauthorized())?;
+            let token = auth
+                .strip_prefix("Bearer ")
+                .or_else(|| auth.strip_prefix("bearer "))
+                .map(str::trim)
+                .ok_or_else(unauthorized)?;
+            if let Some(user) = self.static_tokens.user(token) {
+                return Ok(Some(user.clone()));
+            }
+            // Service-account JWTs: verified in a later change.
+            return Err(unauthorized());
+        }
+        // Client certificates: read from `PeerCertificates` in a later change.
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_token_file() {
+        let t = StaticTokens::parse(
+            "# comment\nt1,alice,u1,\"team-a,devs\"\nt2,bob,u2\nt3,carol,u3,ops\n",
+        )
+        .unwrap();
+        let alice = t.user("t1").unwrap();
+        assert_eq!(alice.name, "alice");
+        assert_eq!(alice.uid, "u1");
+        assert_eq!(
+            alice.groups,
+            ["team-a", "devs", groups::AUTHENTICATED].map(String::from)
+        );
+        assert_eq!(t.user("t2").unwrap().groups, [groups::AUTHENTICATED]);
+        assert_eq!(t.user("t3").unwrap().groups[0], "ops");
+        assert!(t.user("nope").is_none());
+        assert!(StaticTokens::parse("onlytoken\n").is_err());
+    }
+
+    #[test]
+    fn node_and_service_account_users() {
+        let n = UserInfo::new(users::node("n1"), &[groups::NODES]);
+        assert_eq!(n.node_name(), Some("n1"));
+        assert_eq!(UserInfo::new("system:node:n1", &[]).node_name(), None);
+        let sa = UserInfo::new(users::service_account("ns", "sa"), &[]);
+        assert_eq!(sa.service_account(), Some(("ns", "sa")));
+    }
+}
