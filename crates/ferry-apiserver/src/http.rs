@@ -556,6 +556,26 @@ async fn handle(
     };
     let info = target.info.clone();
     let ns = target.namespace.as_deref();
+    if crate::authz::review::is_review(&info) {
+        if method != Method::POST || target.name.is_some() {
+            return Err(ApiError::method_not_allowed(format!(
+                "{method} is not supported on {}",
+                info.plural
+            )));
+        }
+        let anonymous = crate::auth::UserInfo::anonymous();
+        let user = user.as_deref().unwrap_or(&anonymous);
+        let review = decode_body(headers, &body)?;
+        let answer = crate::authz::review::create(
+            state.authz.as_ref(),
+            service,
+            &info,
+            ns,
+            user,
+            review,
+        )?;
+        return Ok(respond(StatusCode::CREATED, &answer, &[]));
+    }
     let render = negotiate(headers)?;
     match (
         method.clone(),

@@ -192,7 +192,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
     let state = Arc::new(http::AppState {
         authn,
-        authz: Arc::new(authz::AlwaysAllow),
+        authz: Arc::new(authz::node::Union(vec![
+            Arc::new(authz::node::NodeAuthorizer),
+            Arc::new(authz::rbac::RbacAuthorizer::new()),
+        ])),
         anonymous_is_admin: config.anonymous_is_admin,
         tokens,
         service: service.clone(),
@@ -246,6 +249,9 @@ async fn bootstrap(service: &Service) -> Result<(), ServerError> {
             Err(e) => return Err(ServerError::Bootstrap(e)),
         }
     }
+    authz::bootstrap::reconcile(service)
+        .await
+        .map_err(ServerError::Bootstrap)?;
     Ok(())
 }
 

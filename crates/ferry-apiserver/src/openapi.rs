@@ -285,7 +285,10 @@ mod tests {
     fn generate_builtin_schemas() -> Value {
         use k8s_openapi::api::coordination::v1 as coordination;
         use k8s_openapi::api::core::v1 as core;
+        use k8s_openapi::api::authentication::v1 as authentication;
+        use k8s_openapi::api::authorization::v1 as authorization;
         use k8s_openapi::api::discovery::v1 as discovery;
+        use k8s_openapi::api::rbac::v1 as rbac;
         use k8s_openapi::api::node::v1 as node;
         use k8s_openapi::api::scheduling::v1 as scheduling;
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
@@ -310,6 +313,15 @@ mod tests {
             "scheduling.k8s.io", "v1", "PriorityClass" => scheduling::PriorityClass;
             "node.k8s.io", "v1", "RuntimeClass" => node::RuntimeClass;
             "apiextensions.k8s.io", "v1", "CustomResourceDefinition" => apiextensions::CustomResourceDefinition;
+            "rbac.authorization.k8s.io", "v1", "Role" => rbac::Role;
+            "rbac.authorization.k8s.io", "v1", "ClusterRole" => rbac::ClusterRole;
+            "rbac.authorization.k8s.io", "v1", "RoleBinding" => rbac::RoleBinding;
+            "rbac.authorization.k8s.io", "v1", "ClusterRoleBinding" => rbac::ClusterRoleBinding;
+            "authorization.k8s.io", "v1", "SelfSubjectAccessReview" => authorization::SelfSubjectAccessReview;
+            "authorization.k8s.io", "v1", "SubjectAccessReview" => authorization::SubjectAccessReview;
+            "authorization.k8s.io", "v1", "LocalSubjectAccessReview" => authorization::LocalSubjectAccessReview;
+            "authorization.k8s.io", "v1", "SelfSubjectRulesReview" => authorization::SelfSubjectRulesReview;
+            "authentication.k8s.io", "v1", "SelfSubjectReview" => authentication::SelfSubjectReview;
         );
         let definitions = generator.take_definitions(true);
         let kinds: Vec<Value> = kinds

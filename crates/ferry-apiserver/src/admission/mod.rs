@@ -7,6 +7,9 @@
 //! A validating plugin may hand back an [`Admitted::guard`] that the service holds until the
 //! store has written the object (ResourceQuota serializes the writes it counts).
 
+pub mod noderestriction;
+pub mod rbac_escalation;
+
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -105,6 +108,8 @@ impl Chain {
     /// The chain of every server, in kube-apiserver's order.
     pub fn standard() -> Self {
         Self::default()
+            .with(Arc::new(noderestriction::NodeRestriction))
+            .with(Arc::new(rbac_escalation::RbacEscalation::new()))
     }
 
     /// Adds a plugin at the end.

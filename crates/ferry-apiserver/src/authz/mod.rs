@@ -6,6 +6,11 @@
 //! [`Decision::NoOpinion`]; the server's chain is: `system:masters` allowed, then the Node
 //! authorizer (for `system:node:<name>`), then RBAC; no opinion from any is a `403`.
 
+pub mod bootstrap;
+pub mod node;
+pub mod rbac;
+pub mod review;
+
 use crate::auth::UserInfo;
 
 /// What a request asks to do, as authorizers see it (Kubernetes' `authorizer.Attributes`).

@@ -13,6 +13,7 @@ use crate::registry::ResourceInfo;
 use crate::service::Service;
 use crate::table::Column;
 use crate::validation;
+use crate::authz::review;
 
 pub mod configmap;
 pub mod crd;
@@ -25,6 +26,7 @@ pub mod namespace;
 pub mod node;
 pub mod pod;
 pub mod priorityclass;
+pub mod rbac;
 pub mod runtimeclass;
 pub mod secret;
 pub mod service;
@@ -46,6 +48,15 @@ pub static BUILTINS: &[StrategyRef] = &[
     StrategyRef::new("priorityclasses", &priorityclass::PriorityClasses),
     StrategyRef::new("runtimeclasses", &runtimeclass::RuntimeClasses),
     StrategyRef::new("customresourcedefinitions", &crd::CustomResourceDefinitions),
+    StrategyRef::new("roles", &rbac::Roles),
+    StrategyRef::new("clusterroles", &rbac::ClusterRoles),
+    StrategyRef::new("rolebindings", &rbac::RoleBindings),
+    StrategyRef::new("clusterrolebindings", &rbac::ClusterRoleBindings),
+    StrategyRef::new("selfsubjectaccessreviews", &review::SELF_SUBJECT_ACCESS_REVIEWS),
+    StrategyRef::new("subjectaccessreviews", &review::SUBJECT_ACCESS_REVIEWS),
+    StrategyRef::new("localsubjectaccessreviews", &review::LOCAL_SUBJECT_ACCESS_REVIEWS),
+    StrategyRef::new("selfsubjectrulesreviews", &review::SELF_SUBJECT_RULES_REVIEWS),
+    StrategyRef::new("selfsubjectreviews", &review::SELF_SUBJECT_REVIEWS),
 ];
 
 /// The strategy of every custom resource (served from a CRD).
@@ -73,6 +84,11 @@ pub trait Strategy: Send + Sync + 'static {
     /// resources come from CRDs).
     fn resource(&self) -> Option<ResourceInfo> {
         None
+    }
+
+    /// Whether the resource only answers `create` and stores nothing (access reviews).
+    fn create_only(&self) -> bool {
+        false
     }
 
     /// Why `name` cannot name a new object, if it cannot.
