@@ -8,12 +8,14 @@
 //! - [`serviceaccount`]: a `default` ServiceAccount in every namespace;
 //! - [`endpoints`] and [`endpointslice`]: the Endpoints and EndpointSlices of every Service
 //!   with a selector, from the ready pods it chooses;
+//! - [`clusterrole_aggregation`]: the rules of ClusterRoles with an `aggregationRule`;
 //! - [`kubernetes_service`]: the `kubernetes` Service and its endpoints (the API server's
 //!   in-cluster address, when [`Options::kubernetes_endpoint`] gives one).
 //!
 //! They reconcile from observed state (watchers and reflector caches, re-checked against the
 //! API before anything is deleted) and retry failed writes with exponential back-off.
 
+pub mod clusterrole_aggregation;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
@@ -98,6 +100,7 @@ pub async fn run_with(
             endpoints::run(client.clone()),
             endpointslice::run(client.clone()),
             kubernetes_service::run(client.clone(), options.kubernetes_endpoint),
+            clusterrole_aggregation::run(client.clone()),
         );
     };
     tokio::select! {
