@@ -316,6 +316,70 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn request(user: &UserInfo, method: &str, path: &str) -> Attributes {
+        Attributes::of_request(user.clone(), method, path, None)
+    }
+
+    #[tokio::test]
+    async fn nodes_reach_what_their_pods_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            ferry_store::Store::open(ferry_store::StoreConfig::new(dir.path().join("state.db")))
+                .unwrap();
+        let service = Service::new(store);
+        for (name, node, secret) in [("mine", "n1", "s1"), ("theirs", "n2", "s2")] {
+            let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"nodeName": node, "serviceAccountName": format!("sa-{node}"),
+                         "volumes": [{"name": "v", "secret": {"secretName": secret}}],
+                         "containers": [{"name": "c", "image": "i"}]}});
+            let key = ferry_store::ObjectKey::new("pods", "ns", name);
+            service.store.create(key, pod).await.unwrap();
+        }
+        let n1 = UserInfo::new(crate::auth::users::node("n1"), &[crate::auth::groups::NODES]);
+        let z = NodeAuthorizer;
+        let allowed = |method: &str, path: &str| z.authorize(&service, &request(&n1, method, path)).allowed();
+        // Reads every node has.
+        assert!(allowed("GET", "/api/v1/nodes"));
+        assert!(allowed("GET", "/api/v1/pods"));
+        assert!(allowed("GET", "/api/v1/namespaces/ns/services"));
+        assert!(allowed("GET", "/apis/discovery.k8s.io/v1/endpointslices"));
+        assert!(allowed("POST", "/api/v1/namespaces/ns/events"));
+        // Its own Node and Lease only.
+        assert!(allowed("PATCH", "/api/v1/nodes/n1/status"));
+        assert!(allowed("PUT", "/api/v1/nodes/n1"));
+        assert!(!allowed("PATCH", "/api/v1/nodes/n2/status"));
+        assert!(!allowed("DELETE", "/api/v1/nodes/n1"));
+        assert!(allowed("PUT", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"));
+        assert!(!allowed("PUT", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n2"));
+        assert!(!allowed("GET", "/apis/coordination.k8s.io/v1/namespaces/ns/leases/n1"));
+        // The status of its pods only.
+        assert!(allowed("PATCH", "/api/v1/namespaces/ns/pods/mine/status"));
+        assert!(!allowed("PATCH", "/api/v1/namespaces/ns/pods/theirs/status"));
+        assert!(!allowed("PATCH", "/api/v1/namespaces/ns/pods/mine"));
+        assert!(allowed("DELETE", "/api/v1/namespaces/ns/pods/mine"));
+        assert!(!allowed("DELETE", "/api/v1/namespaces/ns/pods/theirs"));
+        // Secrets and tokens its pods use, one by one.
+        assert!(allowed("GET", "/api/v1/namespaces/ns/secrets/s1"));
+        assert!(!allowed("GET", "/api/v1/namespaces/ns/secrets/s2"));
+        assert!(!allowed("GET", "/api/v1/namespaces/ns/secrets"));
+        assert!(!allowed("GET", "/api/v1/namespaces/other/secrets/s1"));
+        assert!(!allowed("GET", "/api/v1/namespaces/ns/configmaps/s1"));
+        assert!(allowed("POST", "/api/v1/namespaces/ns/serviceaccounts/sa-n1/token"));
+        assert!(!allowed("POST", "/api/v1/namespaces/ns/serviceaccounts/sa-n2/token"));
+        // Nothing else.
+        assert!(!allowed("POST", "/api/v1/namespaces"));
+        assert!(!allowed("GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles"));
+        let d = z.authorize(&service, &request(&n1, "GET", "/api/v1/namespaces/ns/secrets/s2"));
+        assert_eq!(d, Decision::NoOpinion("no relationship found between node 'n1' and this object".into()));
+        // Not a node (no `system:nodes`): no opinion.
+        let pretender = UserInfo::new(crate::auth::users::node("n1"), &[]);
+        assert!(matches!(
+            z.authorize(&service, &request(&pretender, "GET", "/api/v1/nodes")),
+            Decision::NoOpinion(_)
+        ));
+    }
+
     #[test]
     fn what_a_pod_uses() {
         let pod = json!({"spec": {

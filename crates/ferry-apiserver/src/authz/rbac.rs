@@ -557,11 +557,78 @@ mod tests {
         let named = vec![rule(
             json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["a"]}),
         )];
-        assert!(!uncovered(&named, &edit[..1].iter().map(|r| Rule { verbs: vec!["get".into()], resources: vec!["pods".into()], ..r.clone() }).collect::<Vec<_>>()).is_empty());
+        let all_pods = vec![rule(json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}))];
+        assert!(!uncovered(&named, &all_pods).is_empty());
+        assert!(uncovered(&all_pods, &named).is_empty());
         let urls = vec![rule(json!({"verbs": ["get"], "nonResourceURLs": ["/api/*"]}))];
         let want_url = vec![rule(json!({"verbs": ["get"], "nonResourceURLs": ["/api/v1"]}))];
         assert!(uncovered(&urls, &want_url).is_empty());
         assert!(!uncovered(&want_url, &urls).is_empty());
+    }
+
+    #[tokio::test]
+    async fn bootstrap_policy_and_an_index_rebuilt_only_after_rbac_writes() {
+        use crate::auth::users;
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            ferry_store::Store::open(ferry_store::StoreConfig::new(dir.path().join("state.db")))
+                .unwrap();
+        let service = Service::new(store);
+        crate::authz::bootstrap::reconcile(&service).await.unwrap();
+        let z = RbacAuthorizer::new();
+        let can = |user: &UserInfo, method: &str, path: &str| {
+            z.authorize(&service, &Attributes::of_request(user.clone(), method, path, None))
+        };
+        let scheduler = UserInfo::new(users::SCHEDULER, &[]);
+        assert!(can(&scheduler, "POST", "/api/v1/namespaces/a/pods/p/binding").allowed());
+        assert!(can(&scheduler, "PATCH", "/apis/scheduling.x-k8s.io/v1alpha1/namespaces/a/podgroups/g/status").allowed());
+        assert!(!can(&scheduler, "GET", "/api/v1/namespaces/a/secrets/s").allowed());
+        let proxy = UserInfo::new(users::PROXY, &[]);
+        assert!(can(&proxy, "GET", "/apis/discovery.k8s.io/v1/endpointslices").allowed());
+        assert!(!can(&proxy, "GET", "/api/v1/secrets").allowed());
+        let dns = UserInfo::new(users::DNS, &[]);
+        assert!(can(&dns, "GET", "/api/v1/pods").allowed());
+        assert!(!can(&dns, "POST", "/api/v1/namespaces/a/pods").allowed());
+        let kcm = UserInfo::new(users::CONTROLLER_MANAGER, &[]);
+        assert!(can(&kcm, "DELETE", "/apis/apps/v1/namespaces/a/replicasets/r").allowed());
+        assert!(can(&kcm, "PUT", "/api/v1/namespaces/a/finalize").allowed());
+        assert!(can(&kcm, "POST", "/api/v1/namespaces/a/serviceaccounts").allowed());
+        let anyone = UserInfo::new("carol", &[]);
+        assert_eq!(
+            can(&anyone, "GET", "/apis/apps/v1"),
+            Decision::Allow("RBAC: allowed by ClusterRoleBinding \"system:discovery\" of ClusterRole \"system:discovery\" to Group \"system:authenticated\"".into())
+        );
+        assert!(can(&anyone, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews").allowed());
+        assert!(!can(&anyone, "GET", "/api/v1/namespaces/default/pods").allowed());
+        assert!(can(&UserInfo::anonymous(), "GET", "/healthz").allowed());
+        assert!(!can(&UserInfo::anonymous(), "GET", "/api").allowed());
+
+        // The index is shared between requests until an RBAC object is written.
+        let first = z.index(&service);
+        assert!(Arc::ptr_eq(&first, &z.index(&service)));
+        let namespaces = service.registry.get("", "v1", "namespaces").unwrap();
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        service
+            .create(&namespaces, None, ns, &Default::default())
+            .await
+            .unwrap();
+        let bindings = service
+            .registry
+            .get(crate::strategy::rbac::GROUP, "v1", "rolebindings")
+            .unwrap();
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "carol-edit", "namespace": "default"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "missing"},
+            "subjects": [{"kind": "User", "name": "carol"}]});
+        service
+            .create(&bindings, Some("default"), binding, &Default::default())
+            .await
+            .unwrap();
+        assert!(!Arc::ptr_eq(&first, &z.index(&service)));
+        assert_eq!(
+            can(&anyone, "GET", "/api/v1/namespaces/default/pods"),
+            Decision::NoOpinion("RBAC: [role.rbac.authorization.k8s.io \"missing\" not found]".into())
+        );
     }
 
     #[test]
