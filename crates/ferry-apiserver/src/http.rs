@@ -566,14 +566,8 @@ async fn handle(
         let anonymous = crate::auth::UserInfo::anonymous();
         let user = user.as_deref().unwrap_or(&anonymous);
         let review = decode_body(headers, &body)?;
-        let answer = crate::authz::review::create(
-            state.authz.as_ref(),
-            service,
-            &info,
-            ns,
-            user,
-            review,
-        )?;
+        let answer =
+            crate::authz::review::create(state.authz.as_ref(), service, &info, ns, user, review)?;
         return Ok(respond(StatusCode::CREATED, &answer, &[]));
     }
     let render = negotiate(headers)?;

@@ -283,13 +283,13 @@ mod tests {
     }
 
     fn generate_builtin_schemas() -> Value {
-        use k8s_openapi::api::coordination::v1 as coordination;
-        use k8s_openapi::api::core::v1 as core;
         use k8s_openapi::api::authentication::v1 as authentication;
         use k8s_openapi::api::authorization::v1 as authorization;
+        use k8s_openapi::api::coordination::v1 as coordination;
+        use k8s_openapi::api::core::v1 as core;
         use k8s_openapi::api::discovery::v1 as discovery;
-        use k8s_openapi::api::rbac::v1 as rbac;
         use k8s_openapi::api::node::v1 as node;
+        use k8s_openapi::api::rbac::v1 as rbac;
         use k8s_openapi::api::scheduling::v1 as scheduling;
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
         let mut generator: SchemaGenerator = SchemaSettings::openapi3()

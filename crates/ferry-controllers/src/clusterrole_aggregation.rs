@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 
 use crate::Error;
 
@@ -24,7 +24,11 @@ struct Context {
 
 /// The rules `role` aggregates from `all` (none when it has no `aggregationRule`).
 pub fn aggregated_rules(role: &ClusterRole, all: &[Arc<ClusterRole>]) -> Option<Vec<PolicyRule>> {
-    let selectors = role.aggregation_rule.as_ref()?.cluster_role_selectors.as_ref();
+    let selectors = role
+        .aggregation_rule
+        .as_ref()?
+        .cluster_role_selectors
+        .as_ref();
     let mut sorted: Vec<&Arc<ClusterRole>> = all.iter().collect();
     sorted.sort_by_key(|r| r.name_any());
     let mut rules: Vec<PolicyRule> = Vec::new();
@@ -54,14 +58,18 @@ pub async fn run(client: kube::Client) {
     let mapper_store = roles.clone();
     let context = Arc::new(Context { client, roles });
     controller
-        .watches(api, watcher::Config::default(), move |_changed: ClusterRole| {
-            mapper_store
-                .state()
-                .into_iter()
-                .filter(|r| r.aggregation_rule.is_some())
-                .map(|r| ObjectRef::from_obj(&*r))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            api,
+            watcher::Config::default(),
+            move |_changed: ClusterRole| {
+                mapper_store
+                    .state()
+                    .into_iter()
+                    .filter(|r| r.aggregation_rule.is_some())
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            },
+        )
         .run(reconcile, error_policy, context)
         .for_each(|result| {
             if let Err(e) = result {
@@ -87,7 +95,11 @@ async fn reconcile(role: Arc<ClusterRole>, ctx: Arc<Context>) -> Result<Action, 
     let api: Api<ClusterRole> = Api::all(ctx.client.clone());
     let patch = serde_json::json!({"rules": rules});
     match api
-        .patch(&role.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &role.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => tracing::debug!(clusterrole = %role.name_any(), rules = rules.len(), "aggregated"),

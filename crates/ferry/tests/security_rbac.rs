@@ -45,10 +45,14 @@ async fn namespaces(plane: &TestPlane, names: &[&str]) {
 /// Waits until the aggregation controller has filled in ClusterRole `name`.
 async fn aggregated(plane: &TestPlane, name: &str) {
     let api: Api<ClusterRole> = Api::all(plane.client.clone());
-    eventually(&format!("ClusterRole {name} aggregated"), WAIT, async || {
-        let r = api.get(name).await.ok()?;
-        r.rules.filter(|r| !r.is_empty()).map(|_| ())
-    })
+    eventually(
+        &format!("ClusterRole {name} aggregated"),
+        WAIT,
+        async || {
+            let r = api.get(name).await.ok()?;
+            r.rules.filter(|r| !r.is_empty()).map(|_| ())
+        },
+    )
     .await;
 }
 
@@ -60,23 +64,41 @@ async fn edit_in_one_namespace_and_view_without_secrets() {
     aggregated(&plane, "view").await;
     plane
         .kubectl(&[
-            "create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice", "-n", "a",
+            "create",
+            "rolebinding",
+            "alice-edit",
+            "--clusterrole=edit",
+            "--user=alice",
+            "-n",
+            "a",
         ])
         .success();
     plane
         .kubectl(&[
-            "create", "rolebinding", "alice-view", "--clusterrole=view", "--user=alice", "-n", "b",
+            "create",
+            "rolebinding",
+            "alice-view",
+            "--clusterrole=view",
+            "--user=alice",
+            "-n",
+            "b",
         ])
         .success();
     let alice = plane.client_as("alice").await;
 
     let in_a: Api<Pod> = Api::namespaced(alice.clone(), "a");
-    in_a.create(&PostParams::default(), &pod("p")).await.unwrap();
+    in_a.create(&PostParams::default(), &pod("p"))
+        .await
+        .unwrap();
     let secrets_a: Api<Secret> = Api::namespaced(alice.clone(), "a");
     secrets_a.list(&ListParams::default()).await.unwrap();
 
     let in_b: Api<Pod> = Api::namespaced(alice.clone(), "b");
-    let refused = status_of(in_b.create(&PostParams::default(), &pod("p")).await.unwrap_err());
+    let refused = status_of(
+        in_b.create(&PostParams::default(), &pod("p"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(refused.code, 403);
     assert_eq!(refused.reason, "Forbidden");
     assert_eq!(
@@ -88,7 +110,11 @@ async fn edit_in_one_namespace_and_view_without_secrets() {
     let secrets_b: Api<Secret> = Api::namespaced(alice.clone(), "b");
     let refused = status_of(secrets_b.list(&ListParams::default()).await.unwrap_err());
     assert_eq!(refused.code, 403);
-    assert!(refused.message.contains("cannot list resource \"secrets\""), "{}", refused.message);
+    assert!(
+        refused.message.contains("cannot list resource \"secrets\""),
+        "{}",
+        refused.message
+    );
     // Nothing in other namespaces, nothing cluster-wide.
     let in_default: Api<ConfigMap> = Api::namespaced(alice.clone(), "default");
     assert_eq!(
@@ -97,7 +123,11 @@ async fn edit_in_one_namespace_and_view_without_secrets() {
     );
     let all_pods: Api<Pod> = Api::all(alice.clone());
     let refused = status_of(all_pods.list(&ListParams::default()).await.unwrap_err());
-    assert!(refused.message.ends_with("at the cluster scope"), "{}", refused.message);
+    assert!(
+        refused.message.ends_with("at the cluster scope"),
+        "{}",
+        refused.message
+    );
     // bob holds nothing; a binding to his group takes effect at once, and so does its
     // deletion.
     let bob = plane.client_as("bob").await;
@@ -108,8 +138,13 @@ async fn edit_in_one_namespace_and_view_without_secrets() {
     );
     plane
         .kubectl(&[
-            "create", "rolebinding", "tenant-b-view", "--clusterrole=view", "--group=tenant-b",
-            "-n", "a",
+            "create",
+            "rolebinding",
+            "tenant-b-view",
+            "--clusterrole=view",
+            "--group=tenant-b",
+            "-n",
+            "a",
         ])
         .success();
     bob_a.list(&ListParams::default()).await.unwrap();
@@ -129,7 +164,13 @@ async fn access_reviews_answer_as_kubernetes() {
     aggregated(&plane, "edit").await;
     plane
         .kubectl(&[
-            "create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice", "-n", "a",
+            "create",
+            "rolebinding",
+            "alice-edit",
+            "--clusterrole=edit",
+            "--user=alice",
+            "-n",
+            "a",
         ])
         .success();
     let review = |ns: &str, verb: &str, resource: &str| -> SubjectAccessReview {
@@ -148,7 +189,9 @@ async fn access_reviews_answer_as_kubernetes() {
     assert!(status.allowed);
     assert_eq!(
         status.reason.as_deref(),
-        Some("RBAC: allowed by RoleBinding \"alice-edit/a\" of ClusterRole \"edit\" to User \"alice\"")
+        Some(
+            "RBAC: allowed by RoleBinding \"alice-edit/a\" of ClusterRole \"edit\" to User \"alice\""
+        )
     );
     let no = reviews
         .create(&PostParams::default(), &review("b", "create", "pods"))
@@ -176,7 +219,11 @@ async fn access_reviews_answer_as_kubernetes() {
             .unwrap_err(),
     );
     assert_eq!(refused.code, 403);
-    assert!(refused.message.contains("subjectaccessreviews.authorization.k8s.io"));
+    assert!(
+        refused
+            .message
+            .contains("subjectaccessreviews.authorization.k8s.io")
+    );
     // ...but about herself.
     let selfs: Api<SelfSubjectAccessReview> = Api::all(alice.clone());
     let mine: SelfSubjectAccessReview = serde_json::from_value(json!({"spec": {
@@ -191,7 +238,9 @@ async fn access_reviews_answer_as_kubernetes() {
     let status = list.status.unwrap();
     assert!(status.resource_rules.iter().any(|r| {
         r.verbs.contains(&"create".to_string())
-            && r.resources.as_ref().is_some_and(|res| res.contains(&"pods".to_string()))
+            && r.resources
+                .as_ref()
+                .is_some_and(|res| res.contains(&"pods".to_string()))
     }));
     assert!(status.resource_rules.iter().any(|r| {
         r.resources
@@ -221,7 +270,12 @@ async fn escalation_is_refused() {
     aggregated(&plane, "admin").await;
     plane
         .kubectl(&[
-            "create", "rolebinding", "alice-admin", "--clusterrole=admin", "--user=alice", "-n",
+            "create",
+            "rolebinding",
+            "alice-admin",
+            "--clusterrole=admin",
+            "--user=alice",
+            "-n",
             "a",
         ])
         .success();
@@ -240,18 +294,29 @@ async fn escalation_is_refused() {
         .unwrap()
     };
     bindings
-        .create(&PostParams::default(), &to_bob("bob-reader", "Role", "reader"))
+        .create(
+            &PostParams::default(),
+            &to_bob("bob-reader", "Role", "reader"),
+        )
         .await
         .unwrap();
     bindings
-        .create(&PostParams::default(), &to_bob("bob-view", "ClusterRole", "view"))
+        .create(
+            &PostParams::default(),
+            &to_bob("bob-view", "ClusterRole", "view"),
+        )
         .await
         .unwrap();
     // ...but not what it does not hold.
     let nodes: Role = serde_json::from_value(json!({"metadata": {"name": "nodes"},
         "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]}))
     .unwrap();
-    let refused = status_of(roles.create(&PostParams::default(), &nodes).await.unwrap_err());
+    let refused = status_of(
+        roles
+            .create(&PostParams::default(), &nodes)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(refused.code, 403);
     assert!(
         refused.message.starts_with(
@@ -262,7 +327,10 @@ async fn escalation_is_refused() {
     );
     let refused = status_of(
         bindings
-            .create(&PostParams::default(), &to_bob("bob-root", "ClusterRole", "cluster-admin"))
+            .create(
+                &PostParams::default(),
+                &to_bob("bob-root", "ClusterRole", "cluster-admin"),
+            )
             .await
             .unwrap_err(),
     );
@@ -289,7 +357,13 @@ async fn escalation_is_refused() {
         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}))
     .unwrap();
     assert_eq!(
-        status_of(cluster_roles.create(&PostParams::default(), &mine).await.unwrap_err()).code,
+        status_of(
+            cluster_roles
+                .create(&PostParams::default(), &mine)
+                .await
+                .unwrap_err()
+        )
+        .code,
         403
     );
     // With `bind` on cluster-admin granted by the administrator, the binding passes.
@@ -324,7 +398,10 @@ subjects:
         )
         .success();
     bindings
-        .create(&PostParams::default(), &to_bob("bob-root", "ClusterRole", "cluster-admin"))
+        .create(
+            &PostParams::default(),
+            &to_bob("bob-root", "ClusterRole", "cluster-admin"),
+        )
         .await
         .unwrap();
 }
@@ -335,29 +412,51 @@ async fn kubectl_writes_and_prints_rbac_objects() {
     namespaces(&plane, &["a"]).await;
     plane
         .kubectl(&[
-            "create", "role", "pod-reader", "--verb=get,list", "--resource=pods,pods/log", "-n", "a",
+            "create",
+            "role",
+            "pod-reader",
+            "--verb=get,list",
+            "--resource=pods,pods/log",
+            "-n",
+            "a",
         ])
         .success();
     plane
         .kubectl(&[
-            "create", "clusterrole", "node-reader", "--verb=get,list,watch", "--resource=nodes",
+            "create",
+            "clusterrole",
+            "node-reader",
+            "--verb=get,list,watch",
+            "--resource=nodes",
         ])
         .success();
     plane
         .kubectl(&[
-            "create", "rolebinding", "read-pods", "--role=pod-reader", "--user=alice",
-            "--serviceaccount=a:robot", "-n", "a",
+            "create",
+            "rolebinding",
+            "read-pods",
+            "--role=pod-reader",
+            "--user=alice",
+            "--serviceaccount=a:robot",
+            "-n",
+            "a",
         ])
         .success();
     plane
         .kubectl(&[
-            "create", "clusterrolebinding", "read-nodes", "--clusterrole=node-reader",
+            "create",
+            "clusterrolebinding",
+            "read-nodes",
+            "--clusterrole=node-reader",
             "--group=tenant-a",
         ])
         .success();
     let roles = plane.kubectl(&["get", "roles", "-n", "a"]).success();
     assert!(roles.starts_with("NAME"), "{roles}");
-    assert!(roles.contains("CREATED AT") && roles.contains("pod-reader"), "{roles}");
+    assert!(
+        roles.contains("CREATED AT") && roles.contains("pod-reader"),
+        "{roles}"
+    );
     let wide = plane
         .kubectl(&["get", "rolebinding", "read-pods", "-n", "a", "-o", "wide"])
         .success();
@@ -366,21 +465,49 @@ async fn kubectl_writes_and_prints_rbac_objects() {
         header,
         ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]
     );
-    assert!(wide.contains("Role/pod-reader") && wide.contains("a/robot"), "{wide}");
-    let crb = plane.kubectl(&["get", "clusterrolebinding", "read-nodes"]).success();
+    assert!(
+        wide.contains("Role/pod-reader") && wide.contains("a/robot"),
+        "{wide}"
+    );
+    let crb = plane
+        .kubectl(&["get", "clusterrolebinding", "read-nodes"])
+        .success();
     assert!(crb.contains("ClusterRole/node-reader"), "{crb}");
     // The default roles are there, aggregated.
     aggregated(&plane, "view").await;
     let defaults = plane
-        .kubectl(&["get", "clusterroles", "-l", "kubernetes.io/bootstrapping=rbac-defaults", "-o", "name"])
+        .kubectl(&[
+            "get",
+            "clusterroles",
+            "-l",
+            "kubernetes.io/bootstrapping=rbac-defaults",
+            "-o",
+            "name",
+        ])
         .success();
-    for r in ["cluster-admin", "admin", "edit", "view", "system:kube-scheduler", "system:basic-user"] {
-        assert!(defaults.contains(&format!("clusterrole.rbac.authorization.k8s.io/{r}\n")), "{defaults}");
+    for r in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:kube-scheduler",
+        "system:basic-user",
+    ] {
+        assert!(
+            defaults.contains(&format!("clusterrole.rbac.authorization.k8s.io/{r}\n")),
+            "{defaults}"
+        );
     }
     // roleRef is immutable.
     let err = plane
         .kubectl(&[
-            "patch", "rolebinding", "read-pods", "-n", "a", "--type=merge", "-p",
+            "patch",
+            "rolebinding",
+            "read-pods",
+            "-n",
+            "a",
+            "--type=merge",
+            "-p",
             r#"{"roleRef":{"name":"other"}}"#,
         ])
         .failure();
@@ -421,9 +548,16 @@ subjects:
   name: default
   namespace: a
 "#;
-    let out = plane.kubectl_stdin(&["apply", "-f", "-"], manifest).success();
-    assert!(out.contains("clusterrole.rbac.authorization.k8s.io/queue-viewer created"), "{out}");
-    let out = plane.kubectl_stdin(&["apply", "-f", "-"], manifest).success();
+    let out = plane
+        .kubectl_stdin(&["apply", "-f", "-"], manifest)
+        .success();
+    assert!(
+        out.contains("clusterrole.rbac.authorization.k8s.io/queue-viewer created"),
+        "{out}"
+    );
+    let out = plane
+        .kubectl_stdin(&["apply", "-f", "-"], manifest)
+        .success();
     assert!(out.contains("unchanged"), "{out}");
     // The aggregation controller picks up the new piece of view.
     let api: Api<ClusterRole> = Api::all(plane.client.clone());
@@ -431,7 +565,11 @@ subjects:
         let view = api.get("view").await.ok()?;
         view.rules?
             .iter()
-            .any(|r| r.non_resource_urls.as_ref().is_some_and(|u| u.contains(&"/metrics".to_string())))
+            .any(|r| {
+                r.non_resource_urls
+                    .as_ref()
+                    .is_some_and(|u| u.contains(&"/metrics".to_string()))
+            })
             .then_some(())
     })
     .await;
@@ -441,7 +579,12 @@ subjects:
 async fn discovery_lists_the_review_apis() {
     let plane = common::start().await;
     let out = plane
-        .kubectl(&["api-resources", "--api-group=authorization.k8s.io", "-o", "wide"])
+        .kubectl(&[
+            "api-resources",
+            "--api-group=authorization.k8s.io",
+            "-o",
+            "wide",
+        ])
         .success();
     for r in [
         "selfsubjectaccessreviews",
@@ -455,7 +598,9 @@ async fn discovery_lists_the_review_apis() {
         let columns: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(columns.last(), Some(&"create"), "create-only: {line}");
     }
-    let out = plane.kubectl(&["auth", "can-i", "create", "pods"]).success();
+    let out = plane
+        .kubectl(&["auth", "can-i", "create", "pods"])
+        .success();
     assert_eq!(out.trim(), "yes");
     let out = plane.kubectl(&["auth", "whoami"]).success();
     assert!(out.contains("kubernetes-admin"), "{out}");
@@ -475,7 +620,13 @@ async fn rbac_costs_little_create_throughput() {
     aggregated(&plane, "edit").await;
     plane
         .kubectl(&[
-            "create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice", "-n", "a",
+            "create",
+            "rolebinding",
+            "alice-edit",
+            "--clusterrole=edit",
+            "--user=alice",
+            "-n",
+            "a",
         ])
         .success();
     let alice: Api<ConfigMap> = Api::namespaced(plane.client_as("alice").await, "a");
@@ -491,9 +642,10 @@ async fn rbac_costs_little_create_throughput() {
             let api = api.clone();
             tasks.push(tokio::spawn(async move {
                 for n in mine {
-                    let cm: ConfigMap =
-                        serde_json::from_value(json!({"metadata": {"name": n}, "data": {"k": "v"}}))
-                            .unwrap();
+                    let cm: ConfigMap = serde_json::from_value(
+                        json!({"metadata": {"name": n}, "data": {"k": "v"}}),
+                    )
+                    .unwrap();
                     api.create(&PostParams::default(), &cm).await.unwrap();
                 }
             }));

@@ -112,13 +112,13 @@ impl Plugin for NodeRestriction {
                     return forbid(format!("node {node:?} can only update pod status"));
                 }
             }
-            ("coordination.k8s.io", "leases") => {
-                if a.namespace != Some(crate::authz::node::NODE_LEASE_NAMESPACE) || name != node {
-                    return forbid(
-                        "can only access node lease with the same name as the requesting node"
-                            .into(),
-                    );
-                }
+            ("coordination.k8s.io", "leases")
+                if a.namespace != Some(crate::authz::node::NODE_LEASE_NAMESPACE)
+                    || name != node =>
+            {
+                return forbid(
+                    "can only access node lease with the same name as the requesting node".into(),
+                );
             }
             _ => {}
         }

@@ -78,7 +78,9 @@ impl RbacEscalation {
             message.push_str(&format!("; resolution errors: [{}]", errors.join(", ")));
         }
         let mut e = ApiError::forbidden(message);
-        e.details = Some(serde_json::json!({"name": name, "group": GROUP, "kind": qualified.split('.').next().unwrap_or_default()}));
+        e.details = Some(
+            serde_json::json!({"name": name, "group": GROUP, "kind": qualified.split('.').next().unwrap_or_default()}),
+        );
         Err(e)
     }
 }
@@ -127,8 +129,7 @@ impl Plugin for RbacEscalation {
         } else {
             a.name
         };
-        let unchanged =
-            |field: &str| a.old.is_some_and(|old| old.get(field) == object.get(field));
+        let unchanged = |field: &str| a.old.is_some_and(|old| old.get(field) == object.get(field));
         match a.info.plural.as_str() {
             "roles" | "clusterroles" => {
                 if a.info.plural == "clusterroles"

@@ -107,7 +107,11 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["rbac.authorization.k8s.io"],
                     &["rolebindings", "roles"],
                 ),
-                rule(&["delete", "deletecollection", "patch", "update"], &[""], &["resourcequotas", "limitranges"]),
+                rule(
+                    &["delete", "deletecollection", "patch", "update"],
+                    &[""],
+                    &["resourcequotas", "limitranges"],
+                ),
                 rule(&["create"], &[""], &["resourcequotas", "limitranges"]),
                 rule(WRITE, &[FERRY], &["reservations", "resourcepolicies"]),
             ],
@@ -132,9 +136,19 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(
                     WRITE,
                     &[""],
-                    &["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"],
+                    &[
+                        "pods",
+                        "pods/attach",
+                        "pods/exec",
+                        "pods/portforward",
+                        "pods/proxy",
+                    ],
                 ),
-                rule(&["create"], &[""], &["pods/eviction", "serviceaccounts/token"]),
+                rule(
+                    &["create"],
+                    &[""],
+                    &["pods/eviction", "serviceaccounts/token"],
+                ),
                 rule(
                     WRITE,
                     &[""],
@@ -166,7 +180,11 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
                 rule(WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
                 rule(WRITE, &["batch"], &["cronjobs", "jobs"]),
-                rule(WRITE, &["networking.k8s.io"], &["ingresses", "networkpolicies"]),
+                rule(
+                    WRITE,
+                    &["networking.k8s.io"],
+                    &["ingresses", "networkpolicies"],
+                ),
                 rule(WRITE, &["policy"], &["poddisruptionbudgets"]),
                 rule(WRITE, &["discovery.k8s.io"], &["endpointslices"]),
                 rule(WRITE, &[PODGROUPS], &["podgroups"]),
@@ -230,7 +248,10 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(
                     READ,
                     &["autoscaling"],
-                    &["horizontalpodautoscalers", "horizontalpodautoscalers/status"],
+                    &[
+                        "horizontalpodautoscalers",
+                        "horizontalpodautoscalers/status",
+                    ],
                 ),
                 rule(
                     READ,
@@ -285,8 +306,17 @@ pub fn cluster_roles() -> Vec<Value> {
             vec![urls(
                 &["get"],
                 &[
-                    "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi",
-                    "/openapi/*", "/readyz", "/version", "/version/",
+                    "/api",
+                    "/api/*",
+                    "/apis",
+                    "/apis/*",
+                    "/healthz",
+                    "/livez",
+                    "/openapi",
+                    "/openapi/*",
+                    "/readyz",
+                    "/version",
+                    "/version/",
                 ],
             )],
         ),
@@ -326,7 +356,11 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(
                     &["get", "patch", "update"],
                     &[FERRY],
-                    &["queues/status", "reservations/status", "resourcepolicies/status"],
+                    &[
+                        "queues/status",
+                        "reservations/status",
+                        "resourcepolicies/status",
+                    ],
                 ),
                 rule(
                     &["get", "list", "watch", "patch", "update"],
@@ -334,7 +368,11 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["podgroups", "podgroups/status"],
                 ),
                 rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
-                rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+                rule(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
             ],
         ),
         cluster_role(
@@ -369,7 +407,11 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["clusterroles"],
                 ),
                 rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
-                rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+                rule(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
             ],
         ),
         cluster_role(
@@ -383,7 +425,11 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["", "events.k8s.io"],
                     &["events"],
                 ),
-                rule(&["list", "watch"], &["discovery.k8s.io"], &["endpointslices"]),
+                rule(
+                    &["list", "watch"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
             ],
         ),
         cluster_role(
@@ -395,7 +441,11 @@ pub fn cluster_roles() -> Vec<Value> {
                     &[""],
                     &["services", "endpoints", "pods", "namespaces"],
                 ),
-                rule(&["list", "watch"], &["discovery.k8s.io"], &["endpointslices"]),
+                rule(
+                    &["list", "watch"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
             ],
         ),
     ]
@@ -404,7 +454,11 @@ pub fn cluster_roles() -> Vec<Value> {
 /// The default ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
     vec![
-        binding("cluster-admin", "cluster-admin", &[("Group", groups::MASTERS)]),
+        binding(
+            "cluster-admin",
+            "cluster-admin",
+            &[("Group", groups::MASTERS)],
+        ),
         binding(
             "system:basic-user",
             "system:basic-user",
@@ -438,7 +492,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:node-proxier",
             &[("User", users::PROXY)],
         ),
-        binding("system:ferry-dns", "system:ferry-dns", &[("User", users::DNS)]),
+        binding(
+            "system:ferry-dns",
+            "system:ferry-dns",
+            &[("User", users::DNS)],
+        ),
     ]
 }
 
@@ -459,7 +517,10 @@ pub async fn reconcile(service: &Service) -> Result<(), ApiError> {
         .get(group, "v1", "clusterrolebindings")
         .ok_or_else(|| internal("clusterrolebindings"))?;
     let options = WriteOptions::default();
-    for (info, objects) in [(&roles, cluster_roles()), (&bindings, cluster_role_bindings())] {
+    for (info, objects) in [
+        (&roles, cluster_roles()),
+        (&bindings, cluster_role_bindings()),
+    ] {
         for mut want in objects {
             let name = crate::meta::name(&want).to_string();
             let Ok(have) = service.get(info, None, &name) else {
@@ -471,8 +532,10 @@ pub async fn reconcile(service: &Service) -> Result<(), ApiError> {
                 continue;
             };
             let have = &*have.value;
-            if have.pointer(&format!("/metadata/annotations/{}", AUTOUPDATE.replace('/', "~1")))
-                != Some(&json!("true"))
+            if have.pointer(&format!(
+                "/metadata/annotations/{}",
+                AUTOUPDATE.replace('/', "~1")
+            )) != Some(&json!("true"))
             {
                 continue;
             }

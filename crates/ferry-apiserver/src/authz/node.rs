@@ -135,14 +135,9 @@ impl NodeAuthorizer {
             (v, "") if READ.contains(&v) => Decision::Allow(String::new()),
             // The name of a new Node is checked by NodeRestriction.
             ("create", "") => Decision::Allow(String::new()),
-            ("update" | "patch", "" | "status") if a.name == node => {
-                Decision::Allow(String::new())
-            }
+            ("update" | "patch", "" | "status") if a.name == node => Decision::Allow(String::new()),
             ("get", "status") if a.name == node => Decision::Allow(String::new()),
-            _ => Decision::NoOpinion(format!(
-                "node '{node}' cannot {} node '{}'",
-                a.verb, a.name
-            )),
+            _ => Decision::NoOpinion(format!("node '{node}' cannot {} node '{}'", a.verb, a.name)),
         }
     }
 
@@ -173,12 +168,10 @@ impl NodeAuthorizer {
         a: &Attributes,
     ) -> Decision {
         if a.verb != "get" || a.name.is_empty() || !a.subresource.is_empty() {
-            return Decision::NoOpinion(format!(
-                "can only get individual resources of this type"
-            ));
+            return Decision::NoOpinion("can only get individual resources of this type".into());
         }
         let used = pods_on(service, node, Some(&a.namespace))
-            .any(|p| referenced_by_pod(&p, kind).iter().any(|n| *n == a.name));
+            .any(|p| referenced_by_pod(&p, kind).contains(&a.name));
         if used {
             Decision::Allow(String::new())
         } else {
@@ -188,13 +181,12 @@ impl NodeAuthorizer {
 
     fn authorize_token(&self, service: &Service, node: &str, a: &Attributes) -> Decision {
         if a.verb != "create" || a.subresource != "token" {
-            return Decision::NoOpinion("can only create tokens for individual service accounts".into());
+            return Decision::NoOpinion(
+                "can only create tokens for individual service accounts".into(),
+            );
         }
-        let used = pods_on(service, node, Some(&a.namespace)).any(|p| {
-            referenced_by_pod(&p, "serviceaccount")
-                .iter()
-                .any(|n| *n == a.name)
-        });
+        let used = pods_on(service, node, Some(&a.namespace))
+            .any(|p| referenced_by_pod(&p, "serviceaccount").contains(&a.name));
         if used {
             Decision::Allow(String::new())
         } else {
@@ -214,9 +206,9 @@ impl NodeAuthorizer {
             "get" | "update" | "patch" | "delete" if a.name == node => {
                 Decision::Allow(String::new())
             }
-            _ => Decision::NoOpinion(format!(
-                "can only access node lease with the same name as the requesting node"
-            )),
+            _ => Decision::NoOpinion(
+                "can only access node lease with the same name as the requesting node".into(),
+            ),
         }
     }
 }
@@ -336,9 +328,13 @@ mod tests {
             let key = ferry_store::ObjectKey::new("pods", "ns", name);
             service.store.create(key, pod).await.unwrap();
         }
-        let n1 = UserInfo::new(crate::auth::users::node("n1"), &[crate::auth::groups::NODES]);
+        let n1 = UserInfo::new(
+            crate::auth::users::node("n1"),
+            &[crate::auth::groups::NODES],
+        );
         let z = NodeAuthorizer;
-        let allowed = |method: &str, path: &str| z.authorize(&service, &request(&n1, method, path)).allowed();
+        let allowed =
+            |method: &str, path: &str| z.authorize(&service, &request(&n1, method, path)).allowed();
         // Reads every node has.
         assert!(allowed("GET", "/api/v1/nodes"));
         assert!(allowed("GET", "/api/v1/pods"));
@@ -350,12 +346,24 @@ mod tests {
         assert!(allowed("PUT", "/api/v1/nodes/n1"));
         assert!(!allowed("PATCH", "/api/v1/nodes/n2/status"));
         assert!(!allowed("DELETE", "/api/v1/nodes/n1"));
-        assert!(allowed("PUT", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"));
-        assert!(!allowed("PUT", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n2"));
-        assert!(!allowed("GET", "/apis/coordination.k8s.io/v1/namespaces/ns/leases/n1"));
+        assert!(allowed(
+            "PUT",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"
+        ));
+        assert!(!allowed(
+            "PUT",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n2"
+        ));
+        assert!(!allowed(
+            "GET",
+            "/apis/coordination.k8s.io/v1/namespaces/ns/leases/n1"
+        ));
         // The status of its pods only.
         assert!(allowed("PATCH", "/api/v1/namespaces/ns/pods/mine/status"));
-        assert!(!allowed("PATCH", "/api/v1/namespaces/ns/pods/theirs/status"));
+        assert!(!allowed(
+            "PATCH",
+            "/api/v1/namespaces/ns/pods/theirs/status"
+        ));
         assert!(!allowed("PATCH", "/api/v1/namespaces/ns/pods/mine"));
         assert!(allowed("DELETE", "/api/v1/namespaces/ns/pods/mine"));
         assert!(!allowed("DELETE", "/api/v1/namespaces/ns/pods/theirs"));
@@ -365,13 +373,28 @@ mod tests {
         assert!(!allowed("GET", "/api/v1/namespaces/ns/secrets"));
         assert!(!allowed("GET", "/api/v1/namespaces/other/secrets/s1"));
         assert!(!allowed("GET", "/api/v1/namespaces/ns/configmaps/s1"));
-        assert!(allowed("POST", "/api/v1/namespaces/ns/serviceaccounts/sa-n1/token"));
-        assert!(!allowed("POST", "/api/v1/namespaces/ns/serviceaccounts/sa-n2/token"));
+        assert!(allowed(
+            "POST",
+            "/api/v1/namespaces/ns/serviceaccounts/sa-n1/token"
+        ));
+        assert!(!allowed(
+            "POST",
+            "/api/v1/namespaces/ns/serviceaccounts/sa-n2/token"
+        ));
         // Nothing else.
         assert!(!allowed("POST", "/api/v1/namespaces"));
-        assert!(!allowed("GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles"));
-        let d = z.authorize(&service, &request(&n1, "GET", "/api/v1/namespaces/ns/secrets/s2"));
-        assert_eq!(d, Decision::NoOpinion("no relationship found between node 'n1' and this object".into()));
+        assert!(!allowed(
+            "GET",
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles"
+        ));
+        let d = z.authorize(
+            &service,
+            &request(&n1, "GET", "/api/v1/namespaces/ns/secrets/s2"),
+        );
+        assert_eq!(
+            d,
+            Decision::NoOpinion("no relationship found between node 'n1' and this object".into())
+        );
         // Not a node (no `system:nodes`): no opinion.
         let pretender = UserInfo::new(crate::auth::users::node("n1"), &[]);
         assert!(matches!(

@@ -117,9 +117,8 @@ impl Rule {
             if subresource.is_empty() {
                 return r == resource;
             }
-            r.split_once('/').is_some_and(|(res, sub)| {
-                sub == subresource && (res == resource || res == "*")
-            })
+            r.split_once('/')
+                .is_some_and(|(res, sub)| sub == subresource && (res == resource || res == "*"))
         })
     }
 
@@ -197,17 +196,18 @@ impl Rule {
         let resources = star(&self.resources)
             || sub.resources.iter().all(|path| {
                 self.resources.contains(path)
-                    || path.split_once('/').is_some_and(|(_, s)| {
-                        self.resources.iter().any(|r| *r == format!("*/{s}"))
-                    })
+                    || path
+                        .split_once('/')
+                        .is_some_and(|(_, s)| self.resources.iter().any(|r| *r == format!("*/{s}")))
             });
         let urls = sub.non_resource_urls.iter().all(|path| {
-            self.non_resource_urls.iter().any(|u| {
-                u == path || u.strip_suffix('*').is_some_and(|p| path.starts_with(p))
-            })
+            self.non_resource_urls
+                .iter()
+                .any(|u| u == path || u.strip_suffix('*').is_some_and(|p| path.starts_with(p)))
         });
         let names = self.resource_names.is_empty()
-            || (!sub.resource_names.is_empty() && has_all(&self.resource_names, &sub.resource_names));
+            || (!sub.resource_names.is_empty()
+                && has_all(&self.resource_names, &sub.resource_names));
         verbs && groups && resources && urls && names
     }
 }
@@ -317,8 +317,14 @@ impl Index {
             })
             .collect();
         let resolve = |b: &Value, namespace: &str| -> Binding {
-            let kind = b["roleRef"]["kind"].as_str().unwrap_or_default().to_string();
-            let name = b["roleRef"]["name"].as_str().unwrap_or_default().to_string();
+            let kind = b["roleRef"]["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let name = b["roleRef"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let found = match kind.as_str() {
                 "ClusterRole" => cluster_roles.get(&name).cloned(),
                 "Role" if !namespace.is_empty() => {
@@ -327,7 +333,11 @@ impl Index {
                 _ => None,
             };
             let error = found.is_none().then(|| {
-                let plural = if kind == "Role" { "role" } else { "clusterrole" };
+                let plural = if kind == "Role" {
+                    "role"
+                } else {
+                    "clusterrole"
+                };
                 format!("{plural}.rbac.authorization.k8s.io {name:?} not found")
             });
             let describe = if namespace.is_empty() {
@@ -379,7 +389,12 @@ impl Index {
         self.cluster
             .iter()
             .chain(namespaced.into_iter().flatten())
-            .filter_map(move |b| b.subjects.iter().find(|s| s.applies_to(user)).map(|s| (b, s)))
+            .filter_map(move |b| {
+                b.subjects
+                    .iter()
+                    .find(|s| s.applies_to(user))
+                    .map(|s| (b, s))
+            })
     }
 }
 
@@ -502,7 +517,8 @@ mod tests {
 
     #[test]
     fn rule_matching_as_kubernetes() {
-        let pods = rule(json!({"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}));
+        let pods =
+            rule(json!({"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"]}));
         assert!(pods.allows(&attrs("get", "", "pods", "", "p")));
         assert!(!pods.allows(&attrs("delete", "", "pods", "", "p")));
         assert!(!pods.allows(&attrs("get", "apps", "pods", "", "p")));
@@ -537,7 +553,9 @@ mod tests {
 
     #[test]
     fn covering_and_escalation() {
-        let admin = vec![rule(json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}))];
+        let admin = vec![rule(
+            json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}),
+        )];
         let edit = vec![rule(
             json!({"verbs": ["get", "create"], "apiGroups": [""], "resources": ["pods", "pods/log"]}),
         )];
@@ -551,17 +569,27 @@ mod tests {
             missing[0].compact_string(),
             r#"{APIGroups:[""], Resources:["secrets"], Verbs:["get"]}"#
         );
-        let sub = vec![rule(json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods/log"]}))];
-        let star = vec![rule(json!({"verbs": ["get"], "apiGroups": [""], "resources": ["*/log"]}))];
+        let sub = vec![rule(
+            json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods/log"]}),
+        )];
+        let star = vec![rule(
+            json!({"verbs": ["get"], "apiGroups": [""], "resources": ["*/log"]}),
+        )];
         assert!(uncovered(&star, &sub).is_empty());
         let named = vec![rule(
             json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["a"]}),
         )];
-        let all_pods = vec![rule(json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}))];
+        let all_pods = vec![rule(
+            json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}),
+        )];
         assert!(!uncovered(&named, &all_pods).is_empty());
         assert!(uncovered(&all_pods, &named).is_empty());
-        let urls = vec![rule(json!({"verbs": ["get"], "nonResourceURLs": ["/api/*"]}))];
-        let want_url = vec![rule(json!({"verbs": ["get"], "nonResourceURLs": ["/api/v1"]}))];
+        let urls = vec![rule(
+            json!({"verbs": ["get"], "nonResourceURLs": ["/api/*"]}),
+        )];
+        let want_url = vec![rule(
+            json!({"verbs": ["get"], "nonResourceURLs": ["/api/v1"]}),
+        )];
         assert!(uncovered(&urls, &want_url).is_empty());
         assert!(!uncovered(&want_url, &urls).is_empty());
     }
@@ -577,11 +605,21 @@ mod tests {
         crate::authz::bootstrap::reconcile(&service).await.unwrap();
         let z = RbacAuthorizer::new();
         let can = |user: &UserInfo, method: &str, path: &str| {
-            z.authorize(&service, &Attributes::of_request(user.clone(), method, path, None))
+            z.authorize(
+                &service,
+                &Attributes::of_request(user.clone(), method, path, None),
+            )
         };
         let scheduler = UserInfo::new(users::SCHEDULER, &[]);
         assert!(can(&scheduler, "POST", "/api/v1/namespaces/a/pods/p/binding").allowed());
-        assert!(can(&scheduler, "PATCH", "/apis/scheduling.x-k8s.io/v1alpha1/namespaces/a/podgroups/g/status").allowed());
+        assert!(
+            can(
+                &scheduler,
+                "PATCH",
+                "/apis/scheduling.x-k8s.io/v1alpha1/namespaces/a/podgroups/g/status"
+            )
+            .allowed()
+        );
         assert!(!can(&scheduler, "GET", "/api/v1/namespaces/a/secrets/s").allowed());
         let proxy = UserInfo::new(users::PROXY, &[]);
         assert!(can(&proxy, "GET", "/apis/discovery.k8s.io/v1/endpointslices").allowed());
@@ -598,7 +636,14 @@ mod tests {
             can(&anyone, "GET", "/apis/apps/v1"),
             Decision::Allow("RBAC: allowed by ClusterRoleBinding \"system:discovery\" of ClusterRole \"system:discovery\" to Group \"system:authenticated\"".into())
         );
-        assert!(can(&anyone, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews").allowed());
+        assert!(
+            can(
+                &anyone,
+                "POST",
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+            )
+            .allowed()
+        );
         assert!(!can(&anyone, "GET", "/api/v1/namespaces/default/pods").allowed());
         assert!(can(&UserInfo::anonymous(), "GET", "/healthz").allowed());
         assert!(!can(&UserInfo::anonymous(), "GET", "/api").allowed());
@@ -627,7 +672,9 @@ mod tests {
         assert!(!Arc::ptr_eq(&first, &z.index(&service)));
         assert_eq!(
             can(&anyone, "GET", "/api/v1/namespaces/default/pods"),
-            Decision::NoOpinion("RBAC: [role.rbac.authorization.k8s.io \"missing\" not found]".into())
+            Decision::NoOpinion(
+                "RBAC: [role.rbac.authorization.k8s.io \"missing\" not found]".into()
+            )
         );
     }
 
@@ -636,9 +683,14 @@ mod tests {
         let user = UserInfo::new("system:serviceaccount:a:sa", &["system:serviceaccounts"]);
         let sa = Subject::from_json(&json!({"kind": "ServiceAccount", "name": "sa"}), "a").unwrap();
         assert!(sa.applies_to(&user));
-        let other = Subject::from_json(&json!({"kind": "ServiceAccount", "name": "sa"}), "b").unwrap();
+        let other =
+            Subject::from_json(&json!({"kind": "ServiceAccount", "name": "sa"}), "b").unwrap();
         assert!(!other.applies_to(&user));
-        let group = Subject::from_json(&json!({"kind": "Group", "name": "system:serviceaccounts"}), "").unwrap();
+        let group = Subject::from_json(
+            &json!({"kind": "Group", "name": "system:serviceaccounts"}),
+            "",
+        )
+        .unwrap();
         assert!(group.applies_to(&user));
         assert_eq!(sa.describe(), "ServiceAccount \"sa/a\"");
         assert!(!Subject::User("alice".into()).applies_to(&user));

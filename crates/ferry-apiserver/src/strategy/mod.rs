@@ -7,13 +7,13 @@
 
 use serde_json::{Value, json};
 
+use crate::authz::review;
 use crate::error::{ApiError, ApiResult, FieldCause};
 use crate::meta::{self, human_age};
 use crate::registry::ResourceInfo;
 use crate::service::Service;
 use crate::table::Column;
 use crate::validation;
-use crate::authz::review;
 
 pub mod configmap;
 pub mod crd;
@@ -52,10 +52,19 @@ pub static BUILTINS: &[StrategyRef] = &[
     StrategyRef::new("clusterroles", &rbac::ClusterRoles),
     StrategyRef::new("rolebindings", &rbac::RoleBindings),
     StrategyRef::new("clusterrolebindings", &rbac::ClusterRoleBindings),
-    StrategyRef::new("selfsubjectaccessreviews", &review::SELF_SUBJECT_ACCESS_REVIEWS),
+    StrategyRef::new(
+        "selfsubjectaccessreviews",
+        &review::SELF_SUBJECT_ACCESS_REVIEWS,
+    ),
     StrategyRef::new("subjectaccessreviews", &review::SUBJECT_ACCESS_REVIEWS),
-    StrategyRef::new("localsubjectaccessreviews", &review::LOCAL_SUBJECT_ACCESS_REVIEWS),
-    StrategyRef::new("selfsubjectrulesreviews", &review::SELF_SUBJECT_RULES_REVIEWS),
+    StrategyRef::new(
+        "localsubjectaccessreviews",
+        &review::LOCAL_SUBJECT_ACCESS_REVIEWS,
+    ),
+    StrategyRef::new(
+        "selfsubjectrulesreviews",
+        &review::SELF_SUBJECT_RULES_REVIEWS,
+    ),
     StrategyRef::new("selfsubjectreviews", &review::SELF_SUBJECT_REVIEWS),
 ];
 

@@ -111,8 +111,7 @@ pub fn validate_rules(rules: &Value, path: &str, namespaced: bool, causes: &mut 
                     "namespaced rules cannot apply to non-resource URLs",
                 ));
             }
-            if !strings(&rule["apiGroups"]).is_empty() || !strings(&rule["resources"]).is_empty()
-            {
+            if !strings(&rule["apiGroups"]).is_empty() || !strings(&rule["resources"]).is_empty() {
                 causes.push(FieldCause::invalid(
                     format!("{at}.nonResourceURLs"),
                     format!("{urls:?}"),
@@ -130,7 +129,7 @@ pub fn validate_rules(rules: &Value, path: &str, namespaced: bool, causes: &mut 
     }
 }
 
-fn validate_role_ref(o: &Value, causes: &mut Vec<FieldCause>) {
+fn validate_role_ref(o: &Value, cluster: bool, causes: &mut Vec<FieldCause>) {
     let r = &o["roleRef"];
     if r["apiGroup"].as_str() != Some(GROUP) {
         causes.push(FieldCause::not_supported(
@@ -140,10 +139,10 @@ fn validate_role_ref(o: &Value, causes: &mut Vec<FieldCause>) {
         ));
     }
     match r["kind"].as_str().unwrap_or_default() {
-        "Role" if o["kind"] == "RoleBinding" || meta::namespace(o) != "" => {}
+        "Role" if !cluster => {}
         "ClusterRole" => {}
         other => {
-            let supported: &[&str] = if o["kind"] == "ClusterRoleBinding" {
+            let supported: &[&str] = if cluster {
                 &["ClusterRole"]
             } else {
                 &["Role", "ClusterRole"]
@@ -172,9 +171,7 @@ fn validate_role_ref(o: &Value, causes: &mut Vec<FieldCause>) {
                         &[""],
                     ));
                 }
-                if s["namespace"].as_str().unwrap_or_default().is_empty()
-                    && o["kind"] == "ClusterRoleBinding"
-                {
+                if s["namespace"].as_str().unwrap_or_default().is_empty() && cluster {
                     causes.push(FieldCause::required(format!("{at}.namespace")));
                 }
             }
@@ -236,7 +233,14 @@ macro_rules! invalidating_hooks {
 
 impl Strategy for Roles {
     fn resource(&self) -> Option<ResourceInfo> {
-        Some(ResourceInfo::builtin(GROUP, "v1", "roles", "Role", true, &[]))
+        Some(ResourceInfo::builtin(
+            GROUP,
+            "v1",
+            "roles",
+            "Role",
+            true,
+            &[],
+        ))
     }
 
     fn name_problem(&self, name: &str) -> Option<String> {
@@ -335,7 +339,7 @@ impl Strategy for RoleBindings {
     }
 
     fn validate(&self, o: &Value, causes: &mut Vec<FieldCause>) {
-        validate_role_ref(o, causes);
+        validate_role_ref(o, false, causes);
     }
 
     fn validate_update(&self, old: &Value, new: &Value, causes: &mut Vec<FieldCause>) {
@@ -377,7 +381,7 @@ impl Strategy for ClusterRoleBindings {
     }
 
     fn validate(&self, o: &Value, causes: &mut Vec<FieldCause>) {
-        validate_role_ref(o, causes);
+        validate_role_ref(o, true, causes);
     }
 
     fn validate_update(&self, old: &Value, new: &Value, causes: &mut Vec<FieldCause>) {
@@ -427,7 +431,11 @@ mod tests {
             .collect();
         assert_eq!(
             fields,
-            ["rules[0].verbs", "rules[1].resources", "rules[2].nonResourceURLs"]
+            [
+                "rules[0].verbs",
+                "rules[1].resources",
+                "rules[2].nonResourceURLs"
+            ]
         );
         let ok = json!({"rules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]});
         assert!(causes_of(&ClusterRoles, &ok).is_empty());
