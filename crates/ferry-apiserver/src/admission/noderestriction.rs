@@ -125,3 +125,118 @@ impl Plugin for NodeRestriction {
         Ok(Admitted::default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{UserInfo, groups, users};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_node_changes_only_itself_and_its_pods() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            ferry_store::Store::open(ferry_store::StoreConfig::new(dir.path().join("state.db")))
+                .unwrap();
+        let service = Service::new(store);
+        let nodes = service.registry.get("", "v1", "nodes").unwrap();
+        let pods = service.registry.get("", "v1", "pods").unwrap();
+        let n1 = UserInfo::new(users::node("n1"), &[groups::NODES]);
+        let check = async |info, operation, name: &str, sub, old: Option<&Value>, new: &Value| {
+            let a = Attributes {
+                operation,
+                info,
+                namespace: None,
+                name,
+                subresource: sub,
+                old,
+                user: Some(&n1),
+                dry_run: false,
+            };
+            NodeRestriction
+                .validate(&service, &a, new)
+                .await
+                .map(|_| ())
+        };
+        let node = |name: &str, label: Option<&str>| {
+            let mut n =
+                json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}});
+            if let Some(l) = label {
+                n["metadata"]["labels"][l] = json!("x");
+            }
+            n
+        };
+        let own = node("n1", None);
+        assert!(
+            check(&nodes, Operation::Create, "", None, None, &own)
+                .await
+                .is_ok()
+        );
+        let e = check(&nodes, Operation::Create, "", None, None, &node("n2", None))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, 403);
+        assert_eq!(
+            e.message,
+            "nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\""
+        );
+        let labelled = node("n1", Some("node-restriction.kubernetes.io/pool"));
+        let e = check(&nodes, Operation::Update, "n1", None, Some(&own), &labelled)
+            .await
+            .unwrap_err();
+        assert!(
+            e.message.contains("is not allowed to modify labels"),
+            "{}",
+            e.message
+        );
+        let other_label = node("n1", Some("example.com/zone"));
+        assert!(
+            check(
+                &nodes,
+                Operation::Update,
+                "n1",
+                Some("status"),
+                Some(&own),
+                &other_label
+            )
+            .await
+            .is_ok()
+        );
+        let pod = |node: &str| json!({"metadata": {"name": "p"}, "spec": {"nodeName": node}});
+        let (mine, theirs) = (pod("n1"), pod("n2"));
+        assert!(
+            check(
+                &pods,
+                Operation::Update,
+                "p",
+                Some("status"),
+                Some(&mine),
+                &mine
+            )
+            .await
+            .is_ok()
+        );
+        assert!(
+            check(&pods, Operation::Delete, "p", None, Some(&mine), &mine)
+                .await
+                .is_ok()
+        );
+        assert!(
+            check(
+                &pods,
+                Operation::Update,
+                "p",
+                Some("status"),
+                Some(&theirs),
+                &theirs
+            )
+            .await
+            .is_err()
+        );
+        assert!(
+            check(&pods, Operation::Update, "p", None, Some(&mine), &mine)
+                .await
+                .is_err()
+        );
+    }
+}

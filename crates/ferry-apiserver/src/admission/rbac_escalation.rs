@@ -170,3 +170,111 @@ impl Plugin for RbacEscalation {
         Ok(Admitted::default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn rules_beyond_the_writers_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            ferry_store::Store::open(ferry_store::StoreConfig::new(dir.path().join("state.db")))
+                .unwrap();
+        let service = Service::new(store);
+        crate::authz::bootstrap::reconcile(&service).await.unwrap();
+        // carol may write ClusterRoles and their bindings (neither `escalate` nor `bind`), and
+        // holds little else.
+        let crb = service
+            .registry
+            .get(GROUP, "v1", "clusterrolebindings")
+            .unwrap();
+        let roles = service.registry.get(GROUP, "v1", "clusterroles").unwrap();
+        let editor = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "role-editor"},
+            "rules": [{"apiGroups": [GROUP], "resources": ["clusterroles", "clusterrolebindings"],
+                       "verbs": ["get", "list", "create", "update", "patch", "delete"]}]});
+        service
+            .create(&roles, None, editor, &Default::default())
+            .await
+            .unwrap();
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "carol"},
+            "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": "role-editor"},
+            "subjects": [{"kind": "User", "name": "carol"}]});
+        service
+            .create(&crb, None, binding, &Default::default())
+            .await
+            .unwrap();
+        let carol = UserInfo::new("carol", &[]);
+        let plugin = RbacEscalation::new();
+        let check = async |info, object: &Value, old: Option<&Value>| {
+            let a = Attributes {
+                operation: if old.is_some() {
+                    Operation::Update
+                } else {
+                    Operation::Create
+                },
+                info,
+                namespace: None,
+                name: crate::meta::name(object),
+                subresource: None,
+                old,
+                user: Some(&carol),
+                dry_run: false,
+            };
+            plugin.validate(&service, &a, object).await.map(|_| ())
+        };
+        let held = json!({"metadata": {"name": "r"}, "rules": [{"apiGroups": [GROUP], "resources": ["clusterroles"], "verbs": ["get"]}]});
+        assert!(check(&roles, &held, None).await.is_ok());
+        let secrets = json!({"metadata": {"name": "r"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]});
+        let e = check(&roles, &secrets, None).await.unwrap_err();
+        assert_eq!(e.code, 403);
+        assert_eq!(
+            e.message,
+            "clusterroles.rbac.authorization.k8s.io \"r\" is forbidden: user \"carol\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}\n"
+        );
+        // Unchanged rules (a metadata update) pass.
+        assert!(check(&roles, &secrets, Some(&secrets)).await.is_ok());
+        // Aggregation is for cluster administrators.
+        let aggregating = json!({"metadata": {"name": "r"}, "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"x": "y"}}]}});
+        let e = check(&roles, &aggregating, None).await.unwrap_err();
+        assert!(
+            e.message
+                .ends_with("must have cluster-admin privileges to use the aggregationRule")
+        );
+        // Binding a role is allowed only with its rules held.
+        let bind = |role: &str| {
+            json!({"metadata": {"name": "b"},
+            "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "User", "name": "dave", "apiGroup": GROUP}]})
+        };
+        assert!(check(&crb, &bind("system:basic-user"), None).await.is_ok());
+        assert_eq!(
+            check(&crb, &bind("cluster-admin"), None)
+                .await
+                .unwrap_err()
+                .code,
+            403
+        );
+        // The server itself and system:masters are not checked.
+        let masters = UserInfo::new("root", &[groups::MASTERS]);
+        let a = Attributes {
+            operation: Operation::Create,
+            info: &crb,
+            namespace: None,
+            name: "b",
+            subresource: None,
+            old: None,
+            user: Some(&masters),
+            dry_run: false,
+        };
+        assert!(
+            plugin
+                .validate(&service, &a, &bind("cluster-admin"))
+                .await
+                .is_ok()
+        );
+    }
+}
