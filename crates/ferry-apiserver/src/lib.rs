@@ -29,6 +29,7 @@ pub mod authz;
 pub mod crd_schema;
 pub mod discovery;
 pub mod edge;
+pub mod encryption;
 pub mod error;
 pub mod expiry;
 pub mod fieldmanager;
@@ -87,6 +88,9 @@ pub struct ServerConfig {
     /// Serve requests without credentials as the admin. Transitional, while authentication
     /// is wired in; to be removed.
     pub anonymous_is_admin: bool,
+    /// The `EncryptionConfiguration` of Secrets at rest (`--encryption-provider-config`);
+    /// `None`: `<data dir>/pki/encryption-config.yaml`, created with a fresh key when missing.
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -102,6 +106,7 @@ impl ServerConfig {
             service_account_issuer: token::default_issuer("cluster.local"),
             token_file: None,
             anonymous_is_admin: true,
+            encryption_provider_config: None,
         }
     }
 }
@@ -125,6 +130,9 @@ pub enum ServerError {
     /// The authentication configuration (token file) is not valid.
     #[error("authentication: {0}")]
     Auth(String),
+    /// The encryption configuration cannot be read or created.
+    #[error("encryption at rest: {0}")]
+    Encryption(#[from] encryption::EncryptionError),
     /// Bootstrap objects could not be written.
     #[error("cannot create bootstrap object: {0}")]
     Bootstrap(error::ApiError),
@@ -153,6 +161,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let mut store_config = ferry_store::StoreConfig::new(config.data_dir.join("state.db"));
     store_config.durability = config.durability;
     store_config.history = config.watch_history;
+    let encryption = encryption::EncryptionConfig::ensure(
+        &config.data_dir,
+        config.encryption_provider_config.as_deref(),
+    )?;
+    tracing::debug!(config = %encryption.path().display(), "encryption at rest configured");
+    store_config.transformer = Arc::new(encryption);
     let store = tokio::task::spawn_blocking(move || ferry_store::Store::open(store_config))
         .await
         .map_err(|e| ferry_store::StoreError::Storage(format!("store loader failed: {e}")))??;
