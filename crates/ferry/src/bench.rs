@@ -38,6 +38,10 @@ pub struct ApiBenchArgs {
     /// Memory runs, one after the other.
     #[arg(long, default_value_t = 2)]
     pub memory_cycles: usize,
+    /// Objects created per run in the authentication-cost runs (plain HTTP without
+    /// authentication, then TLS with a client identity and RBAC; 0: skip them).
+    #[arg(long, default_value_t = 10_000)]
+    pub auth_objects: usize,
     /// Where to put the temporary control plane (default: a fresh temporary directory).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
@@ -120,6 +124,31 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     println!("                          {baseline:>10.0} writes/s");
     println!("  ratio                   {:>10.2}x", throughput / baseline);
 
+    // 1b. What authentication and authorization cost: the same creates against two bare API
+    // servers that differ only in their transport and authentication mode.
+    if args.auth_objects > 0 {
+        let cost = auth_cost(&dir.join("auth"), args.auth_objects, args.clients).await?;
+        println!();
+        println!(
+            "authenticated create throughput ({} ConfigMaps, {} concurrent clients, bare API servers):",
+            args.auth_objects, args.clients
+        );
+        println!(
+            "  authenticated           {:>10.0} objects/s (TLS, {}, user {AUTH_BENCH_USER:?} in group {AUTH_BENCH_GROUP:?}, not system:masters; {})",
+            cost.authenticated, cost.credential, cost.authorization
+        );
+        println!(
+            "  baseline: plain HTTP without authentication (the insecure mode), same server build"
+        );
+        println!("                          {:>10.0} objects/s", cost.plain);
+        let ratio = cost.authenticated / cost.plain;
+        let overhead = (1.0 - ratio) * 100.0;
+        println!(
+            "  ratio                   {ratio:>10.2}x  (cost {overhead:.1} %; target: authentication and RBAC cost at most 15 %: {})",
+            if overhead <= 15.0 { "met" } else { "NOT met" }
+        );
+    }
+
     // 2. Watch delivery latency, against a plain HTTP round trip to the same server.
     let (p50, p99) = watch_latency(&client, args.watch_samples).await?;
     let (b50, b99) = round_trip_latency(&client, args.watch_samples).await?;
@@ -155,6 +184,203 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     }
     plane.stop().await;
     Ok(())
+}
+
+/// The user the authenticated run creates objects as, bound by a RoleBinding.
+const AUTH_BENCH_USER: &str = "bench-user";
+/// Its only group (so nothing but its RoleBinding lets it write).
+const AUTH_BENCH_GROUP: &str = "bench-writers";
+
+/// What [`auth_cost`] measured.
+struct AuthCost {
+    /// Creates per second over plain HTTP without authentication.
+    plain: f64,
+    /// Creates per second over TLS as the bench user.
+    authenticated: f64,
+    /// How the bench user authenticated (`client certificate` or `bearer token`).
+    credential: &'static str,
+    /// Whether RBAC decided (the Role and RoleBinding served and a forbidden request refused).
+    authorization: String,
+}
+
+/// The API server of the baseline: plain HTTP, requests without credentials served as the
+/// admin. This is the explicitly insecure mode of the server; keep it named as such in
+/// [`ferry_apiserver::ServerConfig`] (nothing else of Ferry may use it).
+fn insecure_plain_http(data_dir: &std::path::Path) -> ferry_apiserver::ServerConfig {
+    let mut config = ferry_apiserver::ServerConfig::new(data_dir);
+    config.listen = "127.0.0.1:0".parse().expect("static address");
+    config.anonymous_is_admin = true;
+    config
+}
+
+/// The API server of the authenticated run: credentials required (the static token file
+/// holds the bench user and an admin), as `ferry up` serves.
+fn authenticated(
+    data_dir: &std::path::Path,
+    token_file: &std::path::Path,
+) -> ferry_apiserver::ServerConfig {
+    let mut config = ferry_apiserver::ServerConfig::new(data_dir);
+    config.listen = "127.0.0.1:0".parse().expect("static address");
+    config.anonymous_is_admin = false;
+    config.token_file = Some(token_file.to_path_buf());
+    config
+}
+
+/// A kube-rs client from a kubeconfig document.
+async fn client_from_kubeconfig(text: &str) -> anyhow::Result<kube::Client> {
+    let kubeconfig: kube::config::Kubeconfig =
+        serde_saphyr::from_str(text).context("the generated kubeconfig is not valid")?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .context("the generated kubeconfig is not valid")?;
+    kube::Client::try_from(config).context("cannot build a Kubernetes client")
+}
+
+/// The status code of a failed call (`None`: it succeeded).
+fn refused<T>(result: &Result<T, kube::Error>) -> Option<u16> {
+    match result {
+        Ok(_) => None,
+        Err(kube::Error::Api(s)) => Some(s.code),
+        Err(_) => Some(0),
+    }
+}
+
+/// Create throughput against a bare API server in the insecure plain-HTTP mode, then against
+/// one that requires credentials, over TLS, as a user that only a RoleBinding lets write.
+async fn auth_cost(
+    dir: &std::path::Path,
+    objects: usize,
+    clients: usize,
+) -> anyhow::Result<AuthCost> {
+    use ferry_apiserver::KubeconfigUser;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use kube::api::ListParams;
+
+    // Plain, without authentication.
+    let server = ferry_apiserver::start(insecure_plain_http(&dir.join("plain"))).await?;
+    let client = crate::up::client_for(&server.url())?;
+    let plain = create_throughput(&client, objects, clients).await?;
+    drop(client);
+    server.shutdown().await;
+
+    // TLS with credentials and RBAC.
+    let secure = dir.join("secure");
+    std::fs::create_dir_all(&secure)?;
+    let admin_token = format!("admin-{}", random_token());
+    let user_token = format!("bench-{}", random_token());
+    let token_file = dir.join("tokens.csv");
+    std::fs::write(
+        &token_file,
+        format!(
+            "{admin_token},bench-admin,bench-admin-uid,\"system:masters\"\n{user_token},{AUTH_BENCH_USER},{AUTH_BENCH_USER}-uid,\"{AUTH_BENCH_GROUP}\"\n"
+        ),
+    )?;
+    let server = ferry_apiserver::start(authenticated(&secure, &token_file)).await?;
+    let names = ferry_apiserver::tls::ServingNames {
+        dns: vec!["localhost".into()],
+        ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+    };
+    let pki = ferry_apiserver::tls::Pki::ensure(&secure, &names)
+        .context("cannot set up the bench's certificates")?;
+    // The main listener where it is TLS; else the TLS listener of the same router.
+    let (url, listener) = if server.url().starts_with("https://") {
+        (server.url(), None)
+    } else {
+        let listener = server
+            .serve_tls("127.0.0.1:0".parse()?, &pki)
+            .await
+            .context("cannot serve TLS")?;
+        (format!("https://{}", listener.addr), Some(listener))
+    };
+    let kubeconfig =
+        |user| ferry_apiserver::kubeconfig_with(&url, &pki.ca_cert_pem, user, "default");
+    let admin = client_from_kubeconfig(&kubeconfig(KubeconfigUser::Token(&admin_token))).await?;
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    configmaps
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("the bench's admin cannot reach the authenticated server")?;
+
+    // The user's rights: a Role to create ConfigMaps in `default`, bound to the user.
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "bench-configmap-writer", "namespace": "default"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list"]}],
+    }))?;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "bench-configmap-writer", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bench-configmap-writer"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": AUTH_BENCH_USER}],
+    }))?;
+    let rbac_served = refused(
+        &Api::<Role>::namespaced(admin.clone(), "default")
+            .create(&PostParams::default(), &role)
+            .await,
+    )
+    .is_none()
+        && refused(
+            &Api::<RoleBinding>::namespaced(admin.clone(), "default")
+                .create(&PostParams::default(), &binding)
+                .await,
+        )
+        .is_none();
+
+    // The user: by client certificate where the server authenticates them, else by token.
+    let certificate = pki
+        .issue_client_cert(AUTH_BENCH_USER, &[AUTH_BENCH_GROUP])
+        .context("cannot issue the bench user's certificate")?;
+    let by_certificate =
+        client_from_kubeconfig(&kubeconfig(KubeconfigUser::Certificate(&certificate))).await?;
+    let probe = Api::<ConfigMap>::namespaced(by_certificate.clone(), "default")
+        .list(&ListParams::default().limit(1))
+        .await;
+    let (user, credential) = if refused(&probe) == Some(401) {
+        let by_token =
+            client_from_kubeconfig(&kubeconfig(KubeconfigUser::Token(&user_token))).await?;
+        (
+            by_token,
+            "bearer token (this build does not authenticate client certificates)",
+        )
+    } else {
+        probe.context("the bench user's first request failed")?;
+        (by_certificate, "client certificate")
+    };
+    // RBAC decides when a request outside the Role is refused.
+    let outside = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(user.clone(), "default")
+        .list(&ListParams::default().limit(1))
+        .await;
+    let authorization = match (rbac_served, refused(&outside)) {
+        (true, Some(403)) => {
+            "RBAC: a RoleBinding grants the creates, a Secret list is refused (403)".to_string()
+        }
+        (true, code) => format!(
+            "RBAC NOT enforced by this build: a Secret list outside the user's Role got {}",
+            code.map_or("200".to_string(), |c| c.to_string())
+        ),
+        (false, _) => "RBAC NOT served by this build (no Role or RoleBinding): authentication only"
+            .to_string(),
+    };
+    let authenticated = create_throughput(&user, objects, clients).await?;
+    drop((user, admin));
+    if let Some(listener) = listener {
+        listener.shutdown().await;
+    }
+    server.shutdown().await;
+    Ok(AuthCost {
+        plain,
+        authenticated,
+        credential,
+        authorization,
+    })
+}
+
+/// 32 random hex digits (bench tokens).
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    use std::io::Read;
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn naive_sqlite_writes(path: &std::path::Path, n: usize) -> anyhow::Result<f64> {
