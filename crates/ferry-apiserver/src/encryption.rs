@@ -355,7 +355,11 @@ impl EncryptionConfig {
 }
 
 impl ValueTransformer for EncryptionConfig {
-    fn to_storage<'a>(&self, key: &ObjectKey, plain: &'a [u8]) -> Result<Cow<'a, [u8]>, String> {
+    fn transform_to_storage<'a>(
+        &self,
+        key: &ObjectKey,
+        plain: &'a [u8],
+    ) -> Result<Cow<'a, [u8]>, String> {
         match self.providers(&key.resource).and_then(|p| p.first()) {
             Some(Provider::AesGcm(keys)) => {
                 let first = keys.first().ok_or("the aesgcm provider has no key")?;
@@ -365,7 +369,7 @@ impl ValueTransformer for EncryptionConfig {
         }
     }
 
-    fn from_storage<'a>(
+    fn transform_from_storage<'a>(
         &self,
         key: &ObjectKey,
         stored: &'a [u8],
@@ -550,7 +554,7 @@ mod tests {
     fn the_envelope_is_kube_apiservers() {
         let c = config(&[("key1", [1; 32])], false);
         let key = secret("default", "s");
-        let stored = c.to_storage(&key, PLAIN).unwrap().into_owned();
+        let stored = c.transform_to_storage(&key, PLAIN).unwrap().into_owned();
         let prefix = b"k8s:enc:aesgcm:v1:key1:";
         assert!(
             stored.starts_with(prefix),
@@ -572,7 +576,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(plain, PLAIN);
-        let read = c.from_storage(&key, &stored).unwrap();
+        let read = c.transform_from_storage(&key, &stored).unwrap();
         assert_eq!(read.plain, PLAIN);
         assert!(!read.stale);
     }
@@ -581,43 +585,48 @@ mod tests {
     fn nonces_are_fresh_and_the_object_key_is_authenticated() {
         let c = config(&[("key1", [1; 32])], false);
         let key = secret("default", "s");
-        let a = c.to_storage(&key, PLAIN).unwrap().into_owned();
-        let b = c.to_storage(&key, PLAIN).unwrap().into_owned();
+        let a = c.transform_to_storage(&key, PLAIN).unwrap().into_owned();
+        let b = c.transform_to_storage(&key, PLAIN).unwrap().into_owned();
         assert_ne!(a, b, "two writes of one value must not share a nonce");
         // The same ciphertext under another object's key does not decrypt.
-        let err = c.from_storage(&secret("other", "s"), &a).unwrap_err();
+        let err = c
+            .transform_from_storage(&secret("other", "s"), &a)
+            .unwrap_err();
         assert!(err.contains("cannot be decrypted"), "{err}");
         // Nor does a flipped byte.
         let mut damaged = a.clone();
         *damaged.last_mut().unwrap() ^= 1;
-        assert!(c.from_storage(&key, &damaged).is_err());
+        assert!(c.transform_from_storage(&key, &damaged).is_err());
     }
 
     #[test]
     fn rotation_reads_old_keys_and_marks_them_stale() {
         let old = config(&[("key1", [1; 32])], false);
         let key = secret("default", "s");
-        let by_old = old.to_storage(&key, PLAIN).unwrap().into_owned();
+        let by_old = old.transform_to_storage(&key, PLAIN).unwrap().into_owned();
         let rotated = config(&[("key2", [2; 32]), ("key1", [1; 32])], false);
-        let read = rotated.from_storage(&key, &by_old).unwrap();
+        let read = rotated.transform_from_storage(&key, &by_old).unwrap();
         assert_eq!(read.plain, PLAIN);
         assert!(
             read.stale,
             "a value under the second key is to be re-encrypted"
         );
-        let by_new = rotated.to_storage(&key, PLAIN).unwrap().into_owned();
+        let by_new = rotated
+            .transform_to_storage(&key, PLAIN)
+            .unwrap()
+            .into_owned();
         assert!(by_new.starts_with(b"k8s:enc:aesgcm:v1:key2:"));
-        assert!(!rotated.from_storage(&key, &by_new).unwrap().stale);
+        assert!(!rotated.transform_from_storage(&key, &by_new).unwrap().stale);
         // Without key1, the old value is an error naming the key, never an empty read.
         let only_new = config(&[("key2", [2; 32])], false);
-        let err = only_new.from_storage(&key, &by_old).unwrap_err();
+        let err = only_new.transform_from_storage(&key, &by_old).unwrap_err();
         assert!(
             err.contains("\"key1\"") && err.contains("does not hold"),
             "{err}"
         );
         // Same name, different secret: a decryption error.
         let wrong = config(&[("key1", [9; 32])], false);
-        let err = wrong.from_storage(&key, &by_old).unwrap_err();
+        let err = wrong.transform_from_storage(&key, &by_old).unwrap_err();
         assert!(err.contains("cannot be decrypted"), "{err}");
     }
 
@@ -625,21 +634,21 @@ mod tests {
     fn plain_values_are_read_through_identity_and_other_resources_pass() {
         let c = config(&[("key1", [1; 32])], false);
         let key = secret("default", "s");
-        let read = c.from_storage(&key, PLAIN).unwrap();
+        let read = c.transform_from_storage(&key, PLAIN).unwrap();
         assert_eq!(read.plain, PLAIN);
         assert!(read.stale, "a plain Secret is to be encrypted");
         let cm = ObjectKey::new("configmaps", "default", "c");
-        assert_eq!(c.to_storage(&cm, PLAIN).unwrap(), PLAIN);
-        assert!(!c.from_storage(&cm, PLAIN).unwrap().stale);
+        assert_eq!(c.transform_to_storage(&cm, PLAIN).unwrap(), PLAIN);
+        assert!(!c.transform_from_storage(&cm, PLAIN).unwrap().stale);
         // identity first: writes plain, encrypted values are read and marked stale.
         let decrypting = config(&[("key1", [1; 32])], true);
-        assert_eq!(decrypting.to_storage(&key, PLAIN).unwrap(), PLAIN);
-        let sealed = c.to_storage(&key, PLAIN).unwrap().into_owned();
-        let read = decrypting.from_storage(&key, &sealed).unwrap();
+        assert_eq!(decrypting.transform_to_storage(&key, PLAIN).unwrap(), PLAIN);
+        let sealed = c.transform_to_storage(&key, PLAIN).unwrap().into_owned();
+        let read = decrypting.transform_from_storage(&key, &sealed).unwrap();
         assert_eq!(read.plain, PLAIN);
         assert!(read.stale);
         // An encrypted value of a resource the file does not name is an error.
-        let err = c.from_storage(&cm, &sealed).unwrap_err();
+        let err = c.transform_from_storage(&cm, &sealed).unwrap_err();
         assert!(err.contains("configures no provider"), "{err}");
     }
 
@@ -684,9 +693,15 @@ mod tests {
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(&dir.path().join("pki")), 0o700);
         let key = secret("default", "s");
-        let stored = first.to_storage(&key, PLAIN).unwrap().into_owned();
+        let stored = first
+            .transform_to_storage(&key, PLAIN)
+            .unwrap()
+            .into_owned();
         let again = EncryptionConfig::ensure(dir.path(), None).unwrap();
-        assert_eq!(again.from_storage(&key, &stored).unwrap().plain, PLAIN);
+        assert_eq!(
+            again.transform_from_storage(&key, &stored).unwrap().plain,
+            PLAIN
+        );
         // An explicit file must exist.
         let missing = dir.path().join("nope.yaml");
         let err = EncryptionConfig::ensure(dir.path(), Some(&missing)).unwrap_err();

@@ -285,7 +285,7 @@ impl Database {
             if unreadable.is_some() {
                 return Ok(());
             }
-            match transformer.from_storage(&row.key, &row.value) {
+            match transformer.transform_from_storage(&row.key, &row.value) {
                 Ok(read) if read.stale => stale.push(RawRow {
                     value: read.plain.into_owned(),
                     ..row
@@ -403,7 +403,7 @@ impl Database {
 
     /// The plain form of the stored value of `key` at `rev`.
     fn plain(&self, key: &ObjectKey, rev: i64, stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-        match self.transformer.from_storage(key, &stored) {
+        match self.transformer.transform_from_storage(key, &stored) {
             Ok(read) => Ok(match read.plain {
                 std::borrow::Cow::Borrowed(_) => stored,
                 std::borrow::Cow::Owned(plain) => plain,
@@ -426,7 +426,7 @@ impl Database {
             for row in rows {
                 let stored = self
                     .transformer
-                    .to_storage(&row.key, &row.value)
+                    .transform_to_storage(&row.key, &row.value)
                     .map_err(|e| {
                         StoreError::Storage(format!("cannot store {} again: {e}", row.key))
                     })?;
@@ -474,7 +474,7 @@ impl Database {
             for (e, bytes) in events.iter().zip(encoded) {
                 let bytes = self
                     .transformer
-                    .to_storage(&e.key, bytes)
+                    .transform_to_storage(&e.key, bytes)
                     .map_err(|err| StoreError::Storage(format!("cannot store {}: {err}", e.key)))?;
                 let bytes: &[u8] = &bytes;
                 let crc = checksum(e.rev, e.kind.code(), &e.key, bytes);

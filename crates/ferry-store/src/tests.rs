@@ -613,7 +613,7 @@ struct Sealing {
 }
 
 impl ValueTransformer for Sealing {
-    fn to_storage<'a>(
+    fn transform_to_storage<'a>(
         &self,
         key: &ObjectKey,
         plain: &'a [u8],
@@ -628,7 +628,7 @@ impl ValueTransformer for Sealing {
         }
     }
 
-    fn from_storage<'a>(
+    fn transform_from_storage<'a>(
         &self,
         key: &ObjectKey,
         stored: &'a [u8],

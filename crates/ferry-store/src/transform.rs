@@ -12,7 +12,7 @@ use crate::ObjectKey;
 pub struct FromStorage<'a> {
     /// The plain (JSON) value.
     pub plain: Cow<'a, [u8]>,
-    /// The stored form is not what [`ValueTransformer::to_storage`] writes today (plain where
+    /// The stored form is not what [`ValueTransformer::transform_to_storage`] writes today (plain where
     /// encryption is configured, an older key, or encrypted where it is no longer): the store
     /// rewrites such rows when it opens.
     pub stale: bool,
@@ -22,11 +22,15 @@ pub struct FromStorage<'a> {
 /// disk). Implementations decide per key, typically by `key.resource`.
 pub trait ValueTransformer: Send + Sync + Debug {
     /// The stored form of `plain` for `key`.
-    fn to_storage<'a>(&self, key: &ObjectKey, plain: &'a [u8]) -> Result<Cow<'a, [u8]>, String>;
+    fn transform_to_storage<'a>(
+        &self,
+        key: &ObjectKey,
+        plain: &'a [u8],
+    ) -> Result<Cow<'a, [u8]>, String>;
 
     /// The plain form of `stored` for `key`; an error when it cannot be read (a missing or
     /// wrong key), naming what is needed.
-    fn from_storage<'a>(
+    fn transform_from_storage<'a>(
         &self,
         key: &ObjectKey,
         stored: &'a [u8],
@@ -38,11 +42,19 @@ pub trait ValueTransformer: Send + Sync + Debug {
 pub struct Identity;
 
 impl ValueTransformer for Identity {
-    fn to_storage<'a>(&self, _: &ObjectKey, plain: &'a [u8]) -> Result<Cow<'a, [u8]>, String> {
+    fn transform_to_storage<'a>(
+        &self,
+        _: &ObjectKey,
+        plain: &'a [u8],
+    ) -> Result<Cow<'a, [u8]>, String> {
         Ok(Cow::Borrowed(plain))
     }
 
-    fn from_storage<'a>(&self, _: &ObjectKey, stored: &'a [u8]) -> Result<FromStorage<'a>, String> {
+    fn transform_from_storage<'a>(
+        &self,
+        _: &ObjectKey,
+        stored: &'a [u8],
+    ) -> Result<FromStorage<'a>, String> {
         Ok(FromStorage {
             plain: Cow::Borrowed(stored),
             stale: false,
