@@ -52,6 +52,10 @@ pub struct UpArgs {
     /// Never use containerd, even where it runs: every pod runs on the host runtime.
     #[arg(long)]
     pub no_containerd: bool,
+    /// The EncryptionConfiguration (`apiserver.config.k8s.io/v1`) of Secrets at rest [default:
+    /// <data dir>/pki/encryption-config.yaml, created with a fresh AES-GCM key when missing]
+    #[arg(long, value_name = "FILE")]
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 /// Arguments of `ferry store check` and `ferry store recover`.
@@ -255,6 +259,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut config = UpConfig::new(&args.data_dir);
     config.listen = args.listen;
     config.metrics = Some(args.metrics_listen);
+    config.encryption_provider_config = args.encryption_provider_config.clone();
     config.agent = if args.no_agent {
         None
     } else {
