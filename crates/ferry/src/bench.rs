@@ -71,7 +71,7 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     let mut config = UpConfig::new(dir.join("data"));
     config.listen = "127.0.0.1:0".parse()?;
     let plane = ControlPlane::start(config).await?;
-    let client = plane.client()?;
+    let client = plane.client().await?;
 
     // 0. Memory that comes back: a fresh control plane is the baseline; a second cycle tells
     // a leak (it grows again) from memory the allocator or the history keeps (it does not).
@@ -200,46 +200,31 @@ struct AuthCost {
     plain: f64,
     /// Creates per second over TLS as the bench user (best round).
     authenticated: f64,
-    /// How the bench user authenticated (`client certificate` or `bearer token`).
+    /// How the bench user authenticated.
     credential: &'static str,
     /// Whether RBAC decided (the Role and RoleBinding served and a forbidden request refused).
     authorization: String,
 }
 
-/// The API server of the baseline: plain HTTP, requests without credentials served as the
-/// admin. This is the explicitly insecure mode of the server; keep it named as such in
-/// [`ferry_apiserver::ServerConfig`] (nothing else of Ferry may use it).
+/// The API server of the baseline: plain HTTP, no authentication, no authorization (the
+/// server's explicitly insecure mode, for this measurement only).
 fn insecure_plain_http(data_dir: &std::path::Path) -> ferry_apiserver::ServerConfig {
     let mut config = ferry_apiserver::ServerConfig::new(data_dir);
     config.listen = "127.0.0.1:0".parse().expect("static address");
-    config.anonymous_is_admin = true;
+    config.transport = ferry_apiserver::Transport::InsecurePlainHttpWithoutAuthentication;
     config
 }
 
-/// The API server of the authenticated run: credentials required (the static token file
-/// holds the bench user and an admin), as `ferry up` serves.
-fn authenticated(
-    data_dir: &std::path::Path,
-    token_file: &std::path::Path,
-) -> ferry_apiserver::ServerConfig {
+/// The API server of the authenticated run: its default transport (TLS, credentials
+/// required, every request authorized), as `ferry up` serves.
+fn authenticated(data_dir: &std::path::Path) -> ferry_apiserver::ServerConfig {
     let mut config = ferry_apiserver::ServerConfig::new(data_dir);
     config.listen = "127.0.0.1:0".parse().expect("static address");
-    config.anonymous_is_admin = false;
-    config.token_file = Some(token_file.to_path_buf());
+    config.transport = ferry_apiserver::Transport::Tls;
     config
 }
 
-/// A kube-rs client from a kubeconfig document.
-async fn client_from_kubeconfig(text: &str) -> anyhow::Result<kube::Client> {
-    let kubeconfig: kube::config::Kubeconfig =
-        serde_saphyr::from_str(text).context("the generated kubeconfig is not valid")?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .context("the generated kubeconfig is not valid")?;
-    kube::Client::try_from(config).context("cannot build a Kubernetes client")
-}
-
-/// The status code of a failed call (`None`: it succeeded).
+/// The status code of a failed call (`None`: it succeeded; 0: no API answer).
 fn refused<T>(result: &Result<T, kube::Error>) -> Option<u16> {
     match result {
         Ok(_) => None,
@@ -248,60 +233,29 @@ fn refused<T>(result: &Result<T, kube::Error>) -> Option<u16> {
     }
 }
 
-/// Create throughput against a bare API server in the insecure plain-HTTP mode, then against
-/// one that requires credentials, over TLS, as a user that only a RoleBinding lets write.
+/// Create throughput against a bare API server in the insecure plain-HTTP mode and against
+/// one in its default mode (TLS, a client certificate, RBAC) as a user that only a
+/// RoleBinding lets write, in alternating rounds.
 async fn auth_cost(
     dir: &std::path::Path,
     objects: usize,
     clients: usize,
 ) -> anyhow::Result<AuthCost> {
-    use ferry_apiserver::KubeconfigUser;
+    use crate::up::client_from_kubeconfig;
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     use kube::api::ListParams;
 
-    // Plain, without authentication.
     let plain_server = ferry_apiserver::start(insecure_plain_http(&dir.join("plain"))).await?;
-    let plain_client = crate::up::client_for(&plain_server.url())?;
-
-    // TLS with credentials and RBAC.
-    let secure = dir.join("secure");
-    std::fs::create_dir_all(&secure)?;
-    let admin_token = format!("admin-{}", random_token());
-    let user_token = format!("bench-{}", random_token());
-    let token_file = dir.join("tokens.csv");
-    std::fs::write(
-        &token_file,
-        format!(
-            "{admin_token},bench-admin,bench-admin-uid,\"system:masters\"\n{user_token},{AUTH_BENCH_USER},{AUTH_BENCH_USER}-uid,\"{AUTH_BENCH_GROUP}\"\n"
-        ),
-    )?;
-    let server = ferry_apiserver::start(authenticated(&secure, &token_file)).await?;
-    let names = ferry_apiserver::tls::ServingNames {
-        dns: vec!["localhost".into()],
-        ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
-    };
-    let pki = ferry_apiserver::tls::Pki::ensure(&secure, &names)
-        .context("cannot set up the bench's certificates")?;
-    // The main listener where it is TLS; else the TLS listener of the same router.
-    let (url, listener) = if server.url().starts_with("https://") {
-        (server.url(), None)
-    } else {
-        let listener = server
-            .serve_tls("127.0.0.1:0".parse()?, &pki)
-            .await
-            .context("cannot serve TLS")?;
-        (format!("https://{}", listener.addr), Some(listener))
-    };
-    let kubeconfig =
-        |user| ferry_apiserver::kubeconfig_with(&url, &pki.ca_cert_pem, user, "default");
-    let admin = client_from_kubeconfig(&kubeconfig(KubeconfigUser::Token(&admin_token))).await?;
-    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
-    configmaps
-        .list(&ListParams::default().limit(1))
-        .await
-        .context("the bench's admin cannot reach the authenticated server")?;
-
-    // The user's rights: a Role to create ConfigMaps in `default`, bound to the user.
+    let plain_client = client_from_kubeconfig(&plain_server.kubeconfig()).await?;
+    let server = ferry_apiserver::start(authenticated(&dir.join("secure"))).await?;
+    anyhow::ensure!(
+        server.url().starts_with("https://"),
+        "the authenticated server does not serve TLS ({})",
+        server.url()
+    );
+    // The admin (system:masters) sets up the user's rights: a Role to create ConfigMaps in
+    // `default`, bound to the user.
+    let admin = client_from_kubeconfig(&server.kubeconfig()).await?;
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": "bench-configmap-writer", "namespace": "default"},
         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list"]}],
@@ -323,27 +277,17 @@ async fn auth_cost(
                 .await,
         )
         .is_none();
-
-    // The user: by client certificate where the server authenticates them, else by token.
-    let certificate = pki
-        .issue_client_cert(AUTH_BENCH_USER, &[AUTH_BENCH_GROUP])
-        .context("cannot issue the bench user's certificate")?;
-    let by_certificate =
-        client_from_kubeconfig(&kubeconfig(KubeconfigUser::Certificate(&certificate))).await?;
-    let probe = Api::<ConfigMap>::namespaced(by_certificate.clone(), "default")
+    // The user, by a client certificate from the cluster CA (CN = user, O = group).
+    let user = client_from_kubeconfig(
+        &server
+            .kubeconfig_as(AUTH_BENCH_USER, &[AUTH_BENCH_GROUP])
+            .context("cannot issue the bench user's certificate")?,
+    )
+    .await?;
+    Api::<ConfigMap>::namespaced(user.clone(), "default")
         .list(&ListParams::default().limit(1))
-        .await;
-    let (user, credential) = if refused(&probe) == Some(401) {
-        let by_token =
-            client_from_kubeconfig(&kubeconfig(KubeconfigUser::Token(&user_token))).await?;
-        (
-            by_token,
-            "bearer token (this build does not authenticate client certificates)",
-        )
-    } else {
-        probe.context("the bench user's first request failed")?;
-        (by_certificate, "client certificate")
-    };
+        .await
+        .context("the bench user's first request failed")?;
     // RBAC decides when a request outside the Role is refused.
     let outside = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(user.clone(), "default")
         .list(&ListParams::default().limit(1))
@@ -370,26 +314,13 @@ async fn auth_cost(
     }
     drop((user, admin, plain_client));
     plain_server.shutdown().await;
-    if let Some(listener) = listener {
-        listener.shutdown().await;
-    }
     server.shutdown().await;
     Ok(AuthCost {
         plain,
         authenticated,
-        credential,
+        credential: "client certificate",
         authorization,
     })
-}
-
-/// 32 random hex digits (bench tokens).
-fn random_token() -> String {
-    let mut bytes = [0u8; 16];
-    use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut bytes);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn naive_sqlite_writes(path: &std::path::Path, n: usize) -> anyhow::Result<f64> {

@@ -122,7 +122,7 @@ macro_rules! restart {
         let plane = $t.plane;
         plane.stop().await;
         $t.plane = start(config).await;
-        $t.client = $t.plane.client().expect("client");
+        $t.client = $t.plane.client().await.expect("client");
     }};
 }
 
@@ -241,7 +241,7 @@ async fn secrets_are_encrypted_at_rest_across_restarts_rotation_and_a_wrong_key(
     let report = store_check(&dir);
     assert!(report.contains("intact"), "{report}");
     t.plane = start(base.clone()).await;
-    t.client = t.plane.client().unwrap();
+    t.client = t.plane.client().await.unwrap();
     assert_eq!(read_secret(&t, "db"), value);
     assert_nowhere_in_plain(&t, &value);
 
@@ -271,7 +271,7 @@ async fn secrets_are_encrypted_at_rest_across_restarts_rotation_and_a_wrong_key(
     // key1 can go now.
     write_config(&config, &aesgcm_config(&[("key2", &key2)]));
     t.plane = start(base.clone()).await;
-    t.client = t.plane.client().unwrap();
+    t.client = t.plane.client().await.unwrap();
     assert_eq!(read_secret(&t, "db"), value);
 
     // A wrong secret under the right name: a clear start error, nothing changed.
@@ -304,7 +304,7 @@ async fn secrets_are_encrypted_at_rest_across_restarts_rotation_and_a_wrong_key(
     // The right key again: everything is there.
     write_config(&config, &aesgcm_config(&[("key2", &key2)]));
     t.plane = start(base.clone()).await;
-    t.client = t.plane.client().unwrap();
+    t.client = t.plane.client().await.unwrap();
     assert_eq!(read_secret(&t, "db"), value);
     let configmaps: Api<ConfigMap> = Api::namespaced(t.client.clone(), "default");
     assert!(configmaps.get("plain").await.is_ok());
@@ -342,7 +342,7 @@ async fn secrets_stored_in_plain_form_before_are_encrypted_at_the_next_start() {
     // The default configuration (aesgcm first, identity to read the old rows): the rows are
     // rewritten in place when the store opens.
     t.plane = start(base.clone()).await;
-    t.client = t.plane.client().unwrap();
+    t.client = t.plane.client().await.unwrap();
     assert_eq!(read_secret(&t, "old"), value);
     assert_nowhere_in_plain(&t, &value);
     t.plane.stop().await;
