@@ -364,11 +364,23 @@ async fn raw(
     if let Some(c) = content_type {
         request = request.header("content-type", c);
     }
-    match t
-        .client
-        .request_text(request.body(body.as_bytes().to_vec()).unwrap())
-        .await
-    {
+    send(
+        &t.client,
+        request.body(body.as_bytes().to_vec()).unwrap(),
+        method,
+        path,
+    )
+    .await
+}
+
+/// Sends `request` through `client`: the status code and body of the answer.
+async fn send(
+    client: &kube::Client,
+    request: http::Request<Vec<u8>>,
+    method: &str,
+    path: &str,
+) -> (u16, Value) {
+    match client.request_text(request).await {
         Ok(text) => (200, serde_json::from_str(&text).unwrap_or(Value::Null)),
         Err(kube::Error::Api(s)) => (s.code, serde_json::to_value(&*s).unwrap()),
         Err(other) => panic!("{method} {path}: no API answer: {other:?}"),
