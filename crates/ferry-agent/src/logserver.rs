@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
@@ -259,6 +260,7 @@ async fn container_logs(
         if let Err(e) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&path)
         {
             return text(

@@ -19,6 +19,7 @@
 
 use std::io::{self, Write as _};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -352,6 +353,7 @@ pub async fn start(shim: &ShimCommand, dir: &Path, spec: &ShimSpec) -> io::Resul
     let shim_log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(dir.join(files::SHIM_LOG))?;
     let spawned = tokio::process::Command::new(&shim.program)
         .args(&shim.args)

@@ -25,6 +25,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -211,9 +212,11 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
             error,
         })?;
     }
+    // The container's output may hold secrets: readable by the agent (its owner) only.
     let log = File::options()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(dir.join(files::LOG))
         .map_err(StartError::Log)?;
     let log = Arc::new(Mutex::new(log));

@@ -254,9 +254,9 @@ impl ApiError {
                 Self::expired(format!("too old resource version: {requested} ({oldest})"))
             }
             StoreError::Storage(m) => Self::internal(m),
-            e @ (StoreError::InUse { .. } | StoreError::Damaged { .. }) => {
-                Self::internal(e.to_string())
-            }
+            e @ (StoreError::InUse { .. }
+            | StoreError::Damaged { .. }
+            | StoreError::Unreadable { .. }) => Self::internal(e.to_string()),
             StoreError::Closed => Self::unavailable("the server is shutting down"),
         }
     }

@@ -410,40 +410,76 @@ fn dry_run(v: &str) -> ApiResult<bool> {
     }
 }
 
+/// The media types request bodies are read in, as kube-apiserver lists them in its `415`.
+const BODY_MEDIA_TYPES: &str =
+    "application/json, application/yaml, application/vnd.kubernetes.protobuf";
+
+/// How a request body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFormat {
+    Json,
+    Yaml,
+    Protobuf,
+}
+
+/// The format of a body of Content-Type `content_type`. Only the API's own media types are
+/// read: `text/plain`, `application/x-www-form-urlencoded` and `multipart/form-data` (what a
+/// browser sends cross-site without asking first) and a body without a Content-Type are
+/// refused with `415`, never decoded, so a web page cannot write to the API (CSRF).
+fn body_format(content_type: Option<&str>) -> ApiResult<BodyFormat> {
+    let unknown = || {
+        ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: {BODY_MEDIA_TYPES}"
+        ))
+    };
+    let content_type = content_type.ok_or_else(unknown)?;
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" => Ok(BodyFormat::Json),
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+            Ok(BodyFormat::Yaml)
+        }
+        "application/vnd.kubernetes.protobuf" | "application/protobuf" => Ok(BodyFormat::Protobuf),
+        _ => Err(unknown()),
+    }
+}
+
 /// Decodes a JSON, YAML or Kubernetes protobuf body (its size was bounded when it was read:
-/// [`crate::edge::read_body`]).
+/// [`crate::edge::read_body`]), by its Content-Type, which must be one of the API's (`415`
+/// otherwise, a missing one included: see [`body_format`]).
 pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|c| c.to_str().ok())
-        .unwrap_or("application/json");
-    if content_type.contains("protobuf") {
-        return crate::protobuf::decode(body).map_err(|e| {
+        .map(|c| c.to_str().unwrap_or("(not text)"));
+    decode_as(body_format(content_type)?, body)
+}
+
+fn decode_as(format: BodyFormat, body: &[u8]) -> ApiResult<Value> {
+    match format {
+        BodyFormat::Protobuf => crate::protobuf::decode(body).map_err(|e| {
             let message = format!("the protobuf body cannot be read: {e}");
             if e.is_unsupported() {
                 ApiError::unsupported_media_type(message)
             } else {
                 ApiError::bad_request(message)
             }
-        });
-    }
-    if content_type.contains("cbor") {
-        return Err(ApiError::unsupported_media_type(format!(
-            "the body is {content_type}; this server reads JSON, YAML and protobuf request bodies"
-        )));
-    }
-    let yaml = content_type.contains("yaml");
-    if yaml {
-        let text = std::str::from_utf8(body)
-            .map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
-        serde_saphyr::from_str::<Value>(text)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")))
-    } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+        }),
+        BodyFormat::Yaml => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
+            serde_saphyr::from_str::<Value>(text)
+                .map_err(|e| ApiError::bad_request(format!("the body is not valid YAML: {e}")))
+        }
+        BodyFormat::Json => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}"))),
     }
 }
 
@@ -661,18 +697,17 @@ async fn handle(
                 .unwrap_or_default();
             let kind = PatchKind::from_content_type(content_type).ok_or_else(|| {
                 ApiError::unsupported_media_type(format!(
-                    "the patch Content-Type {content_type:?} is not supported; use application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json or application/apply-patch+yaml"
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
                 ))
             })?;
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Err(ApiError::bad_request("the request body is empty"));
+            }
+            // An apply patch is YAML (JSON being YAML); the other patch types are JSON.
             let patch = if kind == PatchKind::Apply {
-                let mut h = headers.clone();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    "application/yaml".parse().expect("static header"),
-                );
-                decode_body(&h, &body)?
+                decode_as(BodyFormat::Yaml, &body)?
             } else {
-                decode_body(&HeaderMap::new(), &body)?
+                decode_as(BodyFormat::Json, &body)?
             };
             if sub == Some("scale") {
                 let options = params.write_options(headers, Some(PatchKind::Merge), &user)?;
@@ -800,8 +835,12 @@ fn delete_options(
 ) -> ApiResult<DeleteOptions> {
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
-    } else {
+    } else if headers.contains_key(header::CONTENT_TYPE) {
         decode_body(headers, body)?
+    } else {
+        // DELETE is no request a browser sends cross-site unasked: DeleteOptions without a
+        // Content-Type are read as JSON, as kube-apiserver reads them.
+        decode_as(BodyFormat::Json, body)?
     };
     let grace = match params.int("gracePeriodSeconds")? {
         Some(g) => Some(g),
@@ -836,6 +875,47 @@ fn delete_options(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn typed(content_type: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(c) = content_type {
+            h.insert(header::CONTENT_TYPE, c.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bodies_a_browser_sends_cross_site_are_refused_unread() {
+        let body = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#;
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("text/plain;charset=UTF-8"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/cbor"),
+        ] {
+            let e = decode_body(&typed(content_type), body).unwrap_err();
+            assert_eq!(e.code, 415, "{content_type:?}");
+            assert_eq!(e.reason, "UnsupportedMediaType", "{content_type:?}");
+            assert!(
+                e.message.starts_with(
+                    "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"
+                ),
+                "{}",
+                e.message
+            );
+        }
+        for content_type in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/yaml",
+        ] {
+            let v = decode_body(&typed(Some(content_type)), body).unwrap();
+            assert_eq!(v["kind"], "ConfigMap", "{content_type}");
+        }
+    }
 
     fn accept(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

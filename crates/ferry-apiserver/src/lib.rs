@@ -29,6 +29,7 @@ pub mod authz;
 pub mod crd_schema;
 pub mod discovery;
 pub mod edge;
+pub mod encryption;
 pub mod error;
 pub mod expiry;
 pub mod fieldmanager;
@@ -88,6 +89,9 @@ pub struct ServerConfig {
     pub transport: Transport,
     /// Names and addresses the serving certificate holds besides the listen address.
     pub serving_names: tls::ServingNames,
+    /// The `EncryptionConfiguration` of Secrets at rest (`--encryption-provider-config`);
+    /// `None`: `<data dir>/pki/encryption-config.yaml`, created with a fresh key when missing.
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 /// How clients reach the server.
@@ -123,6 +127,7 @@ impl ServerConfig {
                 ),
                 &[],
             ),
+            encryption_provider_config: None,
         }
     }
 }
@@ -146,6 +151,9 @@ pub enum ServerError {
     /// The authentication configuration (token file) is not valid.
     #[error("authentication: {0}")]
     Auth(String),
+    /// The encryption configuration cannot be read or created.
+    #[error("encryption at rest: {0}")]
+    Encryption(#[from] encryption::EncryptionError),
     /// The cluster's certificates could not be made or loaded.
     #[error("cannot set up the cluster's certificates: {0}")]
     Tls(#[from] tls::TlsError),
@@ -182,6 +190,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let mut store_config = ferry_store::StoreConfig::new(config.data_dir.join("state.db"));
     store_config.durability = config.durability;
     store_config.history = config.watch_history;
+    let encryption = encryption::EncryptionConfig::ensure(
+        &config.data_dir,
+        config.encryption_provider_config.as_deref(),
+    )?;
+    tracing::debug!(config = %encryption.path().display(), "encryption at rest configured");
+    store_config.transformer = Arc::new(encryption);
     let store = tokio::task::spawn_blocking(move || ferry_store::Store::open(store_config))
         .await
         .map_err(|e| ferry_store::StoreError::Storage(format!("store loader failed: {e}")))??;

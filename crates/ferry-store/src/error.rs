@@ -70,6 +70,18 @@ pub enum StoreError {
         /// The newest revision up to which every row is intact.
         last_good: u64,
     },
+    /// Stored values cannot be turned back into their plain form (encrypted with a key the
+    /// store was not given); the store refuses to start and changes nothing.
+    #[error(
+        "the store {} holds values it cannot read: {problem}. Nothing was changed: start it with the encryption configuration whose keys wrote them (--encryption-provider-config)",
+        path.display()
+    )]
+    Unreadable {
+        /// The database file.
+        path: PathBuf,
+        /// What cannot be read and why, naming the revision and the object.
+        problem: String,
+    },
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -21,6 +21,12 @@
 //!   (`<db>.revision`) records the newest acknowledged revision, which SQLite cannot drop the
 //!   way it drops a damaged or truncated WAL's frames. Either kind of damage stops the start
 //!   with the revision; [`check`] and [`recover`] are `ferry store check` / `recover`.
+//! - Values can be **transformed on their way to disk** ([`ValueTransformer`]: the API server
+//!   encrypts Secrets with it): every row is written in its stored form and turned back into
+//!   its plain form when the store opens, so memory and watchers see plain values only and no
+//!   file of the store (database, WAL, recovery copies) holds the plain form. Rows whose
+//!   stored form is stale (written before encryption or with an older key) are rewritten in
+//!   place when the store opens; a row that cannot be read back stops the start.
 
 #![warn(clippy::string_slice)]
 
@@ -29,6 +35,7 @@ mod event;
 mod files;
 mod sqlite;
 mod state;
+mod transform;
 mod watch;
 mod writer;
 
@@ -42,6 +49,7 @@ pub use error::StoreError;
 pub use event::{Event, EventType};
 pub use files::LOCK_FILE;
 pub use sqlite::{CheckReport, RecoverReport};
+pub use transform::{FromStorage, Identity, ValueTransformer};
 pub use watch::{Watch, WatchEnd, WatchFrom};
 pub use writer::release_free_memory;
 
@@ -120,6 +128,8 @@ pub struct StoreConfig {
     pub history_bytes: usize,
     /// Commit durability.
     pub durability: Durability,
+    /// How values are stored on disk ([`Identity`]: as they are).
+    pub transformer: Arc<dyn ValueTransformer>,
 }
 
 impl StoreConfig {
@@ -131,6 +141,7 @@ impl StoreConfig {
             history: 50_000,
             history_bytes: 64 << 20,
             durability: Durability::Full,
+            transformer: Arc::new(Identity),
         }
     }
 }
@@ -252,7 +263,8 @@ impl Store {
     /// then).
     pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
         let lock = own(&config.path)?;
-        let mut db = sqlite::Database::open(&config.path, config.durability)?;
+        let mut db =
+            sqlite::Database::open(&config.path, config.durability, config.transformer.clone())?;
         let state = db.load(config.history, config.history_bytes)?;
         tracing::info!(
             path = %config.path.display(),

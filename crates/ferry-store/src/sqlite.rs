@@ -11,10 +11,11 @@ use serde_json::Value;
 
 use crate::files::{Acknowledged, RevisionFile, private_options};
 use crate::state::{Past, State};
-use crate::{Durability, Event, EventType, ObjectKey, StoreError, StoredObject};
+use crate::{Durability, Event, EventType, ObjectKey, StoreError, StoredObject, ValueTransformer};
 
 pub(crate) struct Database {
     conn: Connection,
+    transformer: Arc<dyn ValueTransformer>,
     path: PathBuf,
     acknowledged: RevisionFile,
     durable: bool,
@@ -218,7 +219,11 @@ fn check_row(row: &rusqlite::Row<'_>, rev: u64, checksums: bool) -> Result<RawRo
 }
 
 impl Database {
-    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+    pub fn open(
+        path: &Path,
+        durability: Durability,
+        transformer: Arc<dyn ValueTransformer>,
+    ) -> Result<Self, StoreError> {
         // Created here, owner-only, so that SQLite's WAL and shared-memory files (which take
         // the database's mode) are owner-only too.
         private_options()
@@ -247,6 +252,7 @@ impl Database {
         Ok(Self {
             acknowledged: RevisionFile::open(path)?,
             conn,
+            transformer,
             path: path.to_path_buf(),
             durable: durability == Durability::Full,
             ack_failed: false,
@@ -270,9 +276,38 @@ impl Database {
         history_bytes: usize,
     ) -> Result<State, StoreError> {
         let acknowledged = RevisionFile::read(&self.path).map_err(|p| self.damaged(p, 0))?;
-        let scan = scan(&self.conn, u64::MAX, |_| Ok(()))?;
+        // Every row is also read back through the transformer: one that cannot be is reported
+        // (not skipped), one whose stored form is stale is rewritten below.
+        let mut unreadable: Option<String> = None;
+        let mut stale: Vec<RawRow> = Vec::new();
+        let transformer = self.transformer.clone();
+        let scan = scan(&self.conn, u64::MAX, |row| {
+            if unreadable.is_some() {
+                return Ok(());
+            }
+            match transformer.transform_from_storage(&row.key, &row.value) {
+                Ok(read) if read.stale => stale.push(RawRow {
+                    value: read.plain.into_owned(),
+                    ..row
+                }),
+                Ok(_) => {}
+                Err(problem) => {
+                    unreadable = Some(format!("revision {} ({}): {problem}", row.rev, row.key))
+                }
+            }
+            Ok(())
+        })?;
         if let Some((_, problem)) = &scan.first_bad {
             return Err(self.damaged(problem.clone(), scan.last_good()));
+        }
+        if let Some(problem) = unreadable {
+            return Err(StoreError::Unreadable {
+                path: self.path.clone(),
+                problem,
+            });
+        }
+        if !stale.is_empty() {
+            self.rewrite(&stale)?;
         }
         let rev = meta(&self.conn, "revision")?.max(scan.newest_row);
         if let Some(ack) = acknowledged
@@ -314,6 +349,7 @@ impl Database {
         })?;
         for row in rows {
             let (row_rev, key, bytes) = row?;
+            let bytes = self.plain(&key, row_rev, bytes)?;
             let value = decode(&bytes, row_rev)?;
             state.load_object(
                 key,
@@ -349,7 +385,7 @@ impl Database {
                     "revision {row_rev} has an unknown event kind {kind}"
                 ))
             })?;
-            let object: Arc<[u8]> = Arc::from(bytes);
+            let object: Arc<[u8]> = Arc::from(self.plain(&key, row_rev, bytes)?);
             let prev = if kind == EventType::Deleted {
                 previous.remove(&key)
             } else {
@@ -363,6 +399,50 @@ impl Database {
             .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)?;
         self.record(rev);
         Ok(state)
+    }
+
+    /// The plain form of the stored value of `key` at `rev`.
+    fn plain(&self, key: &ObjectKey, rev: i64, stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        match self.transformer.transform_from_storage(key, &stored) {
+            Ok(read) => Ok(match read.plain {
+                std::borrow::Cow::Borrowed(_) => stored,
+                std::borrow::Cow::Owned(plain) => plain,
+            }),
+            Err(problem) => Err(StoreError::Unreadable {
+                path: self.path.clone(),
+                problem: format!("revision {rev} ({key}): {problem}"),
+            }),
+        }
+    }
+
+    /// Writes `rows` (plain values) again in today's stored form, in place (their revisions
+    /// stay), with SQLite's secure delete on so the old forms' bytes are zeroed, then
+    /// checkpoints and truncates the WAL so no copy of them is left in it either.
+    fn rewrite(&mut self, rows: &[RawRow]) -> Result<(), StoreError> {
+        self.conn.execute_batch("PRAGMA secure_delete=ON;")?;
+        let tx = self.conn.transaction()?;
+        {
+            let mut update = tx.prepare("UPDATE log SET value = ?2, crc = ?3 WHERE rev = ?1")?;
+            for row in rows {
+                let stored = self
+                    .transformer
+                    .transform_to_storage(&row.key, &row.value)
+                    .map_err(|e| {
+                        StoreError::Storage(format!("cannot store {} again: {e}", row.key))
+                    })?;
+                let crc = checksum(row.rev, row.kind.code(), &row.key, &stored);
+                update.execute(params![row.rev as i64, &*stored, i64::from(crc)])?;
+            }
+        }
+        tx.commit()?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.conn.execute_batch("PRAGMA secure_delete=OFF;")?;
+        tracing::info!(
+            rows = rows.len(),
+            "rewrote stored values in the current storage form (encryption at rest)"
+        );
+        Ok(())
     }
 
     /// Records `rev` as acknowledged in the side file (a failure is logged once: the commit
@@ -392,7 +472,11 @@ impl Database {
                 "INSERT INTO log (rev, resource, namespace, name, kind, value, crc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for (e, bytes) in events.iter().zip(encoded) {
-                let bytes: &[u8] = bytes;
+                let bytes = self
+                    .transformer
+                    .transform_to_storage(&e.key, bytes)
+                    .map_err(|err| StoreError::Storage(format!("cannot store {}: {err}", e.key)))?;
+                let bytes: &[u8] = &bytes;
                 let crc = checksum(e.rev, e.kind.code(), &e.key, bytes);
                 insert.execute(params![
                     e.rev as i64,

@@ -603,3 +603,216 @@ async fn the_history_is_bounded_in_bytes_and_keeps_deleted_objects_encoded_only(
     assert_eq!(deleted.object["metadata"]["resourceVersion"], "600");
     assert_eq!(store.list("pods", None, None, 0, |_| true).items.len(), 0);
 }
+
+/// A test transformer for `secrets`: the stored form is `sealed<N>:` and the value with every
+/// byte XORed with N (N = the "key").
+#[derive(Debug)]
+struct Sealing {
+    write_key: Option<u8>,
+    read_keys: Vec<u8>,
+}
+
+impl ValueTransformer for Sealing {
+    fn transform_to_storage<'a>(
+        &self,
+        key: &ObjectKey,
+        plain: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+        match self.write_key {
+            Some(k) if key.resource == "secrets" => {
+                let mut out = format!("sealed{k}:").into_bytes();
+                out.extend(plain.iter().map(|b| b ^ k));
+                Ok(out.into())
+            }
+            _ => Ok(plain.into()),
+        }
+    }
+
+    fn transform_from_storage<'a>(
+        &self,
+        key: &ObjectKey,
+        stored: &'a [u8],
+    ) -> Result<FromStorage<'a>, String> {
+        let Some(rest) = stored.strip_prefix(b"sealed") else {
+            let stale = key.resource == "secrets" && self.write_key.is_some();
+            return Ok(FromStorage {
+                plain: stored.into(),
+                stale,
+            });
+        };
+        let colon = rest.iter().position(|b| *b == b':').ok_or("no key name")?;
+        let k: u8 = std::str::from_utf8(&rest[..colon])
+            .ok()
+            .and_then(|k| k.parse().ok())
+            .ok_or("bad key name")?;
+        if !self.read_keys.contains(&k) {
+            return Err(format!("sealed with key {k}, which is not configured"));
+        }
+        Ok(FromStorage {
+            plain: rest[colon + 1..]
+                .iter()
+                .map(|b| b ^ k)
+                .collect::<Vec<_>>()
+                .into(),
+            stale: self.write_key != Some(k),
+        })
+    }
+}
+
+fn open_sealed(
+    dir: &tempfile::TempDir,
+    write_key: Option<u8>,
+    read_keys: &[u8],
+) -> Result<Store, StoreError> {
+    let mut config = StoreConfig::new(dir.path().join("ferry.db"));
+    config.transformer = Arc::new(Sealing {
+        write_key,
+        read_keys: read_keys.to_vec(),
+    });
+    Store::open(config)
+}
+
+/// Every file of the store directory, concatenated.
+fn all_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            out.extend(std::fs::read(path).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn transformed_values_never_reach_disk_in_plain_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_sealed(&dir, Some(7), &[7]).unwrap();
+    let key = ObjectKey::new("secrets", "default", "s");
+    store
+        .create(
+            key.clone(),
+            json!({"metadata": {"name": "s"}, "data": {"v": "PLAINSECRET"}}),
+        )
+        .await
+        .unwrap();
+    store
+        .create(
+            ObjectKey::new("configmaps", "default", "c"),
+            json!({"metadata": {"name": "c"}, "data": {"v": "PLAINCONFIG"}}),
+        )
+        .await
+        .unwrap();
+    // Memory and watchers see the plain value.
+    assert_eq!(store.get(&key).unwrap().value["data"]["v"], "PLAINSECRET");
+    let disk = all_bytes(&dir);
+    assert!(
+        !contains(&disk, b"PLAINSECRET"),
+        "the secret is on disk in plain form"
+    );
+    assert!(
+        contains(&disk, b"PLAINCONFIG"),
+        "other resources are stored as they are"
+    );
+    store.close();
+    drop(store);
+    // Reopened: read back through the transformer, history included.
+    let store = open_sealed(&dir, Some(7), &[7]).unwrap();
+    assert_eq!(store.get(&key).unwrap().value["data"]["v"], "PLAINSECRET");
+    let mut watch = store
+        .watch("secrets", None, WatchFrom::Revision(0))
+        .unwrap();
+    let first = watch.next().await.unwrap();
+    assert_eq!(first.object["data"]["v"], "PLAINSECRET");
+    // The check needs no key: it verifies the stored form's checksums.
+    store.close();
+    drop(store);
+    assert!(check(dir.path().join("ferry.db")).unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn stale_rows_are_rewritten_when_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    // Written in plain form first (no encryption configured), updated once (two rows).
+    let store = open(&dir, 100);
+    let key = ObjectKey::new("secrets", "default", "s");
+    store
+        .create(
+            key.clone(),
+            json!({"metadata": {"name": "s"}, "data": {"v": "OLDPLAIN1"}}),
+        )
+        .await
+        .unwrap();
+    store
+        .update(
+            key.clone(),
+            json!({"metadata": {"name": "s"}, "data": {"v": "OLDPLAIN2"}}),
+            None,
+        )
+        .await
+        .unwrap();
+    store.close();
+    drop(store);
+    assert!(contains(&all_bytes(&dir), b"OLDPLAIN1"));
+    // Key 3 configured: every row, the superseded one too, is rewritten.
+    let store = open_sealed(&dir, Some(3), &[3]).unwrap();
+    assert_eq!(store.get(&key).unwrap().value["data"]["v"], "OLDPLAIN2");
+    assert_eq!(store.revision(), 2, "a rewrite keeps the revisions");
+    let disk = all_bytes(&dir);
+    assert!(
+        !contains(&disk, b"OLDPLAIN1"),
+        "the old row is still plain on disk"
+    );
+    assert!(
+        !contains(&disk, b"OLDPLAIN2"),
+        "the current row is still plain on disk"
+    );
+    store.close();
+    drop(store);
+    // Rotation: key 5 first, key 3 still readable; afterwards key 3 is no longer needed.
+    let store = open_sealed(&dir, Some(5), &[5, 3]).unwrap();
+    assert_eq!(store.get(&key).unwrap().value["data"]["v"], "OLDPLAIN2");
+    store.close();
+    drop(store);
+    let store = open_sealed(&dir, Some(5), &[5]).unwrap();
+    assert_eq!(store.get(&key).unwrap().value["data"]["v"], "OLDPLAIN2");
+    store.close();
+    drop(store);
+    assert!(check(dir.path().join("ferry.db")).unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn a_missing_key_stops_the_start_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_sealed(&dir, Some(9), &[9]).unwrap();
+    let key = ObjectKey::new("secrets", "default", "s");
+    store
+        .create(
+            key.clone(),
+            json!({"metadata": {"name": "s"}, "data": {"v": "X"}}),
+        )
+        .await
+        .unwrap();
+    store.close();
+    drop(store);
+    let db = std::fs::read(dir.path().join("ferry.db")).unwrap();
+    let Err(err) = open_sealed(&dir, Some(4), &[4]) else {
+        panic!("the store opened without the key its secret was written with");
+    };
+    match &err {
+        StoreError::Unreadable { problem, .. } => {
+            assert!(problem.contains("key 9"), "{problem}");
+            assert!(problem.contains("secrets"), "{problem}");
+        }
+        other => panic!("expected Unreadable, got {other:?}"),
+    }
+    assert!(err.to_string().contains("Nothing was changed"), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("ferry.db")).unwrap(), db);
+    // With the key, everything is there.
+    let store = open_sealed(&dir, Some(9), &[9]).unwrap();
+    assert_eq!(store.get(&key).unwrap().value["data"]["v"], "X");
+}

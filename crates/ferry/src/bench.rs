@@ -38,6 +38,10 @@ pub struct ApiBenchArgs {
     /// Memory runs, one after the other.
     #[arg(long, default_value_t = 2)]
     pub memory_cycles: usize,
+    /// Objects created per run in the authentication-cost runs (plain HTTP without
+    /// authentication, then TLS with a client identity and RBAC; 0: skip them).
+    #[arg(long, default_value_t = 10_000)]
+    pub auth_objects: usize,
     /// Where to put the temporary control plane (default: a fresh temporary directory).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
@@ -107,7 +111,7 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
 
     // 1. Durable create throughput, against naive one-transaction-per-write SQLite.
     let baseline = naive_sqlite_writes(&dir.join("baseline.db"), 2_000)?;
-    let throughput = create_throughput(&client, args.objects, args.clients).await?;
+    let throughput = create_throughput(&client, "bench", args.objects, args.clients).await?;
     println!();
     println!(
         "create throughput ({} ConfigMaps, {} concurrent clients over HTTP):",
@@ -119,6 +123,31 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     println!("  baseline: SQLite WAL, one fsync'd transaction per insert, in-process, no HTTP");
     println!("                          {baseline:>10.0} writes/s");
     println!("  ratio                   {:>10.2}x", throughput / baseline);
+
+    // 1b. What authentication and authorization cost: the same creates against two bare API
+    // servers that differ only in their transport and authentication mode.
+    if args.auth_objects > 0 {
+        let cost = auth_cost(&dir.join("auth"), args.auth_objects, args.clients).await?;
+        println!();
+        println!(
+            "authenticated create throughput ({} ConfigMaps, {} concurrent clients, bare API servers, best of {AUTH_ROUNDS} alternating rounds):",
+            args.auth_objects, args.clients
+        );
+        println!(
+            "  authenticated           {:>10.0} objects/s (TLS, {}, user {AUTH_BENCH_USER:?} in group {AUTH_BENCH_GROUP:?}, not system:masters; {})",
+            cost.authenticated, cost.credential, cost.authorization
+        );
+        println!(
+            "  baseline: plain HTTP without authentication (the insecure mode), same server build"
+        );
+        println!("                          {:>10.0} objects/s", cost.plain);
+        let ratio = cost.authenticated / cost.plain;
+        let overhead = (1.0 - ratio) * 100.0;
+        println!(
+            "  ratio                   {ratio:>10.2}x  (cost {overhead:.1} %; target: authentication and RBAC cost at most 15 %: {})",
+            if overhead <= 15.0 { "met" } else { "NOT met" }
+        );
+    }
 
     // 2. Watch delivery latency, against a plain HTTP round trip to the same server.
     let (p50, p99) = watch_latency(&client, args.watch_samples).await?;
@@ -157,6 +186,143 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The user the authenticated run creates objects as, bound by a RoleBinding.
+const AUTH_BENCH_USER: &str = "bench-user";
+/// Its only group (so nothing but its RoleBinding lets it write).
+const AUTH_BENCH_GROUP: &str = "bench-writers";
+
+/// Runs of each server in [`auth_cost`].
+const AUTH_ROUNDS: usize = 2;
+
+/// What [`auth_cost`] measured.
+struct AuthCost {
+    /// Creates per second over plain HTTP without authentication (best round).
+    plain: f64,
+    /// Creates per second over TLS as the bench user (best round).
+    authenticated: f64,
+    /// How the bench user authenticated.
+    credential: &'static str,
+    /// Whether RBAC decided (the Role and RoleBinding served and a forbidden request refused).
+    authorization: String,
+}
+
+/// The API server of the baseline: plain HTTP, no authentication, no authorization (the
+/// server's explicitly insecure mode, for this measurement only).
+fn insecure_plain_http(data_dir: &std::path::Path) -> ferry_apiserver::ServerConfig {
+    let mut config = ferry_apiserver::ServerConfig::new(data_dir);
+    config.listen = "127.0.0.1:0".parse().expect("static address");
+    config.transport = ferry_apiserver::Transport::InsecurePlainHttpWithoutAuthentication;
+    config
+}
+
+/// The API server of the authenticated run: its default transport (TLS, credentials
+/// required, every request authorized), as `ferry up` serves.
+fn authenticated(data_dir: &std::path::Path) -> ferry_apiserver::ServerConfig {
+    let mut config = ferry_apiserver::ServerConfig::new(data_dir);
+    config.listen = "127.0.0.1:0".parse().expect("static address");
+    config.transport = ferry_apiserver::Transport::Tls;
+    config
+}
+
+/// The status code of a failed call (`None`: it succeeded; 0: no API answer).
+fn refused<T>(result: &Result<T, kube::Error>) -> Option<u16> {
+    match result {
+        Ok(_) => None,
+        Err(kube::Error::Api(s)) => Some(s.code),
+        Err(_) => Some(0),
+    }
+}
+
+/// Create throughput against a bare API server in the insecure plain-HTTP mode and against
+/// one in its default mode (TLS, a client certificate, RBAC) as a user that only a
+/// RoleBinding lets write, in alternating rounds.
+async fn auth_cost(
+    dir: &std::path::Path,
+    objects: usize,
+    clients: usize,
+) -> anyhow::Result<AuthCost> {
+    use crate::up::client_from_kubeconfig;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use kube::api::ListParams;
+
+    let plain_server = ferry_apiserver::start(insecure_plain_http(&dir.join("plain"))).await?;
+    let plain_client = client_from_kubeconfig(&plain_server.kubeconfig()).await?;
+    let server = ferry_apiserver::start(authenticated(&dir.join("secure"))).await?;
+    anyhow::ensure!(
+        server.url().starts_with("https://"),
+        "the authenticated server does not serve TLS ({})",
+        server.url()
+    );
+    // The admin (system:masters) sets up the user's rights: a Role to create ConfigMaps in
+    // `default`, bound to the user.
+    let admin = client_from_kubeconfig(&server.kubeconfig()).await?;
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "bench-configmap-writer", "namespace": "default"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list"]}],
+    }))?;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "bench-configmap-writer", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bench-configmap-writer"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": AUTH_BENCH_USER}],
+    }))?;
+    let rbac_served = refused(
+        &Api::<Role>::namespaced(admin.clone(), "default")
+            .create(&PostParams::default(), &role)
+            .await,
+    )
+    .is_none()
+        && refused(
+            &Api::<RoleBinding>::namespaced(admin.clone(), "default")
+                .create(&PostParams::default(), &binding)
+                .await,
+        )
+        .is_none();
+    // The user, by a client certificate from the cluster CA (CN = user, O = group).
+    let user = client_from_kubeconfig(
+        &server
+            .kubeconfig_as(AUTH_BENCH_USER, &[AUTH_BENCH_GROUP])
+            .context("cannot issue the bench user's certificate")?,
+    )
+    .await?;
+    Api::<ConfigMap>::namespaced(user.clone(), "default")
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("the bench user's first request failed")?;
+    // RBAC decides when a request outside the Role is refused.
+    let outside = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(user.clone(), "default")
+        .list(&ListParams::default().limit(1))
+        .await;
+    let authorization = match (rbac_served, refused(&outside)) {
+        (true, Some(403)) => {
+            "RBAC: a RoleBinding grants the creates, a Secret list is refused (403)".to_string()
+        }
+        (true, code) => format!(
+            "RBAC NOT enforced by this build: a Secret list outside the user's Role got {}",
+            code.map_or("200".to_string(), |c| c.to_string())
+        ),
+        (false, _) => "RBAC NOT served by this build (no Role or RoleBinding): authentication only"
+            .to_string(),
+    };
+    // Rounds alternate between the two servers, so a neighbour's load on the machine falls on
+    // both; the best round of each counts.
+    let (mut plain, mut authenticated) = (0f64, 0f64);
+    for round in 0..AUTH_ROUNDS {
+        let prefix = format!("round{round}");
+        plain = plain.max(create_throughput(&plain_client, &prefix, objects, clients).await?);
+        authenticated =
+            authenticated.max(create_throughput(&user, &prefix, objects, clients).await?);
+    }
+    drop((user, admin, plain_client));
+    plain_server.shutdown().await;
+    server.shutdown().await;
+    Ok(AuthCost {
+        plain,
+        authenticated,
+        credential: "client certificate",
+        authorization,
+    })
+}
+
 fn naive_sqlite_writes(path: &std::path::Path, n: usize) -> anyhow::Result<f64> {
     let conn = rusqlite::Connection::open(path)?;
     conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
@@ -174,6 +340,7 @@ fn naive_sqlite_writes(path: &std::path::Path, n: usize) -> anyhow::Result<f64> 
 
 async fn create_throughput(
     client: &kube::Client,
+    prefix: &str,
     objects: usize,
     clients: usize,
 ) -> anyhow::Result<f64> {
@@ -184,6 +351,7 @@ async fn create_throughput(
     for _ in 0..clients.max(1) {
         let api = api.clone();
         let next = next.clone();
+        let prefix = prefix.to_string();
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -191,7 +359,7 @@ async fn create_throughput(
                     return Ok::<(), kube::Error>(());
                 }
                 let cm: ConfigMap = serde_json::from_value(json!({
-                    "metadata": {"name": format!("bench-{i}"), "labels": {"bench": "create"}},
+                    "metadata": {"name": format!("{prefix}-{i}"), "labels": {"bench": "create"}},
                     "data": {"payload": "x".repeat(200)},
                 }))
                 .expect("static object");

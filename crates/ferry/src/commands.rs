@@ -15,6 +15,10 @@ pub struct ApiserverArgs {
     /// Address to serve the Kubernetes API on (loopback by default; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
+    /// The EncryptionConfiguration (`apiserver.config.k8s.io/v1`) of Secrets at rest [default:
+    /// <data dir>/pki/encryption-config.yaml, created with a fresh AES-GCM key when missing]
+    #[arg(long, value_name = "FILE")]
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 /// Arguments of `ferry up`.
@@ -48,6 +52,10 @@ pub struct UpArgs {
     /// Never use containerd, even where it runs: every pod runs on the host runtime.
     #[arg(long)]
     pub no_containerd: bool,
+    /// The EncryptionConfiguration (`apiserver.config.k8s.io/v1`) of Secrets at rest [default:
+    /// <data dir>/pki/encryption-config.yaml, created with a fresh AES-GCM key when missing]
+    #[arg(long, value_name = "FILE")]
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 /// Arguments of `ferry store check` and `ferry store recover`.
@@ -251,6 +259,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut config = UpConfig::new(&args.data_dir);
     config.listen = args.listen;
     config.metrics = Some(args.metrics_listen);
+    config.encryption_provider_config = args.encryption_provider_config.clone();
     config.agent = if args.no_agent {
         None
     } else {
@@ -419,6 +428,7 @@ pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result
 pub async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
     let mut config = ferry_apiserver::ServerConfig::new(&args.data_dir);
     config.listen = args.listen;
+    config.encryption_provider_config = args.encryption_provider_config;
     let server = ferry_apiserver::start(config).await?;
     let kubeconfig = args.data_dir.join("kubeconfig");
     server

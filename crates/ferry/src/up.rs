@@ -32,6 +32,9 @@ pub struct UpConfig {
     pub tls_port: Option<u16>,
     /// The static token file (`token,user,uid[,"group1,group2"]`), if any.
     pub token_file: Option<PathBuf>,
+    /// The EncryptionConfiguration of Secrets at rest (`None`: the data directory's own,
+    /// `pki/encryption-config.yaml`, created when missing).
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 /// How `ferry up` runs its node agent.
@@ -82,6 +85,7 @@ impl UpConfig {
             dns: true,
             tls_port: Some(crate::incluster::DEFAULT_TLS_PORT),
             token_file: None,
+            encryption_provider_config: None,
         }
     }
 }
@@ -185,6 +189,7 @@ impl ControlPlane {
         let mut server_config = ferry_apiserver::ServerConfig::new(&config.data_dir);
         server_config.listen = config.listen;
         server_config.token_file = config.token_file.clone();
+        server_config.encryption_provider_config = config.encryption_provider_config.clone();
         server_config.serving_names = crate::incluster::serving_names(&config.network);
         server_config.network = config.network.clone();
         server_config.service_account_issuer =
