@@ -360,6 +360,17 @@ async fn an_in_cluster_python_client_lists_pods_with_its_service_account() {
             }],
         },
     });
+    // As in Kubernetes, a service account may do nothing until it is bound to a role.
+    t.kubectl(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        "--serviceaccount=team-a:default",
+        "-n",
+        "team-a",
+    ])
+    .success();
     t.kubectl_stdin(&["apply", "-f", "-"], &manifest.to_string())
         .success();
     let pods: Api<Pod> = Api::namespaced(t.client.clone(), "team-a");

@@ -261,6 +261,38 @@ async fn access_reviews_answer_as_kubernetes() {
         user.groups.unwrap(),
         ["tenant-a", "system:authenticated"].map(String::from)
     );
+
+    // kubectl as alice.
+    let yes = plane
+        .kubectl_as("alice", &["auth", "can-i", "create", "pods", "-n", "a"])
+        .success();
+    assert_eq!(yes.trim(), "yes");
+    let no = plane.kubectl_as("alice", &["auth", "can-i", "create", "pods", "-n", "b"]);
+    assert!(!no.ok);
+    assert_eq!(no.stdout.trim(), "no");
+    let no = plane.kubectl_as("alice", &["auth", "can-i", "list", "nodes"]);
+    assert_eq!(no.stdout.trim(), "no");
+    let list = plane
+        .kubectl_as("alice", &["auth", "can-i", "--list", "-n", "a"])
+        .success();
+    let pods = list
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("pods"))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(pods.contains("create") && pods.contains("delete"), "{list}");
+    assert!(
+        !list.contains("rolebindings.rbac.authorization.k8s.io"),
+        "{list}"
+    );
+    assert!(
+        list.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+        "{list}"
+    );
+    let whoami = plane.kubectl_as("alice", &["auth", "whoami"]).success();
+    assert!(
+        whoami.contains("alice") && whoami.contains("tenant-a"),
+        "{whoami}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
