@@ -165,6 +165,18 @@ pub struct ControllersArgs {
     /// service account).
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+    /// PEM CA certificate that signs `kubernetes.io/kube-apiserver-client`
+    /// CertificateSigningRequests (with `--cluster-signing-key-file`; without both, no CSR
+    /// is signed).
+    #[arg(long, value_name = "PATH", requires = "cluster_signing_key_file")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// PEM private key of `--cluster-signing-cert-file`.
+    #[arg(long, value_name = "PATH", requires = "cluster_signing_cert_file")]
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// The longest validity of a signed certificate, in seconds (a CSR's
+    /// `spec.expirationSeconds` may ask for less).
+    #[arg(long, value_name = "SECONDS", default_value_t = ferry_controllers::csrsigning::DEFAULT_MAX_DURATION.as_secs())]
+    pub cluster_signing_duration: u64,
 }
 
 /// Arguments of `ferry proxy`.
@@ -334,8 +346,26 @@ pub async fn agent(args: ferry_agent::cli::AgentArgs) -> anyhow::Result<()> {
 /// against any API server until Ctrl-C.
 pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let signer = match (&args.cluster_signing_cert_file, &args.cluster_signing_key_file) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+            };
+            let signer = ferry_controllers::csrsigning::Signer::new(
+                &read(cert)?,
+                &read(key)?,
+                std::time::Duration::from_secs(args.cluster_signing_duration),
+            )?;
+            Some(std::sync::Arc::new(signer))
+        }
+        _ => None,
+    };
+    let options = ferry_controllers::Options {
+        signer,
+        ..Default::default()
+    };
     tracing::info!("controllers started");
-    ferry_controllers::run(client, async {
+    ferry_controllers::run_with(client, options, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;
