@@ -169,7 +169,7 @@ fn check_subject(pem: &str, requester_groups: &[String]) -> Result<(), String> {
         return Err("the subject must have exactly one common name (the user name)".into());
     }
     let privileged = common_names[0].starts_with("system:")
-        || organizations.iter().any(|o| *o == "system:masters");
+        || organizations.contains(&"system:masters");
     if privileged && !requester_groups.iter().any(|g| g == "system:masters") {
         return Err(format!(
             "only a member of system:masters may request a certificate for user {:?} in groups {:?}",
