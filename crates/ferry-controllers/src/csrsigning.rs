@@ -79,7 +79,8 @@ impl Signer {
     /// signer refuses.
     pub fn sign(&self, csr: &CertificateSigningRequest) -> Result<String, String> {
         let spec = &csr.spec;
-        check_usages(&spec.usages)?;
+        let usages = spec.usages.as_deref().unwrap_or_default();
+        check_usages(usages)?;
         let pem = std::str::from_utf8(&spec.request.0)
             .map_err(|_| "PEM block type must be CERTIFICATE REQUEST".to_string())?;
         check_subject(pem, spec.groups.as_deref().unwrap_or_default())?;
@@ -91,7 +92,7 @@ impl Signer {
         params.custom_extensions.clear();
         params.key_usages.clear();
         params.extended_key_usages.clear();
-        for usage in &spec.usages {
+        for usage in usages {
             match usage.as_str() {
                 "digital signature" => params
                     .key_usages
@@ -304,7 +305,7 @@ mod tests {
             spec: CertificateSigningRequestSpec {
                 request: ByteString(pem.into_bytes()),
                 signer_name: SIGNER_NAME.into(),
-                usages: usages.iter().map(|u| u.to_string()).collect(),
+                usages: Some(usages.iter().map(|u| u.to_string()).collect()),
                 groups: Some(groups.iter().map(|g| g.to_string()).collect()),
                 expiration_seconds: Some(3600),
                 ..Default::default()

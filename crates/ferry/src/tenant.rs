@@ -431,7 +431,7 @@ async fn issue_certificate(
         spec: CertificateSigningRequestSpec {
             request: k8s_openapi::ByteString(request.into_bytes()),
             signer_name: CLIENT_SIGNER.into(),
-            usages: vec!["digital signature".into(), "client auth".into()],
+            usages: Some(vec!["digital signature".into(), "client auth".into()]),
             expiration_seconds: Some(args.certificate_seconds),
             ..Default::default()
         },
