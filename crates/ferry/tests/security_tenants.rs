@@ -280,11 +280,31 @@ async fn kubectl_certificate_approve_gets_a_certificate_signed_by_the_cluster_ca
     let listed = t.kubectl(&["get", "csr", "dana"]).success();
     assert!(listed.contains("Approved,Issued"), "{listed}");
 
-    // Approval cannot be taken back, and the certificate cannot be replaced.
-    let err = t
-        .kubectl(&["certificate", "deny", "dana"])
-        .failure();
-    assert!(err.contains("mutually exclusive") || err.contains("Invalid"), "{err}");
+    // Approval cannot be taken back (kubectl refuses first; the server too), and the
+    // certificate cannot be replaced.
+    let err = t.kubectl(&["certificate", "deny", "dana"]).failure();
+    assert!(err.contains("already Approved"), "{err}");
+    let path = "/apis/certificates.k8s.io/v1/certificatesigningrequests/dana";
+    let (_, body) = raw(&t.client, "GET", path, None).await;
+    let mut both: Value = serde_json::from_str(&body).unwrap();
+    both["status"]["conditions"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "Denied", "status": "True", "reason": "Changed"}));
+    let (code, message) = raw(&t.client, "PUT", &format!("{path}/approval"), Some(both)).await;
+    assert_eq!(code, 422, "{message}");
+    assert!(message.contains("Approved and Denied conditions are mutually exclusive"), "{message}");
+    let (_, body) = raw(&t.client, "GET", path, None).await;
+    let mut replaced: Value = serde_json::from_str(&body).unwrap();
+    replaced["status"]["certificate"] = json!(base64::engine::general_purpose::STANDARD.encode(ca_pem));
+    let (code, message) = raw(&t.client, "PUT", &format!("{path}/status"), Some(replaced)).await;
+    assert_eq!(code, 422, "{message}");
+    assert!(message.contains("updates may not modify existing certificate content"), "{message}");
+    let mut dropped: Value = serde_json::from_str(&body).unwrap();
+    dropped["status"]["conditions"] = json!([]);
+    let (code, message) = raw(&t.client, "PUT", &format!("{path}/approval"), Some(dropped)).await;
+    assert_eq!(code, 422, "{message}");
+    assert!(message.contains("updates may not remove a condition of type \"Approved\""), "{message}");
 
     // Denied: never signed.
     t.kubectl_stdin(&["create", "-f", "-"], &csr_manifest("erin", "erin", &[], &["client auth"]))
@@ -710,10 +730,10 @@ async fn a_service_account_token_reaches_only_what_its_role_allows() {
     // A token for it through the TokenRequest API, as the tenant.
     let accounts: Api<ServiceAccount> = Api::namespaced(alice.clone(), A);
     let request = k8s_openapi::api::authentication::v1::TokenRequest {
-        spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
+        spec: Some(k8s_openapi::api::authentication::v1::TokenRequestSpec {
             expiration_seconds: Some(600),
             ..Default::default()
-        },
+        }),
         ..Default::default()
     };
     let token = accounts
@@ -721,11 +741,11 @@ async fn a_service_account_token_reaches_only_what_its_role_allows() {
         .await
         .expect("the tenant may ask for its ServiceAccount's token")
         .status
-        .expect("a token")
-        .token;
-    let path = t.dir.path().join("runner.kubeconfig");
-    let ca = t.plane.pki.as_ref().unwrap().ca_cert_pem.clone();
-    std::fs::write(&path, ferry_apiserver::kubeconfig_with(&t.plane.server.url(), &ca, ferry_apiserver::KubeconfigUser::Token(&token), A)).unwrap();
+        .and_then(|s| s.token)
+        .expect("a token");
+    let path = t.plane.dir.path().join("runner.kubeconfig");
+    let ca = t.plane.plane.pki.as_ref().unwrap().ca_cert_pem.clone();
+    std::fs::write(&path, ferry_apiserver::kubeconfig_with(&t.plane.plane.server.url(), &ca, ferry_apiserver::KubeconfigUser::Token(&token), A)).unwrap();
     let runner = client_from(&path).await;
     let sa = "system:serviceaccount:team-a:runner";
     assert_eq!(raw(&runner, "GET", &format!("/api/v1/namespaces/{A}/pods"), None).await.0, 200);
