@@ -714,10 +714,9 @@ impl Service {
                 new = old_value.clone();
                 new["spec"]["finalizers"] = finalizers;
             }
-            Some("approval") if info.extra_subresources.contains(&"approval") => {
-                info.strategy
-                    .prepare_for_approval_update(old_value, &mut new)
-            }
+            Some("approval") if info.extra_subresources.contains(&"approval") => info
+                .strategy
+                .prepare_for_approval_update(old_value, &mut new),
             Some(other) => {
                 return Err(ApiError::method_not_allowed(format!(
                     "{} does not support updating {other}",

@@ -20,10 +20,10 @@ use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition,
 };
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 
 use crate::Error;
@@ -153,10 +153,9 @@ fn check_subject(pem: &str, requester_groups: &[String]) -> Result<(), String> {
     use x509_parser::prelude::FromDer;
     let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
         .map_err(|e| format!("unable to parse csr: {e}"))?;
-    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(
-        &block.contents,
-    )
-    .map_err(|e| format!("unable to parse csr: {e}"))?;
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
+            .map_err(|e| format!("unable to parse csr: {e}"))?;
     let subject = &csr.certification_request_info.subject;
     let common_names: Vec<&str> = subject
         .iter_common_name()
@@ -169,8 +168,8 @@ fn check_subject(pem: &str, requester_groups: &[String]) -> Result<(), String> {
     if common_names.len() != 1 || common_names[0].is_empty() {
         return Err("the subject must have exactly one common name (the user name)".into());
     }
-    let privileged = common_names[0].starts_with("system:")
-        || organizations.contains(&"system:masters");
+    let privileged =
+        common_names[0].starts_with("system:") || organizations.contains(&"system:masters");
     if privileged && !requester_groups.iter().any(|g| g == "system:masters") {
         return Err(format!(
             "only a member of system:masters may request a certificate for user {:?} in groups {:?}",
@@ -326,16 +325,34 @@ mod tests {
     fn signs_a_client_certificate_for_the_requested_subject_and_duration() {
         let (cert, key) = ca();
         let signer = Signer::new(&cert, &key, DEFAULT_MAX_DURATION).expect("signer");
-        let request = csr("alice", &["ferry:tenant:a"], &["client auth", "digital signature"], &[]);
+        let request = csr(
+            "alice",
+            &["ferry:tenant:a"],
+            &["client auth", "digital signature"],
+            &[],
+        );
         assert!(awaits_signing(&request));
         let pem = signer.sign(&request).expect("signed");
         let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("pem");
         let (_, x509) = x509_parser::parse_x509_certificate(&block.contents).expect("x509");
-        let cn: Vec<_> = x509.subject().iter_common_name().map(|a| a.as_str().unwrap().to_string()).collect();
+        let cn: Vec<_> = x509
+            .subject()
+            .iter_common_name()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
         assert_eq!(cn, ["alice"]);
-        let validity = x509.validity().not_after.timestamp() - x509.validity().not_before.timestamp();
+        let validity =
+            x509.validity().not_after.timestamp() - x509.validity().not_before.timestamp();
         assert_eq!(validity, 3600 + 300);
-        assert_eq!(x509.issuer().iter_common_name().next().unwrap().as_str().unwrap(), "test-ca");
+        assert_eq!(
+            x509.issuer()
+                .iter_common_name()
+                .next()
+                .unwrap()
+                .as_str()
+                .unwrap(),
+            "test-ca"
+        );
         let eku = x509.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);
         assert_eq!(signer.duration(None), DEFAULT_MAX_DURATION);
@@ -350,19 +367,41 @@ mod tests {
             .sign(&csr("alice", &[], &["server auth", "client auth"], &[]))
             .unwrap_err();
         assert_eq!(err, "invalid usage for client certificate: server auth");
-        let err = signer.sign(&csr("alice", &[], &["digital signature"], &[])).unwrap_err();
-        assert_eq!(err, "missing required usage for client certificate: client auth");
         let err = signer
-            .sign(&csr("mallory", &["system:masters"], &["client auth"], &["tenant-a"]))
+            .sign(&csr("alice", &[], &["digital signature"], &[]))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "missing required usage for client certificate: client auth"
+        );
+        let err = signer
+            .sign(&csr(
+                "mallory",
+                &["system:masters"],
+                &["client auth"],
+                &["tenant-a"],
+            ))
             .unwrap_err();
         assert!(err.contains("only a member of system:masters"), "{err}");
         let err = signer
-            .sign(&csr("system:kube-scheduler", &[], &["client auth"], &["tenant-a"]))
+            .sign(&csr(
+                "system:kube-scheduler",
+                &[],
+                &["client auth"],
+                &["tenant-a"],
+            ))
             .unwrap_err();
         assert!(err.contains("only a member of system:masters"), "{err}");
-        assert!(signer
-            .sign(&csr("system:kube-scheduler", &[], &["client auth"], &["system:masters"]))
-            .is_ok());
+        assert!(
+            signer
+                .sign(&csr(
+                    "system:kube-scheduler",
+                    &[],
+                    &["client auth"],
+                    &["system:masters"]
+                ))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -371,13 +410,18 @@ mod tests {
         request.spec.signer_name = "example.com/other".into();
         assert!(!awaits_signing(&request));
         let mut denied = csr("alice", &[], &["client auth"], &[]);
-        denied.status.as_mut().unwrap().conditions.as_mut().unwrap().push(
-            CertificateSigningRequestCondition {
+        denied
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()
+            .push(CertificateSigningRequestCondition {
                 type_: "Denied".into(),
                 status: "True".into(),
                 ..Default::default()
-            },
-        );
+            });
         assert!(!awaits_signing(&denied));
         let mut pending = csr("alice", &[], &["client auth"], &[]);
         pending.status = None;

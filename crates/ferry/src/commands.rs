@@ -346,7 +346,10 @@ pub async fn agent(args: ferry_agent::cli::AgentArgs) -> anyhow::Result<()> {
 /// against any API server until Ctrl-C.
 pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
-    let signer = match (&args.cluster_signing_cert_file, &args.cluster_signing_key_file) {
+    let signer = match (
+        &args.cluster_signing_cert_file,
+        &args.cluster_signing_key_file,
+    ) {
         (Some(cert), Some(key)) => {
             let read = |p: &PathBuf| {
                 std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))

@@ -30,8 +30,8 @@ use k8s_openapi::api::certificates::v1::{
 };
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
 use k8s_openapi::api::rbac::v1::{RoleBinding, Subject};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use ferry_api::scheduling::{QUEUE_LABEL, Queue};
@@ -238,7 +238,10 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
 
     // The queue: created (labelled as the tenant's) when missing.
     let queues: Api<Queue> = Api::all(client.clone());
-    let created_queue = match queues.get_opt(&queue).await? {
+    let existing_queue = queues.get_opt(&queue).await?;
+    let queue_is_new = existing_queue.is_none();
+    // A queue the tenant made (now or by an earlier `add`) follows `--gpus`; another stays.
+    let created_queue = match &existing_queue {
         Some(q) => q.labels().get(TENANT_LABEL).map(String::as_str) == Some(name),
         None => true,
     };
@@ -329,7 +332,9 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
         .and_then(|b| b.subjects)
         .unwrap_or_default();
     if let Some((kind, subject)) = &new_subject
-        && !subjects.iter().any(|s| s.kind == *kind && s.name == *subject)
+        && !subjects
+            .iter()
+            .any(|s| s.kind == *kind && s.name == *subject)
     {
         subjects.push(Subject {
             kind: kind.to_string(),
@@ -353,7 +358,11 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
     }
     println!(
         "tenant {name}: namespace {name} (pod security {level}), queue {queue}{}, quota {} GPU{}",
-        if created_queue { " (created)" } else { "" },
+        match (queue_is_new, created_queue) {
+            (true, _) => " (created)",
+            (false, true) => " (updated)",
+            (false, false) => " (existing, unchanged)",
+        },
         args.gpus,
         if args.gpus == 1 { "" } else { "s" }
     );
@@ -459,8 +468,8 @@ async fn issue_certificate(
         let csr = csrs.get(&csr_name).await?;
         let status = csr.status.unwrap_or_default();
         if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            let cert_pem = String::from_utf8(cert.0)
-                .context("the signer's certificate is not PEM text")?;
+            let cert_pem =
+                String::from_utf8(cert.0).context("the signer's certificate is not PEM text")?;
             return Ok(ferry_apiserver::tls::Credentials {
                 cert_pem,
                 key_pem: key.serialize_pem(),
@@ -561,7 +570,13 @@ fn dns_safe(s: &str) -> String {
 
 fn file_safe(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.@".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -628,7 +643,14 @@ pub async fn tenants(client: &kube::Client) -> anyhow::Result<Vec<TenantRow>> {
 
 /// The table `ferry tenant list` prints.
 pub fn table(rows: &[TenantRow]) -> String {
-    let header = ["NAME", "NAMESPACE", "GPUS", "GPUS-USED", "QUEUE", "USERS/GROUPS"];
+    let header = [
+        "NAME",
+        "NAMESPACE",
+        "GPUS",
+        "GPUS-USED",
+        "QUEUE",
+        "USERS/GROUPS",
+    ];
     let cells: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {
@@ -756,7 +778,10 @@ mod tests {
         let t = table(&rows);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert!(lines[0].starts_with("NAME     NAMESPACE   GPUS   GPUS-USED   QUEUE    USERS/GROUPS"), "{t}");
+        assert!(
+            lines[0].starts_with("NAME     NAMESPACE   GPUS   GPUS-USED   QUEUE    USERS/GROUPS"),
+            "{t}"
+        );
         assert!(lines[1].ends_with("User:alice,Group:ml"), "{t}");
         assert_eq!(dns_safe("Alice@Example.com"), "alice-example.com");
     }

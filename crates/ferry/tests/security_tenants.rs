@@ -66,7 +66,16 @@ fn add_tenant(plane: &TestPlane, name: &str, user: &str, gpus: &str) -> PathBuf 
     let out_s = out.to_str().unwrap().to_string();
     succeeded(ferry_tenant(
         plane,
-        &["add", name, "--gpus", gpus, "--user", user, "--kubeconfig-out", &out_s],
+        &[
+            "add",
+            name,
+            "--gpus",
+            gpus,
+            "--user",
+            user,
+            "--kubeconfig-out",
+            &out_s,
+        ],
     ));
     out
 }
@@ -86,7 +95,12 @@ fn kubectl_with(path: &Path, args: &[&str]) -> common::Kubectl {
 }
 
 /// The HTTP status and message of a raw request (kube-rs), `(200, body)` on success.
-async fn raw(client: &kube::Client, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
+async fn raw(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, String) {
     let mut builder = http::Request::builder().method(method).uri(path);
     let bytes = match &body {
         Some(b) => {
@@ -111,7 +125,14 @@ async fn raw(client: &kube::Client, method: &str, path: &str, body: Option<Value
 
 /// The message kube-apiserver's RBAC gives `user` refused `verb` on `resource` in
 /// `namespace` (`resource` may be `pods/log`; `name` may be empty).
-fn rbac_refusal(user: &str, verb: &str, resource: &str, group: &str, name: &str, namespace: &str) -> String {
+fn rbac_refusal(
+    user: &str,
+    verb: &str,
+    resource: &str,
+    group: &str,
+    name: &str,
+    namespace: &str,
+) -> String {
     let base = resource.split('/').next().unwrap();
     let qualified = if group.is_empty() {
         base.to_string()
@@ -130,7 +151,11 @@ fn rbac_refusal(user: &str, verb: &str, resource: &str, group: &str, name: &str,
 
 #[track_caller]
 fn assert_refused(answer: (u16, String), code: u16, message: &str) {
-    assert_eq!(answer.0, code, "expected {code} ({message}), got {}: {}", answer.0, answer.1);
+    assert_eq!(
+        answer.0, code,
+        "expected {code} ({message}), got {}: {}",
+        answer.0, answer.1
+    );
     assert!(
         answer.1.contains(message),
         "expected the message {message:?}, got {:?}",
@@ -178,7 +203,10 @@ async fn two_tenants() -> Tenants {
     let bob = add_tenant(&plane, B, "bob", "4");
     let admin = plane.client.clone();
     for (path, body) in [
-        (format!("/api/v1/namespaces/{B}/pods"), restricted_pod("b-pod", 0)),
+        (
+            format!("/api/v1/namespaces/{B}/pods"),
+            restricted_pod("b-pod", 0),
+        ),
         (
             format!("/api/v1/namespaces/{B}/secrets"),
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "b-secret"}, "stringData": {"token": "b-secret-value"}}),
@@ -207,7 +235,8 @@ fn csr_manifest(name: &str, cn: &str, orgs: &[&str], usages: &[&str]) -> String 
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name.push(rcgen::DnType::CommonName, cn);
     for o in orgs {
-        p.distinguished_name.push(rcgen::DnType::OrganizationName, *o);
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, *o);
     }
     let pem = p.serialize_request(&key).unwrap().pem().unwrap();
     let request = base64::engine::general_purpose::STANDARD.encode(pem);
@@ -232,9 +261,11 @@ async fn wait_for_csr(
     name: &str,
     done: impl Fn(&CertificateSigningRequest) -> bool,
 ) -> CertificateSigningRequest {
-    common::eventually(&format!("CSR {name}"), Duration::from_secs(20), async || {
-        api.get(name).await.ok().filter(|c| done(c))
-    })
+    common::eventually(
+        &format!("CSR {name}"),
+        Duration::from_secs(20),
+        async || api.get(name).await.ok().filter(|c| done(c)),
+    )
     .await
 }
 
@@ -250,33 +281,61 @@ async fn kubectl_certificate_approve_gets_a_certificate_signed_by_the_cluster_ca
     let t = common::start().await;
     let csrs: Api<CertificateSigningRequest> = Api::all(t.client.clone());
 
-    t.kubectl_stdin(&["create", "-f", "-"], &csr_manifest("dana", "dana", &["ml"], &["digital signature", "client auth"]))
-        .success();
+    t.kubectl_stdin(
+        &["create", "-f", "-"],
+        &csr_manifest(
+            "dana",
+            "dana",
+            &["ml"],
+            &["digital signature", "client auth"],
+        ),
+    )
+    .success();
     let created = csrs.get("dana").await.unwrap();
     // The requester is whoever asked (the admin), never what the body claimed.
     assert_ne!(created.spec.username.as_deref(), Some("someone-else"));
     assert_eq!(created.spec.username.as_deref(), Some("kubernetes-admin"));
     let listed = t.kubectl(&["get", "csr"]).success();
-    assert!(listed.contains("SIGNERNAME") && listed.contains("Pending"), "{listed}");
+    assert!(
+        listed.contains("SIGNERNAME") && listed.contains("Pending"),
+        "{listed}"
+    );
 
     t.kubectl(&["certificate", "approve", "dana"]).success();
     let signed = wait_for_csr(&csrs, "dana", |c| {
-        c.status.as_ref().and_then(|s| s.certificate.as_ref()).is_some()
+        c.status
+            .as_ref()
+            .and_then(|s| s.certificate.as_ref())
+            .is_some()
     })
     .await;
     assert!(has_condition(&signed, "Approved"));
     let pem = signed.status.unwrap().certificate.unwrap().0;
     let (_, block) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
     let (_, cert) = x509_parser::parse_x509_certificate(&block.contents).unwrap();
-    let cn: Vec<&str> = cert.subject().iter_common_name().map(|a| a.as_str().unwrap()).collect();
+    let cn: Vec<&str> = cert
+        .subject()
+        .iter_common_name()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert_eq!(cn, ["dana"]);
-    let ca_pem = &t.plane.pki.as_ref().expect("the plane has a CA").ca_cert_pem;
+    let ca_pem = &t
+        .plane
+        .pki
+        .as_ref()
+        .expect("the plane has a CA")
+        .ca_cert_pem;
     let (_, ca_block) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).unwrap();
     let (_, ca) = x509_parser::parse_x509_certificate(&ca_block.contents).unwrap();
     assert_eq!(cert.issuer(), ca.subject());
-    cert.verify_signature(Some(ca.public_key())).expect("signed by the cluster CA");
+    cert.verify_signature(Some(ca.public_key()))
+        .expect("signed by the cluster CA");
     let validity = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
-    assert_eq!(validity, 3600 + 300, "expirationSeconds plus the five-minute backdate");
+    assert_eq!(
+        validity,
+        3600 + 300,
+        "expirationSeconds plus the five-minute backdate"
+    );
     let listed = t.kubectl(&["get", "csr", "dana"]).success();
     assert!(listed.contains("Approved,Issued"), "{listed}");
 
@@ -293,31 +352,51 @@ async fn kubectl_certificate_approve_gets_a_certificate_signed_by_the_cluster_ca
         .push(json!({"type": "Denied", "status": "True", "reason": "Changed"}));
     let (code, message) = raw(&t.client, "PUT", &format!("{path}/approval"), Some(both)).await;
     assert_eq!(code, 422, "{message}");
-    assert!(message.contains("Approved and Denied conditions are mutually exclusive"), "{message}");
+    assert!(
+        message.contains("Approved and Denied conditions are mutually exclusive"),
+        "{message}"
+    );
     let (_, body) = raw(&t.client, "GET", path, None).await;
     let mut replaced: Value = serde_json::from_str(&body).unwrap();
-    replaced["status"]["certificate"] = json!(base64::engine::general_purpose::STANDARD.encode(ca_pem));
+    replaced["status"]["certificate"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(ca_pem));
     let (code, message) = raw(&t.client, "PUT", &format!("{path}/status"), Some(replaced)).await;
     assert_eq!(code, 422, "{message}");
-    assert!(message.contains("updates may not modify existing certificate content"), "{message}");
+    assert!(
+        message.contains("updates may not modify existing certificate content"),
+        "{message}"
+    );
     let mut dropped: Value = serde_json::from_str(&body).unwrap();
     dropped["status"]["conditions"] = json!([]);
     let (code, message) = raw(&t.client, "PUT", &format!("{path}/approval"), Some(dropped)).await;
     assert_eq!(code, 422, "{message}");
-    assert!(message.contains("updates may not remove a condition of type \"Approved\""), "{message}");
+    assert!(
+        message.contains("updates may not remove a condition of type \"Approved\""),
+        "{message}"
+    );
 
     // Denied: never signed.
-    t.kubectl_stdin(&["create", "-f", "-"], &csr_manifest("erin", "erin", &[], &["client auth"]))
-        .success();
+    t.kubectl_stdin(
+        &["create", "-f", "-"],
+        &csr_manifest("erin", "erin", &[], &["client auth"]),
+    )
+    .success();
     t.kubectl(&["certificate", "deny", "erin"]).success();
     let denied = wait_for_csr(&csrs, "erin", |c| has_condition(c, "Denied")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let denied = csrs.get("erin").await.map(|c| c.status).unwrap_or(denied.status);
+    let denied = csrs
+        .get("erin")
+        .await
+        .map(|c| c.status)
+        .unwrap_or(denied.status);
     assert!(denied.and_then(|s| s.certificate).is_none());
 
     // The signer signs client certificates only: a server usage fails, with the reason.
-    t.kubectl_stdin(&["create", "-f", "-"], &csr_manifest("srv", "srv", &[], &["server auth", "client auth"]))
-        .success();
+    t.kubectl_stdin(
+        &["create", "-f", "-"],
+        &csr_manifest("srv", "srv", &[], &["server auth", "client auth"]),
+    )
+    .success();
     t.kubectl(&["certificate", "approve", "srv"]).success();
     let failed = wait_for_csr(&csrs, "srv", |c| has_condition(c, "Failed")).await;
     let condition = failed
@@ -340,9 +419,19 @@ async fn kubectl_certificate_approve_gets_a_certificate_signed_by_the_cluster_ca
         "metadata": {"name": "bad"},
         "spec": {"request": base64::engine::general_purpose::STANDARD.encode("hello"), "signerName": "nodomain", "usages": []},
     });
-    let (code, message) = raw(&t.client, "POST", "/apis/certificates.k8s.io/v1/certificatesigningrequests", Some(bad)).await;
+    let (code, message) = raw(
+        &t.client,
+        "POST",
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+        Some(bad),
+    )
+    .await;
     assert_eq!(code, 422, "{message}");
-    assert!(message.contains("spec.request") && message.contains("PEM block type must be CERTIFICATE REQUEST"), "{message}");
+    assert!(
+        message.contains("spec.request")
+            && message.contains("PEM block type must be CERTIFICATE REQUEST"),
+        "{message}"
+    );
     assert!(message.contains("spec.usages: Required value"), "{message}");
     assert!(message.contains("spec.signerName"), "{message}");
 }
@@ -365,22 +454,45 @@ fn tenant_add_refuses_bad_input_with_a_clear_error() {
             .unwrap()
     };
     let stderr = |o: Output| {
-        assert!(!o.status.success(), "should fail: {}", String::from_utf8_lossy(&o.stdout));
+        assert!(
+            !o.status.success(),
+            "should fail: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
     let e = stderr(run(&["add", "Team_A", "--gpus", "1"]));
     assert!(e.contains("invalid tenant name \"Team_A\""), "{e}");
     let e = stderr(run(&["add", "kube-system", "--gpus", "1"]));
     assert!(e.contains("reserved"), "{e}");
-    let e = stderr(run(&["add", "team-a", "--gpus", "1", "--pod-security", "lax"]));
-    assert!(e.contains("invalid value 'lax'") && e.contains("restricted"), "{e}");
+    let e = stderr(run(&[
+        "add",
+        "team-a",
+        "--gpus",
+        "1",
+        "--pod-security",
+        "lax",
+    ]));
+    assert!(
+        e.contains("invalid value 'lax'") && e.contains("restricted"),
+        "{e}"
+    );
     let e = stderr(run(&["add", "team-a", "--gpus", "many"]));
     assert!(e.contains("invalid value 'many'"), "{e}");
-    let e = stderr(run(&["add", "team-a", "--gpus", "1", "--user", "system:admin"]));
+    let e = stderr(run(&[
+        "add",
+        "team-a",
+        "--gpus",
+        "1",
+        "--user",
+        "system:admin",
+    ]));
     assert!(e.contains("reserved for Kubernetes"), "{e}");
     let e = stderr(run(&["add", "team-a", "--gpus", "1", "--cpu", "lots"]));
     assert!(e.contains("invalid --cpu \"lots\""), "{e}");
-    let e = stderr(run(&["add", "team-a", "--gpus", "1", "--user", "a", "--group", "g"]));
+    let e = stderr(run(&[
+        "add", "team-a", "--gpus", "1", "--user", "a", "--group", "g",
+    ]));
     assert!(e.contains("cannot be used with"), "{e}");
     let e = stderr(run(&["add", "team-a", "--gpus", "1"]));
     assert!(e.contains("no admin kubeconfig at"), "{e}");
@@ -393,7 +505,12 @@ async fn tenant_add_is_idempotent_list_shows_it_and_remove_asks_for_yes() {
     let t = common::start().await;
     let quotas: Api<ResourceQuota> = Api::namespaced(t.client.clone(), A);
     for _ in 0..2 {
-        succeeded(ferry_tenant(&t, &["add", A, "--gpus", "2", "--cpu", "8", "--group", "ml-team", "--queue", "research"]));
+        succeeded(ferry_tenant(
+            &t,
+            &[
+                "add", A, "--gpus", "2", "--cpu", "8", "--group", "ml-team", "--queue", "research",
+            ],
+        ));
     }
     let all = quotas.list(&Default::default()).await.unwrap();
     assert_eq!(all.items.len(), 1, "one quota");
@@ -402,7 +519,21 @@ async fn tenant_add_is_idempotent_list_shows_it_and_remove_asks_for_yes() {
     assert_eq!(hard["requests.cpu"].0, "8");
     // Once more with other flags: the tenant is what they say now (updated, not duplicated;
     // the quota without --cpu has no cpu limit any more).
-    succeeded(ferry_tenant(&t, &["add", A, "--gpus", "3", "--group", "ml-team", "--queue", "research", "--pod-security", "baseline"]));
+    succeeded(ferry_tenant(
+        &t,
+        &[
+            "add",
+            A,
+            "--gpus",
+            "3",
+            "--group",
+            "ml-team",
+            "--queue",
+            "research",
+            "--pod-security",
+            "baseline",
+        ],
+    ));
 
     let ns: Namespace = Api::all(t.client.clone()).get(A).await.unwrap();
     let labels = ns.metadata.labels.unwrap();
@@ -419,31 +550,65 @@ async fn tenant_add_is_idempotent_list_shows_it_and_remove_asks_for_yes() {
     assert_eq!(all.items.len(), 1, "one binding");
     let subjects = all.items[0].subjects.clone().unwrap();
     assert_eq!(subjects.len(), 1, "{subjects:?}");
-    assert_eq!((subjects[0].kind.as_str(), subjects[0].name.as_str()), ("Group", "ml-team"));
+    assert_eq!(
+        (subjects[0].kind.as_str(), subjects[0].name.as_str()),
+        ("Group", "ml-team")
+    );
     assert_eq!(all.items[0].role_ref.name, "admin");
     let queue: Value = serde_json::from_str(
-        &t.kubectl(&["get", "queues.scheduling.ferry.dev", "research", "-o", "json"]).success(),
+        &t.kubectl(&[
+            "get",
+            "queues.scheduling.ferry.dev",
+            "research",
+            "-o",
+            "json",
+        ])
+        .success(),
     )
     .unwrap();
     assert_eq!(queue["spec"]["resources"][0]["name"], "nvidia.com/gpu");
     assert_eq!(queue["spec"]["resources"][0]["guaranteed"], 3);
 
     let listed = succeeded(ferry_tenant(&t, &["list"]));
-    let row = listed.lines().find(|l| l.starts_with(A)).unwrap_or_else(|| panic!("{listed}"));
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(A))
+        .unwrap_or_else(|| panic!("{listed}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cells, [A, A, "3", "0", "research", "Group:ml-team"], "{listed}");
+    assert_eq!(
+        cells,
+        [A, A, "3", "0", "research", "Group:ml-team"],
+        "{listed}"
+    );
 
     let e = failed(ferry_tenant(&t, &["remove", A]));
     assert!(e.contains("--yes"), "{e}");
-    assert!(Api::<Namespace>::all(t.client.clone()).get(A).await.is_ok(), "still there");
+    assert!(
+        Api::<Namespace>::all(t.client.clone()).get(A).await.is_ok(),
+        "still there"
+    );
     let e = failed(ferry_tenant(&t, &["remove", "default", "--yes"]));
-    assert!(e.contains("reserved") || e.contains("not a Ferry tenant"), "{e}");
+    assert!(
+        e.contains("reserved") || e.contains("not a Ferry tenant"),
+        "{e}"
+    );
     succeeded(ferry_tenant(&t, &["remove", A, "--yes"]));
-    common::eventually("the tenant's namespace goes", Duration::from_secs(30), async || {
-        Api::<Namespace>::all(t.client.clone()).get_opt(A).await.unwrap().is_none().then_some(())
-    })
+    common::eventually(
+        "the tenant's namespace goes",
+        Duration::from_secs(30),
+        async || {
+            Api::<Namespace>::all(t.client.clone())
+                .get_opt(A)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
     .await;
-    let gone = t.kubectl(&["get", "queues.scheduling.ferry.dev", "research"]).failure();
+    let gone = t
+        .kubectl(&["get", "queues.scheduling.ferry.dev", "research"])
+        .failure();
     assert!(gone.contains("NotFound"), "{gone}");
 }
 
@@ -462,21 +627,52 @@ async fn tenant_a_cannot_read_or_change_anything_of_tenant_b() {
         ("", "secrets", "b-secret", "/api/v1"),
         ("", "configmaps", "b-config", "/api/v1"),
         ("batch", "jobs", "b-job", "/apis/batch/v1"),
-        ("scheduling.x-k8s.io", "podgroups", "b-group", "/apis/scheduling.x-k8s.io/v1alpha1"),
+        (
+            "scheduling.x-k8s.io",
+            "podgroups",
+            "b-group",
+            "/apis/scheduling.x-k8s.io/v1alpha1",
+        ),
     ];
     for (group, resource, name, prefix) in kinds {
         let collection = format!("{prefix}/namespaces/{B}/{resource}");
         let object = format!("{collection}/{name}");
-        assert_refused(raw(&alice, "GET", &collection, None).await, 403, &rbac_refusal(user, "list", resource, group, "", B));
-        assert_refused(raw(&alice, "GET", &format!("{collection}?watch=true"), None).await, 403, &rbac_refusal(user, "watch", resource, group, "", B));
-        assert_refused(raw(&alice, "GET", &object, None).await, 403, &rbac_refusal(user, "get", resource, group, name, B));
         assert_refused(
-            raw(&alice, "PATCH", &object, Some(json!({"metadata": {"labels": {"owned": "alice"}}}))).await,
+            raw(&alice, "GET", &collection, None).await,
+            403,
+            &rbac_refusal(user, "list", resource, group, "", B),
+        );
+        assert_refused(
+            raw(&alice, "GET", &format!("{collection}?watch=true"), None).await,
+            403,
+            &rbac_refusal(user, "watch", resource, group, "", B),
+        );
+        assert_refused(
+            raw(&alice, "GET", &object, None).await,
+            403,
+            &rbac_refusal(user, "get", resource, group, name, B),
+        );
+        assert_refused(
+            raw(
+                &alice,
+                "PATCH",
+                &object,
+                Some(json!({"metadata": {"labels": {"owned": "alice"}}})),
+            )
+            .await,
             403,
             &rbac_refusal(user, "patch", resource, group, name, B),
         );
-        assert_refused(raw(&alice, "DELETE", &object, None).await, 403, &rbac_refusal(user, "delete", resource, group, name, B));
-        assert_refused(raw(&alice, "DELETE", &collection, None).await, 403, &rbac_refusal(user, "deletecollection", resource, group, "", B));
+        assert_refused(
+            raw(&alice, "DELETE", &object, None).await,
+            403,
+            &rbac_refusal(user, "delete", resource, group, name, B),
+        );
+        assert_refused(
+            raw(&alice, "DELETE", &collection, None).await,
+            403,
+            &rbac_refusal(user, "deletecollection", resource, group, "", B),
+        );
     }
     // The same through kubectl.
     for args in [
@@ -488,14 +684,27 @@ async fn tenant_a_cannot_read_or_change_anything_of_tenant_b() {
         vec!["label", "configmap", "b-config", "-n", B, "x=y"],
     ] {
         let e = kubectl_with(&t.alice, &args).failure();
-        assert!(e.contains("Error from server (Forbidden)") && e.contains("User \"alice\" cannot"), "{args:?}: {e}");
+        assert!(
+            e.contains("Error from server (Forbidden)") && e.contains("User \"alice\" cannot"),
+            "{args:?}: {e}"
+        );
         assert!(!e.contains("b-secret-value"));
     }
     // B's pod's log, exec, attach and port-forward.
     let pod = format!("/api/v1/namespaces/{B}/pods/b-pod");
-    assert_refused(raw(&alice, "GET", &format!("{pod}/log"), None).await, 403, &rbac_refusal(user, "get", "pods/log", "", "b-pod", B));
     assert_refused(
-        raw(&alice, "POST", &format!("{pod}/exec?command=true&stdout=true"), None).await,
+        raw(&alice, "GET", &format!("{pod}/log"), None).await,
+        403,
+        &rbac_refusal(user, "get", "pods/log", "", "b-pod", B),
+    );
+    assert_refused(
+        raw(
+            &alice,
+            "POST",
+            &format!("{pod}/exec?command=true&stdout=true"),
+            None,
+        )
+        .await,
         403,
         &rbac_refusal(user, "create", "pods/exec", "", "b-pod", B),
     );
@@ -515,20 +724,35 @@ async fn tenant_a_cannot_read_or_change_anything_of_tenant_b() {
         vec!["port-forward", "-n", B, "pod/b-pod", "18080:80"],
     ] {
         let e = kubectl_with(&t.alice, &args).failure();
-        assert!(e.contains("Forbidden") && e.contains("User \"alice\" cannot"), "{args:?}: {e}");
+        assert!(
+            e.contains("Forbidden") && e.contains("User \"alice\" cannot"),
+            "{args:?}: {e}"
+        );
     }
     // A pod in B's namespace (mounting B's Secret): refused before anything is stored.
     let mut thief = restricted_pod("thief", 0);
     thief["spec"]["volumes"] = json!([{"name": "s", "secret": {"secretName": "b-secret"}}]);
     thief["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "s", "mountPath": "/s"}]);
     assert_refused(
-        raw(&alice, "POST", &format!("/api/v1/namespaces/{B}/pods"), Some(thief.clone())).await,
+        raw(
+            &alice,
+            "POST",
+            &format!("/api/v1/namespaces/{B}/pods"),
+            Some(thief.clone()),
+        )
+        .await,
         403,
         &rbac_refusal(user, "create", "pods", "", "", B),
     );
     // B's objects are as they were.
     let admin = t.plane.client.clone();
-    let (code, cm) = raw(&admin, "GET", &format!("/api/v1/namespaces/{B}/configmaps/b-config"), None).await;
+    let (code, cm) = raw(
+        &admin,
+        "GET",
+        &format!("/api/v1/namespaces/{B}/configmaps/b-config"),
+        None,
+    )
+    .await;
     assert_eq!(code, 200);
     assert!(!cm.contains("owned"), "{cm}");
     // Cluster-scoped objects are not the tenant's either.
@@ -545,10 +769,20 @@ async fn tenant_a_cannot_read_or_change_anything_of_tenant_b() {
     // B sees its own pod; A works in its own namespace.
     let bob = client_from(&t.bob).await;
     assert_eq!(raw(&bob, "GET", &pod, None).await.0, 200);
-    let (code, message) = raw(&alice, "POST", &format!("/api/v1/namespaces/{A}/configmaps"), Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mine"}}))).await;
+    let (code, message) = raw(
+        &alice,
+        "POST",
+        &format!("/api/v1/namespaces/{A}/configmaps"),
+        Some(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mine"}})),
+    )
+    .await;
     assert_eq!(code, 200, "{message}");
     let own = kubectl_with(&t.alice, &["get", "configmap", "mine", "-o", "name"]).success();
-    assert_eq!(own.trim(), "configmap/mine", "the kubeconfig's namespace is the tenant's");
+    assert_eq!(
+        own.trim(),
+        "configmap/mine",
+        "the kubeconfig's namespace is the tenant's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -566,19 +800,44 @@ async fn a_tenant_stays_within_its_quota_and_pod_security_level() {
     let (code, message) = raw(&alice, "POST", &pods, Some(restricted_pod("one-gpu", 1))).await;
     assert_eq!(code, 200, "{message}");
     assert_refused(
-        raw(&alice, "POST", &pods, Some(restricted_pod("another-gpu", 1))).await,
+        raw(
+            &alice,
+            "POST",
+            &pods,
+            Some(restricted_pod("another-gpu", 1)),
+        )
+        .await,
         403,
         "exceeded quota: tenant-quota, requested: requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=1, limited: requests.nvidia.com/gpu=1",
     );
     // The quota itself is the admin's: the tenant may read it, not raise it.
-    assert_eq!(raw(&alice, "GET", &format!("/api/v1/namespaces/{A}/resourcequotas/tenant-quota"), None).await.0, 200);
+    assert_eq!(
+        raw(
+            &alice,
+            "GET",
+            &format!("/api/v1/namespaces/{A}/resourcequotas/tenant-quota"),
+            None
+        )
+        .await
+        .0,
+        200
+    );
     assert_refused(
-        raw(&alice, "PATCH", &format!("/api/v1/namespaces/{A}/resourcequotas/tenant-quota"), Some(json!({"spec": {"hard": {"requests.nvidia.com/gpu": "100"}}}))).await,
+        raw(
+            &alice,
+            "PATCH",
+            &format!("/api/v1/namespaces/{A}/resourcequotas/tenant-quota"),
+            Some(json!({"spec": {"hard": {"requests.nvidia.com/gpu": "100"}}})),
+        )
+        .await,
         403,
         &rbac_refusal("alice", "patch", "resourcequotas", "", "tenant-quota", A),
     );
     let listed = succeeded(ferry_tenant(&t.plane, &["list"]));
-    let row = listed.lines().find(|l| l.starts_with(A)).unwrap_or_else(|| panic!("{listed}"));
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(A))
+        .unwrap_or_else(|| panic!("{listed}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&cells[..5], [A, A, "1", "1", A], "{listed}");
     assert_eq!(cells[5], "User:alice");
@@ -598,7 +857,8 @@ async fn a_tenant_stays_within_its_quota_and_pod_security_level() {
     }
     let mut host_path = restricted_pod("host-path", 0);
     host_path["spec"]["volumes"] = json!([{"name": "root", "hostPath": {"path": "/"}}]);
-    host_path["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "root", "mountPath": "/host"}]);
+    host_path["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "root", "mountPath": "/host"}]);
     assert_refused(
         raw(&alice, "POST", &pods, Some(host_path)).await,
         403,
@@ -632,24 +892,48 @@ async fn kubectl_auth_can_i_list_matches_each_tenants_bindings() {
                 .unwrap_or_else(|| panic!("no {resource} in:\n{mine}"))
                 .to_string()
         };
-        for resource in ["pods", "secrets", "configmaps", "jobs.batch", "rolebindings.rbac.authorization.k8s.io"] {
+        for resource in [
+            "pods",
+            "secrets",
+            "configmaps",
+            "jobs.batch",
+            "rolebindings.rbac.authorization.k8s.io",
+        ] {
             let l = line(resource);
-            for verb in ["create", "delete", "get", "list", "patch", "update", "watch"] {
+            for verb in [
+                "create", "delete", "get", "list", "patch", "update", "watch",
+            ] {
                 assert!(l.contains(verb), "{resource} lacks {verb}: {l}");
             }
         }
         assert!(line("pods/exec").contains("create"), "{mine}");
-        assert!(line("resourcequotas").contains("get") && !line("resourcequotas").contains("create"), "{mine}");
+        assert!(
+            line("resourcequotas").contains("get") && !line("resourcequotas").contains("create"),
+            "{mine}"
+        );
         let theirs = kubectl_with(kubeconfig, &["auth", "can-i", "--list", "-n", other]).success();
         for resource in ["pods", "secrets", "configmaps", "pods/exec"] {
             assert!(
-                !theirs.lines().any(|l| l.split_whitespace().next() == Some(resource)),
+                !theirs
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(resource)),
                 "{resource} in the other tenant's namespace:\n{theirs}"
             );
         }
-        assert!(theirs.contains("selfsubjectaccessreviews.authorization.k8s.io"), "{theirs}");
-        assert_eq!(kubectl_with(kubeconfig, &["auth", "can-i", "create", "pods", "-n", own]).success().trim(), "yes");
-        let no = kubectl_with(kubeconfig, &["auth", "can-i", "create", "pods", "-n", other]);
+        assert!(
+            theirs.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+            "{theirs}"
+        );
+        assert_eq!(
+            kubectl_with(kubeconfig, &["auth", "can-i", "create", "pods", "-n", own])
+                .success()
+                .trim(),
+            "yes"
+        );
+        let no = kubectl_with(
+            kubeconfig,
+            &["auth", "can-i", "create", "pods", "-n", other],
+        );
         assert_eq!(no.stdout.trim(), "no");
         assert!(!no.ok);
         let no = kubectl_with(kubeconfig, &["auth", "can-i", "create", "namespaces"]);
@@ -661,47 +945,109 @@ async fn kubectl_auth_can_i_list_matches_each_tenants_bindings() {
 async fn missing_bogus_and_foreign_ca_credentials_get_401() {
     let t = common::start().await;
     let url = t.plane.server.url();
-    let ca = t.plane.pki.as_ref().expect("the plane has a CA").ca_cert_pem.clone();
+    let ca = t
+        .plane
+        .pki
+        .as_ref()
+        .expect("the plane has a CA")
+        .ca_cert_pem
+        .clone();
     let unauthorized = |answer: (u16, String)| {
         assert_eq!(answer.0, 401, "{}", answer.1);
         assert_eq!(answer.1, "Unauthorized");
     };
     // No credentials: the admin kubeconfig's cluster without its user.
     let file = kube::config::Kubeconfig::read_from(&t.plane.kubeconfig).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(file, &Default::default()).await.unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+        .await
+        .unwrap();
     config.auth_info = Default::default();
     let anonymous = kube::Client::try_from(config).unwrap();
     unauthorized(raw(&anonymous, "GET", "/api/v1/namespaces", None).await);
-    unauthorized(raw(&anonymous, "POST", "/api/v1/namespaces", Some(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}))).await);
-    assert_eq!(raw(&anonymous, "GET", "/healthz", None).await.0, 200, "health stays open");
+    unauthorized(
+        raw(
+            &anonymous,
+            "POST",
+            "/api/v1/namespaces",
+            Some(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}})),
+        )
+        .await,
+    );
+    assert_eq!(
+        raw(&anonymous, "GET", "/healthz", None).await.0,
+        200,
+        "health stays open"
+    );
     // A token nobody issued.
     let bogus_path = t.dir.path().join("bogus.kubeconfig");
-    std::fs::write(&bogus_path, ferry_apiserver::kubeconfig_with(&url, &ca, ferry_apiserver::KubeconfigUser::Token("not-a-real-token"), "default")).unwrap();
+    std::fs::write(
+        &bogus_path,
+        ferry_apiserver::kubeconfig_with(
+            &url,
+            &ca,
+            ferry_apiserver::KubeconfigUser::Token("not-a-real-token"),
+            "default",
+        ),
+    )
+    .unwrap();
     let bogus = client_from(&bogus_path).await;
     unauthorized(raw(&bogus, "GET", "/api/v1/namespaces", None).await);
     let e = kubectl_with(&bogus_path, &["get", "pods"]).failure();
-    assert!(e.contains("Unauthorized") || e.contains("the server has asked for the client to provide credentials"), "{e}");
+    assert!(
+        e.contains("Unauthorized")
+            || e.contains("the server has asked for the client to provide credentials"),
+        "{e}"
+    );
     // A client certificate for the admin from a CA the cluster never heard of.
     let foreign_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::default();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "kubernetes");
-    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kubernetes");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
     let foreign_ca = ca_params.self_signed(&foreign_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, &foreign_key);
     let client_key = rcgen::KeyPair::generate().unwrap();
     let mut client_params = rcgen::CertificateParams::default();
-    client_params.distinguished_name.push(rcgen::DnType::CommonName, "kubernetes-admin");
-    client_params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:masters");
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kubernetes-admin");
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:masters");
     client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let forged = client_params.signed_by(&client_key, &issuer).unwrap();
     drop(foreign_ca);
-    let credentials = ferry_apiserver::tls::Credentials { cert_pem: forged.pem(), key_pem: client_key.serialize_pem() };
+    let credentials = ferry_apiserver::tls::Credentials {
+        cert_pem: forged.pem(),
+        key_pem: client_key.serialize_pem(),
+    };
     let forged_path = t.dir.path().join("forged.kubeconfig");
-    std::fs::write(&forged_path, ferry_apiserver::kubeconfig_with(&url, &ca, ferry_apiserver::KubeconfigUser::Certificate(&credentials), "default")).unwrap();
+    std::fs::write(
+        &forged_path,
+        ferry_apiserver::kubeconfig_with(
+            &url,
+            &ca,
+            ferry_apiserver::KubeconfigUser::Certificate(&credentials),
+            "default",
+        ),
+    )
+    .unwrap();
     let forged = client_from(&forged_path).await;
     unauthorized(raw(&forged, "GET", "/api/v1/namespaces", None).await);
-    unauthorized(raw(&forged, "GET", "/api/v1/namespaces/kube-system/secrets", None).await);
+    unauthorized(
+        raw(
+            &forged,
+            "GET",
+            "/api/v1/namespaces/kube-system/secrets",
+            None,
+        )
+        .await,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -711,7 +1057,10 @@ async fn a_service_account_token_reaches_only_what_its_role_allows() {
     let alice = client_from(&t.alice).await;
     // The tenant itself sets up a ServiceAccount and a Role for it.
     for (path, body) in [
-        (format!("/api/v1/namespaces/{A}/serviceaccounts"), json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "runner"}})),
+        (
+            format!("/api/v1/namespaces/{A}/serviceaccounts"),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "runner"}}),
+        ),
         (
             format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{A}/roles"),
             json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "pod-reader"},
@@ -745,19 +1094,70 @@ async fn a_service_account_token_reaches_only_what_its_role_allows() {
         .expect("a token");
     let path = t.plane.dir.path().join("runner.kubeconfig");
     let ca = t.plane.plane.pki.as_ref().unwrap().ca_cert_pem.clone();
-    std::fs::write(&path, ferry_apiserver::kubeconfig_with(&t.plane.plane.server.url(), &ca, ferry_apiserver::KubeconfigUser::Token(&token), A)).unwrap();
+    std::fs::write(
+        &path,
+        ferry_apiserver::kubeconfig_with(
+            &t.plane.plane.server.url(),
+            &ca,
+            ferry_apiserver::KubeconfigUser::Token(&token),
+            A,
+        ),
+    )
+    .unwrap();
     let runner = client_from(&path).await;
     let sa = "system:serviceaccount:team-a:runner";
-    assert_eq!(raw(&runner, "GET", &format!("/api/v1/namespaces/{A}/pods"), None).await.0, 200);
-    assert_refused(raw(&runner, "GET", &format!("/api/v1/namespaces/{A}/secrets"), None).await, 403, &rbac_refusal(sa, "list", "secrets", "", "", A));
+    assert_eq!(
+        raw(
+            &runner,
+            "GET",
+            &format!("/api/v1/namespaces/{A}/pods"),
+            None
+        )
+        .await
+        .0,
+        200
+    );
     assert_refused(
-        raw(&runner, "POST", &format!("/api/v1/namespaces/{A}/pods"), Some(restricted_pod("p", 0))).await,
+        raw(
+            &runner,
+            "GET",
+            &format!("/api/v1/namespaces/{A}/secrets"),
+            None,
+        )
+        .await,
+        403,
+        &rbac_refusal(sa, "list", "secrets", "", "", A),
+    );
+    assert_refused(
+        raw(
+            &runner,
+            "POST",
+            &format!("/api/v1/namespaces/{A}/pods"),
+            Some(restricted_pod("p", 0)),
+        )
+        .await,
         403,
         &rbac_refusal(sa, "create", "pods", "", "", A),
     );
-    assert_refused(raw(&runner, "GET", &format!("/api/v1/namespaces/{B}/pods"), None).await, 403, &rbac_refusal(sa, "list", "pods", "", "", B));
     assert_refused(
-        raw(&runner, "GET", &format!("/api/v1/namespaces/{B}/secrets/b-secret"), None).await,
+        raw(
+            &runner,
+            "GET",
+            &format!("/api/v1/namespaces/{B}/pods"),
+            None,
+        )
+        .await,
+        403,
+        &rbac_refusal(sa, "list", "pods", "", "", B),
+    );
+    assert_refused(
+        raw(
+            &runner,
+            "GET",
+            &format!("/api/v1/namespaces/{B}/secrets/b-secret"),
+            None,
+        )
+        .await,
         403,
         &rbac_refusal(sa, "get", "secrets", "", "b-secret", B),
     );
@@ -766,7 +1166,10 @@ async fn a_service_account_token_reaches_only_what_its_role_allows() {
         .lines()
         .find(|l| l.split_whitespace().next() == Some("pods"))
         .unwrap_or_else(|| panic!("{can}"));
-    assert!(pods.contains("get") && pods.contains("list") && !pods.contains("create"), "{pods}");
+    assert!(
+        pods.contains("get") && pods.contains("list") && !pods.contains("create"),
+        "{pods}"
+    );
     // The token is not a way into B through B's own ServiceAccounts either.
     let theirs: Api<ServiceAccount> = Api::namespaced(alice, B);
     let err = theirs
@@ -776,7 +1179,18 @@ async fn a_service_account_token_reaches_only_what_its_role_allows() {
     match err {
         kube::Error::Api(s) => {
             assert_eq!(s.code, 403);
-            assert!(s.message.contains(&rbac_refusal("alice", "create", "serviceaccounts/token", "", "default", B)), "{}", s.message);
+            assert!(
+                s.message.contains(&rbac_refusal(
+                    "alice",
+                    "create",
+                    "serviceaccounts/token",
+                    "",
+                    "default",
+                    B
+                )),
+                "{}",
+                s.message
+            );
         }
         other => panic!("{other}"),
     }

@@ -178,7 +178,11 @@ impl Strategy for CertificateSigningRequests {
             && !cert.is_empty()
             && let Err(why) = check_certificate(cert)
         {
-            causes.push(FieldCause::invalid("status.certificate", "<certificate data>", why));
+            causes.push(FieldCause::invalid(
+                "status.certificate",
+                "<certificate data>",
+                why,
+            ));
         }
     }
 
@@ -213,12 +217,7 @@ impl Strategy for CertificateSigningRequests {
             age_column(),
             Column::new("SignerName", "string", 0, "The signer of the request."),
             Column::new("Requestor", "string", 0, "Who asked."),
-            Column::new(
-                "RequestedDuration",
-                "string",
-                0,
-                "The validity asked for.",
-            ),
+            Column::new("RequestedDuration", "string", 0, "The validity asked for."),
             Column::new("Condition", "string", 0, "Approval and issuance."),
         ])
     }
@@ -333,9 +332,8 @@ pub fn check_request(request: &str) -> Result<(), String> {
     let der = pem_block(&pem, "CERTIFICATE REQUEST")
         .ok_or_else(|| "PEM block type must be CERTIFICATE REQUEST".to_string())?;
     use x509_parser::prelude::FromDer;
-    let (_, csr) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(&der)
-            .map_err(|e| format!("x509: malformed certificate request: {e}"))?;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+        .map_err(|e| format!("x509: malformed certificate request: {e}"))?;
     csr.verify_signature()
         .map_err(|e| format!("x509: the request's signature does not verify: {e}"))
 }
@@ -464,17 +462,41 @@ mod tests {
     fn bad_requests_usages_and_signers_are_named() {
         let garbage = base64::engine::general_purpose::STANDARD.encode("not pem");
         let p = problems(&csr(&garbage, json!([])));
-        assert!(p.iter().any(|p| p.contains("PEM block type must be CERTIFICATE REQUEST")), "{p:?}");
-        assert!(p.iter().any(|p| p == "spec.usages: Required value"), "{p:?}");
-        let p = problems(&csr(&request_b64(), json!(["client auth", "flying", "client auth"])));
-        assert!(p.iter().any(|p| p.starts_with("spec.usages[1]: Unsupported value")), "{p:?}");
-        assert!(p.iter().any(|p| p.starts_with("spec.usages[2]: Duplicate value")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|p| p.contains("PEM block type must be CERTIFICATE REQUEST")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p == "spec.usages: Required value"),
+            "{p:?}"
+        );
+        let p = problems(&csr(
+            &request_b64(),
+            json!(["client auth", "flying", "client auth"]),
+        ));
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("spec.usages[1]: Unsupported value")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("spec.usages[2]: Duplicate value")),
+            "{p:?}"
+        );
         let mut o = csr(&request_b64(), json!(["client auth"]));
         o["spec"]["signerName"] = json!("nodomain");
         o["spec"]["expirationSeconds"] = json!(60);
         let p = problems(&o);
-        assert!(p.iter().any(|p| p.contains("example.com/signer-name")), "{p:?}");
-        assert!(p.iter().any(|p| p.contains("less than 600 seconds")), "{p:?}");
+        assert!(
+            p.iter().any(|p| p.contains("example.com/signer-name")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.contains("less than 600 seconds")),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -485,7 +507,10 @@ mod tests {
         let user = UserInfo::new("alice", &["tenant-a"]);
         CertificateSigningRequests.prepare_for_create_by(Some(&user), &mut o);
         assert_eq!(o["spec"]["username"], "alice");
-        assert_eq!(o["spec"]["groups"], json!(["tenant-a", "system:authenticated"]));
+        assert_eq!(
+            o["spec"]["groups"],
+            json!(["tenant-a", "system:authenticated"])
+        );
     }
 
     #[test]

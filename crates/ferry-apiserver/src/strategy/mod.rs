@@ -47,7 +47,10 @@ pub static BUILTINS: &[StrategyRef] = &[
     StrategyRef::new("priorityclasses", &priorityclass::PriorityClasses),
     StrategyRef::new("runtimeclasses", &runtimeclass::RuntimeClasses),
     StrategyRef::new("customresourcedefinitions", &crd::CustomResourceDefinitions),
-    StrategyRef::new("certificatesigningrequests", &csr::CertificateSigningRequests),
+    StrategyRef::new(
+        "certificatesigningrequests",
+        &csr::CertificateSigningRequests,
+    ),
 ];
 
 /// The strategy of every custom resource (served from a CRD).
