@@ -69,7 +69,7 @@ pub struct TenantArgs {
 enum TenantCommand {
     /// Create or update a tenant: namespace, Pod Security level, queue, ResourceQuota, admin
     /// binding, and for `--user` a client certificate and kubeconfig.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List the tenants: quotas, GPUs used, queues, users and groups.
     List(ClusterArgs),
     /// Remove a tenant: its namespace and everything in it (and its queue, if `add` made it).
@@ -157,7 +157,7 @@ pub struct RemoveArgs {
 /// Runs `ferry tenant ...`.
 pub async fn run(args: TenantArgs) -> anyhow::Result<()> {
     match args.command {
-        TenantCommand::Add(a) => add(a).await,
+        TenantCommand::Add(a) => add(*a).await,
         TenantCommand::List(a) => list(a).await,
         TenantCommand::Remove(a) => remove(a).await,
     }
