@@ -862,7 +862,8 @@ async fn a_tenant_stays_within_its_quota_and_pod_security_level() {
     assert_refused(
         raw(&alice, "POST", &pods, Some(host_path)).await,
         403,
-        "hostPath volumes (volume \"root\")",
+        // (restricted's volume check overrides baseline's hostPath one, as in Kubernetes)
+        "violates PodSecurity \"restricted:latest\": restricted volume types (volume \"root\" uses restricted volume type \"hostPath\")",
     );
     let mut root = restricted_pod("root", 0);
     root["spec"]["securityContext"] = json!({"seccompProfile": {"type": "RuntimeDefault"}});
