@@ -668,7 +668,7 @@ async fn handle(
                 &[],
             ))
         }
-        (Method::PUT, Some(name), sub @ (None | Some("status" | "finalize"))) => {
+        (Method::PUT, Some(name), sub @ (None | Some("status" | "finalize" | "approval"))) => {
             let object = decode_body(headers, &body)?;
             let w = service
                 .update(

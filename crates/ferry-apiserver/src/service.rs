@@ -405,6 +405,8 @@ impl Service {
             m.remove("managedFields")
         };
         info.strategy.prepare_for_create(self, info, &mut body)?;
+        info.strategy
+            .prepare_for_create_by(options.user.as_deref(), &mut body);
         let attributes = crate::admission::Attributes {
             operation: crate::admission::Operation::Create,
             info,
@@ -712,6 +714,9 @@ impl Service {
                 new = old_value.clone();
                 new["spec"]["finalizers"] = finalizers;
             }
+            Some("approval") if info.extra_subresources.contains(&"approval") => info
+                .strategy
+                .prepare_for_approval_update(old_value, &mut new),
             Some(other) => {
                 return Err(ApiError::method_not_allowed(format!(
                     "{} does not support updating {other}",

@@ -10,12 +10,15 @@
 //!   with a selector, from the ready pods it chooses;
 //! - [`clusterrole_aggregation`]: the rules of ClusterRoles with an `aggregationRule`;
 //! - [`kubernetes_service`]: the `kubernetes` Service and its endpoints (the API server's
-//!   in-cluster address, when [`Options::kubernetes_endpoint`] gives one).
+//!   in-cluster address, when [`Options::kubernetes_endpoint`] gives one);
+//! - [`csrsigning`]: signs approved `kubernetes.io/kube-apiserver-client`
+//!   CertificateSigningRequests with the cluster CA (when [`Options::signer`] gives one).
 //!
 //! They reconcile from observed state (watchers and reflector caches, re-checked against the
 //! API before anything is deleted) and retry failed writes with exponential back-off.
 
 pub mod clusterrole_aggregation;
+pub mod csrsigning;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
@@ -77,6 +80,8 @@ pub struct Options {
     /// The API server's address as pods reach it (the `kubernetes` Service's endpoint);
     /// `None`: the `kubernetes` Service is not kept.
     pub kubernetes_endpoint: Option<std::net::SocketAddr>,
+    /// The cluster CA that signs client-certificate requests; `None`: no CSR is signed.
+    pub signer: Option<std::sync::Arc<csrsigning::Signer>>,
 }
 
 /// Runs every built-in controller against the API server behind `client` until `shutdown`
@@ -101,6 +106,11 @@ pub async fn run_with(
             endpointslice::run(client.clone()),
             kubernetes_service::run(client.clone(), options.kubernetes_endpoint),
             clusterrole_aggregation::run(client.clone()),
+            async {
+                if let Some(signer) = options.signer {
+                    csrsigning::run(client.clone(), signer).await
+                }
+            },
         );
     };
     tokio::select! {

@@ -173,6 +173,19 @@ pub struct ControllersArgs {
     /// service account).
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+    /// PEM CA certificate that signs `kubernetes.io/kube-apiserver-client`
+    /// CertificateSigningRequests (with `--cluster-signing-key-file`; without both, no CSR
+    /// is signed).
+    #[arg(long, value_name = "PATH", requires = "cluster_signing_key_file")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    /// PEM private key of `--cluster-signing-cert-file`.
+    #[arg(long, value_name = "PATH", requires = "cluster_signing_cert_file")]
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// The longest validity of a signed certificate, as kube-controller-manager writes it
+    /// (`8760h`, `720h0m0s`, `90m`; plain seconds too); a CSR's `spec.expirationSeconds` may
+    /// ask for less.
+    #[arg(long, value_name = "DURATION", default_value = "8760h", value_parser = parse_go_duration)]
+    pub cluster_signing_duration: std::time::Duration,
 }
 
 /// Arguments of `ferry proxy`.
@@ -339,12 +352,68 @@ pub async fn agent(args: ferry_agent::cli::AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Parses a duration as Go's `time.ParseDuration` writes whole ones (`8760h0m0s`, `90m`,
+/// `30s`), or plain seconds.
+pub fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(seconds));
+    }
+    let invalid = || {
+        format!("invalid duration {text:?}: use hours, minutes and seconds such as 8760h or 90m30s")
+    };
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(invalid()),
+        };
+        let n: u64 = digits.parse().map_err(|_| invalid())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(invalid)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || total == 0 {
+        return Err(invalid());
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
 /// Runs only the built-in controllers (garbage collection, namespaces, service accounts)
 /// against any API server until Ctrl-C.
 pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
     let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let signer = match (
+        &args.cluster_signing_cert_file,
+        &args.cluster_signing_key_file,
+    ) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+            };
+            let signer = ferry_controllers::csrsigning::Signer::new(
+                &read(cert)?,
+                &read(key)?,
+                args.cluster_signing_duration,
+            )?;
+            Some(std::sync::Arc::new(signer))
+        }
+        _ => None,
+    };
+    let options = ferry_controllers::Options {
+        signer,
+        ..Default::default()
+    };
     tracing::info!("controllers started");
-    ferry_controllers::run(client, async {
+    ferry_controllers::run_with(client, options, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;
@@ -447,6 +516,18 @@ pub async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signing_durations_read_as_kube_controller_manager_writes_them() {
+        let d = |s: &str| parse_go_duration(s).map(|d| d.as_secs());
+        assert_eq!(d("8760h"), Ok(8760 * 3600));
+        assert_eq!(d("720h0m0s"), Ok(720 * 3600));
+        assert_eq!(d("90m30s"), Ok(90 * 60 + 30));
+        assert_eq!(d("600"), Ok(600));
+        for bad in ["", "1y", "h", "5d", "0s", "10x"] {
+            assert!(d(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn logs_are_coloured_only_on_a_terminal_without_no_color() {

@@ -9,4 +9,5 @@ pub mod bench_service;
 pub mod commands;
 pub mod incluster;
 pub mod runtimeclass;
+pub mod tenant;
 pub mod up;

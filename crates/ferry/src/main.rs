@@ -42,6 +42,9 @@ enum Command {
     /// Run only the cluster DNS (Kubernetes' Service and pod names), against any Kubernetes
     /// API server.
     Dns(commands::DnsArgs),
+    /// Add, list or remove tenants: a namespace with a GPU quota, a queue, a Pod Security
+    /// level and admin rights for a user (with a kubeconfig) or group.
+    Tenant(ferry::tenant::TenantArgs),
     /// Replay a GPU-cluster trace under a placement policy (the FGD experiment).
     Sim(ferry_sim::cli::SimArgs),
 }
@@ -96,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Dns(args)) => commands::run_async(ferry::bench_dns::run(args)),
         Command::Dns(args) => commands::run_async(commands::dns(args)),
+        Command::Tenant(args) => commands::run_async(ferry::tenant::run(args)),
         Command::Sim(args) => ferry_sim::cli::run(args),
     }
 }

@@ -282,9 +282,22 @@ impl ControlPlane {
         if config.controllers {
             // An API client like any other: the same code runs with `ferry controllers`.
             let client = client_as(&server, users::CONTROLLER_MANAGER, &[]).await?;
+            let signer = match &pki {
+                Some(pki) => Some(std::sync::Arc::new(
+                    ferry_controllers::csrsigning::Signer::new(
+                        &pki.ca_cert_pem,
+                        &pki.ca_key_pem,
+                        ferry_controllers::csrsigning::DEFAULT_MAX_DURATION,
+                    )
+                    .context("cannot sign client certificates with the cluster CA")?,
+                )),
+                None => None,
+            };
             let options = ferry_controllers::Options {
                 // The API server's TLS listener on the gateway, for in-cluster clients.
                 kubernetes_endpoint: tls.as_ref().map(|l| l.addr),
+                // Client-certificate requests (`ferry tenant add --user`) signed by the CA.
+                signer,
             };
             tasks.push(tokio::spawn(ferry_controllers::run_with(
                 client,

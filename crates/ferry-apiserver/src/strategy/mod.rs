@@ -17,6 +17,7 @@ use crate::validation;
 
 pub mod configmap;
 pub mod crd;
+pub mod csr;
 pub mod custom;
 pub mod endpoints;
 pub mod endpointslice;
@@ -66,6 +67,10 @@ pub static BUILTINS: &[StrategyRef] = &[
         &review::SELF_SUBJECT_RULES_REVIEWS,
     ),
     StrategyRef::new("selfsubjectreviews", &review::SELF_SUBJECT_REVIEWS),
+    StrategyRef::new(
+        "certificatesigningrequests",
+        &csr::CertificateSigningRequests,
+    ),
 ];
 
 /// The strategy of every custom resource (served from a CRD).
@@ -117,6 +122,16 @@ pub trait Strategy: Send + Sync + 'static {
         _object: &mut Value,
     ) -> ApiResult<()> {
         Ok(())
+    }
+
+    /// Sets what the server takes from the requesting user rather than the body (a
+    /// CertificateSigningRequest's requester), after [`Strategy::prepare_for_create`].
+    fn prepare_for_create_by(&self, _user: Option<&crate::auth::UserInfo>, _object: &mut Value) {}
+
+    /// Prepares an update through the `approval` subresource (CertificateSigningRequests):
+    /// by default, as a status update.
+    fn prepare_for_approval_update(&self, old: &Value, new: &mut Value) {
+        self.prepare_for_status_update(old, new)
     }
 
     /// Prepares an update of the main resource: with a status subresource, the status stays
