@@ -18,6 +18,7 @@ pub mod cgroup;
 pub mod enter;
 pub mod etc;
 pub mod network;
+pub mod security;
 
 use std::path::{Path, PathBuf};
 
