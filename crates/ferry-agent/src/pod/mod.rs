@@ -1060,6 +1060,24 @@ impl PodWorker {
         if !self.is_cri() {
             let host = sandbox::security::HostAbilities::current(self.mount_mode());
             sandbox::security::check_host(&security, host, pod, &c.name)?;
+        } else if security.run_as_non_root
+            && security.run_as_user.is_none()
+            && let Some(cri) = &self.shared.cri
+        {
+            // The kubelet's check against the image's user.
+            let image = c.image.clone().unwrap_or_default();
+            let (uid, name) = crate::cri::container::image_user(cri, &image)
+                .await
+                .map_err(sandbox::security::SecurityError)?;
+            sandbox::security::verify_run_as_non_root(
+                &security,
+                uid,
+                name.as_deref(),
+                pod,
+                &c.name,
+            )?;
+        } else {
+            sandbox::security::verify_run_as_non_root(&security, None, None, pod, &c.name)?;
         }
         let (run_as_user, run_as_group) = (security.run_as_user, security.run_as_group);
         let uid = run_as_user.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
