@@ -63,7 +63,7 @@ async fn security_contexts_are_enforced_or_refused() {
     if !common::sandbox_capable("security_contexts_are_enforced_or_refused") {
         return;
     }
-    let t = common::start_with_node("").await;
+    let t = common::start_with_node("1xT4").await;
     // A root-owned host file, world-readable, writable by root only.
     let host_file = PathBuf::from(format!("/tmp/ferry-podsec-{}", std::process::id()));
     std::fs::write(&host_file, "root's\n").unwrap();
@@ -134,7 +134,10 @@ spec:
     // Users and groups: uid, gid, the supplementary fsGroup; the host file stays root's.
     wait_phase(&t, "ids", "Succeeded").await;
     let out = t.kubectl(&["logs", "ids"]).success();
-    let id = out.lines().next().unwrap_or_default();
+    let id = out
+        .lines()
+        .find(|l| l.starts_with("uid="))
+        .unwrap_or_default();
     assert!(id.starts_with("uid=65534"), "id: {out}");
     assert!(id.contains(" gid=65534"), "id: {out}");
     let groups = id.split("groups=").nth(1).unwrap_or_default();
@@ -207,7 +210,7 @@ async fn secret_volumes_are_private_tmpfs_and_never_on_disk() {
     if !common::sandbox_capable("secret_volumes_are_private_tmpfs_and_never_on_disk") {
         return;
     }
-    let t = common::start_with_node("").await;
+    let t = common::start_with_node("1xT4").await;
     let value = format!("podsec-{}-value", std::process::id());
     t.kubectl(&[
         "create",
@@ -228,14 +231,16 @@ spec:
   containers:
   - name: main
     image: busybox
-    command: [sh, -c, 'grep " /creds " /proc/mounts; cat /creds/password; echo; exec sleep 600']
+    command: [sh, -c, 'grep " /creds " /proc/mounts; echo "read $(wc -c < /creds/password) bytes"; exec sleep 600']
     volumeMounts: [{name: creds, mountPath: /creds, readOnly: true}]
 "#;
     t.kubectl_stdin(&["apply", "-f", "-"], manifest).success();
     wait_phase(&t, "vault", "Running").await;
+    // The pod's user reads the secret (its length is printed, so the value stays off the log).
+    let read = format!("read {} bytes", value.len());
     let out = common::eventually("vault's output", WAIT, async || {
         let o = t.kubectl(&["logs", "vault"]).success();
-        o.contains(&value).then_some(o)
+        o.contains(&read).then_some(o)
     })
     .await;
     assert!(

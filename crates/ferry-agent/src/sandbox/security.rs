@@ -79,9 +79,10 @@ pub struct ContainerSecurity {
     /// `privileged: true`: every capability, nothing dropped.
     #[serde(default)]
     pub privileged: bool,
-    /// The capability set (`CAP_*` names, sorted); ignored when privileged.
+    /// The capability set (`CAP_*` names, sorted); ignored when privileged; `None` (a spec
+    /// written before capabilities were resolved): [`DEFAULT_CAPABILITIES`].
     #[serde(default)]
-    pub capabilities: Vec<String>,
+    pub capabilities: Option<Vec<String>>,
     /// `capabilities.add` as written (upper case, without `CAP_`), for the CRI.
     #[serde(default)]
     pub add_capabilities: Vec<String>,
@@ -231,7 +232,7 @@ pub fn resolve(pod: &Pod, c: &Container) -> Result<ContainerSecurity, SecurityEr
         supplemental_groups,
         fs_group,
         privileged,
-        capabilities: names,
+        capabilities: Some(names),
         add_capabilities: bare(&add),
         drop_capabilities: bare(&drop),
         no_new_privs,
@@ -526,8 +527,11 @@ impl Prepared {
             p.gid = Some(0);
         }
         if root && !sec.privileged {
+            let default: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
             let wanted: CapsHashSet = sec
                 .capabilities
+                .as_ref()
+                .unwrap_or(&default)
                 .iter()
                 .filter_map(|n| n.parse().ok())
                 .collect();
@@ -559,6 +563,18 @@ impl Prepared {
         unsafe {
             if !self.read_only.is_empty() {
                 if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(last());
+                }
+                // Nothing done here propagates back to the shim's or the host's mounts.
+                let slave = (nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE).bits();
+                if libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    slave,
+                    std::ptr::null(),
+                ) != 0
+                {
                     return Err(last());
                 }
                 for (i, (point, flags)) in self.read_only.iter().enumerate() {
@@ -724,7 +740,7 @@ mod tests {
         assert_eq!(sec.fs_group, Some(2000));
         assert_eq!(sec.seccomp.as_deref(), Some("Unconfined"));
         assert!(sec.no_new_privs && sec.read_only_root);
-        assert!(sec.capabilities.is_empty());
+        assert_eq!(sec.capabilities, Some(vec![]));
         assert_eq!(sec.drop_capabilities, vec!["ALL"]);
         let host = HostAbilities {
             euid: 0,
