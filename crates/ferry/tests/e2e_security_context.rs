@@ -2,9 +2,12 @@
 //! processes: users and groups (`id`), a root-owned host file out of reach, capabilities
 //! (`/proc/self/status`), `no_new_privs`, a read-only root with a writable emptyDir, a
 //! `runAsNonRoot` pod refused with `CreateContainerConfigError`, and a secret volume on a
-//! private tmpfs that never reaches the agent's disk.
+//! private tmpfs that never reaches the agent's disk; and under containerd (CRI), a user and
+//! dropped capabilities passed through `LinuxContainerSecurityContext`.
 
 mod common;
+#[path = "common/containerd.rs"]
+mod containerd;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -296,4 +299,71 @@ spec:
         mount_type(&vol).is_none().then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_containers_get_the_user_and_capabilities() {
+    let test = "containerd_containers_get_the_user_and_capabilities";
+    if !common::sandbox_capable(test) {
+        return;
+    }
+    let mut runtime = None;
+    let t = common::start_with(|c| {
+        let cni = c.data_dir.join("agent/cni/net.d");
+        let rt = containerd::TestRuntime::start(&cni, &c.network);
+        let mut agent = ferry::up::AgentOptions::new();
+        agent.node_name = "test-node".into();
+        agent.gpus = ferry_agent::gpu::GpuSource::Disabled;
+        agent.shim = Some(common::shim_command());
+        agent.containerd = rt.as_ref().ok().map(|r| r.socket.clone());
+        c.agent = Some(agent);
+        runtime = Some(rt);
+    })
+    .await;
+    let rt = match runtime.expect("the harness ran") {
+        Ok(rt) => rt,
+        Err(why) => {
+            let message = format!("{test}: containerd or the test images cannot be prepared: {why}");
+            if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+                panic!("{message}, and CI is set: refusing to skip");
+            }
+            eprintln!("SKIPPED {message}");
+            return;
+        }
+    };
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: cri-user}}
+spec:
+  restartPolicy: Never
+  securityContext: {{runAsUser: 65534, runAsGroup: 65534, supplementalGroups: [3000]}}
+  containers:
+  - name: main
+    image: {image}
+    command: [sh, -c, 'id; grep -E "^(CapEff|CapBnd|NoNewPrivs)" /proc/self/status']
+    securityContext:
+      allowPrivilegeEscalation: false
+      capabilities: {{drop: [ALL]}}
+"#,
+        image = rt.image("busybox")
+    );
+    t.kubectl_stdin(&["apply", "-f", "-"], &manifest).success();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while jsonpath(&t, "cri-user", "{.status.phase}") != "Succeeded" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cri-user did not succeed:\n{}\ncontainerd:\n{}",
+            t.kubectl(&["get", "pod", "cri-user", "-o", "yaml"]).stdout,
+            rt.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = t.kubectl(&["logs", "cri-user"]).success();
+    assert!(out.contains("uid=65534"), "{out}");
+    assert!(out.contains("gid=65534"), "{out}");
+    assert!(out.contains("3000"), "supplemental group missing: {out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapBnd:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
 }
