@@ -335,9 +335,17 @@ pub fn security_context(
 ) -> proto::LinuxContainerSecurityContext {
     proto::LinuxContainerSecurityContext {
         namespace_options: Some(namespaces),
-        run_as_user: sec.run_as_user.map(|v| proto::Int64Value { value: v.into() }),
-        run_as_group: sec.run_as_group.map(|v| proto::Int64Value { value: v.into() }),
-        supplemental_groups: sec.supplemental_groups.iter().map(|g| i64::from(*g)).collect(),
+        run_as_user: sec
+            .run_as_user
+            .map(|v| proto::Int64Value { value: v.into() }),
+        run_as_group: sec
+            .run_as_group
+            .map(|v| proto::Int64Value { value: v.into() }),
+        supplemental_groups: sec
+            .supplemental_groups
+            .iter()
+            .map(|g| i64::from(*g))
+            .collect(),
         privileged: sec.privileged,
         capabilities: Some(proto::Capability {
             add_capabilities: sec.add_capabilities.clone(),
@@ -366,7 +374,10 @@ pub fn security_context(
         readonly_paths: if sec.privileged || sec.proc_mount.as_deref() == Some("Unmasked") {
             Vec::new()
         } else {
-            DEFAULT_READONLY_PATHS.iter().map(|p| p.to_string()).collect()
+            DEFAULT_READONLY_PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
         },
         ..Default::default()
     }

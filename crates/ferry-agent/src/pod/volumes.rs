@@ -91,12 +91,11 @@ pub fn prepare(
         if !crate::layout::safe_component(&v.name) {
             return Err(permanent(format!("invalid volume name {:?}", v.name)));
         }
-        let path = prepare_one(layout, pod, uid, v, sources, node, &owner).map_err(|e| {
-            VolumeError {
+        let path =
+            prepare_one(layout, pod, uid, v, sources, node, &owner).map_err(|e| VolumeError {
                 message: format!("volume {:?}: {}", v.name, e.message),
                 ..e
-            }
-        })?;
+            })?;
         out.insert(v.name.clone(), path);
     }
     Ok(out)
@@ -138,10 +137,22 @@ impl VolumeOwner {
             let first = *v.first()?;
             v.iter().all(|x| *x == first).then_some(first)
         };
-        let uid = unique(resolved.iter().map(|s| s.run_as_user.unwrap_or(euid)).collect())
-            .unwrap_or(0);
+        let uid = unique(
+            resolved
+                .iter()
+                .map(|s| s.run_as_user.unwrap_or(euid))
+                .collect(),
+        )
+        .unwrap_or(0);
         let gid = fs_group
-            .or_else(|| unique(resolved.iter().map(|s| s.run_as_group.unwrap_or(0)).collect()))
+            .or_else(|| {
+                unique(
+                    resolved
+                        .iter()
+                        .map(|s| s.run_as_group.unwrap_or(0))
+                        .collect(),
+                )
+            })
             .unwrap_or(0);
         let readable = resolved.iter().all(|s| {
             let u = s.run_as_user.unwrap_or(euid);
@@ -164,9 +175,8 @@ impl VolumeOwner {
     /// not yet mounted is removed first, so no secret stays on the disk.
     pub fn private_dir(&self, dir: &Path) -> Result<(), VolumeError> {
         use std::os::unix::fs::MetadataExt;
-        let io = |what: &str, e: std::io::Error| {
-            retryable(format!("{what} {}: {e}", dir.display()))
-        };
+        let io =
+            |what: &str, e: std::io::Error| retryable(format!("{what} {}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create", e))?;
         if !self.root {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -218,7 +228,12 @@ impl VolumeOwner {
     /// volumes; unchanged otherwise) and the group; with `fsGroup`, files group-readable
     /// (`group_write`: and writable) and directories setgid. A no-op when the agent is not
     /// root or there is nothing to change.
-    pub fn own_tree(&self, dir: &Path, private: bool, group_write: bool) -> Result<(), VolumeError> {
+    pub fn own_tree(
+        &self,
+        dir: &Path,
+        private: bool,
+        group_write: bool,
+    ) -> Result<(), VolumeError> {
         if !self.root || (!private && self.fs_group.is_none()) {
             return Ok(());
         }
@@ -248,8 +263,7 @@ impl VolumeOwner {
                         mode |= 0o2010;
                     }
                 }
-                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
-                    .map_err(err)?;
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).map_err(err)?;
             }
             if meta.is_dir() {
                 for entry in std::fs::read_dir(&d).map_err(err)? {
@@ -714,6 +728,43 @@ mod tests {
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+    /// Unmounts the tmpfs volumes a test made (as root) before its directory goes.
+    pub(super) struct Unmount(pub(super) PathBuf);
+
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            unmount_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn volumes_belong_to_the_pods_user_and_fs_group() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "securityContext": {"runAsUser": 65534, "fsGroup": 2000},
+                "containers": [{"name": "a"}, {"name": "b"}]
+            }
+        }))
+        .unwrap();
+        let o = VolumeOwner::of(&pod);
+        assert_eq!(
+            (o.uid, o.gid, o.fs_group, o.private_mode),
+            (65534, 2000, Some(2000), 0o750)
+        );
+        // Two users and no common group: root owns it, and others may traverse.
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "a", "securityContext": {"runAsUser": 1000}},
+                {"name": "b", "securityContext": {"runAsUser": 1001}}
+            ]}
+        }))
+        .unwrap();
+        let o = VolumeOwner::of(&pod);
+        assert_eq!((o.uid, o.gid, o.private_mode), (0, 0, 0o755));
+    }
+
     fn facts() -> NodeFacts {
         NodeFacts {
             node_ip: "127.0.0.1".into(),
@@ -747,6 +798,7 @@ mod tests {
     #[test]
     fn maps_volumes_to_host_paths() {
         let tmp = tempfile::tempdir().unwrap();
+        let _unmount = Unmount(tmp.path().to_path_buf());
         let layout = Layout::new(tmp.path().join("data"));
         let host = tmp.path().join("host/dir");
         let pod = pod_with(vec![
@@ -881,6 +933,7 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_do() {
         let tmp = tempfile::tempdir().unwrap();
+        let _unmount = Unmount(tmp.path().to_path_buf());
         let layout = Layout::new(tmp.path());
         let missing_dir = pod_with(vec![Volume {
             name: "h".into(),
@@ -924,11 +977,13 @@ mod tests {
 
 #[cfg(test)]
 mod projected_tests {
+    use super::tests::Unmount;
     use super::*;
 
     #[test]
     fn projected_sources_share_one_directory_and_sub_path_expr_expands() {
         let tmp = tempfile::tempdir().unwrap();
+        let _unmount = Unmount(tmp.path().to_path_buf());
         let layout = Layout::new(tmp.path());
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}},

@@ -130,8 +130,9 @@ pub fn format_pod(pod: &Pod) -> String {
 fn id(value: Option<i64>, field: &str) -> Result<Option<u32>, SecurityError> {
     value
         .map(|v| {
-            u32::try_from(v)
-                .map_err(|_| SecurityError(format!("{field} {v} is out of range (0 to 4294967295)")))
+            u32::try_from(v).map_err(|_| {
+                SecurityError(format!("{field} {v} is out of range (0 to 4294967295)"))
+            })
         })
         .transpose()
 }
@@ -535,19 +536,18 @@ impl Prepared {
                 .iter()
                 .filter_map(|n| n.parse().ok())
                 .collect();
-            let bounding = caps::read(None, CapSet::Bounding).map_err(|e| io::Error::other(e.to_string()))?;
+            let bounding =
+                caps::read(None, CapSet::Bounding).map_err(|e| io::Error::other(e.to_string()))?;
             p.bounding_drop = bounding.difference(&wanted).copied().collect();
-            let permitted = caps::read(None, CapSet::Permitted)
-                .map_err(|e| io::Error::other(e.to_string()))?;
+            let permitted =
+                caps::read(None, CapSet::Permitted).map_err(|e| io::Error::other(e.to_string()))?;
             p.keep = Some(wanted.intersection(&permitted).copied().collect());
         }
         if sec.read_only_root {
             let info = std::fs::read_to_string("/proc/self/mountinfo")?;
             for (point, flags) in read_only_targets(&info, volume_targets) {
-                p.read_only.push((
-                    CString::new(point).map_err(io::Error::other)?,
-                    flags,
-                ));
+                p.read_only
+                    .push((CString::new(point).map_err(io::Error::other)?, flags));
             }
         }
         Ok(p)
@@ -661,7 +661,8 @@ mod tests {
             names(&capability_set(&s(&["NET_BIND_SERVICE"]), &s(&["ALL"])).unwrap()),
             vec!["CAP_NET_BIND_SERVICE"]
         );
-        let set = capability_set(&s(&["net_admin", "CAP_SYS_TIME"]), &s(&["KILL", "chown"])).unwrap();
+        let set =
+            capability_set(&s(&["net_admin", "CAP_SYS_TIME"]), &s(&["KILL", "chown"])).unwrap();
         assert!(set.contains(&Capability::CAP_NET_ADMIN));
         assert!(set.contains(&Capability::CAP_SYS_TIME));
         assert!(!set.contains(&Capability::CAP_KILL));
@@ -863,7 +864,10 @@ mod tests {
             mount_namespace: false,
         };
         let err = check_host(&resolve(&p, &c).unwrap(), user, &p, "c").unwrap_err();
-        assert!(err.0.contains("needs a node agent running as root"), "{err}");
+        assert!(
+            err.0.contains("needs a node agent running as root"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -880,7 +884,11 @@ mod tests {
         let out = read_only_targets(info, &["/data".into()]);
         let points: Vec<&str> = out.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(points, vec!["/", "/mnt/with space", "/tmp"]);
-        assert!(out[2].1.contains(nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV));
+        assert!(
+            out[2]
+                .1
+                .contains(nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV)
+        );
         assert!(out[1].1.contains(nix::mount::MsFlags::MS_NOEXEC));
     }
 }
