@@ -756,8 +756,8 @@ mod tests {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p"},
             "spec": {"containers": [
-                {"name": "a", "securityContext": {"runAsUser": 1000}},
-                {"name": "b", "securityContext": {"runAsUser": 1001}}
+                {"name": "a", "securityContext": {"runAsUser": 1000, "runAsGroup": 1000}},
+                {"name": "b", "securityContext": {"runAsUser": 1001, "runAsGroup": 1001}}
             ]}
         }))
         .unwrap();
