@@ -110,8 +110,11 @@ pub async fn start(
     let layout = Layout::new(&config.data_dir);
     std::fs::create_dir_all(layout.pods())
         .map_err(|e| AgentError::io("cannot create the data directory", layout.pods(), e))?;
-    // Traversable by the users containers run as, not listable.
-    let _ = std::fs::set_permissions(layout.pods(), std::fs::Permissions::from_mode(0o711));
+    // The agent's state (specs with the containers' environment, secret volumes where no
+    // tmpfs can be mounted) is private to the agent's user: containers see their volumes
+    // through bind mounts, never through these paths.
+    let _ = std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700));
+    let _ = std::fs::set_permissions(layout.pods(), std::fs::Permissions::from_mode(0o700));
 
     let source = config.gpus.clone();
     let node_name = config.node_name.clone();

@@ -121,6 +121,10 @@ pub struct ShimSpec {
     /// A pseudo-terminal as stdio (`tty: true`).
     #[serde(default)]
     pub tty: bool,
+    /// The resolved `securityContext` (user, groups, capabilities, no_new_privs, read-only
+    /// root), applied by the shim just before exec.
+    #[serde(default)]
+    pub security: crate::sandbox::security::ContainerSecurity,
 }
 
 /// How the shim made volumes visible.
@@ -213,11 +217,18 @@ impl ExitRecord {
     }
 }
 
-/// Writes JSON to `path` atomically (temporary file, fsync, rename).
+/// Writes JSON to `path` atomically (temporary file, fsync, rename); the file is private to
+/// the agent's user (mode 0600: specs hold the containers' environment, secrets included).
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("json.tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         serde_json::to_writer(&mut f, value).map_err(io::Error::other)?;
         f.write_all(b"\n")?;
         f.sync_all()?;

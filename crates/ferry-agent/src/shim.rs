@@ -182,6 +182,8 @@ enum StartError {
         #[source]
         error: io::Error,
     },
+    #[error("cannot prepare the security context: {0}")]
+    Security(#[source] io::Error),
     #[error("cannot set up stdin for attach: {0}")]
     Attach(#[source] io::Error),
     #[error("cannot start {program:?}: {error}")]
@@ -212,6 +214,13 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
             error,
         })?;
     }
+    // Everything the security context asks for, computed before the fork.
+    let mut security = spec.security.clone();
+    security.run_as_user = security.run_as_user.or(spec.run_as_user);
+    security.run_as_group = security.run_as_group.or(spec.run_as_group);
+    let volume_targets: Vec<PathBuf> = spec.mounts.iter().map(|m| m.target.clone()).collect();
+    let security = crate::sandbox::security::Prepared::new(&security, &volume_targets)
+        .map_err(StartError::Security)?;
     // The container's output may hold secrets: readable by the agent (its owner) only.
     let log = File::options()
         .create(true)
@@ -254,12 +263,6 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
             cmd.process_group(0);
         }
     }
-    if let Some(gid) = spec.run_as_group {
-        cmd.gid(gid);
-    }
-    if let Some(uid) = spec.run_as_user {
-        cmd.uid(uid);
-    }
     if !cgroup_procs.is_empty() {
         // SAFETY: the closure only writes to descriptors opened before the fork.
         unsafe {
@@ -271,6 +274,12 @@ fn start_and_wait(dir: &Path, spec_path: &Path) -> Result<ExitRecord, StartError
                 Ok(())
             });
         }
+    }
+    // Last (after joining the cgroups, as root): the read-only root, groups, user,
+    // capabilities and no_new_privs.
+    // SAFETY: `apply` only makes system calls on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || security.apply());
     }
     // The container's cgroup is fresh, but count from what it holds now all the same.
     let oom_before = crate::sandbox::cgroup::oom_kills_in(&spec.cgroups);

@@ -105,6 +105,33 @@ pub fn auths_for(image: &str, secrets: &[Secret]) -> Vec<proto::AuthConfig> {
     found
 }
 
+/// The user an image runs as (`uid`, or a non-numeric `username`), for the kubelet's
+/// runAsNonRoot check; `(None, None)` when the image names none (it runs as root).
+pub async fn image_user(cri: &Cri, image: &str) -> Result<(Option<u32>, Option<String>), String> {
+    let status = cri
+        .images()
+        .image_status(proto::ImageStatusRequest {
+            image: Some(proto::ImageSpec {
+                image: image.to_string(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .map_err(|s| format!("cannot ask containerd for image {image:?}: {}", s.message()))?
+        .into_inner();
+    let Some(img) = status.image else {
+        return Err(format!("image {image:?} is not present"));
+    };
+    if let Some(uid) = img.uid {
+        return Ok((u32::try_from(uid.value).ok(), None));
+    }
+    if !img.username.is_empty() {
+        return Ok((None, Some(img.username)));
+    }
+    Ok((Some(0), None))
+}
+
 /// Makes sure `image` is present as `policy` says, pulling it with the first of `auths` that
 /// works (or none). Returns whether a pull happened.
 pub async fn ensure_image(
@@ -257,21 +284,7 @@ pub fn config(
             ..Default::default()
         })
         .collect();
-    let security_context = proto::LinuxContainerSecurityContext {
-        namespace_options: Some(namespaces),
-        run_as_user: spec
-            .run_as_user
-            .map(|v| proto::Int64Value { value: v.into() }),
-        run_as_group: spec
-            .run_as_group
-            .map(|v| proto::Int64Value { value: v.into() }),
-        privileged: c
-            .security_context
-            .as_ref()
-            .and_then(|s| s.privileged)
-            .unwrap_or(false),
-        ..Default::default()
-    };
+    let security_context = security_context(&spec.security, namespaces);
     proto::ContainerConfig {
         metadata: Some(proto::ContainerMetadata {
             name: c.name.clone(),
@@ -298,6 +311,101 @@ pub fn config(
         ..Default::default()
     }
 }
+
+/// A CRI security profile (`RuntimeDefault`, `Unconfined`, `Localhost/<ref>`).
+fn security_profile(p: &str) -> proto::SecurityProfile {
+    use proto::security_profile::ProfileType;
+    let (kind, localhost) = match p.split_once('/') {
+        Some(("Localhost", r)) => (ProfileType::Localhost, r.to_string()),
+        _ if p == "Unconfined" => (ProfileType::Unconfined, String::new()),
+        _ => (ProfileType::RuntimeDefault, String::new()),
+    };
+    proto::SecurityProfile {
+        profile_type: kind as i32,
+        localhost_ref: localhost,
+    }
+}
+
+/// The container's resolved `securityContext` as the CRI's `LinuxContainerSecurityContext`,
+/// field by field as the kubelet fills it (capabilities as written, containerd resolves
+/// `ALL` and the default set).
+pub fn security_context(
+    sec: &crate::sandbox::security::ContainerSecurity,
+    namespaces: proto::NamespaceOption,
+) -> proto::LinuxContainerSecurityContext {
+    proto::LinuxContainerSecurityContext {
+        namespace_options: Some(namespaces),
+        run_as_user: sec
+            .run_as_user
+            .map(|v| proto::Int64Value { value: v.into() }),
+        run_as_group: sec
+            .run_as_group
+            .map(|v| proto::Int64Value { value: v.into() }),
+        supplemental_groups: sec
+            .supplemental_groups
+            .iter()
+            .map(|g| i64::from(*g))
+            .collect(),
+        privileged: sec.privileged,
+        capabilities: Some(proto::Capability {
+            add_capabilities: sec.add_capabilities.clone(),
+            drop_capabilities: sec.drop_capabilities.clone(),
+            add_ambient_capabilities: Vec::new(),
+        }),
+        no_new_privs: sec.no_new_privs,
+        readonly_rootfs: sec.read_only_root,
+        seccomp: sec.seccomp.as_deref().map(security_profile),
+        apparmor: sec.apparmor.as_deref().map(security_profile),
+        selinux_options: sec.selinux.as_ref().map(|[user, role, type_, level]| {
+            proto::SeLinuxOption {
+                user: user.clone(),
+                role: role.clone(),
+                r#type: type_.clone(),
+                level: level.clone(),
+            }
+        }),
+        // The kubelet's default masked and read-only /proc paths, unless privileged or
+        // `procMount: Unmasked`.
+        masked_paths: if sec.privileged || sec.proc_mount.as_deref() == Some("Unmasked") {
+            Vec::new()
+        } else {
+            DEFAULT_MASKED_PATHS.iter().map(|p| p.to_string()).collect()
+        },
+        readonly_paths: if sec.privileged || sec.proc_mount.as_deref() == Some("Unmasked") {
+            Vec::new()
+        } else {
+            DEFAULT_READONLY_PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        },
+        ..Default::default()
+    }
+}
+
+/// The kubelet's `defaultMaskedPaths`.
+const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// The kubelet's `defaultReadonlyPaths`.
+const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// Creates and starts a container in sandbox `sandbox_id`, recording it in the attempt
 /// directory `dir` (`cri.json`, then `state.json`, or `exit.json` when it cannot start).

@@ -149,10 +149,16 @@ pub fn config(
             .collect(),
         linux: Some(proto::LinuxPodSandboxConfig {
             cgroup_parent,
-            security_context: Some(proto::LinuxSandboxSecurityContext {
-                namespace_options: Some(namespace_options(pod)),
-                ..Default::default()
-            }),
+            security_context: Some(sandbox_security_context(pod)),
+            sysctls: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.security_context.as_ref())
+                .and_then(|s| s.sysctls.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|s| (s.name.clone(), s.value.clone()))
+                .collect(),
             ..Default::default()
         }),
         windows: None,
@@ -303,4 +309,58 @@ pub async fn teardown(cri: &Cri, uid: &str, pod_dir: &Path) -> Result<(), CriErr
     record.pod_ips.clear();
     sandbox::save(pod_dir, &record)?;
     Ok(())
+}
+
+/// The pod-level `securityContext` as the CRI's `LinuxSandboxSecurityContext` (the kubelet's
+/// `determinePodSandboxConfig`): user, group, supplemental groups (with `fsGroup`), seccomp,
+/// SELinux, and whether any container is privileged.
+pub fn sandbox_security_context(pod: &Pod) -> proto::LinuxSandboxSecurityContext {
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let mut groups: Vec<i64> = psc
+        .and_then(|s| s.supplemental_groups.clone())
+        .unwrap_or_default();
+    if let Some(g) = psc.and_then(|s| s.fs_group)
+        && !groups.contains(&g)
+    {
+        groups.push(g);
+    }
+    let privileged = crate::pod::env::all_containers(pod).any(|c| {
+        c.security_context
+            .as_ref()
+            .and_then(|s| s.privileged)
+            .unwrap_or(false)
+    });
+    use proto::security_profile::ProfileType;
+    let seccomp = psc.and_then(|s| s.seccomp_profile.as_ref()).map(|p| {
+        let kind = match p.type_.as_str() {
+            "Unconfined" => ProfileType::Unconfined,
+            "Localhost" => ProfileType::Localhost,
+            _ => ProfileType::RuntimeDefault,
+        };
+        proto::SecurityProfile {
+            profile_type: kind as i32,
+            localhost_ref: p.localhost_profile.clone().unwrap_or_default(),
+        }
+    });
+    proto::LinuxSandboxSecurityContext {
+        namespace_options: Some(namespace_options(pod)),
+        run_as_user: psc
+            .and_then(|s| s.run_as_user)
+            .map(|value| proto::Int64Value { value }),
+        run_as_group: psc
+            .and_then(|s| s.run_as_group)
+            .map(|value| proto::Int64Value { value }),
+        supplemental_groups: groups,
+        privileged,
+        seccomp,
+        selinux_options: psc.and_then(|s| s.se_linux_options.as_ref()).map(|o| {
+            proto::SeLinuxOption {
+                user: o.user.clone().unwrap_or_default(),
+                role: o.role.clone().unwrap_or_default(),
+                r#type: o.type_.clone().unwrap_or_default(),
+                level: o.level.clone().unwrap_or_default(),
+            }
+        }),
+        ..Default::default()
+    }
 }

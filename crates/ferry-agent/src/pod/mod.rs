@@ -99,14 +99,10 @@ pub enum PodError {
     /// The environment or command line cannot be built.
     #[error(transparent)]
     Env(#[from] EnvError),
-    /// A user or group id outside what the node can use.
-    #[error("{field} {value} is out of range")]
-    IdOutOfRange {
-        /// `runAsUser` or `runAsGroup`.
-        field: &'static str,
-        /// The value.
-        value: i64,
-    },
+    /// The container's `securityContext` cannot be honoured here (a
+    /// `CreateContainerConfigError`: the container does not start).
+    #[error(transparent)]
+    Security(#[from] crate::sandbox::security::SecurityError),
 }
 
 impl PodError {
@@ -1060,23 +1056,30 @@ impl PodWorker {
             )
             .await;
         }
-        let spec = pod.spec.as_ref();
-        let pod_sc = spec.and_then(|s| s.security_context.as_ref());
-        let sc = c.security_context.as_ref();
-        let to_id = |v: Option<i64>, field: &'static str| -> Result<Option<u32>, PodError> {
-            v.map(|value| u32::try_from(value).map_err(|_| PodError::IdOutOfRange { field, value }))
-                .transpose()
-        };
-        let run_as_user = to_id(
-            sc.and_then(|s| s.run_as_user)
-                .or(pod_sc.and_then(|s| s.run_as_user)),
-            "runAsUser",
-        )?;
-        let run_as_group = to_id(
-            sc.and_then(|s| s.run_as_group)
-                .or(pod_sc.and_then(|s| s.run_as_group)),
-            "runAsGroup",
-        )?;
+        let security = sandbox::security::resolve(pod, c)?;
+        if !self.is_cri() {
+            let host = sandbox::security::HostAbilities::current(self.mount_mode());
+            sandbox::security::check_host(&security, host, pod, &c.name)?;
+        } else if security.run_as_non_root
+            && security.run_as_user.is_none()
+            && let Some(cri) = &self.shared.cri
+        {
+            // The kubelet's check against the image's user.
+            let image = c.image.clone().unwrap_or_default();
+            let (uid, name) = crate::cri::container::image_user(cri, &image)
+                .await
+                .map_err(sandbox::security::SecurityError)?;
+            sandbox::security::verify_run_as_non_root(
+                &security,
+                uid,
+                name.as_deref(),
+                pod,
+                &c.name,
+            )?;
+        } else {
+            sandbox::security::verify_run_as_non_root(&security, None, None, pod, &c.name)?;
+        }
+        let (run_as_user, run_as_group) = (security.run_as_user, security.run_as_group);
         let uid = run_as_user.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
         let home = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
             .ok()
@@ -1134,11 +1137,7 @@ impl PodWorker {
             env,
             working_dir,
             mounts,
-            mount_mode: if self.shared.sandbox.mode == sandbox::SandboxMode::Isolated {
-                crate::runtime::MountMode::Namespace
-            } else {
-                self.shared.config.mount_mode
-            },
+            mount_mode: self.mount_mode(),
             run_as_user,
             run_as_group,
             netns,
@@ -1147,7 +1146,17 @@ impl PodWorker {
             stdin: c.stdin.unwrap_or(false),
             stdin_once: c.stdin_once.unwrap_or(false),
             tty: c.tty.unwrap_or(false),
+            security,
         })
+    }
+
+    /// How the shim makes the volumes visible (a private mount namespace in isolated mode).
+    fn mount_mode(&self) -> crate::runtime::MountMode {
+        if self.shared.sandbox.mode == sandbox::SandboxMode::Isolated {
+            crate::runtime::MountMode::Namespace
+        } else {
+            self.shared.config.mount_mode
+        }
     }
 
     /// `CUDA_VISIBLE_DEVICES` and friends: the assigned devices (UUIDs for real devices,
@@ -1564,10 +1573,8 @@ mod tests {
             "{e}"
         );
         assert!(std::error::Error::source(&e).is_some());
-        let e = PodError::IdOutOfRange {
-            field: "runAsUser",
-            value: -1,
-        };
+        let e: PodError =
+            crate::sandbox::security::SecurityError("runAsUser -1 is out of range".into()).into();
         assert_eq!(e.to_string(), "runAsUser -1 is out of range");
         let e: PodError = EnvError("bad env".into()).into();
         assert_eq!(e.to_string(), "bad env");

@@ -152,7 +152,8 @@ pub(crate) async fn ensure(
             let Some(projection) = &source.service_account_token else {
                 continue;
             };
-            let path = inside(&layout.volume(uid, "projected", &v.name), &projection.path)?;
+            let dir = layout.volume(uid, "projected", &v.name);
+            let path = inside(&dir, &projection.path)?;
             let current = std::fs::read_to_string(&path).ok();
             let due = current
                 .as_deref()
@@ -162,7 +163,11 @@ pub(crate) async fn ensure(
                 Some(d) if d > now => d,
                 _ => {
                     let token = request(client, pod, projection).await?;
+                    // On the volume's tmpfs, never on the node's disk.
+                    let owner = crate::pod::volumes::VolumeOwner::of(pod);
+                    owner.private_dir(&dir)?;
                     write_token(&path, &token, mode)?;
+                    owner.own_tree(&dir, true, false)?;
                     tracing::debug!(path = %path.display(), "wrote a service-account token");
                     lifetime(&token)
                         .map(|(iat, exp)| due_at(iat, exp))

@@ -5,9 +5,17 @@
 //! | `hostPath`    | the path itself (its `type` is checked, `*OrCreate` types created) |
 //! | `emptyDir`    | `DATA_DIR/pods/UID/volumes/empty-dir/NAME`, mode 0777, removed with the pod (`medium: Memory`: a tmpfs, `sizeLimit` its size, when the agent is root) |
 //! | `configMap`   | `…/volumes/configmap/NAME`, one file per key (or per `items` entry) |
-//! | `secret`      | `…/volumes/secret/NAME`, likewise                                   |
+//! | `secret`      | `…/volumes/secret/NAME`, likewise, on a tmpfs of its own (see below) |
 //! | `downwardAPI` | `…/volumes/downward-api/NAME`, one file per item                    |
-//! | `projected`   | `…/volumes/projected/NAME`: its configMap, secret and downwardAPI sources together |
+//! | `projected`   | `…/volumes/projected/NAME`: its configMap, secret, downwardAPI and serviceAccountToken sources together, on a tmpfs |
+//!
+//! Secret and projected volumes never touch the node's disk when the agent is root: each is a
+//! tmpfs (unmounted with the pod), its directory owned by the pod's user and group (`fsGroup`,
+//! else `runAsGroup`) with mode 0750 (0755 only when a container of the pod would otherwise be
+//! locked out), its files per `defaultMode`/`mode` owned likewise. An agent that is not root
+//! keeps them on disk in a 0700 directory and logs a warning saying so. With `fsGroup`, the
+//! files of emptyDir, configMap, secret, downwardAPI and projected volumes belong to that group
+//! (group-readable, directories setgid), as the kubelet's `SetVolumeOwnership` makes them.
 //!
 //! Other volume types are refused with a clear reason. How the process then sees each volume at
 //! its `mountPath` is [`crate::mounts`]' business.
@@ -78,17 +86,193 @@ pub fn prepare(
     node: &NodeFacts,
 ) -> Result<HashMap<String, PathBuf>, VolumeError> {
     let mut out = HashMap::new();
+    let owner = VolumeOwner::of(pod);
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         if !crate::layout::safe_component(&v.name) {
             return Err(permanent(format!("invalid volume name {:?}", v.name)));
         }
-        let path = prepare_one(layout, pod, uid, v, sources, node).map_err(|e| VolumeError {
-            message: format!("volume {:?}: {}", v.name, e.message),
-            ..e
-        })?;
+        let path =
+            prepare_one(layout, pod, uid, v, sources, node, &owner).map_err(|e| VolumeError {
+                message: format!("volume {:?}: {}", v.name, e.message),
+                ..e
+            })?;
         out.insert(v.name.clone(), path);
     }
     Ok(out)
+}
+
+/// Who owns a pod's volumes: the user its containers run as (when they agree; root
+/// otherwise), the group (`fsGroup`, else their common `runAsGroup`, else root), and the mode
+/// of a private volume's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolumeOwner {
+    /// The owning user.
+    pub uid: u32,
+    /// The owning group.
+    pub gid: u32,
+    /// The pod's `fsGroup`.
+    pub fs_group: Option<u32>,
+    /// Mode of secret and projected volume directories (0750, or 0755 when some container
+    /// runs as neither the owner, root nor a member of the group).
+    pub private_mode: u32,
+    /// The agent runs as root (it can chown and mount).
+    pub root: bool,
+}
+
+impl VolumeOwner {
+    /// The owner of `pod`'s volumes, from its containers' resolved security contexts.
+    pub fn of(pod: &Pod) -> Self {
+        let euid = nix::unistd::geteuid().as_raw();
+        let resolved: Vec<crate::sandbox::security::ContainerSecurity> =
+            crate::pod::env::all_containers(pod)
+                .filter_map(|c| crate::sandbox::security::resolve(pod, c).ok())
+                .collect();
+        let fs_group = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.as_ref())
+            .and_then(|s| s.fs_group)
+            .and_then(|g| u32::try_from(g).ok());
+        let unique = |v: Vec<u32>| -> Option<u32> {
+            let first = *v.first()?;
+            v.iter().all(|x| *x == first).then_some(first)
+        };
+        let uid = unique(
+            resolved
+                .iter()
+                .map(|s| s.run_as_user.unwrap_or(euid))
+                .collect(),
+        )
+        .unwrap_or(0);
+        let gid = fs_group
+            .or_else(|| {
+                unique(
+                    resolved
+                        .iter()
+                        .map(|s| s.run_as_group.unwrap_or(0))
+                        .collect(),
+                )
+            })
+            .unwrap_or(0);
+        let readable = resolved.iter().all(|s| {
+            let u = s.run_as_user.unwrap_or(euid);
+            u == uid
+                || u == 0
+                || s.run_as_group.unwrap_or(0) == gid
+                || s.supplemental_groups.contains(&gid)
+        });
+        VolumeOwner {
+            uid,
+            gid,
+            fs_group,
+            private_mode: if readable { 0o750 } else { 0o755 },
+            root: euid == 0,
+        }
+    }
+
+    /// Makes `dir` a private volume directory: a tmpfs of its own owned by the pod (root), or a
+    /// 0700 directory on disk with a warning (not root). A stale on-disk copy under a directory
+    /// not yet mounted is removed first, so no secret stays on the disk.
+    pub fn private_dir(&self, dir: &Path) -> Result<(), VolumeError> {
+        use std::os::unix::fs::MetadataExt;
+        let io =
+            |what: &str, e: std::io::Error| retryable(format!("{what} {}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(|e| io("cannot create", e))?;
+        if !self.root {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| io("cannot set permissions of", e))?;
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "the node agent is not root: secret and projected volumes are kept on disk (0700 directories under the data directory), not on a tmpfs"
+                )
+            });
+            return Ok(());
+        }
+        let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+        let mounted = dir.parent().and_then(dev) != dev(dir);
+        if !mounted {
+            for entry in std::fs::read_dir(dir).map_err(|e| io("cannot read", e))? {
+                let path = entry.map_err(|e| io("cannot read", e))?.path();
+                let removed = if path.is_dir() && !path.is_symlink() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(|e| io("cannot clean", e))?;
+            }
+            let options = format!(
+                "mode={:o},uid={},gid={}",
+                self.private_mode, self.uid, self.gid
+            );
+            nix::mount::mount(
+                Some("tmpfs"),
+                dir,
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some(options.as_str()),
+            )
+            .map_err(|e| retryable(format!("cannot mount a tmpfs on {}: {e}", dir.display())))?;
+        }
+        nix::unistd::chown(
+            dir,
+            Some(nix::unistd::Uid::from_raw(self.uid)),
+            Some(nix::unistd::Gid::from_raw(self.gid)),
+        )
+        .map_err(|e| io("cannot chown", e.into()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(self.private_mode))
+            .map_err(|e| io("cannot set permissions of", e))
+    }
+
+    /// Gives what is below `dir` to the pod: owned by `owner_uid` (the owner, for private
+    /// volumes; unchanged otherwise) and the group; with `fsGroup`, files group-readable
+    /// (`group_write`: and writable) and directories setgid. A no-op when the agent is not
+    /// root or there is nothing to change.
+    pub fn own_tree(
+        &self,
+        dir: &Path,
+        private: bool,
+        group_write: bool,
+    ) -> Result<(), VolumeError> {
+        if !self.root || (!private && self.fs_group.is_none()) {
+            return Ok(());
+        }
+        let uid = private.then_some(nix::unistd::Uid::from_raw(self.uid));
+        let gid = if private {
+            Some(self.gid)
+        } else {
+            self.fs_group
+        }
+        .map(nix::unistd::Gid::from_raw);
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&d)
+                .map_err(|e| retryable(format!("cannot read {}: {e}", d.display())))?;
+            let err = |e: std::io::Error| retryable(format!("cannot chown {}: {e}", d.display()));
+            if meta.is_symlink() {
+                continue;
+            }
+            // The top of a private volume keeps the mode `private_dir` gave it.
+            let top = d == dir;
+            if !(private && top) {
+                nix::unistd::chown(&d, uid, gid).map_err(|e| err(e.into()))?;
+                let mut mode = meta.permissions().mode() & 0o7777;
+                if self.fs_group.is_some() {
+                    mode |= if group_write { 0o060 } else { 0o040 };
+                    if meta.is_dir() {
+                        mode |= 0o2010;
+                    }
+                }
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+            }
+            if meta.is_dir() {
+                for entry in std::fs::read_dir(&d).map_err(err)? {
+                    stack.push(entry.map_err(err)?.path());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn prepare_one(
@@ -98,6 +282,7 @@ fn prepare_one(
     v: &Volume,
     sources: &EnvSources,
     node: &NodeFacts,
+    owner: &VolumeOwner,
 ) -> Result<PathBuf, VolumeError> {
     let io =
         |what: &str, p: &Path, e: std::io::Error| retryable(format!("{what} {}: {e}", p.display()));
@@ -114,13 +299,18 @@ fn prepare_one(
     }
     if let Some(ed) = &v.empty_dir {
         let dir = layout.volume(uid, "empty-dir", &v.name);
-        if !dir.exists() {
+        let fresh = !dir.exists();
+        if fresh {
             std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
                 .map_err(|e| io("cannot set permissions of", &dir, e))?;
         }
         if ed.medium.as_deref() == Some("Memory") && nix::unistd::geteuid().is_root() {
             mount_tmpfs(&dir, ed.size_limit.as_ref())?;
+        }
+        if fresh {
+            // What the containers write later is theirs (the kubelet sets ownership once).
+            owner.own_tree(&dir, false, true)?;
         }
         return Ok(dir);
     }
@@ -129,6 +319,7 @@ fn prepare_one(
         let optional = cm.optional == Some(true);
         let data = config_map_data(sources, &cm.name, optional)?;
         write_keys(&dir, &data, cm.items.as_deref(), cm.default_mode, optional)?;
+        owner.own_tree(&dir, false, false)?;
         return Ok(dir);
     }
     if let Some(s) = &v.secret {
@@ -136,7 +327,9 @@ fn prepare_one(
         let dir = layout.volume(uid, "secret", &v.name);
         let optional = s.optional == Some(true);
         let data = secret_data(sources, &name, optional)?;
+        owner.private_dir(&dir)?;
         write_keys(&dir, &data, s.items.as_deref(), s.default_mode, optional)?;
+        owner.own_tree(&dir, true, false)?;
         return Ok(dir);
     }
     if let Some(d) = &v.downward_api {
@@ -149,11 +342,12 @@ fn prepare_one(
             d.default_mode,
             node,
         )?;
+        owner.own_tree(&dir, false, false)?;
         return Ok(dir);
     }
     if let Some(p) = &v.projected {
         let dir = layout.volume(uid, "projected", &v.name);
-        std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", &dir, e))?;
+        owner.private_dir(&dir)?;
         for source in p.sources.iter().flatten() {
             if let Some(cm) = &source.config_map {
                 let optional = cm.optional == Some(true);
@@ -180,6 +374,7 @@ fn prepare_one(
                 ));
             }
         }
+        owner.own_tree(&dir, true, false)?;
         return Ok(dir);
     }
     let kind = serde_json::to_value(v)
@@ -533,6 +728,43 @@ mod tests {
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+    /// Unmounts the tmpfs volumes a test made (as root) before its directory goes.
+    pub(super) struct Unmount(pub(super) PathBuf);
+
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            unmount_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn volumes_belong_to_the_pods_user_and_fs_group() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "securityContext": {"runAsUser": 65534, "fsGroup": 2000},
+                "containers": [{"name": "a"}, {"name": "b"}]
+            }
+        }))
+        .unwrap();
+        let o = VolumeOwner::of(&pod);
+        assert_eq!(
+            (o.uid, o.gid, o.fs_group, o.private_mode),
+            (65534, 2000, Some(2000), 0o750)
+        );
+        // Two users and no common group: root owns it, and others may traverse.
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [
+                {"name": "a", "securityContext": {"runAsUser": 1000, "runAsGroup": 1000}},
+                {"name": "b", "securityContext": {"runAsUser": 1001, "runAsGroup": 1001}}
+            ]}
+        }))
+        .unwrap();
+        let o = VolumeOwner::of(&pod);
+        assert_eq!((o.uid, o.gid, o.private_mode), (0, 0, 0o755));
+    }
+
     fn facts() -> NodeFacts {
         NodeFacts {
             node_ip: "127.0.0.1".into(),
@@ -566,6 +798,7 @@ mod tests {
     #[test]
     fn maps_volumes_to_host_paths() {
         let tmp = tempfile::tempdir().unwrap();
+        let _unmount = Unmount(tmp.path().to_path_buf());
         let layout = Layout::new(tmp.path().join("data"));
         let host = tmp.path().join("host/dir");
         let pod = pod_with(vec![
@@ -700,6 +933,7 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_do() {
         let tmp = tempfile::tempdir().unwrap();
+        let _unmount = Unmount(tmp.path().to_path_buf());
         let layout = Layout::new(tmp.path());
         let missing_dir = pod_with(vec![Volume {
             name: "h".into(),
@@ -743,11 +977,13 @@ mod tests {
 
 #[cfg(test)]
 mod projected_tests {
+    use super::tests::Unmount;
     use super::*;
 
     #[test]
     fn projected_sources_share_one_directory_and_sub_path_expr_expands() {
         let tmp = tempfile::tempdir().unwrap();
+        let _unmount = Unmount(tmp.path().to_path_buf());
         let layout = Layout::new(tmp.path());
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}},

@@ -6,6 +6,7 @@
 //! | cgroup     | [`cgroup`]  | the pod's cgroup (under its QoS class), one per container    |
 //! | network    | [`network`] | a network namespace on the node bridge, through CNI plugins |
 //! | `/etc`     | [`etc`]     | the pod's `hosts`, `hostname` and `resolv.conf`             |
+//! | security   | [`security`] | each container's `securityContext`, enforced by the shim or refused |
 //!
 //! [`enter`] runs a command inside a running container's namespaces and cgroup (exec, exec
 //! probes, `kubectl cp`).
@@ -18,6 +19,7 @@ pub mod cgroup;
 pub mod enter;
 pub mod etc;
 pub mod network;
+pub mod security;
 
 use std::path::{Path, PathBuf};
 

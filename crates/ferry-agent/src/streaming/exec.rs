@@ -120,35 +120,32 @@ pub fn command(target: &Target, argv: &[String]) -> io::Result<std::process::Com
     Ok(cmd)
 }
 
-/// Switches to the container's user, after the namespaces were entered (std's own `uid`/`gid`
-/// would switch before `pre_exec`, and setns needs root).
+/// Switches to the container's user, groups, capabilities and `no_new_privs` (its resolved
+/// `securityContext`), after the namespaces were entered (std's own `uid`/`gid` would switch
+/// before `pre_exec`, and setns needs root). The read-only root is the container's mount
+/// namespace's already.
 fn as_user(cmd: &mut std::process::Command, target: &Target) {
-    let (uid, gid) = target
-        .spec
-        .as_ref()
-        .map(|s| (s.run_as_user, s.run_as_group))
-        .unwrap_or_default();
-    if uid.is_none() && gid.is_none() {
+    let Some(spec) = target.spec.as_ref() else {
         return;
-    }
-    // SAFETY: setgroups, setgid and setuid are async-signal-safe system calls.
+    };
+    let mut security = spec.security.clone();
+    security.run_as_user = security.run_as_user.or(spec.run_as_user);
+    security.run_as_group = security.run_as_group.or(spec.run_as_group);
+    security.read_only_root = false;
+    let prepared = match crate::sandbox::security::Prepared::new(&security, &[]) {
+        Ok(p) => p,
+        Err(e) => {
+            // SAFETY: the closure only returns an error.
+            let message = e.to_string();
+            unsafe {
+                cmd.pre_exec(move || Err(io::Error::other(message.clone())));
+            }
+            return;
+        }
+    };
+    // SAFETY: `apply` only makes system calls on memory prepared before the fork.
     unsafe {
-        cmd.pre_exec(move || {
-            if let Some(g) = gid.or(uid) {
-                if libc::setgroups(0, std::ptr::null()) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::setgid(g) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if let Some(u) = uid
-                && libc::setuid(u) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || prepared.apply());
     }
 }
 

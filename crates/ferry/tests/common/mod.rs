@@ -15,6 +15,9 @@ pub mod leaks;
 pub struct TestPlane {
     pub plane: ControlPlane,
     pub client: kube::Client,
+    /// Unmounts what the node agent mounted under `dir` (secret and projected volumes are
+    /// tmpfs mounts; pods outlive an agent that stops), so `dir` can be removed.
+    _mounts: MountGuard,
     pub dir: tempfile::TempDir,
     /// This plane's network plan (its own ranges, bridge and rules).
     pub network: ferry_api::network::ClusterNetwork,
@@ -22,6 +25,24 @@ pub struct TestPlane {
     _net: NetGuard,
     /// Holds the plane's network slot (see [`network_slot`]).
     _slot: std::fs::File,
+}
+
+/// Lazily unmounts every mount under its directory, deepest first, when dropped.
+pub struct MountGuard(pub PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let mut points: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4).map(PathBuf::from))
+            .filter(|m| m.starts_with(&self.0))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for p in points {
+            let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
 }
 
 /// Removes what a plane's node agent made on the host for its network (as root), when dropped.
@@ -118,6 +139,7 @@ pub async fn start_with(adjust: impl FnOnce(&mut UpConfig)) -> TestPlane {
     TestPlane {
         plane,
         client,
+        _mounts: MountGuard(dir.path().to_path_buf()),
         dir,
         network: network.clone(),
         _net: NetGuard(network),
