@@ -107,12 +107,8 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["rbac.authorization.k8s.io"],
                     &["rolebindings", "roles"],
                 ),
-                rule(
-                    &["delete", "deletecollection", "patch", "update"],
-                    &[""],
-                    &["resourcequotas", "limitranges"],
-                ),
-                rule(&["create"], &[""], &["resourcequotas", "limitranges"]),
+                // As Kubernetes' admin: ResourceQuotas and LimitRanges are read-only (from
+                // view), so a namespace admin cannot lift its own ceiling.
                 rule(WRITE, &[FERRY], &["reservations", "resourcepolicies"]),
             ],
         ),
