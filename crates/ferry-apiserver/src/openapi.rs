@@ -310,6 +310,7 @@ mod tests {
             "scheduling.k8s.io", "v1", "PriorityClass" => scheduling::PriorityClass;
             "node.k8s.io", "v1", "RuntimeClass" => node::RuntimeClass;
             "apiextensions.k8s.io", "v1", "CustomResourceDefinition" => apiextensions::CustomResourceDefinition;
+            "authentication.k8s.io", "v1", "TokenReview" => k8s_openapi::api::authentication::v1::TokenReview;
         );
         let definitions = generator.take_definitions(true);
         let kinds: Vec<Value> = kinds

@@ -29,6 +29,7 @@ pub mod runtimeclass;
 pub mod secret;
 pub mod service;
 pub mod serviceaccount;
+pub mod tokenreview;
 
 /// The built-in kinds: one line per kind.
 pub static BUILTINS: &[StrategyRef] = &[
@@ -46,6 +47,7 @@ pub static BUILTINS: &[StrategyRef] = &[
     StrategyRef::new("priorityclasses", &priorityclass::PriorityClasses),
     StrategyRef::new("runtimeclasses", &runtimeclass::RuntimeClasses),
     StrategyRef::new("customresourcedefinitions", &crd::CustomResourceDefinitions),
+    StrategyRef::new("tokenreviews", &tokenreview::TokenReviews),
 ];
 
 /// The strategy of every custom resource (served from a CRD).
