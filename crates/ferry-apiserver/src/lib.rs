@@ -18,7 +18,8 @@
 //!   Kubernetes). Controllers (garbage collection, namespaces, service accounts) are API
 //!   clients in `ferry-controllers`.
 //!
-//! Authentication and TLS come later; the seam is [`ServerConfig`] and the router layer.
+//! In front of them: TLS ([`tls`], [`edge::serve`]), authentication ([`auth`], [`token`]),
+//! authorization ([`authz`]) and admission ([`admission`]).
 
 #![warn(clippy::string_slice)]
 
