@@ -147,16 +147,20 @@ impl ResourceInfo {
 
     /// The `APIResource` entries of discovery for this resource and its subresources.
     pub fn discovery_entries(&self) -> Vec<Value> {
-        let verbs = [
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
-        ];
+        let verbs: &[&str] = if self.strategy.create_only() {
+            &["create"]
+        } else {
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
+        };
         let mut main = json!({
             "name": self.plural,
             "singularName": self.singular,

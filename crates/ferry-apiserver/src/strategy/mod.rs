@@ -77,6 +77,11 @@ pub trait Strategy: Send + Sync + 'static {
         None
     }
 
+    /// Whether the resource only answers `create` and stores nothing (access reviews).
+    fn create_only(&self) -> bool {
+        false
+    }
+
     /// Why `name` cannot name a new object, if it cannot.
     fn name_problem(&self, name: &str) -> Option<String> {
         validation::dns_subdomain_problem(name)

@@ -34,6 +34,10 @@ impl Strategy for TokenReviews {
         Ok(Vec::new())
     }
 
+    fn create_only(&self) -> bool {
+        true
+    }
+
     fn columns(&self) -> Option<Vec<Column>> {
         Some(vec![name_column()])
     }
