@@ -36,9 +36,10 @@ pub struct AppState {
     pub authn: crate::auth::Authenticator,
     /// Whether a user may do what a request asks.
     pub authz: Arc<dyn crate::authz::Authorizer>,
-    /// Requests without credentials are served as the admin (`system:masters`). A
-    /// transitional switch while authentication is being wired in; to be removed.
-    pub anonymous_is_admin: bool,
+    /// The insecure benchmark transport ([`crate::Transport::InsecurePlainHttpWithoutAuthentication`]):
+    /// requests without credentials are served as the admin (`system:masters`). Never set
+    /// for a cluster.
+    pub insecure_everyone_is_admin: bool,
 }
 
 type Shared = Arc<AppState>;
@@ -92,7 +93,7 @@ async fn authenticate_and_authorize(
     let (mut parts, body) = request.into_parts();
     let user = match state.authn.authenticate(&state.service, &parts) {
         Ok(Some(user)) => user,
-        Ok(None) if state.anonymous_is_admin => {
+        Ok(None) if state.insecure_everyone_is_admin => {
             UserInfo::new(crate::auth::users::ADMIN, &[crate::auth::groups::MASTERS])
         }
         Ok(None) if PUBLIC_PATHS.contains(&parts.uri.path()) => UserInfo::anonymous(),
@@ -590,6 +591,16 @@ async fn handle(
         }
         Route::Resource(t) => t,
     };
+    if crate::strategy::tokenreview::is_token_review(&target.info) {
+        if method != Method::POST || target.name.is_some() {
+            return Err(ApiError::method_not_allowed(format!(
+                "{method} is not supported on tokenreviews"
+            )));
+        }
+        let review = decode_body(headers, &body)?;
+        let answer = crate::strategy::tokenreview::create(&state.authn, service, review)?;
+        return Ok(respond(StatusCode::CREATED, &answer, &[]));
+    }
     let info = target.info.clone();
     let ns = target.namespace.as_deref();
     if crate::authz::review::is_review(&info) {

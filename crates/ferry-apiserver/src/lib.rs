@@ -18,7 +18,8 @@
 //!   Kubernetes). Controllers (garbage collection, namespaces, service accounts) are API
 //!   clients in `ferry-controllers`.
 //!
-//! Authentication and TLS come later; the seam is [`ServerConfig`] and the router layer.
+//! In front of them: TLS ([`tls`], [`edge::serve`]), authentication ([`auth`], [`token`]),
+//! authorization ([`authz`]) and admission ([`admission`]).
 
 #![warn(clippy::string_slice)]
 
@@ -85,6 +86,9 @@ pub struct ServerConfig {
     pub service_account_issuer: String,
     /// The static token file (`--token-auth-file`): `token,user,uid[,"group1,group2"]`.
     pub token_file: Option<PathBuf>,
+    /// The audiences bearer tokens must be meant for (`--api-audiences`); empty: the
+    /// service-account issuer.
+    pub api_audiences: Vec<String>,
     /// How clients reach the server: TLS with authentication (the default).
     pub transport: Transport,
     /// Names and addresses the serving certificate holds besides the listen address.
@@ -119,6 +123,7 @@ impl ServerConfig {
             network: ferry_api::network::ClusterNetwork::default(),
             service_account_issuer: token::default_issuer("cluster.local"),
             token_file: None,
+            api_audiences: Vec::new(),
             transport: Transport::Tls,
             serving_names: tls::ServingNames::for_cluster(
                 "cluster.local",
@@ -204,8 +209,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         Transport::Tls => {
             let mut names = config.serving_names.clone();
             let ip = config.listen.ip();
-            if !ip.is_unspecified() && !names.ips.contains(&ip) {
-                names.ips.push(ip);
+            // Every address the listener answers on: all of this machine's for 0.0.0.0.
+            let listen_ips = if ip.is_unspecified() {
+                tls::host_addresses(ip.is_ipv6())
+            } else {
+                vec![ip]
+            };
+            for ip in listen_ips {
+                if !names.ips.contains(&ip) {
+                    names.ips.push(ip);
+                }
             }
             let dir = config.data_dir.clone();
             let (pki, admin) = tokio::task::spawn_blocking(move || {
@@ -261,6 +274,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         static_tokens,
         service_accounts: tokens.clone(),
         client_ca,
+        api_audiences: config.api_audiences.clone(),
     };
     let state = Arc::new(http::AppState {
         authn,
@@ -268,7 +282,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             Arc::new(authz::node::NodeAuthorizer),
             Arc::new(authz::rbac::RbacAuthorizer::new()),
         ])),
-        anonymous_is_admin: config.transport == Transport::InsecurePlainHttpWithoutAuthentication,
+        insecure_everyone_is_admin: config.transport
+            == Transport::InsecurePlainHttpWithoutAuthentication,
         tokens,
         service: service.clone(),
         advertise: addr.to_string(),

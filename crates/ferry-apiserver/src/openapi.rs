@@ -322,6 +322,7 @@ mod tests {
             "authorization.k8s.io", "v1", "LocalSubjectAccessReview" => authorization::LocalSubjectAccessReview;
             "authorization.k8s.io", "v1", "SelfSubjectRulesReview" => authorization::SelfSubjectRulesReview;
             "authentication.k8s.io", "v1", "SelfSubjectReview" => authentication::SelfSubjectReview;
+            "authentication.k8s.io", "v1", "TokenReview" => k8s_openapi::api::authentication::v1::TokenReview;
         );
         let definitions = generator.take_definitions(true);
         let kinds: Vec<Value> = kinds

@@ -167,7 +167,7 @@ pub fn app(dir: &std::path::Path) -> Result<Router, ferry_store::StoreError> {
         limits: Limits::default(),
         authn: crate::auth::Authenticator::default(),
         authz: Arc::new(crate::authz::AlwaysAllow),
-        anonymous_is_admin: true,
+        insecure_everyone_is_admin: true,
     });
     Ok(router(state))
 }

@@ -98,6 +98,46 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// This machine's addresses (every interface's, loopback excluded), for the serving
+/// certificate of a server that listens on all of them (`0.0.0.0` or `[::]`).
+pub fn host_addresses(ipv6: bool) -> Vec<IpAddr> {
+    let mut found = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list that is freed below, once read.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return found;
+    }
+    let mut node = head;
+    while !node.is_null() {
+        // SAFETY: `node` is an element of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*node };
+        node = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null `ifa_addr` points at a sockaddr of the family it names.
+        let ip = unsafe {
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    Some(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()))
+                }
+                libc::AF_INET6 if ipv6 => {
+                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+                }
+                _ => None,
+            }
+        };
+        if let Some(ip) = ip.filter(|ip| !ip.is_loopback() && !found.contains(ip)) {
+            found.push(ip);
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    found
+}
+
 /// The names and addresses the serving certificate covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServingNames {

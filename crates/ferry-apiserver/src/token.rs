@@ -5,8 +5,9 @@
 //! `<data dir>/pki/sa.key` ([`crate::tls`]), with Kubernetes' claims: `iss`, `sub`
 //! (`system:serviceaccount:<ns>:<name>`), `aud`, `exp`, `iat`, `nbf`, `jti` and
 //! `kubernetes.io` (namespace, the ServiceAccount's name and uid, the bound pod's or secret's
-//! name and uid). Verification (authentication) comes with the API's authentication; the
-//! key's public half is [`TokenIssuer::public_key_der`].
+//! name and uid, and for a pod the node it runs on). [`TokenIssuer::verify`] checks a token's
+//! signature, issuer, audiences and lifetime; [`crate::auth`] then checks that what it is
+//! bound to still exists.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -30,6 +31,37 @@ pub const MIN_EXPIRATION_SECONDS: i64 = 600;
 
 /// Default lifetime of a requested token (one hour, as kube-apiserver).
 pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
+
+/// Clock skew allowed on `exp` and `nbf`, as kube-apiserver's JWT validation (one minute).
+pub const LEEWAY_SECONDS: i64 = 60;
+
+/// An object a token names: its name and uid.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectRef {
+    /// The object's name.
+    pub name: String,
+    /// The object's uid.
+    pub uid: String,
+}
+
+/// What a token with a valid signature, issuer, audience and lifetime claims.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VerifiedToken {
+    /// The ServiceAccount's namespace.
+    pub namespace: String,
+    /// The ServiceAccount.
+    pub service_account: ObjectRef,
+    /// The pod the token is bound to, if any.
+    pub pod: Option<ObjectRef>,
+    /// The secret the token is bound to, if any.
+    pub secret: Option<ObjectRef>,
+    /// The node of the bound pod, if the token names it.
+    pub node: Option<ObjectRef>,
+    /// The token's audiences that the verifier accepts.
+    pub audiences: Vec<String>,
+    /// The token's id (`jti`), if any.
+    pub id: Option<String>,
+}
 
 /// Signs service-account tokens.
 pub struct TokenIssuer {
@@ -71,6 +103,102 @@ impl TokenIssuer {
     /// The public key (uncompressed P-256 point), for verification.
     pub fn public_key_der(&self) -> &[u8] {
         self.key.public_key().as_ref()
+    }
+
+    /// Checks `token`'s ES256 signature against this issuer's key, `iss`, that `aud`
+    /// intersects `audiences` (empty: the issuer), and `exp`/`nbf` against `now` (Unix
+    /// seconds) with [`LEEWAY_SECONDS`]; `Err` says why it does not hold.
+    pub fn verify(
+        &self,
+        token: &str,
+        audiences: &[String],
+        now: i64,
+    ) -> Result<VerifiedToken, String> {
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("not a JWT".into());
+        };
+        let decode = |part: &str, what: &str| {
+            URL_SAFE_NO_PAD
+                .decode(part.trim_end_matches('='))
+                .map_err(|_| format!("the {what} is not base64url"))
+        };
+        let header: Value = serde_json::from_slice(&decode(header_b64, "header")?)
+            .map_err(|_| "the header is not JSON".to_string())?;
+        if header["alg"] != "ES256" {
+            return Err(format!("unsupported signing algorithm {}", header["alg"]));
+        }
+        let signature = decode(signature, "signature")?;
+        let signed = token
+            .get(..header_b64.len() + 1 + payload.len())
+            .ok_or("not a JWT")?;
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_FIXED,
+            self.public_key_der(),
+        )
+        .verify(signed.as_bytes(), &signature)
+        .map_err(|_| "the signature is not valid for this issuer's key".to_string())?;
+        let claims: Value = serde_json::from_slice(&decode(payload, "payload")?)
+            .map_err(|_| "the claims are not JSON".to_string())?;
+        if claims["iss"].as_str() != Some(self.issuer.as_str()) {
+            return Err(format!(
+                "the issuer {} is not {}",
+                claims["iss"], self.issuer
+            ));
+        }
+        let token_audiences: Vec<&str> = match &claims["aud"] {
+            Value::String(a) => vec![a.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let accepted: Vec<String> = if audiences.is_empty() {
+            std::slice::from_ref(&self.issuer).to_vec()
+        } else {
+            audiences.to_vec()
+        };
+        let matching: Vec<String> = accepted
+            .into_iter()
+            .filter(|a| token_audiences.contains(&a.as_str()))
+            .collect();
+        if matching.is_empty() {
+            return Err("the token's audiences do not match the API audiences".into());
+        }
+        let exp = claims["exp"].as_i64().ok_or("the token has no expiry")?;
+        if now > exp + LEEWAY_SECONDS {
+            return Err("the token has expired".into());
+        }
+        if let Some(nbf) = claims["nbf"].as_i64()
+            && now + LEEWAY_SECONDS < nbf
+        {
+            return Err("the token is not valid yet".into());
+        }
+        let k8s = &claims["kubernetes.io"];
+        let object = |v: &Value| {
+            v.is_object().then(|| ObjectRef {
+                name: v["name"].as_str().unwrap_or_default().to_string(),
+                uid: v["uid"].as_str().unwrap_or_default().to_string(),
+            })
+        };
+        let namespace = k8s["namespace"].as_str().unwrap_or_default().to_string();
+        let service_account = object(&k8s["serviceaccount"]).unwrap_or_default();
+        let sub = claims["sub"].as_str().unwrap_or_default();
+        if namespace.is_empty()
+            || service_account.name.is_empty()
+            || sub != crate::auth::users::service_account(&namespace, &service_account.name)
+        {
+            return Err("the token does not name a service account".into());
+        }
+        Ok(VerifiedToken {
+            namespace,
+            service_account,
+            pod: object(&k8s["pod"]),
+            secret: object(&k8s["secret"]),
+            node: object(&k8s["node"]),
+            audiences: matching,
+            id: claims["jti"].as_str().map(str::to_string),
+        })
     }
 
     /// A signed JWT with `claims`.
@@ -212,6 +340,19 @@ pub async fn request(
                 }
             }
             bound = json!({(kind.to_ascii_lowercase()): {"name": obj_name, "uid": uid}});
+            // A pod-bound token also names the pod's node, as kube-apiserver's do.
+            if let Some(node) = object.value["spec"]["nodeName"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+            {
+                let node_uid = service
+                    .registry
+                    .get("", "v1", "nodes")
+                    .and_then(|nodes| service.store.get(&Service::key(&nodes, None, node)))
+                    .map(|n| meta::uid(&n.value).to_string())
+                    .unwrap_or_default();
+                bound["node"] = json!({"name": node, "uid": node_uid});
+            }
         }
     }
     if !causes.is_empty() {
@@ -266,6 +407,79 @@ pub async fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn issuer() -> TokenIssuer {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        TokenIssuer::from_pem(&key.serialize_pem(), "https://issuer").unwrap()
+    }
+
+    fn claims(aud: Value, exp: i64, nbf: i64) -> Value {
+        json!({
+            "iss": "https://issuer", "aud": aud, "exp": exp, "nbf": nbf, "iat": nbf,
+            "sub": "system:serviceaccount:ns:sa", "jti": "j1",
+            "kubernetes.io": {
+                "namespace": "ns",
+                "serviceaccount": {"name": "sa", "uid": "u-sa"},
+                "pod": {"name": "p", "uid": "u-p"},
+                "node": {"name": "n1", "uid": "u-n"},
+            },
+        })
+    }
+
+    #[test]
+    fn verify_checks_signature_issuer_audience_and_lifetime() {
+        let issuer = issuer();
+        let now = 1_000_000;
+        let good = issuer
+            .sign(&claims(json!(["https://issuer"]), now + 600, now))
+            .unwrap();
+        let v = issuer.verify(&good, &[], now).unwrap();
+        assert_eq!(v.namespace, "ns");
+        assert_eq!(v.service_account.uid, "u-sa");
+        assert_eq!(v.pod.as_ref().unwrap().name, "p");
+        assert_eq!(v.node.as_ref().unwrap().name, "n1");
+        assert_eq!(v.audiences, ["https://issuer"]);
+        // Within the leeway after expiry, then not.
+        assert!(issuer.verify(&good, &[], now + 600 + 30).is_ok());
+        assert!(issuer.verify(&good, &[], now + 600 + 61).is_err());
+        // Not yet valid.
+        let later = issuer
+            .sign(&claims(json!("https://issuer"), now + 6000, now + 3000))
+            .unwrap();
+        assert!(issuer.verify(&later, &[], now).is_err());
+        // Another audience than the API's.
+        let other_aud = issuer
+            .sign(&claims(json!(["vault"]), now + 600, now))
+            .unwrap();
+        assert!(issuer.verify(&other_aud, &[], now).is_err());
+        assert_eq!(
+            issuer
+                .verify(&other_aud, &["vault".into()], now)
+                .unwrap()
+                .audiences,
+            ["vault"]
+        );
+        // Another key, another issuer, tampering.
+        assert!(self::issuer().verify(&good, &[], now).is_err());
+        let mut foreign = claims(json!(["https://issuer"]), now + 600, now);
+        foreign["iss"] = json!("https://elsewhere");
+        assert!(
+            issuer
+                .verify(&issuer.sign(&foreign).unwrap(), &[], now)
+                .is_err()
+        );
+        let (head, rest) = good.split_once('.').unwrap();
+        let (_, sig) = rest.split_once('.').unwrap();
+        let forged_claims = URL_SAFE_NO_PAD
+            .encode(claims(json!(["https://issuer"]), now + 99_999, now).to_string());
+        assert!(
+            issuer
+                .verify(&format!("{head}.{forged_claims}.{sig}"), &[], now)
+                .is_err()
+        );
+        assert!(issuer.verify("not-a-jwt", &[], now).is_err());
+        assert!(issuer.verify("a.b.c", &[], now).is_err());
+    }
 
     #[test]
     fn tokens_are_es256_jwts_that_verify() {

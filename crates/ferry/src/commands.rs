@@ -19,6 +19,24 @@ pub struct ApiserverArgs {
     /// <data dir>/pki/encryption-config.yaml, created with a fresh AES-GCM key when missing]
     #[arg(long, value_name = "FILE")]
     pub encryption_provider_config: Option<PathBuf>,
+    /// Authentication settings.
+    #[command(flatten)]
+    pub authn: AuthnArgs,
+}
+
+/// How the API server authenticates, as kube-apiserver's flags of the same names.
+#[derive(Debug, Clone, Args)]
+pub struct AuthnArgs {
+    /// Static bearer tokens: a CSV file of lines `token,user,uid[,"group1,group2"]`.
+    #[arg(long, value_name = "FILE")]
+    pub token_auth_file: Option<PathBuf>,
+    /// `iss` of the service-account tokens the server issues and accepts [default:
+    /// https://kubernetes.default.svc.cluster.local]
+    #[arg(long, value_name = "URL")]
+    pub service_account_issuer: Option<String>,
+    /// Audiences bearer tokens must be meant for (comma-separated) [default: the issuer]
+    #[arg(long, value_name = "AUDIENCES", value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
 }
 
 /// Arguments of `ferry up`.
@@ -56,6 +74,9 @@ pub struct UpArgs {
     /// <data dir>/pki/encryption-config.yaml, created with a fresh AES-GCM key when missing]
     #[arg(long, value_name = "FILE")]
     pub encryption_provider_config: Option<PathBuf>,
+    /// Authentication settings.
+    #[command(flatten)]
+    pub authn: AuthnArgs,
 }
 
 /// Arguments of `ferry store check` and `ferry store recover`.
@@ -273,6 +294,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     config.listen = args.listen;
     config.metrics = Some(args.metrics_listen);
     config.encryption_provider_config = args.encryption_provider_config.clone();
+    config.token_file = args.authn.token_auth_file.clone();
+    config.service_account_issuer = args.authn.service_account_issuer.clone();
+    config.api_audiences = args.authn.api_audiences.clone();
     config.agent = if args.no_agent {
         None
     } else {
@@ -299,8 +323,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let kubeconfig = plane.kubeconfig.display().to_string();
     println!();
     println!("Ferry is up.");
-    println!("  API server   {}", plane.server.url());
-    println!("  kubeconfig   {kubeconfig}");
+    println!(
+        "  API server   {} (TLS, cluster CA in {})",
+        plane.server.url(),
+        args.data_dir.join("pki/ca.crt").display()
+    );
+    println!(
+        "  kubeconfig   {kubeconfig} (cluster admin: carries the kubernetes-admin client certificate; keep it private)"
+    );
     match &plane.node_name {
         Some(node) => println!("  node         {node}"),
         None => println!("  node         none (--no-agent)"),
@@ -498,6 +528,11 @@ pub async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
     let mut config = ferry_apiserver::ServerConfig::new(&args.data_dir);
     config.listen = args.listen;
     config.encryption_provider_config = args.encryption_provider_config;
+    config.token_file = args.authn.token_auth_file;
+    if let Some(issuer) = args.authn.service_account_issuer {
+        config.service_account_issuer = issuer;
+    }
+    config.api_audiences = args.authn.api_audiences;
     let server = ferry_apiserver::start(config).await?;
     let kubeconfig = args.data_dir.join("kubeconfig");
     server
@@ -505,6 +540,7 @@ pub async fn apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
     println!("Ferry API server: {}", server.url());
     println!("kubeconfig:       {}", kubeconfig.display());
+    println!("                  (cluster admin: the kubernetes-admin client certificate)");
     tokio::signal::ctrl_c()
         .await
         .context("cannot wait for Ctrl-C")?;

@@ -35,6 +35,10 @@ pub struct UpConfig {
     /// The EncryptionConfiguration of Secrets at rest (`None`: the data directory's own,
     /// `pki/encryption-config.yaml`, created when missing).
     pub encryption_provider_config: Option<PathBuf>,
+    /// `iss` of service-account tokens (none: `https://kubernetes.default.svc.<domain>`).
+    pub service_account_issuer: Option<String>,
+    /// The audiences bearer tokens must be meant for (empty: the issuer).
+    pub api_audiences: Vec<String>,
 }
 
 /// How `ferry up` runs its node agent.
@@ -86,6 +90,8 @@ impl UpConfig {
             tls_port: Some(crate::incluster::DEFAULT_TLS_PORT),
             token_file: None,
             encryption_provider_config: None,
+            service_account_issuer: None,
+            api_audiences: Vec::new(),
         }
     }
 }
@@ -193,7 +199,10 @@ impl ControlPlane {
         server_config.serving_names = crate::incluster::serving_names(&config.network);
         server_config.network = config.network.clone();
         server_config.service_account_issuer =
-            ferry_apiserver::token::default_issuer(&config.network.cluster_domain);
+            config.service_account_issuer.clone().unwrap_or_else(|| {
+                ferry_apiserver::token::default_issuer(&config.network.cluster_domain)
+            });
+        server_config.api_audiences = config.api_audiences.clone();
         let server = ferry_apiserver::start(server_config).await?;
         let pki = server.pki.clone();
         use ferry_apiserver::auth::{groups, users};

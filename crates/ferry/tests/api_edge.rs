@@ -1,7 +1,8 @@
 //! The API server's edge with the real kubectl and raw connections: the limits that protect
 //! the server (413 as a Status kubectl prints, the header read timeout, requests in flight
-//! bounded with 429), `kubectl explain` from the OpenAPI schemas, and CRD printer columns in
-//! Kubernetes' JSONPath dialect.
+//! bounded with 429, header blocks bounded with 431), `kubectl explain` from the OpenAPI
+//! schemas, and CRD printer columns in Kubernetes' JSONPath dialect. Raw requests go over
+//! TLS with the admin's client certificate, as every client's do.
 
 mod common;
 
@@ -21,15 +22,17 @@ async fn server_with(limits: Limits) -> (ferry_apiserver::RunningServer, tempfil
     (server, dir)
 }
 
-/// One HTTP/1.1 request on a fresh connection; the status code, the headers and the body.
-async fn raw(addr: std::net::SocketAddr, request: &str) -> (u16, String, String) {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
+/// One HTTP/1.1 request on a fresh TLS connection (as the admin); the status code, the
+/// headers and the body.
+async fn raw(server: &ferry_apiserver::RunningServer, request: &str) -> (u16, String, String) {
+    let mut tls = common::tls_connect(server).await;
+    tls.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut answer))
+    // A server that closes without TLS's close_notify ends the read with an error; what was
+    // read until then is the answer.
+    let _ = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut answer))
         .await
-        .expect("an answer")
-        .unwrap();
+        .expect("an answer");
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     let code = head
@@ -69,26 +72,53 @@ async fn a_connection_that_stalls_in_its_headers_is_closed() {
         ..Limits::default()
     })
     .await;
-    for partial in ["GET /api HTT", ""] {
+    // A connection that never starts its TLS handshake, one that stops in the middle of its
+    // ClientHello, and one that stops in its HTTP headers after the handshake.
+    for partial in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..]] {
         let mut tcp = TcpStream::connect(server.addr).await.unwrap();
-        tcp.write_all(partial.as_bytes()).await.unwrap();
+        tcp.write_all(partial).await.unwrap();
         let mut buf = Vec::new();
         // The server closes the connection: EOF (or a reset), well before this bound.
         let read = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut buf))
             .await
-            .unwrap_or_else(|_| panic!("a stalled connection ({partial:?}) stays open"));
-        assert!(
-            read.is_err() || !String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"),
-            "{buf:?}"
-        );
+            .unwrap_or_else(|_| panic!("a stalled handshake ({partial:?}) stays open"));
+        assert!(read.is_err() || buf.is_empty(), "{buf:?}");
     }
+    let mut tls = common::tls_connect(&server).await;
+    tls.write_all(b"GET /api HTT").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut buf))
+        .await
+        .expect("a connection stalled in its headers stays open");
+    assert!(
+        read.is_err() || !String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"),
+        "{buf:?}"
+    );
     // A complete request is still served.
     let (code, _, _) = raw(
-        server.addr,
+        &server,
         "GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(code, 200);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_block_over_the_limit_gets_431() {
+    use ferry_apiserver::edge::MAX_HEADER_BYTES;
+    let (server, _dir) = server_with(Limits::default()).await;
+    let request = |header_bytes: usize| {
+        format!(
+            "GET /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\nX-Padding: {}\r\nConnection: close\r\n\r\n",
+            "p".repeat(header_bytes)
+        )
+    };
+    let (code, _, _) = raw(&server, &request(MAX_HEADER_BYTES + 1024)).await;
+    assert_eq!(code, 431, "a header block over {MAX_HEADER_BYTES} bytes");
+    // A large header block under the limit is served.
+    let (code, _, body) = raw(&server, &request(MAX_HEADER_BYTES / 4)).await;
+    assert_eq!(code, 200, "{body}");
     server.shutdown().await;
 }
 
@@ -100,7 +130,7 @@ async fn requests_beyond_the_inflight_bound_get_429() {
     })
     .await;
     // A create whose body never finishes holds the only mutating slot.
-    let mut held = TcpStream::connect(server.addr).await.unwrap();
+    let mut held = common::tls_connect(&server).await;
     held.write_all(
         b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"apiVersion\"",
     )
@@ -112,7 +142,7 @@ async fn requests_beyond_the_inflight_bound_get_429() {
         "a second create to be refused",
         Duration::from_secs(15),
         async || {
-            let answer = raw(server.addr, create).await;
+            let answer = raw(&server, create).await;
             (answer.0 == 429).then_some(answer)
         },
     )
@@ -127,7 +157,7 @@ async fn requests_beyond_the_inflight_bound_get_429() {
     assert_eq!(status["reason"], "TooManyRequests");
     // Reads have their own bound, and watches are not counted.
     let (code, _, _) = raw(
-        server.addr,
+        &server,
         "GET /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -138,7 +168,7 @@ async fn requests_beyond_the_inflight_bound_get_429() {
         "the slot to be released",
         Duration::from_secs(15),
         async || {
-            let answer = raw(server.addr, create).await;
+            let answer = raw(&server, create).await;
             (answer.0 != 429).then_some(answer)
         },
     )

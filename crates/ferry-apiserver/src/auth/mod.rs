@@ -214,7 +214,14 @@ pub struct Authenticator {
     pub service_accounts: Option<Arc<crate::token::TokenIssuer>>,
     /// Verifies client certificates (the cluster CA); none: certificates are not accepted.
     pub client_ca: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    /// The audiences a token must be meant for (`--api-audiences`); empty: the
+    /// service-account issuer, as kube-apiserver defaults.
+    pub api_audiences: Vec<String>,
 }
+
+/// How long after its `deletionTimestamp` a deleted pod's (or secret's) bound tokens still
+/// hold, as kube-apiserver allows, so a terminating pod can finish talking to the API.
+pub const BOUND_OBJECT_DELETION_GRACE_SECONDS: i64 = 60;
 
 /// The user a client certificate names (CN = user, O = groups), once `verifier` has checked
 /// its chain; `Err` (401) for a certificate it does not trust or cannot read.
@@ -263,7 +270,7 @@ impl Authenticator {
     /// when it carries no credential; `Err` (401) for a credential that does not hold.
     pub fn authenticate(
         &self,
-        _service: &crate::service::Service,
+        service: &crate::service::Service,
         parts: &axum::http::request::Parts,
     ) -> Result<Option<UserInfo>, ApiError> {
         if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
@@ -273,11 +280,13 @@ impl Authenticator {
                 .or_else(|| auth.strip_prefix("bearer "))
                 .map(str::trim)
                 .ok_or_else(unauthorized)?;
-            if let Some(user) = self.static_tokens.user(token) {
-                return Ok(Some(user.clone()));
-            }
-            // Service-account JWTs: verified in a later change.
-            return Err(unauthorized());
+            return match self.authenticate_token(service, token, &[]) {
+                Ok((user, _)) => Ok(Some(user)),
+                Err(reason) => {
+                    tracing::debug!(%reason, path = parts.uri.path(), "bearer token refused");
+                    Err(unauthorized())
+                }
+            };
         }
         if let Some(PeerCertificates(chain)) = parts.extensions.get::<PeerCertificates>() {
             let verifier = self.client_ca.as_deref().ok_or_else(unauthorized)?;
@@ -285,6 +294,144 @@ impl Authenticator {
         }
         Ok(None)
     }
+}
+
+impl Authenticator {
+    /// The audiences tokens are checked against: `--api-audiences`, else the issuer.
+    pub fn audiences(&self) -> Vec<String> {
+        if !self.api_audiences.is_empty() {
+            return self.api_audiences.clone();
+        }
+        self.service_accounts
+            .iter()
+            .map(|issuer| issuer.issuer.clone())
+            .collect()
+    }
+
+    /// The user of a bearer `token` (static token file, then service-account JWT) and the
+    /// audiences it holds for: `audiences` when given (a TokenReview's), else the API's.
+    /// `Err` says why the token is refused.
+    pub fn authenticate_token(
+        &self,
+        service: &crate::service::Service,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<(UserInfo, Vec<String>), String> {
+        let api_audiences = self.audiences();
+        let wanted = if audiences.is_empty() {
+            api_audiences.clone()
+        } else {
+            audiences.to_vec()
+        };
+        if let Some(user) = self.static_tokens.user(token) {
+            // Static tokens hold for the API's own audiences only.
+            let held: Vec<String> = if audiences.is_empty() {
+                api_audiences
+            } else {
+                wanted
+                    .into_iter()
+                    .filter(|a| api_audiences.contains(a))
+                    .collect()
+            };
+            if !audiences.is_empty() && held.is_empty() {
+                return Err("token audiences is invalid for the target audiences".into());
+            }
+            return Ok((user.clone(), held));
+        }
+        let issuer = self
+            .service_accounts
+            .as_deref()
+            .ok_or("invalid bearer token")?;
+        if token.split('.').count() != 3 {
+            return Err("invalid bearer token".into());
+        }
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let claims = issuer.verify(token, &wanted, now)?;
+        let user = service_account_user(service, &claims, now)?;
+        Ok((user, claims.audiences))
+    }
+}
+
+/// The user of a verified service-account token, once what it names is checked as
+/// kube-apiserver checks bound tokens: the ServiceAccount exists with the token's uid, and
+/// the bound pod or secret exists with its uid and was not deleted (beyond
+/// [`BOUND_OBJECT_DELETION_GRACE_SECONDS`]). Keyed reads only.
+fn service_account_user(
+    service: &crate::service::Service,
+    claims: &crate::token::VerifiedToken,
+    now: i64,
+) -> Result<UserInfo, String> {
+    let ns = claims.namespace.as_str();
+    let get = |resource: &str, name: &str| {
+        let info = service
+            .registry
+            .get("", "v1", resource)
+            .ok_or_else(|| format!("{resource} are not served"))?;
+        service
+            .store
+            .get(&crate::service::Service::key(&info, Some(ns), name))
+            .ok_or_else(|| format!("{resource} \"{name}\" not found"))
+    };
+    let sa = &claims.service_account;
+    let object = get("serviceaccounts", &sa.name)?;
+    let uid = crate::meta::uid(&object.value);
+    if !sa.uid.is_empty() && uid != sa.uid {
+        return Err(format!(
+            "service account UID ({uid}) does not match claim ({})",
+            sa.uid
+        ));
+    }
+    let bound = [("pods", &claims.pod), ("secrets", &claims.secret)];
+    for (resource, reference) in bound {
+        let Some(reference) = reference else {
+            continue;
+        };
+        let object = get(resource, &reference.name)?;
+        let uid = crate::meta::uid(&object.value);
+        if uid != reference.uid {
+            return Err(format!(
+                "the {resource} \"{}\" UID ({uid}) does not match the token's ({})",
+                reference.name, reference.uid
+            ));
+        }
+        let deleted_at = object.value["metadata"]["deletionTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+        if let Some(at) = deleted_at
+            && at.as_second() + BOUND_OBJECT_DELETION_GRACE_SECONDS < now
+        {
+            return Err(format!(
+                "the token is bound to {resource} \"{}\", deleted at {at}",
+                reference.name
+            ));
+        }
+    }
+    let sa_group = groups::service_accounts_in(ns);
+    let mut user = UserInfo::new(
+        users::service_account(ns, &sa.name),
+        &[groups::SERVICE_ACCOUNTS, &sa_group],
+    );
+    user.uid = uid.to_string();
+    let mut extra = |key: &str, value: &str| {
+        if !value.is_empty() {
+            user.extra.insert(
+                format!("authentication.kubernetes.io/{key}"),
+                vec![value.into()],
+            );
+        }
+    };
+    if let Some(pod) = &claims.pod {
+        extra("pod-name", &pod.name);
+        extra("pod-uid", &pod.uid);
+    }
+    if let Some(node) = &claims.node {
+        extra("node-name", &node.name);
+        extra("node-uid", &node.uid);
+    }
+    if let Some(id) = &claims.id {
+        extra("credential-id", &format!("JTI={id}"));
+    }
+    Ok(user)
 }
 
 #[cfg(test)]

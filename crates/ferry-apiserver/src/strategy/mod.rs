@@ -32,6 +32,7 @@ pub mod runtimeclass;
 pub mod secret;
 pub mod service;
 pub mod serviceaccount;
+pub mod tokenreview;
 
 /// The built-in kinds: one line per kind.
 pub static BUILTINS: &[StrategyRef] = &[
@@ -71,6 +72,7 @@ pub static BUILTINS: &[StrategyRef] = &[
         "certificatesigningrequests",
         &csr::CertificateSigningRequests,
     ),
+    StrategyRef::new("tokenreviews", &tokenreview::TokenReviews),
 ];
 
 /// The strategy of every custom resource (served from a CRD).

@@ -118,6 +118,53 @@ pub fn shim_command() -> ferry_agent::runtime::ShimCommand {
     }
 }
 
+/// A TLS connection to `server` (HTTP/1.1 by ALPN) that trusts the cluster CA and presents
+/// the admin's client certificate: for tests that write raw HTTP.
+pub async fn tls_connect(
+    server: &ferry_apiserver::RunningServer,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let admin = server
+        .admin
+        .as_ref()
+        .expect("a TLS server has an admin certificate");
+    tls_connect_as(server, Some(admin)).await
+}
+
+/// A TLS connection to `server` presenting `credentials` (none: no client certificate).
+pub async fn tls_connect_as(
+    server: &ferry_apiserver::RunningServer,
+    credentials: Option<&ferry_apiserver::tls::Credentials>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let pki = server.pki.as_ref().expect("a TLS server has a PKI");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pki.ca_cert_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match credentials {
+        Some(c) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(c.cert_pem.as_bytes())
+                    .map(Result::unwrap)
+                    .collect();
+            let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = ServerName::IpAddress(server.addr.ip().into());
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
 /// Starts the control plane after adjusting its configuration.
 pub async fn start_with(adjust: impl FnOnce(&mut UpConfig)) -> TestPlane {
     let dir = tempfile::tempdir().expect("temporary directory");
