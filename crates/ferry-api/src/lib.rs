@@ -6,6 +6,7 @@
 
 pub mod gpu;
 pub mod network;
+pub mod quota;
 pub mod quantity;
 pub mod requests;
 pub mod scheduling;
