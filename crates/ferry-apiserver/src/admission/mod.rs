@@ -7,6 +7,10 @@
 //! A validating plugin may hand back an [`Admitted::guard`] that the service holds until the
 //! store has written the object (ResourceQuota serializes the writes it counts).
 
+pub mod limitrange;
+pub mod podsecurity;
+pub mod quota;
+
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -105,6 +109,9 @@ impl Chain {
     /// The chain of every server, in kube-apiserver's order.
     pub fn standard() -> Self {
         Self::default()
+            .with(Arc::new(limitrange::LimitRanger))
+            .with(Arc::new(podsecurity::PodSecurity))
+            .with(Arc::new(quota::ResourceQuota::default()))
     }
 
     /// Adds a plugin at the end.
