@@ -195,3 +195,141 @@ impl Plugin for ResourceQuota {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::service::WriteOptions;
+
+    async fn service() -> (tempfile::TempDir, Arc<Service>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            ferry_store::Store::open(ferry_store::StoreConfig::new(dir.path().join("state.db")))
+                .unwrap();
+        let service = Arc::new(Service::new(store));
+        let ns = service.registry.get("", "v1", "namespaces").unwrap();
+        service
+            .create(
+                &ns,
+                None,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "t"}}),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        (dir, service)
+    }
+
+    async fn create(service: &Service, plural: &str, body: Value, dry_run: bool) -> ApiResult<()> {
+        let info = service.registry.get("", "v1", plural).unwrap();
+        let options = WriteOptions {
+            dry_run,
+            ..Default::default()
+        };
+        service
+            .create(&info, Some("t"), body, &options)
+            .await
+            .map(|_| ())
+    }
+
+    fn quota(hard: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "q"}, "spec": {"hard": hard}})
+    }
+
+    fn pod(name: &str, limits: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox",
+                "resources": {"limits": limits}}]}})
+    }
+
+    #[tokio::test]
+    async fn gpus_whole_and_shared_are_counted() {
+        let (_dir, s) = service().await;
+        create(&s, "resourcequotas", quota(json!({"requests.nvidia.com/gpu": "1"})), false)
+            .await
+            .unwrap();
+        create(&s, "pods", pod("half-a", json!({"ferry.dev/gpu-milli": "500"})), false)
+            .await
+            .unwrap();
+        // A dry run is checked but charges nothing.
+        create(&s, "pods", pod("dry", json!({"ferry.dev/gpu-milli": "500"})), true)
+            .await
+            .unwrap();
+        create(&s, "pods", pod("half-b", json!({"ferry.dev/gpu-milli": "500"})), false)
+            .await
+            .unwrap();
+        let e = create(&s, "pods", pod("half-c", json!({"ferry.dev/gpu-milli": "500"})), false)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, 403);
+        assert_eq!(
+            e.message,
+            "pods \"half-c\" is forbidden: exceeded quota: q, requested: requests.nvidia.com/gpu=500m, used: requests.nvidia.com/gpu=1, limited: requests.nvidia.com/gpu=1"
+        );
+        // A pod asking for no GPU is not affected by a GPU-only quota.
+        create(&s, "pods", pod("cpu-only", json!({"cpu": "1"})), false)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn terminal_pods_do_not_count_and_cpu_quotas_need_requests() {
+        let (_dir, s) = service().await;
+        create(&s, "resourcequotas", quota(json!({"pods": "1", "limits.cpu": "2"})), false)
+            .await
+            .unwrap();
+        let e = create(&s, "pods", pod("bare", json!({})), false)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "pods \"bare\" is forbidden: failed quota: q: must specify limits.cpu for: c"
+        );
+        create(&s, "pods", pod("a", json!({"cpu": "1"})), false)
+            .await
+            .unwrap();
+        let e = create(&s, "pods", pod("b", json!({"cpu": "1"})), false)
+            .await
+            .unwrap_err();
+        assert!(e.message.ends_with("exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1"), "{}", e.message);
+        // The first pod finishes: it no longer counts.
+        let pods = s.registry.get("", "v1", "pods").unwrap();
+        let old = s.get(&pods, Some("t"), "a").unwrap();
+        let mut done = (*old.value).clone();
+        done["status"] = json!({"phase": "Succeeded"});
+        s.update(&pods, Some("t"), "a", done, Some("status"), &WriteOptions::default())
+            .await
+            .unwrap();
+        create(&s, "pods", pod("b", json!({"cpu": "1"})), false)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn object_counts_and_racing_creates() {
+        let (_dir, s) = service().await;
+        create(&s, "resourcequotas", quota(json!({"count/configmaps": "3", "secrets": "1"})), false)
+            .await
+            .unwrap();
+        let cm = |n: usize| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{n}")}})
+        };
+        // Ten creates race for three places: exactly three win.
+        let results = futures::future::join_all((0..10).map(|n| {
+            let s = s.clone();
+            let body = cm(n);
+            tokio::spawn(async move { create(&s, "configmaps", body, false).await })
+        }))
+        .await;
+        let won = results.iter().filter(|r| r.as_ref().unwrap().is_ok()).count();
+        assert_eq!(won, 3);
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1"}});
+        create(&s, "secrets", secret, false).await.unwrap();
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s2"}});
+        let e = create(&s, "secrets", secret, false).await.unwrap_err();
+        assert!(e.message.contains("exceeded quota: q, requested: secrets=1, used: secrets=1, limited: secrets=1"), "{}", e.message);
+    }
+}
