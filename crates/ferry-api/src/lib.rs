@@ -6,8 +6,8 @@
 
 pub mod gpu;
 pub mod network;
-pub mod quota;
 pub mod quantity;
+pub mod quota;
 pub mod requests;
 pub mod scheduling;
 pub mod stats;

@@ -435,7 +435,14 @@ pub fn format_quantity(resource: &str, milli: i128) -> String {
             }
         }
     }
-    for (exp, suffix) in [(18, "E"), (15, "P"), (12, "T"), (9, "G"), (6, "M"), (3, "k")] {
+    for (exp, suffix) in [
+        (18, "E"),
+        (15, "P"),
+        (12, "T"),
+        (9, "G"),
+        (6, "M"),
+        (3, "k"),
+    ] {
         let d = 10i128.pow(exp);
         if units % d == 0 {
             return format!("{}{suffix}", units / d);
@@ -586,7 +593,10 @@ mod tests {
             ["count/deployments.apps"]
         );
         let svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}, {"port": 443}]}});
-        assert_eq!(object_usage("", "services", &svc)["services.nodeports"], 2000);
+        assert_eq!(
+            object_usage("", "services", &svc)["services.nodeports"],
+            2000
+        );
         assert!(quota_tracks(
             &json!({"hard": {"count/secrets": "1"}}),
             "",

@@ -133,7 +133,8 @@ pub fn usage(spec: &Value, objects: &[(String, String, Value)], now: &str) -> Us
         if !quota::quota_tracks(spec, group, plural) {
             continue;
         }
-        if pod && (quota::pod_is_terminal(object, now) || !quota::pod_matches_scopes(&scopes, object))
+        if pod
+            && (quota::pod_is_terminal(object, now) || !quota::pod_matches_scopes(&scopes, object))
         {
             continue;
         }
@@ -195,7 +196,11 @@ async fn reconcile(q: Arc<ResourceQuota>, ctx: Arc<Context>) -> Result<Action, E
     let api: Api<ResourceQuota> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = json!({"status": {"hard": hard, "used": want_used}});
     match api
-        .patch_status(&q.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &q.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => {}
@@ -255,8 +260,14 @@ mod tests {
         assert_eq!(used["requests.nvidia.com/gpu"], 750);
         // The pods state no cpu or memory: they are BestEffort.
         let best_effort = json!({"hard": {"pods": "5"}, "scopes": ["BestEffort"]});
-        assert_eq!(usage(&best_effort, &objects, "2026-01-01T00:00:00Z")["pods"], 2000);
+        assert_eq!(
+            usage(&best_effort, &objects, "2026-01-01T00:00:00Z")["pods"],
+            2000
+        );
         let not_best_effort = json!({"hard": {"pods": "5"}, "scopes": ["NotBestEffort"]});
-        assert_eq!(usage(&not_best_effort, &objects, "2026-01-01T00:00:00Z")["pods"], 0);
+        assert_eq!(
+            usage(&not_best_effort, &objects, "2026-01-01T00:00:00Z")["pods"],
+            0
+        );
     }
 }

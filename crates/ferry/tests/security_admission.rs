@@ -47,17 +47,30 @@ fn create(t: &common::TestPlane, manifest: &str) -> common::Kubectl {
 }
 
 /// The row of `kubectl describe quota` for `resource`: (used, hard).
-fn described(t: &common::TestPlane, namespace: &str, quota: &str, resource: &str) -> Option<(String, String)> {
+fn described(
+    t: &common::TestPlane,
+    namespace: &str,
+    quota: &str,
+    resource: &str,
+) -> Option<(String, String)> {
     let out = t
         .kubectl(&["describe", "quota", quota, "-n", namespace])
         .success();
     out.lines().find_map(|l| {
         let cells: Vec<&str> = l.split_whitespace().collect();
-        (cells.len() == 3 && cells[0] == resource).then(|| (cells[1].to_string(), cells[2].to_string()))
+        (cells.len() == 3 && cells[0] == resource)
+            .then(|| (cells[1].to_string(), cells[2].to_string()))
     })
 }
 
-async fn wait_described(t: &common::TestPlane, namespace: &str, quota: &str, resource: &str, used: &str, hard: &str) {
+async fn wait_described(
+    t: &common::TestPlane,
+    namespace: &str,
+    quota: &str,
+    resource: &str,
+    used: &str,
+    hard: &str,
+) {
     let want = (used.to_string(), hard.to_string());
     common::eventually(
         &format!("kubectl describe quota {quota} to show {resource} {used}/{hard}"),
@@ -76,7 +89,14 @@ async fn resource_quota_counts_gpus_whole_and_shared() {
         "spec": {"hard": {"requests.nvidia.com/gpu": "1"}}});
     create(&t, &quota.to_string()).success();
 
-    let whole = |name: &str| pod_yaml(name, "team-a", json!({"limits": {"nvidia.com/gpu": "1"}}), json!({}));
+    let whole = |name: &str| {
+        pod_yaml(
+            name,
+            "team-a",
+            json!({"limits": {"nvidia.com/gpu": "1"}}),
+            json!({}),
+        )
+    };
     create(&t, &whole("whole-1")).success();
     let refused = create(&t, &whole("whole-2")).failure();
     assert!(
@@ -93,16 +113,30 @@ async fn resource_quota_counts_gpus_whole_and_shared() {
     match pods.create(&PostParams::default(), &pod).await {
         Err(kube::Error::Api(s)) => {
             assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"));
-            assert!(s.message.starts_with("pods \"whole-3\" is forbidden: exceeded quota: gpus"), "{}", s.message);
+            assert!(
+                s.message
+                    .starts_with("pods \"whole-3\" is forbidden: exceeded quota: gpus"),
+                "{}",
+                s.message
+            );
         }
         other => panic!("expected 403, got {other:?}"),
     }
 
     // Shares of one card: two halves fit, a third half does not.
-    t.kubectl(&["delete", "pod", "whole-1", "-n", "team-a"]).success();
-    let half = |name: &str| pod_yaml(name, "team-a", json!({"limits": {"ferry.dev/gpu-milli": "500"}}), json!({}));
+    t.kubectl(&["delete", "pod", "whole-1", "-n", "team-a"])
+        .success();
+    let half = |name: &str| {
+        pod_yaml(
+            name,
+            "team-a",
+            json!({"limits": {"ferry.dev/gpu-milli": "500"}}),
+            json!({}),
+        )
+    };
     // A server-side dry run is checked but charges nothing.
-    t.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &half("dry")).success();
+    t.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &half("dry"))
+        .success();
     create(&t, &half("half-a")).success();
     create(&t, &half("half-b")).success();
     let refused = create(&t, &half("half-c")).failure();
@@ -110,15 +144,27 @@ async fn resource_quota_counts_gpus_whole_and_shared() {
         refused.contains("pods \"half-c\" is forbidden: exceeded quota: gpus, requested: requests.nvidia.com/gpu=500m, used: requests.nvidia.com/gpu=1, limited: requests.nvidia.com/gpu=1"),
         "{refused}"
     );
-    let dry = t.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &half("dry")).failure();
+    let dry = t
+        .kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &half("dry"))
+        .failure();
     assert!(dry.contains("exceeded quota: gpus"), "{dry}");
     // Fractions of a card in Ferry are ferry.dev/gpu-milli; nvidia.com/gpu stays whole, as
     // Kubernetes requires of extended resources.
-    let invalid = create(&t, &pod_yaml("half-gpu", "team-a", json!({"limits": {"nvidia.com/gpu": "0.5"}}), json!({}))).failure();
+    let invalid = create(
+        &t,
+        &pod_yaml(
+            "half-gpu",
+            "team-a",
+            json!({"limits": {"nvidia.com/gpu": "0.5"}}),
+            json!({}),
+        ),
+    )
+    .failure();
     assert!(invalid.contains("must be an integer"), "{invalid}");
 
     // A finished pod no longer counts: the controller's status shows it too.
-    t.kubectl(&["delete", "pod", "half-a", "-n", "team-a"]).success();
+    t.kubectl(&["delete", "pod", "half-a", "-n", "team-a"])
+        .success();
     wait_described(&t, "team-a", "gpus", "requests.nvidia.com/gpu", "500m", "1").await;
     create(&t, &half("half-c")).success();
     wait_described(&t, "team-a", "gpus", "requests.nvidia.com/gpu", "1", "1").await;
@@ -133,9 +179,15 @@ async fn resource_quota_counts_pods_and_needs_stated_compute() {
         "spec": {"hard": {"pods": "2", "count/configmaps": "2"}}});
     create(&t, &quota.to_string()).success();
     let pods: Api<Pod> = Api::namespaced(t.client.clone(), "team-b");
-    let pod = |name: &str| -> Pod { serde_json::from_str(&pod_yaml(name, "team-b", json!({}), json!({}))).unwrap() };
-    pods.create(&PostParams::default(), &pod("p1")).await.unwrap();
-    pods.create(&PostParams::default(), &pod("p2")).await.unwrap();
+    let pod = |name: &str| -> Pod {
+        serde_json::from_str(&pod_yaml(name, "team-b", json!({}), json!({}))).unwrap()
+    };
+    pods.create(&PostParams::default(), &pod("p1"))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("p2"))
+        .await
+        .unwrap();
     match pods.create(&PostParams::default(), &pod("p3")).await {
         Err(kube::Error::Api(s)) => {
             assert_eq!(s.code, 403);
@@ -150,17 +202,30 @@ async fn resource_quota_counts_pods_and_needs_stated_compute() {
     // p1 finishes (its node would report it): a terminal pod does not count.
     let mut p1 = pods.get("p1").await.unwrap();
     p1.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
-    pods.replace_status("p1", &PostParams::default(), &p1).await.unwrap();
-    pods.create(&PostParams::default(), &pod("p3")).await.unwrap();
+    pods.replace_status("p1", &PostParams::default(), &p1)
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("p3"))
+        .await
+        .unwrap();
     wait_described(&t, "team-b", "pods", "pods", "2", "2").await;
 
     // Object counts: the namespace's kube-root-ca.crt ConfigMap counts too (as in Kubernetes).
-    common::eventually("kube-root-ca.crt in team-b", Duration::from_secs(30), async || {
-        t.kubectl(&["get", "configmap", "kube-root-ca.crt", "-n", "team-b"]).ok.then_some(())
-    })
+    common::eventually(
+        "kube-root-ca.crt in team-b",
+        Duration::from_secs(30),
+        async || {
+            t.kubectl(&["get", "configmap", "kube-root-ca.crt", "-n", "team-b"])
+                .ok
+                .then_some(())
+        },
+    )
     .await;
-    t.kubectl(&["create", "configmap", "one", "-n", "team-b"]).success();
-    let refused = t.kubectl(&["create", "configmap", "two", "-n", "team-b"]).failure();
+    t.kubectl(&["create", "configmap", "one", "-n", "team-b"])
+        .success();
+    let refused = t
+        .kubectl(&["create", "configmap", "two", "-n", "team-b"])
+        .failure();
     assert!(
         refused.contains("configmaps \"two\" is forbidden: exceeded quota: pods, requested: count/configmaps=1, used: count/configmaps=2, limited: count/configmaps=2"),
         "{refused}"
@@ -171,13 +236,19 @@ async fn resource_quota_counts_pods_and_needs_stated_compute() {
         "metadata": {"name": "compute", "namespace": "team-b"},
         "spec": {"hard": {"limits.cpu": "2", "requests.memory": "1Gi"}}});
     create(&t, &compute.to_string()).success();
-    t.kubectl(&["delete", "pod", "p2", "p3", "-n", "team-b"]).success();
+    t.kubectl(&["delete", "pod", "p2", "p3", "-n", "team-b"])
+        .success();
     let refused = create(&t, &pod_yaml("bare", "team-b", json!({}), json!({}))).failure();
     assert!(
         refused.contains("pods \"bare\" is forbidden: failed quota: compute: must specify limits.cpu for: main; requests.memory for: main"),
         "{refused}"
     );
-    let sized = pod_yaml("sized", "team-b", json!({"limits": {"cpu": "1", "memory": "512Mi"}}), json!({}));
+    let sized = pod_yaml(
+        "sized",
+        "team-b",
+        json!({"limits": {"cpu": "1", "memory": "512Mi"}}),
+        json!({}),
+    );
     create(&t, &sized).success();
     wait_described(&t, "team-b", "compute", "limits.cpu", "1", "2").await;
     wait_described(&t, "team-b", "compute", "requests.memory", "512Mi", "1Gi").await;
@@ -187,7 +258,12 @@ async fn resource_quota_counts_pods_and_needs_stated_compute() {
         "metadata": {"name": "bad", "namespace": "team-b"},
         "spec": {"hard": {"gpus": "1"}}});
     let refused = create(&t, &bad.to_string()).failure();
-    assert!(refused.contains("spec.hard[gpus]: Invalid value: \"gpus\": must be a standard resource for quota"), "{refused}");
+    assert!(
+        refused.contains(
+            "spec.hard[gpus]: Invalid value: \"gpus\": must be a standard resource for quota"
+        ),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,23 +284,41 @@ async fn limit_range_defaults_and_bounds() {
     create(&t, &quota.to_string()).success();
     create(&t, &pod_yaml("plain", "lr", json!({}), json!({}))).success();
     let pod: Value = serde_json::from_str(
-        &t.kubectl(&["get", "pod", "plain", "-n", "lr", "-o", "json"]).success(),
+        &t.kubectl(&["get", "pod", "plain", "-n", "lr", "-o", "json"])
+            .success(),
     )
     .unwrap();
     let resources = &pod["spec"]["containers"][0]["resources"];
-    assert_eq!(resources["limits"], json!({"cpu": "500m", "memory": "256Mi"}));
-    assert_eq!(resources["requests"], json!({"cpu": "250m", "memory": "256Mi"}));
+    assert_eq!(
+        resources["limits"],
+        json!({"cpu": "500m", "memory": "256Mi"})
+    );
+    assert_eq!(
+        resources["requests"],
+        json!({"cpu": "250m", "memory": "256Mi"})
+    );
     assert_eq!(
         pod["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
         "LimitRanger plugin set: cpu, memory request for container main; cpu, memory limit for container main"
     );
-    let refused = create(&t, &pod_yaml("big", "lr", json!({"limits": {"cpu": "3"}}), json!({}))).failure();
+    let refused = create(
+        &t,
+        &pod_yaml("big", "lr", json!({"limits": {"cpu": "3"}}), json!({})),
+    )
+    .failure();
     assert!(
-        refused.contains("pods \"big\" is forbidden: maximum cpu usage per Container is 2, but limit is 3"),
+        refused.contains(
+            "pods \"big\" is forbidden: maximum cpu usage per Container is 2, but limit is 3"
+        ),
         "{refused}"
     );
-    let described = t.kubectl(&["describe", "limitrange", "defaults", "-n", "lr"]).success();
-    assert!(described.contains("Container") && described.contains("500m"), "{described}");
+    let described = t
+        .kubectl(&["describe", "limitrange", "defaults", "-n", "lr"])
+        .success();
+    assert!(
+        described.contains("Container") && described.contains("500m"),
+        "{described}"
+    );
     wait_described(&t, "lr", "compute", "limits.cpu", "500m", "4").await;
 }
 
@@ -245,17 +339,29 @@ fn compliant(name: &str, namespace: &str, extra: Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_security_enforces_and_warns() {
     let t = common::start().await;
-    namespace(&t, "locked", &["pod-security.kubernetes.io/enforce=restricted"]);
+    namespace(
+        &t,
+        "locked",
+        &["pod-security.kubernetes.io/enforce=restricted"],
+    );
     create(&t, &compliant("good", "locked", json!({}))).success();
 
-    let privileged = compliant("priv", "locked", json!({"containerSecurityContext": {
-        "privileged": true, "capabilities": {"drop": ["ALL"]}}}));
+    let privileged = compliant(
+        "priv",
+        "locked",
+        json!({"containerSecurityContext": {
+        "privileged": true, "capabilities": {"drop": ["ALL"]}}}),
+    );
     let refused = create(&t, &privileged).failure();
     assert!(
         refused.contains("Error from server (Forbidden): error when creating \"STDIN\": pods \"priv\" is forbidden: violates PodSecurity \"restricted:latest\": allowPrivilegeEscalation != false (container \"main\" must set securityContext.allowPrivilegeEscalation=false), privileged (container \"main\" must not set securityContext.privileged=true)"),
         "{refused}"
     );
-    let host_path = compliant("host", "locked", json!({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}));
+    let host_path = compliant(
+        "host",
+        "locked",
+        json!({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}),
+    );
     let refused = create(&t, &host_path).failure();
     assert!(
         refused.contains("pods \"host\" is forbidden: violates PodSecurity \"restricted:latest\": restricted volume types (volume \"root\" uses restricted volume type \"hostPath\")"),
@@ -263,8 +369,24 @@ async fn pod_security_enforces_and_warns() {
     );
 
     // baseline refuses hostPath and privileged too, in its own words, but not a plain pod.
-    namespace(&t, "base", &["pod-security.kubernetes.io/enforce=baseline", "pod-security.kubernetes.io/enforce-version=v1.30"]);
-    let refused = create(&t, &pod_yaml("host", "base", json!({}), json!({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}))).failure();
+    namespace(
+        &t,
+        "base",
+        &[
+            "pod-security.kubernetes.io/enforce=baseline",
+            "pod-security.kubernetes.io/enforce-version=v1.30",
+        ],
+    );
+    let refused = create(
+        &t,
+        &pod_yaml(
+            "host",
+            "base",
+            json!({}),
+            json!({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}),
+        ),
+    )
+    .failure();
     assert!(
         refused.contains("pods \"host\" is forbidden: violates PodSecurity \"baseline:v1.30\": hostPath volumes (volume \"root\")"),
         "{refused}"
@@ -280,7 +402,11 @@ async fn pod_security_enforces_and_warns() {
     }
 
     // warn: admitted, with kubectl's Warning line.
-    namespace(&t, "watched", &["pod-security.kubernetes.io/warn=restricted"]);
+    namespace(
+        &t,
+        "watched",
+        &["pod-security.kubernetes.io/warn=restricted"],
+    );
     let out = create(&t, &pod_yaml("plain", "watched", json!({}), json!({})));
     assert!(out.ok, "{out:?}");
     assert!(
@@ -290,7 +416,12 @@ async fn pod_security_enforces_and_warns() {
     );
 
     // Enforcing on a namespace whose pods fail the level warns about them.
-    let out = t.kubectl(&["label", "namespace", "watched", "pod-security.kubernetes.io/enforce=restricted"]);
+    let out = t.kubectl(&[
+        "label",
+        "namespace",
+        "watched",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
     assert!(out.ok, "{out:?}");
     assert!(
         out.stderr.contains("Warning: existing pods in namespace \"watched\" violate the new PodSecurity enforce level \"restricted:latest\""),
@@ -301,14 +432,25 @@ async fn pod_security_enforces_and_warns() {
 
     // Unknown levels are refused: 422.
     let refused = t
-        .kubectl(&["label", "namespace", "watched", "--overwrite", "pod-security.kubernetes.io/enforce=strict"])
+        .kubectl(&[
+            "label",
+            "namespace",
+            "watched",
+            "--overwrite",
+            "pod-security.kubernetes.io/enforce=strict",
+        ])
         .failure();
     assert!(
         refused.contains("namespaces \"watched\" is invalid: metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: \"strict\": must be one of privileged, baseline, restricted"),
         "{refused}"
     );
-    let refused = create(&t, &json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": "odd", "labels": {"pod-security.kubernetes.io/warn-version": "1.30"}}}).to_string()).failure();
+    let refused = create(
+        &t,
+        &json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "odd", "labels": {"pod-security.kubernetes.io/warn-version": "1.30"}}})
+        .to_string(),
+    )
+    .failure();
     assert!(
         refused.contains("namespaces \"odd\" is invalid: metadata.labels[pod-security.kubernetes.io/warn-version]: Invalid value: \"1.30\": must be \"latest\" or \"v1.x\""),
         "{refused}"
@@ -316,5 +458,14 @@ async fn pod_security_enforces_and_warns() {
 
     // Namespaces without labels are privileged.
     namespace(&t, "open", &[]);
-    create(&t, &pod_yaml("priv", "open", json!({}), json!({"containerSecurityContext": {"privileged": true}, "hostNetwork": true}))).success();
+    create(
+        &t,
+        &pod_yaml(
+            "priv",
+            "open",
+            json!({}),
+            json!({"containerSecurityContext": {"privileged": true}, "hostNetwork": true}),
+        ),
+    )
+    .success();
 }

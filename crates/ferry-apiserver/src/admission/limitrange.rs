@@ -45,7 +45,12 @@ fn limit_items(service: &Service, namespace: &str) -> Vec<Value> {
     ranges.sort_by(|a, b| crate::meta::name(&a.value).cmp(crate::meta::name(&b.value)));
     ranges
         .iter()
-        .flat_map(|r| r.value["spec"]["limits"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| {
+            r.value["spec"]["limits"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .map(|mut item| {
             crate::strategy::limitrange::default_item(&mut item);
             item
@@ -93,10 +98,13 @@ fn check(
     errors: &mut Vec<String>,
 ) {
     let value = |list: &Map<String, Value>, name: &str| {
-        list.get(name).and_then(|q| milli_of(q).ok().map(|v| (v, text_of(q))))
+        list.get(name)
+            .and_then(|q| milli_of(q).ok().map(|v| (v, text_of(q))))
     };
     for (name, enforced) in item["min"].as_object().into_iter().flatten() {
-        let Ok(min) = milli_of(enforced) else { continue };
+        let Ok(min) = milli_of(enforced) else {
+            continue;
+        };
         let min_text = format_quantity(name, min);
         match (value(requests, name), value(limits, name)) {
             (None, _) => errors.push(format!(
@@ -112,7 +120,9 @@ fn check(
         }
     }
     for (name, enforced) in item["max"].as_object().into_iter().flatten() {
-        let Ok(max) = milli_of(enforced) else { continue };
+        let Ok(max) = milli_of(enforced) else {
+            continue;
+        };
         let max_text = format_quantity(name, max);
         match (value(limits, name), value(requests, name)) {
             (None, _) => errors.push(format!(
@@ -127,8 +137,14 @@ fn check(
             _ => {}
         }
     }
-    for (name, enforced) in item["maxLimitRequestRatio"].as_object().into_iter().flatten() {
-        let Ok(ratio) = milli_of(enforced) else { continue };
+    for (name, enforced) in item["maxLimitRequestRatio"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        let Ok(ratio) = milli_of(enforced) else {
+            continue;
+        };
         let ratio_text = format_quantity(name, ratio);
         let request = value(requests, name).map(|(v, _)| v).filter(|v| *v > 0);
         let limit = value(limits, name).map(|(v, _)| v).filter(|v| *v > 0);
@@ -154,8 +170,14 @@ fn check(
 /// A container's requests (limits where no request is stated, as Kubernetes defaults them)
 /// and limits.
 fn requests_and_limits(c: &Value) -> (Map<String, Value>, Map<String, Value>) {
-    let limits = c["resources"]["limits"].as_object().cloned().unwrap_or_default();
-    let mut requests = c["resources"]["requests"].as_object().cloned().unwrap_or_default();
+    let limits = c["resources"]["limits"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut requests = c["resources"]["requests"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     for (k, v) in &limits {
         requests.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -227,7 +249,10 @@ impl Plugin for LimitRanger {
         let items = limit_items(service, attributes.namespace.unwrap_or_default());
         let mut messages = Vec::new();
         for item in items.iter().filter(|i| i["type"] == "Container") {
-            for (list, what) in [("initContainers", "init container"), ("containers", "container")] {
+            for (list, what) in [
+                ("initContainers", "init container"),
+                ("containers", "container"),
+            ] {
                 let Some(containers) = object["spec"][list].as_array_mut() else {
                     continue;
                 };
@@ -245,9 +270,7 @@ impl Plugin for LimitRanger {
         }
         if !messages.is_empty() {
             let metadata = crate::strategy::object_field(object, "metadata");
-            let annotations = metadata
-                .entry("annotations")
-                .or_insert_with(|| json!({}));
+            let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
             if !annotations.is_object() {
                 *annotations = json!({});
             }
@@ -288,7 +311,10 @@ mod tests {
         let (requests, limits) = default_container(&item, &mut c);
         assert_eq!(requests, ["cpu"]);
         assert_eq!(limits, ["cpu"]);
-        assert_eq!(c["resources"]["limits"], json!({"cpu": "1", "memory": "2Gi"}));
+        assert_eq!(
+            c["resources"]["limits"],
+            json!({"cpu": "1", "memory": "2Gi"})
+        );
         assert_eq!(c["resources"]["requests"], json!({"cpu": "500m"}));
     }
 
@@ -308,8 +334,14 @@ mod tests {
             ]
         );
         let no_limit = json!({"containers": [{"name": "c"}]});
-        let errors = violations(&[json!({"type": "Container", "max": {"cpu": "2"}})], &no_limit);
-        assert_eq!(errors, ["maximum cpu usage per Container is 2.  No limit is specified"]);
+        let errors = violations(
+            &[json!({"type": "Container", "max": {"cpu": "2"}})],
+            &no_limit,
+        );
+        assert_eq!(
+            errors,
+            ["maximum cpu usage per Container is 2.  No limit is specified"]
+        );
     }
 
     #[test]

@@ -214,8 +214,7 @@ impl Plugin for PodSecurity {
         object: &Value,
     ) -> ApiResult<Admitted> {
         let a = attributes;
-        if a.operation == Operation::Delete || a.subresource.is_some() || !a.info.group.is_empty()
-        {
+        if a.operation == Operation::Delete || a.subresource.is_some() || !a.info.group.is_empty() {
             return Ok(Admitted::default());
         }
         match (a.info.plural.as_str(), a.operation, a.namespace) {
@@ -249,8 +248,17 @@ mod tests {
         let causes = label_problems(&json!({"pod-security.kubernetes.io/enforce": "strict",
             "pod-security.kubernetes.io/warn-version": "1.2"}));
         assert_eq!(causes.len(), 2);
-        assert_eq!(causes[0].field, "metadata.labels[pod-security.kubernetes.io/enforce]");
-        assert!(causes[0].message.contains("must be one of privileged, baseline, restricted"));
-        assert!(label_problems(&json!({"pod-security.kubernetes.io/audit": "restricted"})).is_empty());
+        assert_eq!(
+            causes[0].field,
+            "metadata.labels[pod-security.kubernetes.io/enforce]"
+        );
+        assert!(
+            causes[0]
+                .message
+                .contains("must be one of privileged, baseline, restricted")
+        );
+        assert!(
+            label_problems(&json!({"pod-security.kubernetes.io/audit": "restricted"})).is_empty()
+        );
     }
 }

@@ -248,22 +248,47 @@ mod tests {
     #[tokio::test]
     async fn gpus_whole_and_shared_are_counted() {
         let (_dir, s) = service().await;
-        create(&s, "resourcequotas", quota(json!({"requests.nvidia.com/gpu": "1"})), false)
-            .await
-            .unwrap();
-        create(&s, "pods", pod("half-a", json!({"ferry.dev/gpu-milli": "500"})), false)
-            .await
-            .unwrap();
+        create(
+            &s,
+            "resourcequotas",
+            quota(json!({"requests.nvidia.com/gpu": "1"})),
+            false,
+        )
+        .await
+        .unwrap();
+        create(
+            &s,
+            "pods",
+            pod("half-a", json!({"ferry.dev/gpu-milli": "500"})),
+            false,
+        )
+        .await
+        .unwrap();
         // A dry run is checked but charges nothing.
-        create(&s, "pods", pod("dry", json!({"ferry.dev/gpu-milli": "500"})), true)
-            .await
-            .unwrap();
-        create(&s, "pods", pod("half-b", json!({"ferry.dev/gpu-milli": "500"})), false)
-            .await
-            .unwrap();
-        let e = create(&s, "pods", pod("half-c", json!({"ferry.dev/gpu-milli": "500"})), false)
-            .await
-            .unwrap_err();
+        create(
+            &s,
+            "pods",
+            pod("dry", json!({"ferry.dev/gpu-milli": "500"})),
+            true,
+        )
+        .await
+        .unwrap();
+        create(
+            &s,
+            "pods",
+            pod("half-b", json!({"ferry.dev/gpu-milli": "500"})),
+            false,
+        )
+        .await
+        .unwrap();
+        let e = create(
+            &s,
+            "pods",
+            pod("half-c", json!({"ferry.dev/gpu-milli": "500"})),
+            false,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.code, 403);
         assert_eq!(
             e.message,
@@ -278,9 +303,14 @@ mod tests {
     #[tokio::test]
     async fn terminal_pods_do_not_count_and_cpu_quotas_need_requests() {
         let (_dir, s) = service().await;
-        create(&s, "resourcequotas", quota(json!({"pods": "1", "limits.cpu": "2"})), false)
-            .await
-            .unwrap();
+        create(
+            &s,
+            "resourcequotas",
+            quota(json!({"pods": "1", "limits.cpu": "2"})),
+            false,
+        )
+        .await
+        .unwrap();
         let e = create(&s, "pods", pod("bare", json!({})), false)
             .await
             .unwrap_err();
@@ -294,15 +324,27 @@ mod tests {
         let e = create(&s, "pods", pod("b", json!({"cpu": "1"})), false)
             .await
             .unwrap_err();
-        assert!(e.message.ends_with("exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1"), "{}", e.message);
+        assert!(
+            e.message
+                .ends_with("exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1"),
+            "{}",
+            e.message
+        );
         // The first pod finishes: it no longer counts.
         let pods = s.registry.get("", "v1", "pods").unwrap();
         let old = s.get(&pods, Some("t"), "a").unwrap();
         let mut done = (*old.value).clone();
         done["status"] = json!({"phase": "Succeeded"});
-        s.update(&pods, Some("t"), "a", done, Some("status"), &WriteOptions::default())
-            .await
-            .unwrap();
+        s.update(
+            &pods,
+            Some("t"),
+            "a",
+            done,
+            Some("status"),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
         create(&s, "pods", pod("b", json!({"cpu": "1"})), false)
             .await
             .unwrap();
@@ -311,12 +353,15 @@ mod tests {
     #[tokio::test]
     async fn object_counts_and_racing_creates() {
         let (_dir, s) = service().await;
-        create(&s, "resourcequotas", quota(json!({"count/configmaps": "3", "secrets": "1"})), false)
-            .await
-            .unwrap();
-        let cm = |n: usize| {
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{n}")}})
-        };
+        create(
+            &s,
+            "resourcequotas",
+            quota(json!({"count/configmaps": "3", "secrets": "1"})),
+            false,
+        )
+        .await
+        .unwrap();
+        let cm = |n: usize| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{n}")}});
         // Ten creates race for three places: exactly three win.
         let results = futures::future::join_all((0..10).map(|n| {
             let s = s.clone();
@@ -324,12 +369,21 @@ mod tests {
             tokio::spawn(async move { create(&s, "configmaps", body, false).await })
         }))
         .await;
-        let won = results.iter().filter(|r| r.as_ref().unwrap().is_ok()).count();
+        let won = results
+            .iter()
+            .filter(|r| r.as_ref().unwrap().is_ok())
+            .count();
         assert_eq!(won, 3);
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1"}});
         create(&s, "secrets", secret, false).await.unwrap();
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s2"}});
         let e = create(&s, "secrets", secret, false).await.unwrap_err();
-        assert!(e.message.contains("exceeded quota: q, requested: secrets=1, used: secrets=1, limited: secrets=1"), "{}", e.message);
+        assert!(
+            e.message.contains(
+                "exceeded quota: q, requested: secrets=1, used: secrets=1, limited: secrets=1"
+            ),
+            "{}",
+            e.message
+        );
     }
 }

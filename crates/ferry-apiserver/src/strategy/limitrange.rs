@@ -96,7 +96,11 @@ pub fn default_item(item: &mut Value) {
 
 /// Defaults every item of a LimitRange.
 fn default_items(object: &mut Value) {
-    for item in object["spec"]["limits"].as_array_mut().into_iter().flatten() {
+    for item in object["spec"]["limits"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
         default_item(item);
     }
 }
@@ -150,9 +154,8 @@ fn validate_item(item: &Value, at: &str, causes: &mut Vec<FieldCause>) {
             }
         }
     }
-    let get = |list: &[(String, i128)], name: &str| {
-        list.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
-    };
+    let get =
+        |list: &[(String, i128)], name: &str| list.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
     let q = |name: &str, v: i128| format_quantity(name, v);
     let mut names: Vec<&String> = min
         .iter()
@@ -176,7 +179,11 @@ fn validate_item(item: &Value, at: &str, causes: &mut Vec<FieldCause>) {
             causes.push(FieldCause::invalid(
                 format!("{at}.min[{name}]"),
                 q(name, mn),
-                format!("min value {} is greater than max value {}", q(name, mn), q(name, mx)),
+                format!(
+                    "min value {} is greater than max value {}",
+                    q(name, mn),
+                    q(name, mx)
+                ),
             ));
         }
         if let Some(dr) = dr {
@@ -184,21 +191,33 @@ fn validate_item(item: &Value, at: &str, causes: &mut Vec<FieldCause>) {
                 causes.push(FieldCause::invalid(
                     format!("{at}.defaultRequest[{name}]"),
                     q(name, dr),
-                    format!("min value {} is greater than default request value {}", q(name, mn), q(name, dr)),
+                    format!(
+                        "min value {} is greater than default request value {}",
+                        q(name, mn),
+                        q(name, dr)
+                    ),
                 ));
             }
             if let Some(mx) = mx.filter(|mx| dr > *mx) {
                 causes.push(FieldCause::invalid(
                     format!("{at}.defaultRequest[{name}]"),
                     q(name, dr),
-                    format!("default request value {} is greater than max value {}", q(name, dr), q(name, mx)),
+                    format!(
+                        "default request value {} is greater than max value {}",
+                        q(name, dr),
+                        q(name, mx)
+                    ),
                 ));
             }
             if let Some(d) = d.filter(|d| dr > *d) {
                 causes.push(FieldCause::invalid(
                     format!("{at}.defaultRequest[{name}]"),
                     q(name, dr),
-                    format!("default request value {} is greater than default limit value {}", q(name, dr), q(name, d)),
+                    format!(
+                        "default request value {} is greater than default limit value {}",
+                        q(name, dr),
+                        q(name, d)
+                    ),
                 ));
             }
         }
@@ -207,14 +226,22 @@ fn validate_item(item: &Value, at: &str, causes: &mut Vec<FieldCause>) {
                 causes.push(FieldCause::invalid(
                     format!("{at}.default[{name}]"),
                     q(name, d),
-                    format!("min value {} is greater than default value {}", q(name, mn), q(name, d)),
+                    format!(
+                        "min value {} is greater than default value {}",
+                        q(name, mn),
+                        q(name, d)
+                    ),
                 ));
             }
             if let Some(mx) = mx.filter(|mx| d > *mx) {
                 causes.push(FieldCause::invalid(
                     format!("{at}.default[{name}]"),
                     q(name, d),
-                    format!("default value {} is greater than max value {}", q(name, d), q(name, mx)),
+                    format!(
+                        "default value {} is greater than max value {}",
+                        q(name, d),
+                        q(name, mx)
+                    ),
                 ));
             }
         }
@@ -253,9 +280,18 @@ mod tests {
     fn refuses_inconsistent_ranges_as_kubernetes() {
         let c = causes_of(json!([{"type": "Container", "min": {"cpu": "2"}, "max": {"cpu": "1"}}]));
         assert_eq!(c[0].field, "spec.limits[0].min[cpu]");
-        assert!(c[0].message.contains("min value 2 is greater than max value 1"));
-        let c = causes_of(json!([{"type": "Container", "default": {"memory": "2Gi"}, "max": {"memory": "1Gi"}}]));
-        assert!(c[0].message.contains("default value 2Gi is greater than max value 1Gi"), "{c:?}");
+        assert!(
+            c[0].message
+                .contains("min value 2 is greater than max value 1")
+        );
+        let c = causes_of(
+            json!([{"type": "Container", "default": {"memory": "2Gi"}, "max": {"memory": "1Gi"}}]),
+        );
+        assert!(
+            c[0].message
+                .contains("default value 2Gi is greater than max value 1Gi"),
+            "{c:?}"
+        );
         let c = causes_of(json!([{"type": "Pod", "default": {"cpu": "1"}}]));
         assert_eq!(c[0].reason, "FieldValueForbidden");
         let c = causes_of(json!([{"type": "Node"}]));

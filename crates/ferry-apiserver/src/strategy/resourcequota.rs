@@ -17,8 +17,14 @@ pub struct ResourceQuotas;
 
 impl Strategy for ResourceQuotas {
     fn resource(&self) -> Option<ResourceInfo> {
-        let mut info =
-            ResourceInfo::builtin("", "v1", "resourcequotas", "ResourceQuota", true, &["quota"]);
+        let mut info = ResourceInfo::builtin(
+            "",
+            "v1",
+            "resourcequotas",
+            "ResourceQuota",
+            true,
+            &["quota"],
+        );
         info.status = true;
         Some(info)
     }
@@ -205,8 +211,7 @@ fn validate_scopes(spec: &Value, causes: &mut Vec<FieldCause>) {
         }
         scopes.push(scope.to_string());
     }
-    if scopes.iter().any(|s| s == "Terminating") && scopes.iter().any(|s| s == "NotTerminating")
-    {
+    if scopes.iter().any(|s| s == "Terminating") && scopes.iter().any(|s| s == "NotTerminating") {
         causes.push(FieldCause::invalid(
             "spec.scopes",
             scopes.join(", "),
@@ -224,7 +229,12 @@ fn validate_scopes(spec: &Value, causes: &mut Vec<FieldCause>) {
         return;
     }
     let best_effort = scopes.iter().any(|s| s == "BestEffort");
-    for name in spec["hard"].as_object().into_iter().flatten().map(|(k, _)| k) {
+    for name in spec["hard"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+    {
         let allowed = if best_effort {
             name == "pods" || name == "count/pods"
         } else {
@@ -264,7 +274,10 @@ mod tests {
     fn refuses_bad_names_quantities_and_scopes() {
         let c = causes_of(json!({"spec": {"hard": {"bogus": "1"}}}));
         assert_eq!(c[0].field, "spec.hard[bogus]");
-        assert!(c[0].message.contains("must be a standard resource for quota"));
+        assert!(
+            c[0].message
+                .contains("must be a standard resource for quota")
+        );
         let c = causes_of(json!({"spec": {"hard": {"pods": "-1"}}}));
         assert!(c[0].message.contains("must be greater than or equal to 0"));
         let c = causes_of(json!({"spec": {"hard": {"pods": "1.5"}}}));
@@ -274,7 +287,10 @@ mod tests {
         let c = causes_of(json!({"spec": {"hard": {"pods": "1"}, "scopes": ["Sometimes"]}}));
         assert_eq!(c[0].reason, "FieldValueNotSupported");
         let c = causes_of(json!({"spec": {"hard": {"cpu": "1"}, "scopes": ["BestEffort"]}}));
-        assert!(c[0].message.contains("unsupported scope applied to resource"));
+        assert!(
+            c[0].message
+                .contains("unsupported scope applied to resource")
+        );
         let c = causes_of(json!({"spec": {"hard": {"secrets": "1"}, "scopes": ["Terminating"]}}));
         assert_eq!(c.len(), 1);
     }

@@ -486,7 +486,11 @@ pub fn restricted_volumes(spec: &Value) -> Option<Violation> {
                 pluralize("volume", "volumes", bad.len()),
                 join_quote(&bad),
                 pluralize("uses", "use", bad.len()),
-                pluralize("restricted volume type", "restricted volume types", types.len()),
+                pluralize(
+                    "restricted volume type",
+                    "restricted volume types",
+                    types.len()
+                ),
                 join_quote(&types)
             ),
         )
@@ -557,8 +561,13 @@ pub fn capabilities_restricted(spec: &Value) -> Option<Violation> {
             join_quote(&caps)
         ));
     }
-    (!details.is_empty())
-        .then(|| violation("capabilities_restricted", "unrestricted capabilities", details.join("; ")))
+    (!details.is_empty()).then(|| {
+        violation(
+            "capabilities_restricted",
+            "unrestricted capabilities",
+            details.join("; "),
+        )
+    })
 }
 
 /// Restricted: `runAsNonRoot: true` for the pod or every container, and false nowhere.
@@ -590,7 +599,8 @@ pub fn run_as_non_root(spec: &Value) -> Option<Violation> {
             containers_phrase(&unset)
         ));
     }
-    (!details.is_empty()).then(|| violation("runAsNonRoot", "runAsNonRoot != true", details.join("; ")))
+    (!details.is_empty())
+        .then(|| violation("runAsNonRoot", "runAsNonRoot != true", details.join("; ")))
 }
 
 /// Restricted: no `runAsUser: 0`.
@@ -605,14 +615,22 @@ pub fn run_as_user(spec: &Value) -> Option<Violation> {
         .map(name)
         .collect();
     if !bad.is_empty() {
-        details.push(format!("{} must not set runAsUser=0", containers_phrase(&bad)));
+        details.push(format!(
+            "{} must not set runAsUser=0",
+            containers_phrase(&bad)
+        ));
     }
     (!details.is_empty()).then(|| violation("runAsUser", "runAsUser=0", details.join("; ")))
 }
 
 /// Restricted: seccomp `RuntimeDefault` or `Localhost` for the pod or every container.
 pub fn seccomp_restricted(spec: &Value) -> Option<Violation> {
-    let valid = |sc: &Value| matches!(sc["seccompProfile"]["type"].as_str(), Some("RuntimeDefault" | "Localhost"));
+    let valid = |sc: &Value| {
+        matches!(
+            sc["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault" | "Localhost")
+        )
+    };
     let mut details: Vec<String> = seccomp_unconfined(spec).into_iter().collect();
     let pod_valid = valid(&spec["securityContext"]);
     let unset: Vec<String> = containers(spec)
@@ -629,8 +647,13 @@ pub fn seccomp_restricted(spec: &Value) -> Option<Violation> {
             containers_phrase(&unset)
         ));
     }
-    (!details.is_empty())
-        .then(|| violation("seccompProfile_restricted", "seccompProfile", details.join("; ")))
+    (!details.is_empty()).then(|| {
+        violation(
+            "seccompProfile_restricted",
+            "seccompProfile",
+            details.join("; "),
+        )
+    })
 }
 
 /// The violations of a pod at `level`, in the order of the checks' IDs (as PSA lists them).
@@ -732,7 +755,10 @@ mod tests {
     #[test]
     fn host_path_check() {
         let spec = json!({"volumes": [{"name": "v", "hostPath": {"path": "/"}}, {"name": "e", "emptyDir": {}}]});
-        assert_eq!(detail(host_path_volumes(&spec)), "hostPath volumes (volume \"v\")");
+        assert_eq!(
+            detail(host_path_volumes(&spec)),
+            "hostPath volumes (volume \"v\")"
+        );
         assert_eq!(
             detail(restricted_volumes(&spec)),
             "restricted volume types (volume \"v\" uses restricted volume type \"hostPath\")"
@@ -790,15 +816,32 @@ mod tests {
             detail(selinux_options(&spec)),
             "seLinuxOptions (container \"c\" set forbidden securityContext.seLinuxOptions: type \"spc_t\"; user \"root\")"
         );
-        assert!(selinux_options(&one(json!({"seLinuxOptions": {"type": "container_t", "level": "s0"}}))).is_none());
+        assert!(
+            selinux_options(&one(
+                json!({"seLinuxOptions": {"type": "container_t", "level": "s0"}})
+            ))
+            .is_none()
+        );
     }
 
     #[test]
     fn app_armor_check() {
         let meta = json!({"annotations": {"container.apparmor.security.beta.kubernetes.io/c": "unconfined"}});
         assert!(app_armor(&meta, &one(json!({}))).is_some());
-        assert!(app_armor(&json!({}), &one(json!({"appArmorProfile": {"type": "Unconfined"}}))).is_some());
-        assert!(app_armor(&json!({}), &one(json!({"appArmorProfile": {"type": "RuntimeDefault"}}))).is_none());
+        assert!(
+            app_armor(
+                &json!({}),
+                &one(json!({"appArmorProfile": {"type": "Unconfined"}}))
+            )
+            .is_some()
+        );
+        assert!(
+            app_armor(
+                &json!({}),
+                &one(json!({"appArmorProfile": {"type": "RuntimeDefault"}}))
+            )
+            .is_none()
+        );
     }
 
     #[test]
@@ -812,7 +855,9 @@ mod tests {
             detail(seccomp_restricted(&one(json!({})))),
             "seccompProfile (pod or container \"c\" must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")"
         );
-        assert!(seccomp_restricted(&one(json!({"seccompProfile": {"type": "Localhost"}}))).is_none());
+        assert!(
+            seccomp_restricted(&one(json!({"seccompProfile": {"type": "Localhost"}}))).is_none()
+        );
     }
 
     #[test]
@@ -840,7 +885,10 @@ mod tests {
             detail(run_as_non_root(&spec)),
             "runAsNonRoot != true (container \"c\" must not set securityContext.runAsNonRoot=false)"
         );
-        assert_eq!(detail(run_as_user(&spec)), "runAsUser=0 (pod must not set runAsUser=0)");
+        assert_eq!(
+            detail(run_as_user(&spec)),
+            "runAsUser=0 (pod must not set runAsUser=0)"
+        );
     }
 
     #[test]
