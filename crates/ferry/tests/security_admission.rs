@@ -168,6 +168,31 @@ async fn resource_quota_counts_gpus_whole_and_shared() {
     wait_described(&t, "team-a", "gpus", "requests.nvidia.com/gpu", "500m", "1").await;
     create(&t, &half("half-c")).success();
     wait_described(&t, "team-a", "gpus", "requests.nvidia.com/gpu", "1", "1").await;
+
+    // Creates racing for the last GPUs: exactly as many pass as fit.
+    t.kubectl(&["create", "namespace", "race"]).success();
+    t.kubectl(&["create", "quota", "gpus", "-n", "race", "--hard=requests.nvidia.com/gpu=2"])
+        .success();
+    let pods: Api<Pod> = Api::namespaced(t.client.clone(), "race");
+    let racers = (0..8).map(|n| {
+        let pods = pods.clone();
+        let pod: Pod = serde_json::from_str(&pod_yaml(
+            &format!("racer-{n}"),
+            "race",
+            json!({"limits": {"nvidia.com/gpu": "1"}}),
+            json!({}),
+        ))
+        .unwrap();
+        tokio::spawn(async move { pods.create(&PostParams::default(), &pod).await })
+    });
+    let results = futures::future::join_all(racers).await;
+    let admitted = results.iter().filter(|r| r.as_ref().unwrap().is_ok()).count();
+    assert_eq!(admitted, 2, "{results:?}");
+    for r in results {
+        if let Err(kube::Error::Api(s)) = r.unwrap() {
+            assert_eq!(s.code, 403, "{}", s.message);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
