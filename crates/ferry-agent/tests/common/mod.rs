@@ -40,8 +40,12 @@ pub async fn cluster() -> Cluster {
     let server = ferry_apiserver::start(config)
         .await
         .expect("API server starts");
-    let uri = server.url().parse().unwrap();
-    let client = kube::Client::try_from(kube::Config::new(uri)).unwrap();
+    // The admin's kubeconfig: TLS with the cluster CA and a client certificate.
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
     // What the controllers keep in every namespace of a real cluster, and what every pod's
     // service-account volume needs: the `default` ServiceAccount and `kube-root-ca.crt`.
     let post = PostParams::default();
