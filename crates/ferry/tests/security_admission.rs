@@ -171,8 +171,15 @@ async fn resource_quota_counts_gpus_whole_and_shared() {
 
     // Creates racing for the last GPUs: exactly as many pass as fit.
     t.kubectl(&["create", "namespace", "race"]).success();
-    t.kubectl(&["create", "quota", "gpus", "-n", "race", "--hard=requests.nvidia.com/gpu=2"])
-        .success();
+    t.kubectl(&[
+        "create",
+        "quota",
+        "gpus",
+        "-n",
+        "race",
+        "--hard=requests.nvidia.com/gpu=2",
+    ])
+    .success();
     let pods: Api<Pod> = Api::namespaced(t.client.clone(), "race");
     let racers = (0..8).map(|n| {
         let pods = pods.clone();
@@ -186,7 +193,10 @@ async fn resource_quota_counts_gpus_whole_and_shared() {
         tokio::spawn(async move { pods.create(&PostParams::default(), &pod).await })
     });
     let results = futures::future::join_all(racers).await;
-    let admitted = results.iter().filter(|r| r.as_ref().unwrap().is_ok()).count();
+    let admitted = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
     assert_eq!(admitted, 2, "{results:?}");
     for r in results {
         if let Err(kube::Error::Api(s)) = r.unwrap() {
