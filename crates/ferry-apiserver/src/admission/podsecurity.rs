@@ -10,6 +10,7 @@
 //!   PodSecurity "<level>:<version>": …` (kubectl prints it as `Warning: …`);
 //! - `audit`: logged (Ferry keeps no audit log).
 //!
+//! Pod updates are checked again only when they change a container image (as Kubernetes).
 //! Namespace labels are validated (`422` for an unknown level or version), and setting a new
 //! `enforce` level warns about the namespace's existing pods that fail it. Pods made by
 //! workload controllers are checked when the pod is created. The checks themselves are the
@@ -98,6 +99,24 @@ pub fn label_problems(labels: &Value) -> Vec<FieldCause> {
         }
     }
     causes
+}
+
+/// Whether a pod update is checked again (Kubernetes' `isSignificantPodUpdate`): the
+/// containers changed in number or image; other pod updates (metadata, status) are not.
+pub fn significant_pod_update(old: &Value, new: &Value) -> bool {
+    ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .any(|list| {
+            let images = |pod: &Value| -> Vec<Value> {
+                pod["spec"][*list]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c["image"].clone())
+                    .collect()
+            };
+            images(old) != images(new)
+        })
 }
 
 fn namespace_labels(service: &Service, namespace: &str) -> Value {
@@ -219,6 +238,11 @@ impl Plugin for PodSecurity {
         }
         match (a.info.plural.as_str(), a.operation, a.namespace) {
             ("pods", Operation::Create, Some(ns)) => Self::validate_pod(service, a, ns, object),
+            ("pods", Operation::Update, Some(ns))
+                if a.old.is_some_and(|old| significant_pod_update(old, object)) =>
+            {
+                Self::validate_pod(service, a, ns, object)
+            }
             ("namespaces", _, _) => Self::validate_namespace(service, a, object),
             _ => Ok(Admitted::default()),
         }
@@ -241,6 +265,18 @@ mod tests {
         assert_eq!(policy_of(&Value::Null, "enforce").level, Level::Privileged);
         let bad = json!({"pod-security.kubernetes.io/enforce": "strict"});
         assert_eq!(policy_of(&bad, "enforce").level, Level::Restricted);
+    }
+
+    #[test]
+    fn only_image_changes_are_significant_updates() {
+        let pod = json!({"metadata": {"labels": {"a": "1"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        let mut relabelled = pod.clone();
+        relabelled["metadata"]["labels"]["a"] = json!("2");
+        assert!(!significant_pod_update(&pod, &relabelled));
+        let mut new_image = pod.clone();
+        new_image["spec"]["containers"][0]["image"] = json!("busybox:2");
+        assert!(significant_pod_update(&pod, &new_image));
     }
 
     #[test]
