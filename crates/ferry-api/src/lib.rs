@@ -7,6 +7,7 @@
 pub mod gpu;
 pub mod network;
 pub mod quantity;
+pub mod quota;
 pub mod requests;
 pub mod scheduling;
 pub mod stats;

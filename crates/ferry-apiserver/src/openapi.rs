@@ -308,6 +308,8 @@ mod tests {
             "", "v1", "Service" => core::Service;
             "", "v1", "ServiceAccount" => core::ServiceAccount;
             "", "v1", "Endpoints" => core::Endpoints;
+            "", "v1", "ResourceQuota" => core::ResourceQuota;
+            "", "v1", "LimitRange" => core::LimitRange;
             "discovery.k8s.io", "v1", "EndpointSlice" => discovery::EndpointSlice;
             "coordination.k8s.io", "v1", "Lease" => coordination::Lease;
             "scheduling.k8s.io", "v1", "PriorityClass" => scheduling::PriorityClass;

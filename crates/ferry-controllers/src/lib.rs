@@ -9,6 +9,7 @@
 //! - [`endpoints`] and [`endpointslice`]: the Endpoints and EndpointSlices of every Service
 //!   with a selector, from the ready pods it chooses;
 //! - [`clusterrole_aggregation`]: the rules of ClusterRoles with an `aggregationRule`;
+//! - [`resourcequota`]: the `status.hard` and `status.used` of every ResourceQuota;
 //! - [`kubernetes_service`]: the `kubernetes` Service and its endpoints (the API server's
 //!   in-cluster address, when [`Options::kubernetes_endpoint`] gives one);
 //! - [`csrsigning`]: signs approved `kubernetes.io/kube-apiserver-client`
@@ -24,6 +25,7 @@ pub mod endpointslice;
 pub mod gc;
 pub mod kubernetes_service;
 pub mod namespace;
+pub mod resourcequota;
 mod resources;
 pub mod rootca;
 pub mod serviceaccount;
@@ -104,6 +106,7 @@ pub async fn run_with(
             serviceaccount::run(client.clone()),
             endpoints::run(client.clone()),
             endpointslice::run(client.clone()),
+            resourcequota::run(client.clone()),
             kubernetes_service::run(client.clone(), options.kubernetes_endpoint),
             clusterrole_aggregation::run(client.clone()),
             async {

@@ -9,6 +9,9 @@
 
 pub mod noderestriction;
 pub mod rbac_escalation;
+pub mod limitrange;
+pub mod podsecurity;
+pub mod quota;
 
 use std::sync::Arc;
 
@@ -110,6 +113,9 @@ impl Chain {
         Self::default()
             .with(Arc::new(noderestriction::NodeRestriction))
             .with(Arc::new(rbac_escalation::RbacEscalation::new()))
+            .with(Arc::new(limitrange::LimitRanger))
+            .with(Arc::new(podsecurity::PodSecurity))
+            .with(Arc::new(quota::ResourceQuota::default()))
     }
 
     /// Adds a plugin at the end.

@@ -23,11 +23,13 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod event;
 pub mod lease;
+pub mod limitrange;
 pub mod namespace;
 pub mod node;
 pub mod pod;
 pub mod priorityclass;
 pub mod rbac;
+pub mod resourcequota;
 pub mod runtimeclass;
 pub mod secret;
 pub mod service;
@@ -49,6 +51,8 @@ pub static BUILTINS: &[StrategyRef] = &[
     StrategyRef::new("leases", &lease::Leases),
     StrategyRef::new("priorityclasses", &priorityclass::PriorityClasses),
     StrategyRef::new("runtimeclasses", &runtimeclass::RuntimeClasses),
+    StrategyRef::new("resourcequotas", &resourcequota::ResourceQuotas),
+    StrategyRef::new("limitranges", &limitrange::LimitRanges),
     StrategyRef::new("customresourcedefinitions", &crd::CustomResourceDefinitions),
     StrategyRef::new("roles", &rbac::Roles),
     StrategyRef::new("clusterroles", &rbac::ClusterRoles),
