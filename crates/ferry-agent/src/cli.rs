@@ -162,6 +162,22 @@ pub struct AgentArgs {
     /// there as real containers; without it every pod runs on the host runtime
     #[arg(long, value_name = "SOCKET")]
     pub containerd: Option<PathBuf>,
+
+    /// The serving certificate (PEM, chain leaf first) of the agent's endpoints (logs, exec,
+    /// attach, port-forward, stats), for the node's IP addresses. Required with
+    /// --tls-private-key-file and --client-ca-file: the endpoints are served over mutual TLS
+    /// only
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert-file
+    #[arg(long, value_name = "PATH")]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// The CA (PEM) whose client certificates are accepted; only the API server's
+    /// (CN kube-apiserver-kubelet-client) or a system:masters member's are served
+    #[arg(long, value_name = "PATH")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -197,6 +213,22 @@ impl AgentArgs {
         config.network.bridge = self.bridge.clone();
         config.network.cluster_domain = self.cluster_domain.clone();
         config.cri_endpoint = self.containerd.clone();
+        config.tls = match (
+            &self.tls_cert_file,
+            &self.tls_private_key_file,
+            &self.client_ca_file,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Some(crate::tls::AgentTls::from_files(cert, key, ca)?)
+            }
+            (None, None, None) => None,
+            _ => {
+                return Err(AgentError::Config(
+                    "--tls-cert-file, --tls-private-key-file and --client-ca-file go together"
+                        .into(),
+                ));
+            }
+        };
         if let Some(cmd) = &self.shim_command {
             let mut parts = cmd.split_whitespace().map(str::to_string);
             let program = parts

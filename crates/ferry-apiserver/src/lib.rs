@@ -87,6 +87,11 @@ pub struct ServerConfig {
     /// Serve requests without credentials as the admin. Transitional, while authentication
     /// is wired in; to be removed.
     pub anonymous_is_admin: bool,
+    /// The API server's credentials towards node agents (`--kubelet-client-certificate`,
+    /// `--kubelet-client-key`, `--kubelet-certificate-authority`). `None`: agents are never
+    /// contacted (logs, exec, attach, port-forward and metrics answer `503`); there is no
+    /// plain-HTTP mode.
+    pub kubelet_client: Option<kubelet::KubeletClientTls>,
 }
 
 impl ServerConfig {
@@ -102,6 +107,7 @@ impl ServerConfig {
             service_account_issuer: token::default_issuer("cluster.local"),
             token_file: None,
             anonymous_is_admin: true,
+            kubelet_client: None,
         }
     }
 }
@@ -125,6 +131,9 @@ pub enum ServerError {
     /// The authentication configuration (token file) is not valid.
     #[error("authentication: {0}")]
     Auth(String),
+    /// The credentials towards node agents are not usable.
+    #[error("the kubelet client credentials: {0}")]
+    KubeletClient(tls::TlsError),
     /// Bootstrap objects could not be written.
     #[error("cannot create bootstrap object: {0}")]
     Bootstrap(error::ApiError),
@@ -190,7 +199,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         static_tokens,
         service_accounts: tokens.clone(),
     };
+    let kubelet = kubelet::KubeletClient::new(config.kubelet_client.as_ref())
+        .map_err(ServerError::KubeletClient)?;
     let state = Arc::new(http::AppState {
+        kubelet,
         authn,
         authz: Arc::new(authz::AlwaysAllow),
         anonymous_is_admin: config.anonymous_is_admin,
