@@ -100,7 +100,8 @@ pub struct ControlPlane {
     pub dns: Option<ferry_dns::RunningDns>,
     /// The API's TLS listener on the gateway, when the gateway address exists.
     pub tls: Option<ferry_apiserver::tls::TlsListener>,
-    /// The cluster CA, serving certificate and token key (`<data dir>/pki`).
+    /// The cluster CA, serving certificate and token key (`<data dir>/pki`). Always present
+    /// (an `Option` for compatibility).
     pub pki: Option<ferry_apiserver::tls::Pki>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -152,6 +153,35 @@ fn check_free(addr: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
+/// The node agent's TLS settings: a serving certificate from the cluster CA (CN
+/// `system:node:<name>`, SANs the node name, `localhost`, the node IP and loopback), and the
+/// cluster CA as the CA of its clients (the API server's kubelet-client certificate).
+pub fn agent_tls(
+    pki: &ferry_apiserver::tls::Pki,
+    node_name: &str,
+    node_ip: std::net::IpAddr,
+) -> anyhow::Result<ferry_agent::tls::AgentTls> {
+    let mut ips = vec![node_ip];
+    for loopback in [
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ] {
+        if !ips.contains(&loopback) {
+            ips.push(loopback);
+        }
+    }
+    let names = ferry_apiserver::tls::ServingNames {
+        dns: vec![node_name.to_string(), "localhost".into()],
+        ips,
+    };
+    let serving = pki.issue_serving_cert(&format!("system:node:{node_name}"), &names)?;
+    Ok(ferry_agent::tls::AgentTls {
+        cert_pem: serving.cert_pem,
+        key_pem: serving.key_pem,
+        client_ca_pem: pki.ca_cert_pem.clone(),
+    })
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
@@ -168,20 +198,28 @@ impl ControlPlane {
         if let Some(addr) = config.metrics {
             check_free(addr)?;
         }
-        let pki = match config.tls_port {
-            Some(_) => Some(
-                ferry_apiserver::tls::Pki::ensure(
-                    &config.data_dir,
-                    &crate::incluster::serving_names(&config.network),
-                )
-                .context("cannot set up the cluster's certificates")?,
-            ),
-            None => None,
-        };
+        // The cluster CA always exists: it signs the agent's serving certificate and the API
+        // server's client certificate towards agents, besides the API's own.
+        let pki = ferry_apiserver::tls::Pki::ensure(
+            &config.data_dir,
+            &crate::incluster::serving_names(&config.network),
+        )
+        .context("cannot set up the cluster's certificates")?;
+        let kubelet_client = pki
+            .issue_client_cert(
+                ferry_apiserver::auth::users::APISERVER_KUBELET_CLIENT,
+                &[ferry_apiserver::auth::groups::MASTERS],
+            )
+            .context("cannot issue the API server's kubelet client certificate")?;
         let mut server_config = ferry_apiserver::ServerConfig::new(&config.data_dir);
         server_config.listen = config.listen;
         server_config.token_file = config.token_file.clone();
         server_config.network = config.network.clone();
+        server_config.kubelet_client = Some(ferry_apiserver::kubelet::KubeletClientTls {
+            ca_pem: pki.ca_cert_pem.clone(),
+            cert_pem: kubelet_client.cert_pem,
+            key_pem: kubelet_client.key_pem,
+        });
         server_config.service_account_issuer =
             ferry_apiserver::token::default_issuer(&config.network.cluster_domain);
         let server = ferry_apiserver::start(server_config).await?;
@@ -227,6 +265,10 @@ impl ControlPlane {
                 agent_config.shim = shim;
             }
             agent_config.cri_endpoint = options.containerd.clone();
+            agent_config.tls = Some(
+                agent_tls(&pki, &options.node_name, agent_config.node_ip)
+                    .context("cannot issue the node agent's serving certificate")?,
+            );
             crate::runtimeclass::install(&client_for(&server.url())?, options.containerd.is_some())
                 .await
                 .context("cannot create the RuntimeClasses")?;
@@ -246,10 +288,10 @@ impl ControlPlane {
             }));
         }
         // In-cluster endpoints on the node gateway (the bridge exists once the agent started).
-        let tls = match (config.tls_port, &pki) {
-            (Some(port), Some(pki)) => {
+        let tls = match config.tls_port {
+            Some(port) => {
                 let addr = SocketAddr::from((config.network.gateway(), port));
-                match server.serve_tls(addr, pki).await {
+                match server.serve_tls(addr, &pki).await {
                     Ok(l) => Some(l),
                     Err(ferry_apiserver::tls::TlsError::Listen { source, .. })
                         if crate::incluster::address_missing(&source) =>
@@ -260,7 +302,7 @@ impl ControlPlane {
                     Err(e) => return Err(e).context("cannot serve the in-cluster API"),
                 }
             }
-            _ => None,
+            None => None,
         };
         if config.controllers {
             // An API client like any other: the same code runs with `ferry controllers`.
@@ -274,17 +316,15 @@ impl ControlPlane {
                 options,
                 stopped(stop_rx.clone()),
             )));
-            if let Some(pki) = &pki {
-                let client = client_for(&server.url())?;
-                let publisher = ferry_controllers::rootca::run(client, pki.ca_cert_pem.clone());
-                let stop = stopped(stop_rx.clone());
-                tasks.push(tokio::spawn(async move {
-                    tokio::select! {
-                        () = publisher => {}
-                        () = stop => {}
-                    }
-                }));
-            }
+            let client = client_for(&server.url())?;
+            let publisher = ferry_controllers::rootca::run(client, pki.ca_cert_pem.clone());
+            let stop = stopped(stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    () = publisher => {}
+                    () = stop => {}
+                }
+            }));
         }
         let dns = if config.dns {
             let dns_config = ferry_dns::DnsConfig::for_node(&config.network);
@@ -304,7 +344,7 @@ impl ControlPlane {
         Ok(Self {
             dns,
             tls,
-            pki,
+            pki: Some(pki),
             server,
             kubeconfig,
             agent,
@@ -312,6 +352,18 @@ impl ControlPlane {
             stop,
             tasks,
         })
+    }
+
+    /// A serving certificate for the node agent of `node_name` at `node_ip`, from the cluster
+    /// CA, with the CA its clients must come from: what an agent started next to this plane
+    /// (or restarted) needs in [`ferry_agent::AgentConfig::tls`].
+    pub fn agent_tls(
+        &self,
+        node_name: &str,
+        node_ip: std::net::IpAddr,
+    ) -> anyhow::Result<ferry_agent::tls::AgentTls> {
+        let pki = self.pki.as_ref().context("the control plane has no CA")?;
+        agent_tls(pki, node_name, node_ip)
     }
 
     /// A kube-rs client for this control plane (as the admin).

@@ -19,6 +19,11 @@ pub struct Cluster {
     pub server: ferry_apiserver::RunningServer,
     pub client: kube::Client,
     pub dir: tempfile::TempDir,
+    /// The cluster CA: signs the agent's serving certificate and the API server's client
+    /// certificate towards it.
+    pub pki: ferry_apiserver::tls::Pki,
+    /// A client of the agent as the API server is one (mutual TLS).
+    pub kubelet: ferry_apiserver::kubelet::KubeletClient,
 }
 
 pub fn init_tracing() {
@@ -37,6 +42,21 @@ pub async fn cluster() -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ferry_apiserver::ServerConfig::new(dir.path().join("server"));
     config.listen = "127.0.0.1:0".parse().unwrap();
+    let names = ferry_apiserver::tls::ServingNames {
+        dns: vec!["localhost".into()],
+        ips: vec!["127.0.0.1".parse().unwrap()],
+    };
+    let pki = ferry_apiserver::tls::Pki::ensure(&config.data_dir, &names).expect("cluster CA");
+    let me = pki
+        .issue_client_cert("kube-apiserver-kubelet-client", &["system:masters"])
+        .unwrap();
+    let kubelet_tls = ferry_apiserver::kubelet::KubeletClientTls {
+        ca_pem: pki.ca_cert_pem.clone(),
+        cert_pem: me.cert_pem,
+        key_pem: me.key_pem,
+    };
+    let kubelet = ferry_apiserver::kubelet::KubeletClient::new(Some(&kubelet_tls)).unwrap();
+    config.kubelet_client = Some(kubelet_tls);
     let server = ferry_apiserver::start(config)
         .await
         .expect("API server starts");
@@ -64,6 +84,8 @@ pub async fn cluster() -> Cluster {
         server,
         client,
         dir,
+        pki,
+        kubelet,
     }
 }
 
@@ -90,6 +112,21 @@ impl Cluster {
         // Pods as plain host processes: these tests share one machine with other test planes;
         // the sandbox (bridge, netns, nftables per plane) is tested in `ferry`'s e2e tests.
         c.sandbox = ferry_agent::sandbox::SandboxMode::Host;
+        let serving = self
+            .pki
+            .issue_serving_cert(
+                &format!("system:node:{NODE}"),
+                &ferry_apiserver::tls::ServingNames {
+                    dns: vec![NODE.into()],
+                    ips: vec!["127.0.0.1".parse().unwrap()],
+                },
+            )
+            .unwrap();
+        c.tls = Some(ferry_agent::tls::AgentTls {
+            cert_pem: serving.cert_pem,
+            key_pem: serving.key_pem,
+            client_ca_pem: self.pki.ca_cert_pem.clone(),
+        });
         c
     }
 
@@ -244,4 +281,25 @@ pub async fn wait_dead(pid: i32, within: Duration) {
         assert!(Instant::now() < deadline, "process {pid} is still alive");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `GET path` on the agent at `addr` as the API server sends it (mutual TLS with the
+/// kubelet-client certificate): the status and the body.
+pub async fn agent_get(
+    kubelet: ferry_apiserver::kubelet::KubeletClient,
+    addr: std::net::SocketAddr,
+    path: String,
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let endpoint = ferry_apiserver::kubelet::AgentEndpoint {
+        node_name: NODE.into(),
+        addr,
+    };
+    let resp = kubelet
+        .get(&endpoint, &path)
+        .await
+        .expect("the agent answers");
+    let code = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (code, String::from_utf8_lossy(&body).into_owned())
 }
