@@ -324,6 +324,49 @@ mod tests {
     }
 
     #[test]
+    fn the_tls_files_go_together_and_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["c.pem", "k.pem", "ca.pem"] {
+            std::fs::write(dir.path().join(f), format!("{f} contents")).unwrap();
+        }
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        let base = ["agent", "--node-name", "n1", "--data-dir", "/tmp/agent"];
+        let half = Cli::try_parse_from(base.into_iter().chain(["--tls-cert-file", &p("c.pem")]))
+            .unwrap();
+        assert!(matches!(
+            half.agent.to_config(),
+            Err(AgentError::Config(m)) if m.contains("go together")
+        ));
+        let (c, k, ca) = (p("c.pem"), p("k.pem"), p("ca.pem"));
+        let all = Cli::try_parse_from(base.into_iter().chain([
+            "--tls-cert-file",
+            &c,
+            "--tls-private-key-file",
+            &k,
+            "--client-ca-file",
+            &ca,
+        ]))
+        .unwrap();
+        let tls = all.agent.to_config().unwrap().tls.expect("TLS configured");
+        assert_eq!(tls.cert_pem, "c.pem contents");
+        assert_eq!(tls.key_pem, "k.pem contents");
+        assert_eq!(tls.client_ca_pem, "ca.pem contents");
+        let missing = Cli::try_parse_from(base.into_iter().chain([
+            "--tls-cert-file",
+            "/nonexistent/c.pem",
+            "--tls-private-key-file",
+            &k,
+            "--client-ca-file",
+            &ca,
+        ]))
+        .unwrap();
+        assert!(matches!(
+            missing.agent.to_config(),
+            Err(AgentError::Io { .. })
+        ));
+    }
+
+    #[test]
     fn help_explains_the_flags() {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();

@@ -279,6 +279,42 @@ mod tests {
     }
 
     #[test]
+    fn the_identity_is_read_from_a_real_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ferry_apiserver::tls::ServingNames {
+            dns: vec!["localhost".into()],
+            ips: vec!["127.0.0.1".parse().unwrap()],
+        };
+        let pki = ferry_apiserver::tls::Pki::ensure(dir.path(), &names).unwrap();
+        let der = |pem: &str| {
+            CertificateDer::pem_slice_iter(pem.as_bytes())
+                .next()
+                .unwrap()
+                .unwrap()
+        };
+        let c = pki
+            .issue_client_cert(AUTHORIZED_USER, &["system:masters", "x"])
+            .unwrap();
+        let id = ClientIdentity::of_certificate(&der(&c.cert_pem)).unwrap();
+        assert_eq!(id.user, AUTHORIZED_USER);
+        assert_eq!(id.groups, ["system:masters", "x"]);
+        assert!(id.is_authorized());
+        let m = pki.issue_client_cert("mallory", &[]).unwrap();
+        let id = ClientIdentity::of_certificate(&der(&m.cert_pem)).unwrap();
+        assert!(!id.is_authorized());
+        assert!(ClientIdentity::of_certificate(b"not a certificate").is_none());
+        // The serving side builds with a cluster-CA certificate.
+        let serving = pki.issue_serving_cert("system:node:n", &names).unwrap();
+        AgentTls {
+            cert_pem: serving.cert_pem,
+            key_pem: serving.key_pem,
+            client_ca_pem: pki.ca_cert_pem.clone(),
+        }
+        .server_config()
+        .unwrap();
+    }
+
+    #[test]
     fn bad_pem_is_a_configuration_error() {
         let tls = AgentTls {
             cert_pem: "nope".into(),
