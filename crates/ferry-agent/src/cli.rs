@@ -331,8 +331,8 @@ mod tests {
         }
         let p = |f: &str| dir.path().join(f).display().to_string();
         let base = ["agent", "--node-name", "n1", "--data-dir", "/tmp/agent"];
-        let half = Cli::try_parse_from(base.into_iter().chain(["--tls-cert-file", &p("c.pem")]))
-            .unwrap();
+        let half =
+            Cli::try_parse_from(base.into_iter().chain(["--tls-cert-file", &p("c.pem")])).unwrap();
         assert!(matches!(
             half.agent.to_config(),
             Err(AgentError::Config(m)) if m.contains("go together")

@@ -179,12 +179,19 @@ pub fn too_large(limit: usize) -> ApiError {
     ApiError::too_large(format!("Request entity too large: limit is {limit}"))
 }
 
-/// Serves `app` on `listener` until `stop` resolves: HTTP/1.1 (with the header read timeout)
-/// and HTTP/2 with prior knowledge, open connections finishing gracefully.
+/// Largest request head (request line and headers) accepted, as Go's default
+/// `MaxHeaderBytes` that kube-apiserver keeps: 1 MiB. Larger heads get `431`.
+pub const MAX_HEADER_BYTES: usize = 1 << 20;
+
+/// Serves `app` on `listener` until `stop` resolves: over TLS when `tls` is given (ALPN h2 or
+/// http/1.1; the client's verified-by-handshake certificate chain goes into each request's
+/// extensions as [`crate::auth::PeerCertificates`]), else plain HTTP/1.1 (with the header
+/// read timeout) and HTTP/2 with prior knowledge; open connections finish gracefully.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: &Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -193,8 +200,12 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let header_timeout = limits.header_read_timeout;
@@ -214,9 +225,10 @@ pub async fn serve(
             () = &mut stop => break,
         };
         let _ = tcp.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
             // The protocol is known from the first bytes; a client that sends none is closed
             // after the header timeout (hyper's own timeout starts once it reads HTTP/1).
@@ -224,9 +236,43 @@ pub async fn serve(
                 tracing::debug!(%peer, "closing a connection that sent no request");
                 return;
             }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            let Some(acceptor) = tls else {
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                if let Err(e) = watcher.watch(connection.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            };
+            let stream = match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer_certs = stream.get_ref().1.peer_certificates().map(|chain| {
+                crate::auth::PeerCertificates(Arc::new(
+                    chain.iter().map(|c| c.as_ref().to_vec()).collect(),
+                ))
+            });
+            let service = tower::ServiceExt::map_request(
+                app,
+                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    if let Some(certs) = &peer_certs {
+                        request.extensions_mut().insert(certs.clone());
+                    }
+                    request
+                },
+            );
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
             }
         });
     }

@@ -84,14 +84,29 @@ pub struct ServerConfig {
     pub service_account_issuer: String,
     /// The static token file (`--token-auth-file`): `token,user,uid[,"group1,group2"]`.
     pub token_file: Option<PathBuf>,
-    /// Serve requests without credentials as the admin. Transitional, while authentication
-    /// is wired in; to be removed.
-    pub anonymous_is_admin: bool,
+    /// How clients reach the server: TLS with authentication (the default).
+    pub transport: Transport,
+    /// Names and addresses the serving certificate holds besides the listen address.
+    pub serving_names: tls::ServingNames,
     /// The API server's credentials towards node agents (`--kubelet-client-certificate`,
-    /// `--kubelet-client-key`, `--kubelet-certificate-authority`). `None`: agents are never
-    /// contacted (logs, exec, attach, port-forward and metrics answer `503`); there is no
-    /// plain-HTTP mode.
+    /// `--kubelet-client-key`, `--kubelet-certificate-authority`). `None` with TLS: a
+    /// kubelet-client certificate (CN `kube-apiserver-kubelet-client`, O `system:masters`) is
+    /// issued from the cluster CA at start. Without either, agents are never contacted (logs,
+    /// exec, attach, port-forward and metrics answer `503`): there is no plain-HTTP mode.
     pub kubelet_client: Option<kubelet::KubeletClientTls>,
+}
+
+/// How clients reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// HTTPS with the cluster's serving certificate; every request is authenticated (x509
+    /// client certificates, bearer tokens) and authorized.
+    #[default]
+    Tls,
+    /// Plain HTTP with NO authentication and NO authorization: anyone who reaches the port is
+    /// cluster admin. Only for benchmarks that measure what security costs; never for a
+    /// cluster.
+    InsecurePlainHttpWithoutAuthentication,
 }
 
 impl ServerConfig {
@@ -106,7 +121,14 @@ impl ServerConfig {
             network: ferry_api::network::ClusterNetwork::default(),
             service_account_issuer: token::default_issuer("cluster.local"),
             token_file: None,
-            anonymous_is_admin: true,
+            transport: Transport::Tls,
+            serving_names: tls::ServingNames::for_cluster(
+                "cluster.local",
+                std::net::IpAddr::V4(
+                    ferry_api::network::ClusterNetwork::default().kubernetes_service_ip(),
+                ),
+                &[],
+            ),
             kubelet_client: None,
         }
     }
@@ -131,9 +153,9 @@ pub enum ServerError {
     /// The authentication configuration (token file) is not valid.
     #[error("authentication: {0}")]
     Auth(String),
-    /// The credentials towards node agents are not usable.
-    #[error("the kubelet client credentials: {0}")]
-    KubeletClient(tls::TlsError),
+    /// The cluster's certificates could not be made or loaded.
+    #[error("cannot set up the cluster's certificates: {0}")]
+    Tls(#[from] tls::TlsError),
     /// Bootstrap objects could not be written.
     #[error("cannot create bootstrap object: {0}")]
     Bootstrap(error::ApiError),
@@ -145,6 +167,11 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The API's semantic layer (for in-process components and tests).
     pub service: Arc<Service>,
+    /// The cluster CA, serving certificate and token key (`<data dir>/pki`); none with the
+    /// insecure plain-HTTP transport.
+    pub pki: Option<tls::Pki>,
+    /// The admin's client certificate (`kubernetes-admin` in `system:masters`).
+    pub admin: Option<tls::Credentials>,
     /// The router every listener serves.
     app: axum::Router,
     limits: edge::Limits,
@@ -166,6 +193,30 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .await
         .map_err(|e| ferry_store::StoreError::Storage(format!("store loader failed: {e}")))??;
     let service = Arc::new(Service::with_network(store, config.network.clone()));
+    let (pki, admin) = match config.transport {
+        Transport::Tls => {
+            let mut names = config.serving_names.clone();
+            let ip = config.listen.ip();
+            if !ip.is_unspecified() && !names.ips.contains(&ip) {
+                names.ips.push(ip);
+            }
+            let dir = config.data_dir.clone();
+            let (pki, admin) = tokio::task::spawn_blocking(move || {
+                let pki = tls::Pki::ensure(&dir, &names)?;
+                let admin = pki.ensure_admin()?;
+                Ok::<_, tls::TlsError>((pki, admin))
+            })
+            .await
+            .map_err(|e| tls::TlsError::Cert(format!("certificate task failed: {e}")))??;
+            (Some(pki), Some(admin))
+        }
+        Transport::InsecurePlainHttpWithoutAuthentication => {
+            tracing::warn!(
+                "serving plain HTTP WITHOUT authentication or authorization: anyone who reaches the port is cluster admin (benchmark mode)"
+            );
+            (None, None)
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| {
         let hint = if source.kind() == std::io::ErrorKind::AddrInUse {
             " (another program, perhaps another Ferry, uses this port; stop it or pick another address with --listen)".to_string()
@@ -195,17 +246,36 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         Some(path) => auth::StaticTokens::load(path).map_err(ServerError::Auth)?,
         None => auth::StaticTokens::default(),
     };
+    let client_ca = match &pki {
+        Some(pki) => Some(pki.client_verifier()?),
+        None => None,
+    };
     let authn = auth::Authenticator {
         static_tokens,
         service_accounts: tokens.clone(),
+        client_ca,
     };
-    let kubelet = kubelet::KubeletClient::new(config.kubelet_client.as_ref())
-        .map_err(ServerError::KubeletClient)?;
+    let kubelet_client = match (&config.kubelet_client, &pki) {
+        (Some(given), _) => Some(given.clone()),
+        (None, Some(pki)) => {
+            let me = pki.issue_client_cert(
+                auth::users::APISERVER_KUBELET_CLIENT,
+                &[auth::groups::MASTERS],
+            )?;
+            Some(kubelet::KubeletClientTls {
+                ca_pem: pki.ca_cert_pem.clone(),
+                cert_pem: me.cert_pem,
+                key_pem: me.key_pem,
+            })
+        }
+        (None, None) => None,
+    };
+    let kubelet = kubelet::KubeletClient::new(kubelet_client.as_ref())?;
     let state = Arc::new(http::AppState {
         kubelet,
         authn,
         authz: Arc::new(authz::AlwaysAllow),
-        anonymous_is_admin: config.anonymous_is_admin,
+        anonymous_is_admin: config.transport == Transport::InsecurePlainHttpWithoutAuthentication,
         tokens,
         service: service.clone(),
         advertise: addr.to_string(),
@@ -216,8 +286,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     let limits = config.limits.clone();
     let served = app.clone();
+    let acceptor = match &pki {
+        Some(pki) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            pki.server_config()?,
+        ))),
+        None => None,
+    };
     let server = tokio::spawn(async move {
-        edge::serve(listener, served, &limits, async {
+        edge::serve(listener, served, &limits, acceptor, async {
             let _ = stop.await;
         })
         .await;
@@ -229,6 +305,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     Ok(RunningServer {
         addr,
         service,
+        pki,
+        admin,
         app,
         limits: config.limits,
         shutdown: Some(shutdown),
@@ -262,9 +340,43 @@ async fn bootstrap(service: &Service) -> Result<(), ServerError> {
 }
 
 impl RunningServer {
-    /// The server's URL, such as `http://127.0.0.1:6443`.
+    /// The server's URL, such as `https://127.0.0.1:6443`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.pki {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// A kubeconfig for `user` in `groups` with a new client certificate from the cluster
+    /// CA (the identity of an in-process component); a credential-less kubeconfig with the
+    /// insecure plain-HTTP transport.
+    pub fn kubeconfig_as(&self, user: &str, groups: &[&str]) -> Result<String, tls::TlsError> {
+        match &self.pki {
+            Some(pki) => {
+                let creds = pki.issue_client_cert(user, groups)?;
+                Ok(kubeconfig_with(
+                    &self.url(),
+                    &pki.ca_cert_pem,
+                    KubeconfigUser::Certificate(&creds),
+                    "default",
+                ))
+            }
+            None => Ok(kubeconfig(&self.url())),
+        }
+    }
+
+    /// A kubeconfig that authenticates with the bearer `token`.
+    pub fn kubeconfig_for_token(&self, token: &str) -> String {
+        match &self.pki {
+            Some(pki) => kubeconfig_with(
+                &self.url(),
+                &pki.ca_cert_pem,
+                KubeconfigUser::Token(token),
+                "default",
+            ),
+            None => kubeconfig(&self.url()),
+        }
     }
 
     /// Serves the same API over TLS on `addr` with `pki`'s serving certificate (the in-cluster
@@ -277,9 +389,17 @@ impl RunningServer {
         tls::serve_tls(addr, pki.server_config()?, self.app.clone(), &self.limits).await
     }
 
-    /// A kubeconfig document for this server.
+    /// The admin's kubeconfig for this server (`kubernetes-admin`, `system:masters`).
     pub fn kubeconfig(&self) -> String {
-        kubeconfig(&self.url())
+        match (&self.pki, &self.admin) {
+            (Some(pki), Some(admin)) => kubeconfig_with(
+                &self.url(),
+                &pki.ca_cert_pem,
+                KubeconfigUser::Certificate(admin),
+                "default",
+            ),
+            _ => kubeconfig(&self.url()),
+        }
     }
 
     /// Writes the kubeconfig to `path` (creating its directory), readable by the owner only.
@@ -305,7 +425,8 @@ impl RunningServer {
     }
 }
 
-/// A kubeconfig that points kubectl and kube-rs at `url`.
+/// A kubeconfig without credentials that points kubectl and kube-rs at `url` (the insecure
+/// plain-HTTP transport).
 pub fn kubeconfig(url: &str) -> String {
     format!(
         "apiVersion: v1

@@ -25,6 +25,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, date_time_ymd,
 };
+use rustls::server::danger::ClientCertVerifier;
 use thiserror::Error;
 
 use crate::edge::Limits;
@@ -348,12 +349,35 @@ impl Pki {
         })
     }
 
+    /// The admin's client certificate (`kubernetes-admin` in `system:masters`), kept in
+    /// `admin.crt` / `admin.key` (0600) and made at first use.
+    pub fn ensure_admin(&self) -> Result<Credentials, TlsError> {
+        let (cert_path, key_path) = (self.dir.join("admin.crt"), self.dir.join("admin.key"));
+        if let (Some(cert_pem), Some(key_pem)) = (read(&cert_path)?, read(&key_path)?) {
+            return Ok(Credentials { cert_pem, key_pem });
+        }
+        let creds =
+            self.issue_client_cert(crate::auth::users::ADMIN, &[crate::auth::groups::MASTERS])?;
+        write(&key_path, &creds.key_pem, 0o600)?;
+        write(&cert_path, &creds.cert_pem, 0o600)?;
+        Ok(creds)
+    }
+
     /// The CA certificate file (`ca.crt`).
     pub fn ca_path(&self) -> PathBuf {
         self.dir.join("ca.crt")
     }
 
-    /// A rustls server configuration for the serving certificate (ALPN h2, http/1.1).
+    /// A verifier of client certificates against the cluster CA (what the x509
+    /// authenticator checks a request's certificate with).
+    pub fn client_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+        client_verifier(&self.ca_cert_pem)
+    }
+
+    /// A rustls server configuration for the serving certificate (ALPN h2, http/1.1) that
+    /// asks clients for a certificate without requiring one: the x509 authenticator checks
+    /// it, so a certificate of another CA is a `401`, as kube-apiserver answers, rather than
+    /// a failed handshake.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -367,11 +391,83 @@ impl Pki {
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_no_client_auth()
+            .with_client_cert_verifier(Arc::new(AskForClientCert {
+                inner: self.client_verifier()?,
+            }))
             .with_single_cert(certs, key)
             .map_err(|e| TlsError::Config(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
+    }
+}
+
+/// A verifier of client certificates signed by `ca_pem`.
+pub fn client_verifier(ca_pem: &str) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Config(format!("client verifier: {e}")))
+}
+
+/// Asks for a client certificate and checks that the client holds its key (the handshake
+/// signature), but leaves the certificate's chain to the x509 authenticator.
+#[derive(Debug)]
+struct AskForClientCert {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for AskForClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -398,7 +494,7 @@ impl TlsListener {
     }
 }
 
-/// Binds `addr` and serves `app` over TLS with `config`.
+/// Binds `addr` and serves `app` over TLS with `config` (see [`crate::edge::serve`]).
 pub async fn serve_tls(
     addr: SocketAddr,
     config: rustls::ServerConfig,
@@ -412,73 +508,20 @@ pub async fn serve_tls(
         .local_addr()
         .map_err(|source| TlsError::Listen { addr, source })?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let (stop, stop_rx) = tokio::sync::oneshot::channel();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let limits = limits.clone();
-    let task = tokio::spawn(accept_loop(listener, acceptor, app, limits, stop_rx));
+    let task = tokio::spawn(async move {
+        crate::edge::serve(listener, app, &limits, Some(acceptor), async {
+            let _ = stop_rx.await;
+        })
+        .await;
+    });
     tracing::info!(addr = %bound, "API server listening (TLS)");
     Ok(TlsListener {
         addr: bound,
         stop: Some(stop),
         task,
     })
-}
-
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: Router,
-    limits: Limits,
-    stop: tokio::sync::oneshot::Receiver<()>,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let handshake_timeout = limits.header_read_timeout;
-    tokio::pin!(stop);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept a TLS connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut stop => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
 }
 
 #[cfg(test)]

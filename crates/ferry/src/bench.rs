@@ -67,7 +67,7 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<()> {
     let mut config = UpConfig::new(dir.join("data"));
     config.listen = "127.0.0.1:0".parse()?;
     let plane = ControlPlane::start(config).await?;
-    let client = plane.client()?;
+    let client = plane.client().await?;
 
     // 0. Memory that comes back: a fresh control plane is the baseline; a second cycle tells
     // a leak (it grows again) from memory the allocator or the history keeps (it does not).

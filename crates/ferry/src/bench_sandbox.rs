@@ -37,7 +37,7 @@ async fn measure(mode: SandboxMode, pods: usize, slot: u8) -> anyhow::Result<(Du
     config.agent = Some(agent);
     let network = config.network.clone();
     let plane = ControlPlane::start(config).await?;
-    let client = plane.client()?;
+    let client = plane.client().await?;
     anyhow::ensure!(has_node(&client).await?, "the node never registered");
     let result = submit_to_running(&client, pods).await;
     // Let the agent tear every pod down before it stops.

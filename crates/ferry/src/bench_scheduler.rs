@@ -133,7 +133,7 @@ pub async fn run(args: SchedulerBenchArgs) -> anyhow::Result<()> {
     config.scheduler = false;
     config.agent = None;
     let plane = ControlPlane::start(config).await?;
-    let client = plane.client()?;
+    let client = plane.client().await?;
     let total_pods = args.gangs * args.gang_size;
     println!(
         "ferry bench scheduler: {} nodes / {} GPUs, {} pending pods in {} gangs over {} queues",

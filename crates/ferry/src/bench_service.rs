@@ -91,7 +91,7 @@ async fn measure(
     dir: &std::path::Path,
     requests: usize,
 ) -> anyhow::Result<()> {
-    let client = plane.client()?;
+    let client = plane.client().await?;
     let table = network.nft_table.clone();
     wait(
         "the Service proxy's table (root and nftables needed)",

@@ -100,8 +100,7 @@ pub struct ControlPlane {
     pub dns: Option<ferry_dns::RunningDns>,
     /// The API's TLS listener on the gateway, when the gateway address exists.
     pub tls: Option<ferry_apiserver::tls::TlsListener>,
-    /// The cluster CA, serving certificate and token key (`<data dir>/pki`). Always present
-    /// (an `Option` for compatibility).
+    /// The cluster CA, serving certificate and token key (`<data dir>/pki`).
     pub pki: Option<ferry_apiserver::tls::Pki>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -130,13 +129,27 @@ pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A kube-rs client for the server at `url`.
-pub fn client_for(url: &str) -> anyhow::Result<kube::Client> {
-    let uri = url
-        .parse()
-        .with_context(|| format!("bad server URL {url}"))?;
-    let config = kube::Config::new(uri);
+/// A kube-rs client from a kubeconfig document.
+pub async fn client_from_kubeconfig(yaml: &str) -> anyhow::Result<kube::Client> {
+    let kubeconfig: kube::config::Kubeconfig =
+        serde_saphyr::from_str(yaml).context("the generated kubeconfig is not valid")?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .context("the generated kubeconfig is not valid")?;
     kube::Client::try_from(config).context("cannot build a Kubernetes client")
+}
+
+/// A kube-rs client of `server` as `user` in `groups`, with a client certificate from the
+/// cluster CA: each component gets its own identity and only what its role allows.
+pub async fn client_as(
+    server: &ferry_apiserver::RunningServer,
+    user: &str,
+    groups: &[&str],
+) -> anyhow::Result<kube::Client> {
+    let kubeconfig = server
+        .kubeconfig_as(user, groups)
+        .with_context(|| format!("cannot issue a client certificate for {user}"))?;
+    client_from_kubeconfig(&kubeconfig).await
 }
 
 /// Fails with a clear message when `addr` (the scheduler's metrics address) is taken, before
@@ -198,42 +211,27 @@ impl ControlPlane {
         if let Some(addr) = config.metrics {
             check_free(addr)?;
         }
-        // The cluster CA always exists: it signs the agent's serving certificate and the API
-        // server's client certificate towards agents, besides the API's own.
-        let pki = ferry_apiserver::tls::Pki::ensure(
-            &config.data_dir,
-            &crate::incluster::serving_names(&config.network),
-        )
-        .context("cannot set up the cluster's certificates")?;
-        let kubelet_client = pki
-            .issue_client_cert(
-                ferry_apiserver::auth::users::APISERVER_KUBELET_CLIENT,
-                &[ferry_apiserver::auth::groups::MASTERS],
-            )
-            .context("cannot issue the API server's kubelet client certificate")?;
         let mut server_config = ferry_apiserver::ServerConfig::new(&config.data_dir);
         server_config.listen = config.listen;
         server_config.token_file = config.token_file.clone();
+        server_config.serving_names = crate::incluster::serving_names(&config.network);
         server_config.network = config.network.clone();
-        server_config.kubelet_client = Some(ferry_apiserver::kubelet::KubeletClientTls {
-            ca_pem: pki.ca_cert_pem.clone(),
-            cert_pem: kubelet_client.cert_pem,
-            key_pem: kubelet_client.key_pem,
-        });
         server_config.service_account_issuer =
             ferry_apiserver::token::default_issuer(&config.network.cluster_domain);
         let server = ferry_apiserver::start(server_config).await?;
+        let pki = server.pki.clone();
+        use ferry_apiserver::auth::{groups, users};
         let kubeconfig = config.data_dir.join("kubeconfig");
         server
             .write_kubeconfig(&kubeconfig)
             .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
-        install_crds(&client_for(&server.url())?)
+        install_crds(&client_from_kubeconfig(&server.kubeconfig()).await?)
             .await
             .context("cannot install Ferry's CRDs")?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         if config.scheduler {
-            let client = client_for(&server.url())?;
+            let client = client_as(&server, users::SCHEDULER, &[]).await?;
             let scheduler_config = ferry_scheduler::SchedulerConfig {
                 scheduler_names: vec![
                     ferry_api::SCHEDULER_NAME.into(),
@@ -265,21 +263,29 @@ impl ControlPlane {
                 agent_config.shim = shim;
             }
             agent_config.cri_endpoint = options.containerd.clone();
+            let ca = pki
+                .as_ref()
+                .context("the node agent needs the cluster CA (its endpoints are mutual TLS)")?;
             agent_config.tls = Some(
-                agent_tls(&pki, &options.node_name, agent_config.node_ip)
+                agent_tls(ca, &options.node_name, agent_config.node_ip)
                     .context("cannot issue the node agent's serving certificate")?,
             );
-            crate::runtimeclass::install(&client_for(&server.url())?, options.containerd.is_some())
-                .await
-                .context("cannot create the RuntimeClasses")?;
-            let handle = ferry_agent::start(client_for(&server.url())?, agent_config)
+            crate::runtimeclass::install(
+                &client_from_kubeconfig(&server.kubeconfig()).await?,
+                options.containerd.is_some(),
+            )
+            .await
+            .context("cannot create the RuntimeClasses")?;
+            let node_client =
+                client_as(&server, &users::node(&options.node_name), &[groups::NODES]).await?;
+            let handle = ferry_agent::start(node_client, agent_config)
                 .await
                 .context("cannot start the node agent")?;
             agent = Some(handle);
             node_name = Some(options.node_name);
             // The node's Service proxy: its nftables table goes when it stops.
             let proxy = ferry_proxy::ProxyConfig::new(config.network.clone());
-            let client = client_for(&server.url())?;
+            let client = client_as(&server, users::PROXY, &[]).await?;
             let shutdown = stopped(stop_rx.clone());
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = ferry_proxy::run(client, proxy, shutdown).await {
@@ -288,10 +294,10 @@ impl ControlPlane {
             }));
         }
         // In-cluster endpoints on the node gateway (the bridge exists once the agent started).
-        let tls = match config.tls_port {
-            Some(port) => {
+        let tls = match (config.tls_port, &pki) {
+            (Some(port), Some(pki)) => {
                 let addr = SocketAddr::from((config.network.gateway(), port));
-                match server.serve_tls(addr, &pki).await {
+                match server.serve_tls(addr, pki).await {
                     Ok(l) => Some(l),
                     Err(ferry_apiserver::tls::TlsError::Listen { source, .. })
                         if crate::incluster::address_missing(&source) =>
@@ -302,11 +308,11 @@ impl ControlPlane {
                     Err(e) => return Err(e).context("cannot serve the in-cluster API"),
                 }
             }
-            None => None,
+            _ => None,
         };
         if config.controllers {
             // An API client like any other: the same code runs with `ferry controllers`.
-            let client = client_for(&server.url())?;
+            let client = client_as(&server, users::CONTROLLER_MANAGER, &[]).await?;
             let options = ferry_controllers::Options {
                 // The API server's TLS listener on the gateway, for in-cluster clients.
                 kubernetes_endpoint: tls.as_ref().map(|l| l.addr),
@@ -316,19 +322,21 @@ impl ControlPlane {
                 options,
                 stopped(stop_rx.clone()),
             )));
-            let client = client_for(&server.url())?;
-            let publisher = ferry_controllers::rootca::run(client, pki.ca_cert_pem.clone());
-            let stop = stopped(stop_rx.clone());
-            tasks.push(tokio::spawn(async move {
-                tokio::select! {
-                    () = publisher => {}
-                    () = stop => {}
-                }
-            }));
+            if let Some(pki) = &pki {
+                let client = client_as(&server, users::CONTROLLER_MANAGER, &[]).await?;
+                let publisher = ferry_controllers::rootca::run(client, pki.ca_cert_pem.clone());
+                let stop = stopped(stop_rx.clone());
+                tasks.push(tokio::spawn(async move {
+                    tokio::select! {
+                        () = publisher => {}
+                        () = stop => {}
+                    }
+                }));
+            }
         }
         let dns = if config.dns {
             let dns_config = ferry_dns::DnsConfig::for_node(&config.network);
-            match ferry_dns::start(client_for(&server.url())?, dns_config).await {
+            match ferry_dns::start(client_as(&server, users::DNS, &[]).await?, dns_config).await {
                 Ok(d) => Some(d),
                 Err(ferry_dns::DnsError::Listen { addr, source })
                     if crate::incluster::address_missing(&source) =>
@@ -344,7 +352,7 @@ impl ControlPlane {
         Ok(Self {
             dns,
             tls,
-            pki: Some(pki),
+            pki,
             server,
             kubeconfig,
             agent,
@@ -366,46 +374,25 @@ impl ControlPlane {
         agent_tls(pki, node_name, node_ip)
     }
 
-    /// A kube-rs client for this control plane (as the admin).
-    pub fn client(&self) -> anyhow::Result<kube::Client> {
-        client_for(&self.server.url())
+    /// A kube-rs client for this control plane as the admin.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        client_from_kubeconfig(&self.server.kubeconfig()).await
+    }
+
+    /// A kube-rs client as `user` in `groups` (a client certificate from the cluster CA).
+    pub async fn client_as(&self, user: &str, groups: &[&str]) -> anyhow::Result<kube::Client> {
+        client_as(&self.server, user, groups).await
     }
 
     /// A kubeconfig (YAML) for this control plane that authenticates with the bearer
     /// `token` (a static token or a service-account token).
     pub fn kubeconfig_for_token(&self, token: &str) -> String {
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: ferry
-  cluster:
-    server: {url}
-contexts:
-- name: ferry
-  context:
-    cluster: ferry
-    user: ferry
-    namespace: default
-current-context: ferry
-users:
-- name: ferry
-  user:
-    token: {token}
-",
-            url = self.server.url()
-        )
+        self.server.kubeconfig_for_token(token)
     }
 
     /// A kube-rs client for this control plane that authenticates with the bearer `token`.
     pub async fn client_for_token(&self, token: &str) -> anyhow::Result<kube::Client> {
-        let kubeconfig: kube::config::Kubeconfig =
-            serde_saphyr::from_str(&self.kubeconfig_for_token(token))
-                .context("the generated kubeconfig is not valid")?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .context("the generated kubeconfig is not valid")?;
-        kube::Client::try_from(config).context("cannot build a Kubernetes client")
+        client_from_kubeconfig(&self.kubeconfig_for_token(token)).await
     }
 
     /// Stops every component (running pods keep running; the agent adopts them on restart).

@@ -24,10 +24,11 @@ fn start_server(data_dir: &std::path::Path) -> (Child, String) {
         .expect("ferry apiserver starts");
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
+    // The admin's kubeconfig (TLS, client certificate), once the server has written it.
     let url = loop {
-        let line = lines.next().expect("server prints its URL").unwrap();
-        if let Some(url) = line.strip_prefix("Ferry API server:") {
-            break url.trim().to_string();
+        let line = lines.next().expect("server prints its kubeconfig").unwrap();
+        if let Some(path) = line.strip_prefix("kubeconfig:") {
+            break path.trim().to_string();
         }
     };
     // Keep draining stdout so the server never blocks on a full pipe.
@@ -35,8 +36,14 @@ fn start_server(data_dir: &std::path::Path) -> (Child, String) {
     (child, url)
 }
 
-fn client(url: &str) -> kube::Client {
-    ferry::up::client_for(url).unwrap()
+/// A client from the kubeconfig at `kubeconfig`.
+fn client(kubeconfig: &str) -> kube::Client {
+    let yaml = std::fs::read_to_string(kubeconfig).unwrap();
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current()
+            .block_on(ferry::up::client_from_kubeconfig(&yaml))
+            .unwrap()
+    })
 }
 
 /// What the writers got acknowledged: per object, the last acknowledged counter.

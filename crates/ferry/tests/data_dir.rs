@@ -107,7 +107,7 @@ async fn a_second_ferry_on_the_same_data_directory_refuses_to_start() {
     let again = ControlPlane::start(config)
         .await
         .expect("a control plane starts after the first one stopped");
-    let cms: Api<ConfigMap> = Api::namespaced(again.client().unwrap(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(again.client().await.unwrap(), "default");
     assert!(cms.get_opt("after").await.unwrap().is_some());
     again.stop().await;
 }

@@ -110,18 +110,21 @@ async fn apiserver(dir: &Path) -> (Ferry, PathBuf, kube::Client) {
         data.to_str().unwrap(),
     ]);
     let mut line = String::new();
-    let url = loop {
+    loop {
         line.clear();
         assert!(
             stdout.read_line(&mut line).unwrap() > 0,
             "ferry apiserver exited: {}",
             server.stderr()
         );
-        if let Some(url) = line.trim().strip_prefix("Ferry API server:") {
-            break url.trim().to_string();
+        if line.trim().starts_with("kubeconfig:") {
+            break;
         }
-    };
-    let client = ferry::up::client_for(&url).unwrap();
+    }
+    let kubeconfig = std::fs::read_to_string(data.join("kubeconfig")).unwrap();
+    let client = ferry::up::client_from_kubeconfig(&kubeconfig)
+        .await
+        .unwrap();
     (server, data.join("kubeconfig"), client)
 }
 

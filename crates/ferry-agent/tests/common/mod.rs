@@ -42,26 +42,29 @@ pub async fn cluster() -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ferry_apiserver::ServerConfig::new(dir.path().join("server"));
     config.listen = "127.0.0.1:0".parse().unwrap();
-    let names = ferry_apiserver::tls::ServingNames {
-        dns: vec!["localhost".into()],
-        ips: vec!["127.0.0.1".parse().unwrap()],
-    };
-    let pki = ferry_apiserver::tls::Pki::ensure(&config.data_dir, &names).expect("cluster CA");
-    let me = pki
-        .issue_client_cert("kube-apiserver-kubelet-client", &["system:masters"])
-        .unwrap();
-    let kubelet_tls = ferry_apiserver::kubelet::KubeletClientTls {
-        ca_pem: pki.ca_cert_pem.clone(),
-        cert_pem: me.cert_pem,
-        key_pem: me.key_pem,
-    };
-    let kubelet = ferry_apiserver::kubelet::KubeletClient::new(Some(&kubelet_tls)).unwrap();
-    config.kubelet_client = Some(kubelet_tls);
     let server = ferry_apiserver::start(config)
         .await
         .expect("API server starts");
-    let uri = server.url().parse().unwrap();
-    let client = kube::Client::try_from(kube::Config::new(uri)).unwrap();
+    // The cluster CA signs the agent's serving certificate; the API server issued its own
+    // kubelet-client certificate from it. The tests' direct client of the agent has one too.
+    let pki = server.pki.clone().expect("the cluster CA (TLS)");
+    let me = pki
+        .issue_client_cert("kube-apiserver-kubelet-client", &["system:masters"])
+        .unwrap();
+    let kubelet = ferry_apiserver::kubelet::KubeletClient::new(Some(
+        &ferry_apiserver::kubelet::KubeletClientTls {
+            ca_pem: pki.ca_cert_pem.clone(),
+            cert_pem: me.cert_pem,
+            key_pem: me.key_pem,
+        },
+    ))
+    .unwrap();
+    // The admin's kubeconfig: TLS with the cluster CA and a client certificate.
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
     // What the controllers keep in every namespace of a real cluster, and what every pod's
     // service-account volume needs: the `default` ServiceAccount and `kube-root-ca.crt`.
     let post = PostParams::default();

@@ -212,6 +212,45 @@ pub struct Authenticator {
     pub static_tokens: StaticTokens,
     /// Verifies service-account tokens (none: they are refused).
     pub service_accounts: Option<Arc<crate::token::TokenIssuer>>,
+    /// Verifies client certificates (the cluster CA); none: certificates are not accepted.
+    pub client_ca: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+}
+
+/// The user a client certificate names (CN = user, O = groups), once `verifier` has checked
+/// its chain; `Err` (401) for a certificate it does not trust or cannot read.
+pub fn user_of_certificate(
+    verifier: &dyn rustls::server::danger::ClientCertVerifier,
+    chain: &[Vec<u8>],
+) -> Result<UserInfo, ApiError> {
+    use rustls_pki_types::{CertificateDer, UnixTime};
+    let (leaf, intermediates) = chain.split_first().ok_or_else(unauthorized)?;
+    let intermediates: Vec<CertificateDer<'_>> = intermediates
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
+    verifier
+        .verify_client_cert(
+            &CertificateDer::from(leaf.as_slice()),
+            &intermediates,
+            UnixTime::now(),
+        )
+        .map_err(|e| {
+            tracing::debug!(error = %e, "client certificate refused");
+            unauthorized()
+        })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|_| unauthorized())?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .filter(|cn| !cn.is_empty())
+        .ok_or_else(unauthorized)?;
+    let groups: Vec<&str> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .collect();
+    Ok(UserInfo::new(name, &groups))
 }
 
 /// Why a credential was refused (answered `401 Unauthorized`).
@@ -240,7 +279,10 @@ impl Authenticator {
             // Service-account JWTs: verified in a later change.
             return Err(unauthorized());
         }
-        // Client certificates: read from `PeerCertificates` in a later change.
+        if let Some(PeerCertificates(chain)) = parts.extensions.get::<PeerCertificates>() {
+            let verifier = self.client_ca.as_deref().ok_or_else(unauthorized)?;
+            return user_of_certificate(verifier, chain).map(Some);
+        }
         Ok(None)
     }
 }

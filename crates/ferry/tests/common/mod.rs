@@ -114,7 +114,7 @@ pub async fn start_with(adjust: impl FnOnce(&mut UpConfig)) -> TestPlane {
     let plane = ControlPlane::start(config)
         .await
         .expect("control plane starts");
-    let client = plane.client().expect("client");
+    let client = plane.client().await.expect("client");
     TestPlane {
         plane,
         client,
