@@ -162,6 +162,22 @@ pub struct AgentArgs {
     /// there as real containers; without it every pod runs on the host runtime
     #[arg(long, value_name = "SOCKET")]
     pub containerd: Option<PathBuf>,
+
+    /// The serving certificate (PEM, chain leaf first) of the agent's endpoints (logs, exec,
+    /// attach, port-forward, stats), for the node's IP addresses. Required with
+    /// --tls-private-key-file and --client-ca-file: the endpoints are served over mutual TLS
+    /// only
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert-file
+    #[arg(long, value_name = "PATH")]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// The CA (PEM) whose client certificates are accepted; only the API server's
+    /// (CN kube-apiserver-kubelet-client) or a system:masters member's are served
+    #[arg(long, value_name = "PATH")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -197,6 +213,22 @@ impl AgentArgs {
         config.network.bridge = self.bridge.clone();
         config.network.cluster_domain = self.cluster_domain.clone();
         config.cri_endpoint = self.containerd.clone();
+        config.tls = match (
+            &self.tls_cert_file,
+            &self.tls_private_key_file,
+            &self.client_ca_file,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Some(crate::tls::AgentTls::from_files(cert, key, ca)?)
+            }
+            (None, None, None) => None,
+            _ => {
+                return Err(AgentError::Config(
+                    "--tls-cert-file, --tls-private-key-file and --client-ca-file go together"
+                        .into(),
+                ));
+            }
+        };
         if let Some(cmd) = &self.shim_command {
             let mut parts = cmd.split_whitespace().map(str::to_string);
             let program = parts
@@ -289,6 +321,49 @@ mod tests {
             GpuSource::Fake(g) => assert_eq!(g.iter().map(|g| g.count).sum::<u32>(), 6),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_tls_files_go_together_and_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["c.pem", "k.pem", "ca.pem"] {
+            std::fs::write(dir.path().join(f), format!("{f} contents")).unwrap();
+        }
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        let base = ["agent", "--node-name", "n1", "--data-dir", "/tmp/agent"];
+        let half =
+            Cli::try_parse_from(base.into_iter().chain(["--tls-cert-file", &p("c.pem")])).unwrap();
+        assert!(matches!(
+            half.agent.to_config(),
+            Err(AgentError::Config(m)) if m.contains("go together")
+        ));
+        let (c, k, ca) = (p("c.pem"), p("k.pem"), p("ca.pem"));
+        let all = Cli::try_parse_from(base.into_iter().chain([
+            "--tls-cert-file",
+            &c,
+            "--tls-private-key-file",
+            &k,
+            "--client-ca-file",
+            &ca,
+        ]))
+        .unwrap();
+        let tls = all.agent.to_config().unwrap().tls.expect("TLS configured");
+        assert_eq!(tls.cert_pem, "c.pem contents");
+        assert_eq!(tls.key_pem, "k.pem contents");
+        assert_eq!(tls.client_ca_pem, "ca.pem contents");
+        let missing = Cli::try_parse_from(base.into_iter().chain([
+            "--tls-cert-file",
+            "/nonexistent/c.pem",
+            "--tls-private-key-file",
+            &k,
+            "--client-ca-file",
+            &ca,
+        ]))
+        .unwrap();
+        assert!(matches!(
+            missing.agent.to_config(),
+            Err(AgentError::Io { .. })
+        ));
     }
 
     #[test]

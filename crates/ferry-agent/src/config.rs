@@ -55,6 +55,10 @@ pub struct AgentConfig {
     /// containerd's CRI socket: pods with images run there (see `docs/runtimes.md`); `None`:
     /// every pod runs on the host runtime.
     pub cri_endpoint: Option<PathBuf>,
+    /// The endpoints' serving certificate and the CA of allowed clients (mutual TLS, see
+    /// [`crate::tls`]). Required: without it [`crate::start`] refuses to start, as there is no
+    /// plain-HTTP mode.
+    pub tls: Option<crate::tls::AgentTls>,
 }
 
 impl AgentConfig {
@@ -86,6 +90,7 @@ impl AgentConfig {
             sandbox: crate::sandbox::SandboxMode::Auto,
             cni_bin_dir: PathBuf::from(crate::sandbox::network::DEFAULT_CNI_BIN_DIR),
             cri_endpoint: None,
+            tls: None,
         }
     }
 

@@ -17,6 +17,7 @@
 //!   processes, and where their state lives.
 //! - [`logs`], [`logserver`]: log files and the `containerLogs` endpoint.
 //! - [`streaming`]: `exec`, `attach` and `portForward` (WebSocket), on the log server.
+//! - [`tls`]: mutual TLS on those endpoints (only the API server is served).
 //! - [`events`]: core/v1 Events.
 
 pub mod cli;
@@ -38,6 +39,7 @@ pub mod sandbox;
 pub mod shim;
 pub mod stats;
 pub mod streaming;
+pub mod tls;
 
 pub use config::AgentConfig;
 pub use error::AgentError;
@@ -133,6 +135,14 @@ pub async fn start(
     }
     let facts = HostFacts::gather(&config.data_dir);
 
+    let tls_config = match &config.tls {
+        Some(tls) => tls.server_config()?,
+        None => {
+            return Err(AgentError::Config(
+                "the agent's endpoints (logs, exec, attach, port-forward, stats) are served over mutual TLS only: give --tls-cert-file, --tls-private-key-file and --client-ca-file".into(),
+            ));
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.log_server_addr)
         .await
         .map_err(|source| AgentError::LogServerBind {
@@ -164,9 +174,14 @@ pub async fn start(
         shutdown: shutdown_rx.clone(),
     };
     let mut stop = shutdown_rx.clone();
-    tasks.spawn(logserver::serve(listener, state, async move {
-        let _ = stop.changed().await;
-    }));
+    tasks.spawn(tls::serve(
+        listener,
+        tls_config,
+        logserver::router(state),
+        async move {
+            let _ = stop.changed().await;
+        },
+    ));
 
     let (mut sandbox, sandbox_note) = sandbox::SandboxContext::for_config(&config);
     match sandbox_note {

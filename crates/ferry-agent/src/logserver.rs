@@ -1,5 +1,6 @@
 //! The agent's log server: the kubelet's `containerLogs` endpoint, which the API server proxies
-//! `pods/{name}/log` to (`http://{InternalIP}:{daemonEndpoints.kubeletEndpoint.Port}`).
+//! `pods/{name}/log` to (`https://{InternalIP}:{daemonEndpoints.kubeletEndpoint.Port}`, mutual
+//! TLS: see [`crate::tls`]).
 //!
 //! `GET /containerLogs/{namespace}/{pod}/{container}` with the query parameters `follow`,
 //! `tailLines`, `timestamps`, `sinceSeconds`, `sinceTime`, `limitBytes` and `previous` answers
@@ -9,7 +10,6 @@
 //! The streaming endpoints (`exec`, `attach`, `portForward`) are [`crate::streaming`]'s.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, RwLock};
 
@@ -84,21 +84,6 @@ pub fn router(state: LogServerState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::streaming::routes())
         .with_state(state)
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: LogServerState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, ?addr, "log server stopped");
-    }
 }
 
 fn text(status: StatusCode, message: String) -> Response {

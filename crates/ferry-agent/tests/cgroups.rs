@@ -107,7 +107,7 @@ async fn a_pod_cgroup_is_adopted_across_agent_restarts_and_removed_with_the_pod(
     );
 
     // The Summary API reports the pod and its container.
-    let summary = http_summary(agent.log_server_addr()).await;
+    let summary = http_summary(&c, agent.log_server_addr()).await;
     let pods = summary["pods"].as_array().cloned().unwrap_or_default();
     let kept = pods
         .iter()
@@ -161,22 +161,10 @@ async fn a_pod_cgroup_is_adopted_across_agent_restarts_and_removed_with_the_pod(
     agent.stop().await;
 }
 
-async fn http_summary(addr: std::net::SocketAddr) -> serde_json::Value {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get("/stats/summary")
-        .header("host", "localhost")
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&body).unwrap()
+async fn http_summary(c: &common::Cluster, addr: std::net::SocketAddr) -> serde_json::Value {
+    let (code, body) = common::agent_get(c.kubelet.clone(), addr, "/stats/summary".into()).await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

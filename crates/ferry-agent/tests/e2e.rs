@@ -570,20 +570,18 @@ async fn logs_can_be_followed_until_the_container_ends() {
     assert_eq!(limited, "tick 1\nti");
 
     // The log server itself answers unknown pods and containers with 404 and a reason.
-    let base = format!("http://{}", agent.log_server_addr());
-    let (code, body) = http_get(&format!("{base}/containerLogs/default/nope/c")).await;
+    let addr = agent.log_server_addr();
+    let get = |path: &str| common::agent_get(c.kubelet.clone(), addr, path.to_string());
+    let (code, body) = get("/containerLogs/default/nope/c").await;
     assert_eq!(code, 404);
     assert!(
         body.contains("pod \"default/nope\" is not running on node"),
         "{body}"
     );
-    let (code, body) = http_get(&format!("{base}/containerLogs/default/ticker/other")).await;
+    let (code, body) = get("/containerLogs/default/ticker/other").await;
     assert_eq!(code, 404);
     assert!(body.contains("container \"other\""), "{body}");
-    let (code, _) = http_get(&format!(
-        "{base}/containerLogs/default/ticker/c?tailLines=x"
-    ))
-    .await;
+    let (code, _) = get("/containerLogs/default/ticker/c?tailLines=x").await;
     assert_eq!(code, 400);
 
     // Stopping the agent ends followed streams cleanly (the container keeps running).
@@ -594,9 +592,7 @@ async fn logs_can_be_followed_until_the_container_ends() {
     .await;
     c.wait_pod("chatty", "Running", |p| phase(p) == "Running")
         .await;
-    let follow = tokio::spawn(http_get(format!(
-        "{base}/containerLogs/default/chatty/c?follow=true"
-    )));
+    let follow = tokio::spawn(get("/containerLogs/default/chatty/c?follow=true"));
     tokio::time::sleep(Duration::from_millis(600)).await;
     agent.stop().await;
     let (code, body) = tokio::time::timeout(Duration::from_secs(30), follow)
@@ -605,28 +601,6 @@ async fn logs_can_be_followed_until_the_container_ends() {
         .unwrap();
     assert_eq!(code, 200);
     assert!(body.starts_with("chat\n"), "{body}");
-}
-
-async fn http_get(url: impl AsRef<str>) -> (u16, String) {
-    let url = url.as_ref();
-    use http_body_util::BodyExt;
-    let uri: hyper::Uri = url.parse().unwrap();
-    let stream = tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap()))
-        .await
-        .unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get(uri.path_and_query().unwrap().as_str())
-        .header("host", "localhost")
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    let code = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (code, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

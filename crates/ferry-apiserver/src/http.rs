@@ -40,6 +40,8 @@ pub struct AppState {
     /// requests without credentials are served as the admin (`system:masters`). Never set
     /// for a cluster.
     pub insecure_everyone_is_admin: bool,
+    /// The client of node agents (logs, exec/attach/port-forward, metrics): mutual TLS.
+    pub kubelet: crate::kubelet::KubeletClient,
 }
 
 type Shared = Arc<AppState>;
@@ -575,7 +577,9 @@ async fn handle(
     body: Bytes,
 ) -> ApiResult<Response> {
     let service = &state.service;
-    if let Some(answer) = crate::metrics::serve(service, method, uri.path(), &params).await {
+    if let Some(answer) =
+        crate::metrics::serve(service, &state.kubelet, method, uri.path(), &params).await
+    {
         return answer;
     }
     let target = match route(service, uri.path())? {
@@ -644,7 +648,14 @@ async fn handle(
             Ok(Json(service.scale(&info, ns, name)?).into_response())
         }
         (Method::GET, Some(name), Some("log")) => {
-            logs::serve(service, ns.unwrap_or_default(), name, &params).await
+            logs::serve(
+                service,
+                &state.kubelet,
+                ns.unwrap_or_default(),
+                name,
+                &params,
+            )
+            .await
         }
         (Method::POST, None, None) => {
             let object = decode_body(headers, &body)?;

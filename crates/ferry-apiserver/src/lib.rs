@@ -96,6 +96,12 @@ pub struct ServerConfig {
     /// The `EncryptionConfiguration` of Secrets at rest (`--encryption-provider-config`);
     /// `None`: `<data dir>/pki/encryption-config.yaml`, created with a fresh key when missing.
     pub encryption_provider_config: Option<PathBuf>,
+    /// The API server's credentials towards node agents (`--kubelet-client-certificate`,
+    /// `--kubelet-client-key`, `--kubelet-certificate-authority`). `None` with TLS: a
+    /// kubelet-client certificate (CN `kube-apiserver-kubelet-client`, O `system:masters`) is
+    /// issued from the cluster CA at start. Without either, agents are never contacted (logs,
+    /// exec, attach, port-forward and metrics answer `503`): there is no plain-HTTP mode.
+    pub kubelet_client: Option<kubelet::KubeletClientTls>,
 }
 
 /// How clients reach the server.
@@ -133,6 +139,7 @@ impl ServerConfig {
                 &[],
             ),
             encryption_provider_config: None,
+            kubelet_client: None,
         }
     }
 }
@@ -276,7 +283,24 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         client_ca,
         api_audiences: config.api_audiences.clone(),
     };
+    let kubelet_client = match (&config.kubelet_client, &pki) {
+        (Some(given), _) => Some(given.clone()),
+        (None, Some(pki)) => {
+            let me = pki.issue_client_cert(
+                auth::users::APISERVER_KUBELET_CLIENT,
+                &[auth::groups::MASTERS],
+            )?;
+            Some(kubelet::KubeletClientTls {
+                ca_pem: pki.ca_cert_pem.clone(),
+                cert_pem: me.cert_pem,
+                key_pem: me.key_pem,
+            })
+        }
+        (None, None) => None,
+    };
+    let kubelet = kubelet::KubeletClient::new(kubelet_client.as_ref())?;
     let state = Arc::new(http::AppState {
+        kubelet,
         authn,
         authz: Arc::new(authz::node::Union(vec![
             Arc::new(authz::node::NodeAuthorizer),

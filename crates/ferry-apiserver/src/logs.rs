@@ -1,16 +1,16 @@
 //! `pods/log`: proxied to the node agent's log server, as the real API server proxies to the
-//! kubelet (`http://{InternalIP}:{daemonEndpoints.kubeletEndpoint.Port}/containerLogs/...`).
+//! kubelet (`https://{InternalIP}:{daemonEndpoints.kubeletEndpoint.Port}/containerLogs/...`,
+//! through [`crate::kubelet::KubeletClient`]: mutual TLS, validated path).
 
 use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::http::Params;
+use crate::kubelet::{AgentEndpoint, KubeletClient, encode};
 use crate::service::Service;
 
 /// Query parameters passed through to the agent.
@@ -26,6 +26,7 @@ const PASSED: [&str; 6] = [
 /// Serves the log of a pod's container.
 pub async fn serve(
     service: &Service,
+    kubelet: &KubeletClient,
     namespace: &str,
     name: &str,
     params: &Params,
@@ -102,9 +103,8 @@ pub async fn serve(
             "node {node_name:?} of pod {name:?} is not registered; its logs cannot be read"
         ))
     })?;
-    let authority = crate::kubelet::authority(&node.value).ok_or_else(|| {
-        ApiError::unavailable(format!("node {node_name:?} publishes no log endpoint"))
-    })?;
+    let endpoint = AgentEndpoint::of_node(&node.value)?;
+    let path = crate::kubelet::container_path("containerLogs", namespace, name, &container)?;
     let mut query: Vec<String> = Vec::new();
     for k in PASSED {
         let v = params.get(k);
@@ -112,22 +112,8 @@ pub async fn serve(
             query.push(format!("{k}={}", encode(v)));
         }
     }
-    let url = format!(
-        "http://{authority}/containerLogs/{}/{}/{}?{}",
-        encode(namespace),
-        encode(name),
-        encode(&container),
-        query.join("&")
-    );
-    let uri: hyper::Uri = url
-        .parse()
-        .map_err(|e| ApiError::internal(format!("bad log URL {url}: {e}")))?;
-    let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
-    let upstream = client.get(uri).await.map_err(|e| {
-        ApiError::unavailable(format!(
-            "cannot reach the node agent of {node_name:?} for logs: {e}"
-        ))
-    })?;
+    let uri = format!("{path}?{}", query.join("&"));
+    let upstream = kubelet.get(&endpoint, &uri).await?;
     let status = upstream.status();
     if !status.is_success() {
         let body = upstream
@@ -149,17 +135,4 @@ pub async fn serve(
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Body::new(upstream.into_body()))
         .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-/// Percent-encodes a path segment or query value.
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

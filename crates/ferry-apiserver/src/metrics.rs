@@ -8,17 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use ferry_api::stats::{PodStats, Summary};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::http::Params;
+use crate::kubelet::{AgentEndpoint, KubeletClient};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::service::{ListOptions, Service};
 
@@ -53,6 +51,7 @@ pub fn resources_doc() -> Value {
 /// Serves a request under `/apis/metrics.k8s.io`; `None` for any other path.
 pub async fn serve(
     service: &Service,
+    kubelet: &KubeletClient,
     method: &Method,
     path: &str,
     params: &Params,
@@ -70,12 +69,12 @@ pub async fn serve(
     Some(match segs.as_slice() {
         [] => Ok(Json(group_doc()).into_response()),
         [VERSION] => Ok(Json(resources_doc()).into_response()),
-        [VERSION, "nodes"] => nodes(service, None, params).await,
-        [VERSION, "nodes", name] => nodes(service, Some(name), params).await,
-        [VERSION, "pods"] => pods(service, None, None, params).await,
-        [VERSION, "namespaces", ns, "pods"] => pods(service, Some(ns), None, params).await,
+        [VERSION, "nodes"] => nodes(service, kubelet, None, params).await,
+        [VERSION, "nodes", name] => nodes(service, kubelet, Some(name), params).await,
+        [VERSION, "pods"] => pods(service, kubelet, None, None, params).await,
+        [VERSION, "namespaces", ns, "pods"] => pods(service, kubelet, Some(ns), None, params).await,
         [VERSION, "namespaces", ns, "pods", name] => {
-            pods(service, Some(ns), Some(name), params).await
+            pods(service, kubelet, Some(ns), Some(name), params).await
         }
         _ => Err(ApiError::no_route(path)),
     })
@@ -112,25 +111,15 @@ fn list_of(
         .collect())
 }
 
-/// `http://<InternalIP>:<kubelet port>` of a Node, when it publishes one.
-pub fn agent_base(node: &Value) -> Option<String> {
-    crate::kubelet::authority(node).map(|a| format!("http://{a}"))
-}
-
 /// The Summary of one node's agent.
-pub async fn summary(node: &Value) -> Result<Summary, String> {
+pub async fn summary(kubelet: &KubeletClient, node: &Value) -> Result<Summary, String> {
     let name = node["metadata"]["name"].as_str().unwrap_or_default();
-    let base =
-        agent_base(node).ok_or_else(|| format!("node {name:?} publishes no agent endpoint"))?;
-    let uri: hyper::Uri = format!("{base}/stats/summary")
-        .parse()
-        .map_err(|e| format!("bad agent address {base}: {e}"))?;
-    let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
+    let endpoint = AgentEndpoint::of_node(node).map_err(|e| e.to_string())?;
     let answer = tokio::time::timeout(AGENT_TIMEOUT, async {
-        let response = client
-            .get(uri)
+        let response = kubelet
+            .get(&endpoint, "/stats/summary")
             .await
-            .map_err(|e| format!("cannot reach the agent of node {name:?}: {e}"))?;
+            .map_err(|e| e.to_string())?;
         let status = response.status();
         let body = response
             .into_body()
@@ -149,13 +138,13 @@ pub async fn summary(node: &Value) -> Result<Summary, String> {
 }
 
 /// The summaries of `nodes`, fetched together; nodes that fail are logged and left out.
-async fn summaries(nodes: &[Value]) -> BTreeMap<String, Summary> {
+async fn summaries(kubelet: &KubeletClient, nodes: &[Value]) -> BTreeMap<String, Summary> {
     let fetches = nodes.iter().map(|n| async move {
         let name = n["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        (name, summary(n).await)
+        (name, summary(kubelet, n).await)
     });
     let mut out = BTreeMap::new();
     for (name, result) in futures::future::join_all(fetches).await {
@@ -183,7 +172,12 @@ fn now() -> String {
     crate::meta::now_time()
 }
 
-async fn nodes(service: &Service, name: Option<&str>, params: &Params) -> ApiResult<Response> {
+async fn nodes(
+    service: &Service,
+    kubelet: &KubeletClient,
+    name: Option<&str>,
+    params: &Params,
+) -> ApiResult<Response> {
     let options = selectors(params)?;
     let mut nodes = list_of(service, "nodes", None, &options)?;
     if let Some(name) = name {
@@ -192,7 +186,7 @@ async fn nodes(service: &Service, name: Option<&str>, params: &Params) -> ApiRes
             return Err(ApiError::not_found(GROUP, "nodemetrics", name));
         }
     }
-    let sums = summaries(&nodes).await;
+    let sums = summaries(kubelet, &nodes).await;
     let mut items = Vec::new();
     for node in &nodes {
         let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
@@ -263,6 +257,7 @@ pub fn pod_metrics(pod: &Value, stats: &PodStats) -> Value {
 
 async fn pods(
     service: &Service,
+    kubelet: &KubeletClient,
     namespace: Option<&str>,
     name: Option<&str>,
     params: &Params,
@@ -288,7 +283,7 @@ async fn pods(
                 .is_some_and(|n| wanted.contains(n))
         })
         .collect();
-    let sums = summaries(&nodes).await;
+    let sums = summaries(kubelet, &nodes).await;
     let by_uid: BTreeMap<&str, &PodStats> = sums
         .values()
         .flat_map(|s| s.pods.iter())
@@ -353,13 +348,5 @@ mod tests {
         assert_eq!(m["metadata"]["labels"]["a"], "b");
         assert_eq!(m["containers"][0]["usage"]["cpu"], "250000000n");
         assert_eq!(m["containers"][0]["usage"]["memory"], "65536Ki");
-    }
-
-    #[test]
-    fn agent_base_uses_the_internal_ip_and_kubelet_port() {
-        let node = json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.2"}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}});
-        assert_eq!(agent_base(&node).as_deref(), Some("http://10.0.0.2:10250"));
-        assert_eq!(agent_base(&json!({})), None);
     }
 }

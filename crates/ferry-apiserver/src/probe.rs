@@ -168,6 +168,7 @@ pub fn app(dir: &std::path::Path) -> Result<Router, ferry_store::StoreError> {
         authn: crate::auth::Authenticator::default(),
         authz: Arc::new(crate::authz::AlwaysAllow),
         insecure_everyone_is_admin: true,
+        kubelet: crate::kubelet::KubeletClient::new(None).expect("no credentials"),
     });
     Ok(router(state))
 }

@@ -1,7 +1,8 @@
 //! `pods/exec`, `pods/attach` and `pods/portforward`: checked here, then proxied to the node
 //! agent's streaming endpoints (`/exec/{ns}/{pod}/{container}`, `/attach/...`,
 //! `/portForward/{ns}/{pod}` on the port of `daemonEndpoints.kubeletEndpoint`), as
-//! kube-apiserver proxies them to the kubelet.
+//! kube-apiserver proxies them to the kubelet: through [`crate::kubelet::KubeletClient`]
+//! (mutual TLS, the Node's own InternalIP only, validated path segments).
 //!
 //! The client's request (a WebSocket upgrade with `GET`, or a SPDY upgrade with `POST`) goes to
 //! the agent with its query and upgrade headers unchanged; when the agent answers
@@ -13,11 +14,13 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+
+use crate::kubelet::AgentEndpoint;
 
 use crate::error::{ApiError, ApiResult};
 use crate::http::AppState;
@@ -120,19 +123,6 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Percent-encodes a path segment.
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The container a request names, checked against the pod as kube-apiserver checks it.
 fn container_of(pod: &Value, name: &str, asked: &str) -> ApiResult<String> {
     let names = |lists: &[&str]| -> Vec<String> {
@@ -157,8 +147,8 @@ fn container_of(pod: &Value, name: &str, asked: &str) -> ApiResult<String> {
     }
 }
 
-/// The node agent's streaming address (`host:port`) of the node `node_name`.
-fn agent_address(state: &AppState, node_name: &str, pod: &str) -> ApiResult<String> {
+/// The node agent's endpoint of the node `node_name`.
+fn agent_endpoint(state: &AppState, node_name: &str, pod: &str) -> ApiResult<AgentEndpoint> {
     let service = &state.service;
     let nodes = service
         .registry
@@ -169,11 +159,7 @@ fn agent_address(state: &AppState, node_name: &str, pod: &str) -> ApiResult<Stri
             "node {node_name:?} of pod {pod:?} is not registered"
         ))
     })?;
-    crate::kubelet::authority(&node.value).ok_or_else(|| {
-        ApiError::unavailable(format!(
-            "node {node_name:?} publishes no streaming endpoint"
-        ))
-    })
+    Ok(AgentEndpoint::of_node(&node.value)?)
 }
 
 async fn serve(
@@ -197,9 +183,7 @@ async fn serve(
         )));
     }
     let path = match kind {
-        Kind::PortForward => {
-            format!("/portForward/{}/{}", encode(namespace), encode(name))
-        }
+        Kind::PortForward => crate::kubelet::pod_path("portForward", namespace, name)?,
         Kind::Exec | Kind::Attach => {
             let asked = query_values(&query, "container")
                 .into_iter()
@@ -210,12 +194,7 @@ async fn serve(
                 return Err(ApiError::bad_request("you must specify at least 1 command"));
             }
             let segment = if kind == Kind::Exec { "exec" } else { "attach" };
-            format!(
-                "/{segment}/{}/{}/{}",
-                encode(namespace),
-                encode(name),
-                encode(&container)
-            )
+            crate::kubelet::container_path(segment, namespace, name, &container)?
         }
     };
     let phase = pod["status"]["phase"].as_str().unwrap_or_default();
@@ -225,7 +204,7 @@ async fn serve(
             kind.verb()
         )));
     }
-    let address = agent_address(state, node_name, name)?;
+    let endpoint = agent_endpoint(state, node_name, name)?;
     let uri = if query.is_empty() {
         path
     } else {
@@ -233,27 +212,9 @@ async fn serve(
     };
     tracing::debug!(?kind, %namespace, %name, %uri, headers = ?request.headers(), "streaming request");
     let client_upgrade = hyper::upgrade::on(&mut request);
-
-    let tcp = tokio::net::TcpStream::connect(&address)
-        .await
-        .map_err(|e| {
-            ApiError::unavailable(format!(
-                "cannot reach the node agent of {node_name:?} at {address}: {e}"
-            ))
-        })?;
-    let _ = tcp.set_nodelay(true);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| ApiError::unavailable(format!("node agent of {node_name:?}: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!(error = %e, "connection to the node agent ended");
-        }
-    });
     let mut upstream = hyper::Request::builder()
         .method(request.method().clone())
-        .uri(&uri)
-        .header(header::HOST, &address);
+        .uri(&uri);
     for (k, v) in request.headers() {
         if !HOP.contains(&k.as_str()) {
             upstream = upstream.header(k, v);
@@ -262,11 +223,7 @@ async fn serve(
     let upstream = upstream
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| ApiError::internal(format!("bad upstream request {uri}: {e}")))?;
-    let mut answer = sender.send_request(upstream).await.map_err(|e| {
-        ApiError::unavailable(format!(
-            "the node agent of {node_name:?} did not answer: {e}"
-        ))
-    })?;
+    let mut answer = state.kubelet.send(&endpoint, upstream).await?;
     let status = answer.status();
     if status != StatusCode::SWITCHING_PROTOCOLS {
         let body = answer

@@ -333,8 +333,17 @@ impl Pki {
     }
 
     /// A client certificate signed by the cluster CA, as kube-apiserver authenticates them:
-    /// CN = `user`, one O per group. Valid for a year (new key each call).
+    /// CN = `user`, O = the group. Valid for a year (new key each call). At most one group:
+    /// rcgen writes one value per subject attribute, so more are refused rather than lost
+    /// (bind further groups' roles to the user, or use a token).
     pub fn issue_client_cert(&self, user: &str, groups: &[&str]) -> Result<Credentials, TlsError> {
+        if groups.len() > 1 {
+            return Err(TlsError::Cert(format!(
+                "a client certificate holds one group here, not {} ({})",
+                groups.len(),
+                groups.join(", ")
+            )));
+        }
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, user);

@@ -12,6 +12,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the agent's arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start Ferry on this machine: API server, scheduler, controllers and a node agent in one

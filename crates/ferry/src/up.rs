@@ -176,6 +176,35 @@ fn check_free(addr: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
+/// The node agent's TLS settings: a serving certificate from the cluster CA (CN
+/// `system:node:<name>`, SANs the node name, `localhost`, the node IP and loopback), and the
+/// cluster CA as the CA of its clients (the API server's kubelet-client certificate).
+pub fn agent_tls(
+    pki: &ferry_apiserver::tls::Pki,
+    node_name: &str,
+    node_ip: std::net::IpAddr,
+) -> anyhow::Result<ferry_agent::tls::AgentTls> {
+    let mut ips = vec![node_ip];
+    for loopback in [
+        std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ] {
+        if !ips.contains(&loopback) {
+            ips.push(loopback);
+        }
+    }
+    let names = ferry_apiserver::tls::ServingNames {
+        dns: vec![node_name.to_string(), "localhost".into()],
+        ips,
+    };
+    let serving = pki.issue_serving_cert(&format!("system:node:{node_name}"), &names)?;
+    Ok(ferry_agent::tls::AgentTls {
+        cert_pem: serving.cert_pem,
+        key_pem: serving.key_pem,
+        client_ca_pem: pki.ca_cert_pem.clone(),
+    })
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
@@ -248,6 +277,13 @@ impl ControlPlane {
                 agent_config.shim = shim;
             }
             agent_config.cri_endpoint = options.containerd.clone();
+            let ca = pki
+                .as_ref()
+                .context("the node agent needs the cluster CA (its endpoints are mutual TLS)")?;
+            agent_config.tls = Some(
+                agent_tls(ca, &options.node_name, agent_config.node_ip)
+                    .context("cannot issue the node agent's serving certificate")?,
+            );
             crate::runtimeclass::install(
                 &client_from_kubeconfig(&server.kubeconfig()).await?,
                 options.containerd.is_some(),
@@ -351,6 +387,18 @@ impl ControlPlane {
             stop,
             tasks,
         })
+    }
+
+    /// A serving certificate for the node agent of `node_name` at `node_ip`, from the cluster
+    /// CA, with the CA its clients must come from: what an agent started next to this plane
+    /// (or restarted) needs in [`ferry_agent::AgentConfig::tls`].
+    pub fn agent_tls(
+        &self,
+        node_name: &str,
+        node_ip: std::net::IpAddr,
+    ) -> anyhow::Result<ferry_agent::tls::AgentTls> {
+        let pki = self.pki.as_ref().context("the control plane has no CA")?;
+        agent_tls(pki, node_name, node_ip)
     }
 
     /// A kube-rs client for this control plane as the admin.

@@ -497,6 +497,12 @@ async fn an_agent_restart_adopts_containerd_pods() {
         c.log_server_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         c.shim = common::shim_command();
         c.cri_endpoint = Some(rt.socket.clone());
+        c.tls = Some(
+            plane
+                .plane
+                .agent_tls("test-node", c.node_ip)
+                .expect("agent certificate"),
+        );
         c
     };
     let agent = ferry_agent::start(plane.client.clone(), config.clone())

@@ -38,6 +38,11 @@ async fn restart_agent(t: &common::TestPlane) -> ferry_agent::AgentHandle {
     config.log_server_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     config.shim = common::shim_command();
     config.sandbox = ferry_agent::sandbox::SandboxMode::Isolated;
+    config.tls = Some(
+        t.plane
+            .agent_tls("test-node", config.node_ip)
+            .expect("agent certificate"),
+    );
     ferry_agent::start(t.client.clone(), config)
         .await
         .expect("agent restarts")

@@ -19,6 +19,11 @@ pub struct Cluster {
     pub server: ferry_apiserver::RunningServer,
     pub client: kube::Client,
     pub dir: tempfile::TempDir,
+    /// The cluster CA: signs the agent's serving certificate and the API server's client
+    /// certificate towards it.
+    pub pki: ferry_apiserver::tls::Pki,
+    /// A client of the agent as the API server is one (mutual TLS).
+    pub kubelet: ferry_apiserver::kubelet::KubeletClient,
 }
 
 pub fn init_tracing() {
@@ -40,6 +45,20 @@ pub async fn cluster() -> Cluster {
     let server = ferry_apiserver::start(config)
         .await
         .expect("API server starts");
+    // The cluster CA signs the agent's serving certificate; the API server issued its own
+    // kubelet-client certificate from it. The tests' direct client of the agent has one too.
+    let pki = server.pki.clone().expect("the cluster CA (TLS)");
+    let me = pki
+        .issue_client_cert("kube-apiserver-kubelet-client", &["system:masters"])
+        .unwrap();
+    let kubelet = ferry_apiserver::kubelet::KubeletClient::new(Some(
+        &ferry_apiserver::kubelet::KubeletClientTls {
+            ca_pem: pki.ca_cert_pem.clone(),
+            cert_pem: me.cert_pem,
+            key_pem: me.key_pem,
+        },
+    ))
+    .unwrap();
     // The admin's kubeconfig: TLS with the cluster CA and a client certificate.
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -68,6 +87,8 @@ pub async fn cluster() -> Cluster {
         server,
         client,
         dir,
+        pki,
+        kubelet,
     }
 }
 
@@ -94,6 +115,21 @@ impl Cluster {
         // Pods as plain host processes: these tests share one machine with other test planes;
         // the sandbox (bridge, netns, nftables per plane) is tested in `ferry`'s e2e tests.
         c.sandbox = ferry_agent::sandbox::SandboxMode::Host;
+        let serving = self
+            .pki
+            .issue_serving_cert(
+                &format!("system:node:{NODE}"),
+                &ferry_apiserver::tls::ServingNames {
+                    dns: vec![NODE.into()],
+                    ips: vec!["127.0.0.1".parse().unwrap()],
+                },
+            )
+            .unwrap();
+        c.tls = Some(ferry_agent::tls::AgentTls {
+            cert_pem: serving.cert_pem,
+            key_pem: serving.key_pem,
+            client_ca_pem: self.pki.ca_cert_pem.clone(),
+        });
         c
     }
 
@@ -248,4 +284,25 @@ pub async fn wait_dead(pid: i32, within: Duration) {
         assert!(Instant::now() < deadline, "process {pid} is still alive");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `GET path` on the agent at `addr` as the API server sends it (mutual TLS with the
+/// kubelet-client certificate): the status and the body.
+pub async fn agent_get(
+    kubelet: ferry_apiserver::kubelet::KubeletClient,
+    addr: std::net::SocketAddr,
+    path: String,
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let endpoint = ferry_apiserver::kubelet::AgentEndpoint {
+        node_name: NODE.into(),
+        addr,
+    };
+    let resp = kubelet
+        .get(&endpoint, &path)
+        .await
+        .expect("the agent answers");
+    let code = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (code, String::from_utf8_lossy(&body).into_owned())
 }
