@@ -7,11 +7,11 @@
 //! A validating plugin may hand back an [`Admitted::guard`] that the service holds until the
 //! store has written the object (ResourceQuota serializes the writes it counts).
 
-pub mod noderestriction;
-pub mod rbac_escalation;
 pub mod limitrange;
+pub mod noderestriction;
 pub mod podsecurity;
 pub mod quota;
+pub mod rbac_escalation;
 
 use std::sync::Arc;
 
