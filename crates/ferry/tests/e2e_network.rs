@@ -418,8 +418,8 @@ async fn restarts_crashes_and_deletions_while_away_leak_nothing() {
     assert_eq!(during.ipam_leases, before.ipam_leases + 1, "{during:?}");
     assert_eq!(
         during.mounts,
-        before.mounts + 2,
-        "the netns and the memory emptyDir: {during:?}"
+        before.mounts + 3,
+        "the netns, the memory emptyDir and the service-account token's tmpfs: {during:?}"
     );
     eventually_get(SocketAddr::new(ip.parse().unwrap(), 8080), "/name").await;
     t.kubectl(&["delete", "pod", "life", "--wait=true", "--timeout=60s"])
