@@ -256,9 +256,9 @@ pub async fn serve(
                 }
             };
             let peer_certs = stream.get_ref().1.peer_certificates().map(|chain| {
-                crate::auth::PeerCertificates(Arc::new(
+                crate::auth::PeerCertificates::new(
                     chain.iter().map(|c| c.as_ref().to_vec()).collect(),
-                ))
+                )
             });
             let service = tower::ServiceExt::map_request(
                 app,

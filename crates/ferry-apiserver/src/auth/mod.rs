@@ -132,10 +132,26 @@ impl UserInfo {
     }
 }
 
-/// The identity the TLS listener verified: the client certificate's chain (leaf first, DER),
-/// put into each request's extensions by the listener.
+/// The client certificate of a TLS connection: its chain (leaf first, DER), put into each
+/// request's extensions by the listener, and what authenticating it gave, computed once per
+/// connection (the chain is verified at the connection's first request, not at every one).
 #[derive(Debug, Clone)]
-pub struct PeerCertificates(pub Arc<Vec<Vec<u8>>>);
+pub struct PeerCertificates {
+    /// The chain, leaf first.
+    pub chain: Arc<Vec<Vec<u8>>>,
+    /// The user the chain authenticated (`None`: refused), once known.
+    pub user: Arc<std::sync::OnceLock<Option<UserInfo>>>,
+}
+
+impl PeerCertificates {
+    /// The certificates of a new connection.
+    pub fn new(chain: Vec<Vec<u8>>) -> Self {
+        Self {
+            chain: Arc::new(chain),
+            user: Arc::default(),
+        }
+    }
+}
 
 /// Static bearer tokens (`--token-auth-file`): lines `token,user,uid[,"group1,group2"]`.
 #[derive(Debug, Clone, Default)]
@@ -288,9 +304,12 @@ impl Authenticator {
                 }
             };
         }
-        if let Some(PeerCertificates(chain)) = parts.extensions.get::<PeerCertificates>() {
+        if let Some(peer) = parts.extensions.get::<PeerCertificates>() {
             let verifier = self.client_ca.as_deref().ok_or_else(unauthorized)?;
-            return user_of_certificate(verifier, chain).map(Some);
+            let user = peer
+                .user
+                .get_or_init(|| user_of_certificate(verifier, &peer.chain).ok());
+            return user.clone().map(Some).ok_or_else(unauthorized);
         }
         Ok(None)
     }
