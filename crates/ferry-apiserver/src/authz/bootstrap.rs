@@ -84,6 +84,51 @@ const PODGROUPS: &str = "scheduling.x-k8s.io";
 
 /// The default ClusterRoles.
 pub fn cluster_roles() -> Vec<Value> {
+    let mut roles = default_cluster_roles();
+    fill_aggregated(&mut roles);
+    roles
+}
+
+/// Fills the rules of the aggregated defaults (`admin`, `edit`, `view`) from the defaults their
+/// selectors match, to a fixed point (admin takes edit's, edit takes view's), so the roles
+/// grant what they say from the first start, before the aggregation controller runs.
+fn fill_aggregated(roles: &mut [Value]) {
+    for _ in 0..roles.len() {
+        let mut changed = false;
+        for i in 0..roles.len() {
+            let Some(selectors) = roles[i].pointer("/aggregationRule/clusterRoleSelectors") else {
+                continue;
+            };
+            let selectors: Vec<(String, Value)> = selectors
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.get("matchLabels")?.as_object())
+                .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .collect();
+            let mut rules: Vec<Value> = Vec::new();
+            for (j, other) in roles.iter().enumerate() {
+                let labels = &other["metadata"]["labels"];
+                if j != i && selectors.iter().any(|(k, v)| labels.get(k) == Some(v)) {
+                    for r in other["rules"].as_array().into_iter().flatten() {
+                        if !rules.contains(r) {
+                            rules.push(r.clone());
+                        }
+                    }
+                }
+            }
+            if roles[i]["rules"] != json!(rules) {
+                roles[i]["rules"] = json!(rules);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+}
+
+fn default_cluster_roles() -> Vec<Value> {
     vec![
         cluster_role(
             "cluster-admin",
@@ -587,8 +632,10 @@ pub async fn reconcile(service: &Service) -> Result<(), ApiError> {
                 continue;
             }
             // Aggregated roles' rules belong to the aggregation controller.
-            if want.get("aggregationRule").is_some() {
-                want["rules"] = have.get("rules").cloned().unwrap_or(json!([]));
+            if want.get("aggregationRule").is_some()
+                && have["rules"].as_array().is_some_and(|r| !r.is_empty())
+            {
+                want["rules"] = have["rules"].clone();
             }
             if RECONCILED.iter().all(|f| have.get(*f) == want.get(*f)) {
                 continue;
