@@ -254,12 +254,21 @@ async fn cluster_ip_headless_no_endpoints_node_port_and_allocation_errors() {
         .parse()
         .unwrap();
     let (rejected, leaked) = (counter(&table, "unserved"), counter(&table, "leaked"));
-    let err = http_get(SocketAddr::from((empty, 80))).await.unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
-    assert!(
-        counter(&table, "unserved") > rejected,
-        "refused by the proxy's rule"
-    );
+    // Every attempt is refused on the machine; once the proxy has written the new Service's
+    // rule (it follows the API through its watch), the refusal is that rule's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let err = http_get(SocketAddr::from((empty, 80))).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+        if counter(&table, "unserved") > rejected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused by the proxy's rule for the Service without endpoints"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(counter(&table, "leaked"), leaked, "nothing routed out");
 
     // NodePort on the node's address (the bridge's where the node has a pod network).
