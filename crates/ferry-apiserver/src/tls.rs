@@ -228,6 +228,28 @@ fn ca_params(year: i32) -> CertificateParams {
     p
 }
 
+/// The subject, names and usages of a serving certificate for `names` (CN `common_name`).
+fn serving_params(common_name: &str, names: &ServingNames) -> Result<CertificateParams, TlsError> {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    p.distinguished_name = dn;
+    p.subject_alt_names = names
+        .dns
+        .iter()
+        .map(|d| d.clone().try_into().map(rcgen::SanType::DnsName))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(cert_err)?;
+    p.subject_alt_names
+        .extend(names.ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    Ok(p)
+}
+
 /// Key of the key pair in `path`, made (0600) when missing.
 fn ensure_key(path: &Path) -> Result<(KeyPair, String), TlsError> {
     if let Some(pem) = read(path)? {
@@ -290,23 +312,7 @@ impl Pki {
             _ => {
                 // The CA's subject and key are what a certificate's issuer is checked by.
                 let issuer = Issuer::new(ca_params(year), &ca_key);
-                let mut p = CertificateParams::default();
-                let mut dn = DistinguishedName::new();
-                dn.push(DnType::CommonName, "kube-apiserver");
-                p.distinguished_name = dn;
-                p.subject_alt_names = names
-                    .dns
-                    .iter()
-                    .map(|d| d.clone().try_into().map(rcgen::SanType::DnsName))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(cert_err)?;
-                p.subject_alt_names
-                    .extend(names.ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
-                p.key_usages = vec![
-                    KeyUsagePurpose::DigitalSignature,
-                    KeyUsagePurpose::KeyEncipherment,
-                ];
-                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+                let mut p = serving_params("kube-apiserver", names)?;
                 p.use_authority_key_identifier_extension = true;
                 p.not_before = date_time_ymd(year - 1, 1, 1);
                 p.not_after = date_time_ymd(year + 2, 1, 1);
@@ -363,24 +369,7 @@ impl Pki {
         common_name: &str,
         names: &ServingNames,
     ) -> Result<Credentials, TlsError> {
-        let mut p = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, common_name);
-        p.distinguished_name = dn;
-        p.subject_alt_names = names
-            .dns
-            .iter()
-            .map(|d| d.clone().try_into().map(rcgen::SanType::DnsName))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(cert_err)?;
-        p.subject_alt_names
-            .extend(names.ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.issue(p, 2)
+        self.issue(serving_params(common_name, names)?, 2)
     }
 
     fn issue(&self, mut p: CertificateParams, years: i32) -> Result<Credentials, TlsError> {
