@@ -105,6 +105,21 @@ impl ResourceInfo {
         self
     }
 
+    /// With a scale subresource over the given JSON paths (built-in scalable kinds).
+    pub fn with_scale(
+        mut self,
+        spec_replicas: &str,
+        status_replicas: &str,
+        label_selector: Option<&str>,
+    ) -> Self {
+        self.scale = Some(ScalePaths {
+            spec_replicas: spec_replicas.into(),
+            status_replicas: status_replicas.into(),
+            label_selector: label_selector.map(str::to_string),
+        });
+        self
+    }
+
     /// With subresources served by their own handlers.
     pub fn with_subresources(mut self, subs: &[&'static str]) -> Self {
         self.extra_subresources = subs.to_vec();

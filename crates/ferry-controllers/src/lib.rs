@@ -13,22 +13,36 @@
 //! - [`kubernetes_service`]: the `kubernetes` Service and its endpoints (the API server's
 //!   in-cluster address, when [`Options::kubernetes_endpoint`] gives one);
 //! - [`csrsigning`]: signs approved `kubernetes.io/kube-apiserver-client`
-//!   CertificateSigningRequests with the cluster CA (when [`Options::signer`] gives one).
+//!   CertificateSigningRequests with the cluster CA (when [`Options::signer`] gives one);
+//! - the workload controllers: [`deployment`], [`replicaset`], [`statefulset`],
+//!   [`daemonset`], [`job`] and [`cronjob`];
+//! - [`disruption`]: PodDisruptionBudget status, which pod eviction honours;
+//! - storage: [`persistentvolume`] (binding and reclaim) and [`localpath`] (the default
+//!   StorageClass's provisioner).
 //!
 //! They reconcile from observed state (watchers and reflector caches, re-checked against the
 //! API before anything is deleted) and retry failed writes with exponential back-off.
 
 pub mod clusterrole_aggregation;
+pub mod cronjob;
 pub mod csrsigning;
+pub mod daemonset;
+pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod job;
 pub mod kubernetes_service;
+pub mod localpath;
 pub mod namespace;
+pub mod persistentvolume;
+pub mod replicaset;
 pub mod resourcequota;
 mod resources;
 pub mod rootca;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use std::future::Future;
 use std::time::Duration;
@@ -109,6 +123,15 @@ pub async fn run_with(
             resourcequota::run(client.clone()),
             kubernetes_service::run(client.clone(), options.kubernetes_endpoint),
             clusterrole_aggregation::run(client.clone()),
+            deployment::run(client.clone()),
+            replicaset::run(client.clone()),
+            statefulset::run(client.clone()),
+            daemonset::run(client.clone()),
+            job::run(client.clone()),
+            cronjob::run(client.clone()),
+            disruption::run(client.clone()),
+            persistentvolume::run(client.clone()),
+            localpath::run(client.clone()),
             async {
                 if let Some(signer) = options.signer {
                     csrsigning::run(client.clone(), signer).await

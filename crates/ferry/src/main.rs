@@ -24,8 +24,9 @@ enum Command {
     /// Run only the scheduler, against any Kubernetes API server (binds pods whose
     /// schedulerName is Ferry's).
     Scheduler(commands::SchedulerArgs),
-    /// Run only the built-in controllers (garbage collection, namespace termination, default
-    /// ServiceAccounts), against any Kubernetes API server.
+    /// Run only the built-in controllers (workloads, storage, disruption budgets, garbage
+    /// collection, namespaces, quotas...), against any Kubernetes API server.
+    #[command(name = "controller-manager", visible_alias = "controllers")]
     Controllers(commands::ControllersArgs),
     /// Run only the Service proxy: this node's Service rules in one nftables table.
     Proxy(commands::ProxyArgs),

@@ -161,8 +161,11 @@ async fn controllers_run_apart_from_the_api_server_through_its_api_only() {
     );
     assert!(cms.get_opt("orphan").await.unwrap().is_some());
 
-    let (controllers, _stdout) =
-        Ferry::start(&["controllers", "--kubeconfig", kubeconfig.to_str().unwrap()]);
+    let (controllers, _stdout) = Ferry::start(&[
+        "controller-manager",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ]);
     eventually("the orphaned dependent to be collected", WAIT, async || {
         cms.get_opt("orphan").await.unwrap().is_none().then_some(())
     })

@@ -389,6 +389,21 @@ fn default_cluster_roles() -> Vec<Value> {
                 rule(&["patch", "update"], &[""], &["pods/status"]),
                 rule(READ, &["scheduling.k8s.io"], &["priorityclasses"]),
                 rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
+                // Volume binding: claims wait for their first consumer's node.
+                rule(READ, &[""], &["persistentvolumes"]),
+                rule(
+                    &["get", "list", "watch", "patch", "update"],
+                    &[""],
+                    &["persistentvolumeclaims"],
+                ),
+                rule(READ, &["storage.k8s.io"], &["storageclasses", "csinodes"]),
+                // The owners of pods (a Job's pods are one job of the scheduler).
+                rule(
+                    READ,
+                    &["apps"],
+                    &["replicasets", "statefulsets", "deployments", "daemonsets"],
+                ),
+                rule(READ, &["batch"], &["jobs"]),
                 rule(
                     &["get", "list", "watch", "patch", "update"],
                     &[FERRY],
@@ -440,6 +455,26 @@ fn default_cluster_roles() -> Vec<Value> {
                 ),
                 rule(&["create"], &["discovery.k8s.io"], &["endpointslices"]),
                 rule(&["create"], &["events.k8s.io"], &["events"]),
+                // The workload controllers' pods, claims and revisions; the local-path
+                // provisioner's volumes.
+                rule(
+                    &["create"],
+                    &[""],
+                    &[
+                        "pods",
+                        "pods/eviction",
+                        "persistentvolumeclaims",
+                        "persistentvolumes",
+                    ],
+                ),
+                rule(
+                    &["create"],
+                    &["apps"],
+                    &["replicasets", "controllerrevisions"],
+                ),
+                rule(&["create"], &["batch"], &["jobs"]),
+                rule(&["create"], &["storage.k8s.io"], &["storageclasses"]),
+                rule(&["create"], &[PODGROUPS], &["podgroups"]),
                 rule(&["create"], &["coordination.k8s.io"], &["leases"]),
                 // The ClusterRole aggregation controller writes rules it does not hold.
                 rule(

@@ -16,24 +16,35 @@ use crate::table::Column;
 use crate::validation;
 
 pub mod configmap;
+pub mod controllerrevision;
 pub mod crd;
+pub mod cronjob;
 pub mod csr;
 pub mod custom;
+pub mod daemonset;
+pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod event;
+pub mod job;
 pub mod lease;
 pub mod limitrange;
 pub mod namespace;
 pub mod node;
+pub mod persistentvolume;
+pub mod persistentvolumeclaim;
 pub mod pod;
+pub mod poddisruptionbudget;
 pub mod priorityclass;
 pub mod rbac;
+pub mod replicaset;
 pub mod resourcequota;
 pub mod runtimeclass;
 pub mod secret;
 pub mod service;
 pub mod serviceaccount;
+pub mod statefulset;
+pub mod storageclass;
 pub mod tokenreview;
 
 /// The built-in kinds: one line per kind.
@@ -77,6 +88,26 @@ pub static BUILTINS: &[StrategyRef] = &[
         &csr::CertificateSigningRequests,
     ),
     StrategyRef::new("tokenreviews", &tokenreview::TokenReviews),
+    StrategyRef::new("persistentvolumes", &persistentvolume::PersistentVolumes),
+    StrategyRef::new(
+        "persistentvolumeclaims",
+        &persistentvolumeclaim::PersistentVolumeClaims,
+    ),
+    StrategyRef::new("storageclasses", &storageclass::StorageClasses),
+    StrategyRef::new("deployments", &deployment::Deployments),
+    StrategyRef::new("replicasets", &replicaset::ReplicaSets),
+    StrategyRef::new("statefulsets", &statefulset::StatefulSets),
+    StrategyRef::new("daemonsets", &daemonset::DaemonSets),
+    StrategyRef::new(
+        "controllerrevisions",
+        &controllerrevision::ControllerRevisions,
+    ),
+    StrategyRef::new("jobs", &job::Jobs),
+    StrategyRef::new("cronjobs", &cronjob::CronJobs),
+    StrategyRef::new(
+        "poddisruptionbudgets",
+        &poddisruptionbudget::PodDisruptionBudgets,
+    ),
 ];
 
 /// The strategy of every custom resource (served from a CRD).

@@ -245,6 +245,35 @@ impl TestPlane {
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Kubectl {
         kubectl(&self.plane.kubeconfig, args, Some(stdin))
     }
+
+    /// Starts one more node agent, `node_name`, on this machine: its own data directory under
+    /// the plane's, the host runtime (pods share the host's network), no GPUs, its own Node
+    /// credentials. Stop it with [`ferry_agent::AgentHandle::stop`] before the plane ends.
+    pub async fn add_agent(&self, node_name: &str) -> ferry_agent::AgentHandle {
+        let data_dir = self.dir.path().join(format!("agent-{node_name}"));
+        let mut config = ferry_agent::AgentConfig::new(node_name, data_dir);
+        config.gpus = ferry_agent::gpu::GpuSource::Disabled;
+        config.network = self.network.clone();
+        config.log_server_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        config.shim = shim_command();
+        config.sandbox = ferry_agent::sandbox::SandboxMode::Host;
+        config.tls = Some(
+            self.plane
+                .agent_tls(node_name, config.node_ip)
+                .expect("agent certificate"),
+        );
+        let client = self
+            .plane
+            .client_as(
+                &ferry_apiserver::auth::users::node(node_name),
+                &[ferry_apiserver::auth::groups::NODES],
+            )
+            .await
+            .expect("node client");
+        ferry_agent::start(client, config)
+            .await
+            .expect("the extra agent starts")
+    }
 }
 
 /// A `kubectl ... -w` running in the background; its output is collected as it comes.
