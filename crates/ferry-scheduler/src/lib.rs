@@ -20,6 +20,7 @@ pub mod convert;
 pub mod metrics;
 pub mod objects;
 pub mod snapshot;
+pub mod volume_binding;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -129,7 +130,22 @@ pub async fn run(
         informer(Api::<Reservation>::all(client.clone()), wake.clone());
     let (policies, policy_stream) =
         informer(Api::<ResourcePolicy>::all(client.clone()), wake.clone());
+    let (claims, claim_stream) = informer(
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::all(client.clone()),
+        wake.clone(),
+    );
+    let (volumes, volume_stream) = informer(
+        Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(client.clone()),
+        wake.clone(),
+    );
+    let (classes, class_stream) = informer(
+        Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client.clone()),
+        wake.clone(),
+    );
     let informers = futures::future::join_all([
+        claim_stream.boxed(),
+        volume_stream.boxed(),
+        class_stream.boxed(),
         pod_stream.boxed(),
         node_stream.boxed(),
         ns_stream.boxed(),
@@ -160,7 +176,11 @@ pub async fn run(
             queues,
             reservations,
             policies,
+            claims,
+            volumes,
+            classes,
         },
+        delayed_claims: HashMap::new(),
         assumed: HashMap::new(),
         evicting: HashMap::new(),
         metrics,
@@ -178,6 +198,9 @@ pub async fn run(
                 s.queues.wait_until_ready(),
                 s.reservations.wait_until_ready(),
                 s.policies.wait_until_ready(),
+                s.claims.wait_until_ready(),
+                s.volumes.wait_until_ready(),
+                s.classes.wait_until_ready(),
             );
         };
         if tokio::time::timeout(Duration::from_secs(10), others)
@@ -214,6 +237,9 @@ struct Stores {
     queues: Store<Queue>,
     reservations: Store<Reservation>,
     policies: Store<ResourcePolicy>,
+    claims: Store<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    volumes: Store<k8s_openapi::api::core::v1::PersistentVolume>,
+    classes: Store<k8s_openapi::api::storage::v1::StorageClass>,
 }
 
 struct Scheduler {
@@ -221,6 +247,8 @@ struct Scheduler {
     config: SchedulerConfig,
     planner: Planner,
     stores: Stores,
+    /// The unbound `WaitForFirstConsumer` claims of each pending pod (this cycle's).
+    delayed_claims: HashMap<PodId, Vec<String>>,
     /// Pods bound by this process but maybe not yet shown bound by the informer.
     assumed: HashMap<PodId, Assumed>,
     /// Pods this process evicted, with when (they take capacity until they are gone).
@@ -303,7 +331,7 @@ impl Scheduler {
             // keep theirs, so names that pods stop asking for are forgotten, and nodes'
             // models are interned before any pod's.
             planner.retain_models(|_| false);
-            snapshot::build(
+            let mut built = snapshot::build(
                 &objects,
                 now,
                 |p| Self::serves(names, p),
@@ -311,7 +339,15 @@ impl Scheduler {
                 &evicting,
                 &mut |m| planner.intern_model(m),
                 &mut self.arrivals,
-            )
+            );
+            let storage = volume_binding::StorageObjects {
+                claims: self.stores.claims.state(),
+                volumes: self.stores.volumes.state(),
+                classes: self.stores.classes.state(),
+            };
+            self.delayed_claims =
+                volume_binding::restrict(&mut built, &objects.pods, &objects.nodes, &storage);
+            built
         };
         for w in &built.warnings {
             if !self.warned.contains(w) {
@@ -332,6 +368,8 @@ impl Scheduler {
         for w in &outcome.warnings {
             tracing::warn!("{w}");
         }
+        volume_binding::annotate_selected_nodes(&self.client, &outcome.binds, &self.delayed_claims)
+            .await;
         let bound_now = apply::bind_all(
             &self.client,
             &outcome,

@@ -9,7 +9,8 @@
 //!   (in an [`ObjectMeta`], which the informers need), labels, and only the annotations the
 //!   scheduler reads ([`KEPT_ANNOTATIONS`]);
 //! - pod spec: nodeName, schedulerName, priority, nodeSelector, tolerations, overhead, and
-//!   only `resources` of each container and init container; pod status: phase, startTime,
+//!   only `resources` of each container and init container, the claim of each
+//!   `persistentVolumeClaim` volume; pod status: phase, startTime,
 //!   and the `PodScheduled` condition;
 //! - node spec: taints, unschedulable; node status: allocatable, and the type and status of
 //!   each condition.
@@ -235,6 +236,9 @@ pub struct PodSpec {
     /// Its init containers.
     #[serde(deserialize_with = "or_default")]
     pub init_containers: Vec<Container>,
+    /// Its volumes: only the claims they name ([`crate::volume_binding`]).
+    #[serde(deserialize_with = "or_default")]
+    pub volumes: Vec<crate::volume_binding::PodVolume>,
 }
 
 /// A pod's `PodScheduled` condition: what the scheduler last reported, as the API server
