@@ -99,6 +99,9 @@ pub struct Options {
     pub kubernetes_endpoint: Option<std::net::SocketAddr>,
     /// The cluster CA that signs client-certificate requests; `None`: no CSR is signed.
     pub signer: Option<std::sync::Arc<csrsigning::Signer>>,
+    /// Where the local-path provisioner puts volumes' directories on nodes; `None`:
+    /// [`localpath::DEFAULT_ROOT`].
+    pub local_path_root: Option<std::path::PathBuf>,
 }
 
 /// Runs every built-in controller against the API server behind `client` until `shutdown`
@@ -132,7 +135,13 @@ pub async fn run_with(
             cronjob::run(client.clone()),
             disruption::run(client.clone()),
             persistentvolume::run(client.clone()),
-            localpath::run(client.clone()),
+            localpath::run(
+                client.clone(),
+                options
+                    .local_path_root
+                    .clone()
+                    .unwrap_or_else(|| localpath::DEFAULT_ROOT.into()),
+            ),
             async {
                 if let Some(signer) = options.signer {
                     csrsigning::run(client.clone(), signer).await

@@ -207,6 +207,10 @@ pub struct ControllersArgs {
     /// ask for less.
     #[arg(long, value_name = "DURATION", default_value = "8760h", value_parser = parse_go_duration)]
     pub cluster_signing_duration: std::time::Duration,
+    /// Where the local-path provisioner (StorageClass `local-path`) puts volumes'
+    /// directories on the nodes.
+    #[arg(long, value_name = "PATH", default_value = ferry_controllers::localpath::DEFAULT_ROOT)]
+    pub local_path_root: PathBuf,
 }
 
 /// Arguments of `ferry proxy`.
@@ -440,6 +444,7 @@ pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
     };
     let options = ferry_controllers::Options {
         signer,
+        local_path_root: Some(args.local_path_root),
         ..Default::default()
     };
     tracing::info!("controllers started");

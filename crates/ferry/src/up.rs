@@ -343,6 +343,8 @@ impl ControlPlane {
                 kubernetes_endpoint: tls.as_ref().map(|l| l.addr),
                 // Client-certificate requests (`ferry tenant add --user`) signed by the CA.
                 signer,
+                // The local-path provisioner's directories, under the data directory.
+                local_path_root: Some(config.data_dir.join("storage")),
             };
             tasks.push(tokio::spawn(ferry_controllers::run_with(
                 client,

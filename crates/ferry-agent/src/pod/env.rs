@@ -75,6 +75,9 @@ pub struct EnvSources {
     /// The Services whose variables the containers get ([`service_env`]): those of the
     /// pod's namespace (with `enableServiceLinks`) and `default/kubernetes`.
     pub services: Vec<Service>,
+    /// The PersistentVolumeClaims the pod's volumes name, by claim name, with the volume each
+    /// is bound to ([`crate::pod::volumes::ClaimSource`]).
+    pub claims: HashMap<String, crate::pod::volumes::ClaimSource>,
 }
 
 impl EnvSources {

@@ -634,7 +634,8 @@ impl PodWorker {
             Err(e) if !e.retryable => return Err(fail("UnsupportedVolume", e.message)),
             Ok(vols) => {
                 for c in env::all_containers(pod) {
-                    if let Err(e) = volumes::mounts_for(c, &vols, None)
+                    if let Err(e) =
+                        volumes::mounts_for(c, &vols, &volumes::read_only_volumes(pod), None)
                         && !e.retryable
                     {
                         return Err(fail("InvalidVolumeMount", e.message));
@@ -746,7 +747,40 @@ impl PodWorker {
             sources.secrets.insert(name, v);
         }
         sources.services = self.fetch_services(pod).await?;
+        sources.claims = self.fetch_claims(pod).await?;
         Ok(sources)
+    }
+
+    /// The PersistentVolumeClaims the pod's volumes name, each with the volume it is bound to.
+    async fn fetch_claims(
+        &self,
+        pod: &Pod,
+    ) -> Result<HashMap<String, volumes::ClaimSource>, PodError> {
+        use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+        let mut out = HashMap::new();
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.shared.client.clone(), &self.meta.namespace);
+        let volumes: Api<PersistentVolume> = Api::all(self.shared.client.clone());
+        for name in volumes::referenced_claims(pod) {
+            let claim = claims
+                .get_opt(&name)
+                .await
+                .map_err(|e| PodError::kube(format!("read persistentvolumeclaim {name}"), e))?;
+            let volume_name = claim
+                .as_ref()
+                .and_then(|c| c.spec.as_ref())
+                .and_then(|s| s.volume_name.clone())
+                .filter(|v| !v.is_empty());
+            let volume = match volume_name {
+                Some(v) => volumes
+                    .get_opt(&v)
+                    .await
+                    .map_err(|e| PodError::kube(format!("read persistentvolume {v}"), e))?,
+                None => None,
+            };
+            out.insert(name, volumes::ClaimSource { claim, volume });
+        }
+        Ok(out)
     }
 
     /// The Services whose variables the containers get: one list of the pod's namespace
@@ -1118,7 +1152,8 @@ impl PodWorker {
                 dir
             }
         };
-        let mut mounts = volumes::mounts_for(c, &vols, Some(&env))?;
+        let mut mounts =
+            volumes::mounts_for(c, &vols, &volumes::read_only_volumes(pod), Some(&env))?;
         let (mut netns, mut cgroups, mut hostname) = (None, Vec::new(), None);
         if let Some(record) = &self.sandbox {
             netns = record.netns.clone();

@@ -8,6 +8,7 @@
 //! | `secret`      | `…/volumes/secret/NAME`, likewise, on a tmpfs of its own (see below) |
 //! | `downwardAPI` | `…/volumes/downward-api/NAME`, one file per item                    |
 //! | `projected`   | `…/volumes/projected/NAME`: its configMap, secret, downwardAPI and serviceAccountToken sources together, on a tmpfs |
+//! | `persistentVolumeClaim` | the `hostPath` or `local` path of the PersistentVolume the claim is bound to (created if missing, as `DirectoryOrCreate`); a missing or unbound claim keeps the container waiting |
 //!
 //! Secret and projected volumes never touch the node's disk when the agent is root: each is a
 //! tmpfs (unmounted with the pod), its directory owned by the pod's user and group (`fsGroup`,
@@ -24,7 +25,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
+use std::collections::HashSet;
+
+use k8s_openapi::api::core::v1::{
+    Container, DownwardAPIVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod,
+    Volume,
+};
 
 use crate::layout::Layout;
 use crate::pod::env::{EnvSources, NodeFacts, field_ref, resource_field_ref};
@@ -52,6 +58,106 @@ fn retryable(message: String) -> VolumeError {
         message,
         retryable: true,
     }
+}
+
+/// A claim a pod's volume names, as the agent read it: `None` where the API has no such
+/// claim; the PersistentVolume it is bound to, where it is bound and the volume exists.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimSource {
+    /// The claim.
+    pub claim: Option<PersistentVolumeClaim>,
+    /// The volume named by the claim's `spec.volumeName`.
+    pub volume: Option<PersistentVolume>,
+}
+
+/// Names of the PersistentVolumeClaims the pod's volumes refer to.
+pub fn referenced_claims(pod: &Pod) -> Vec<String> {
+    let mut names: Vec<String> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .map(|c| c.claim_name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Names of the pod's volumes that every mount sees read-only (`persistentVolumeClaim`
+/// volumes with `readOnly: true`).
+pub fn read_only_volumes(pod: &Pod) -> HashSet<String> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.read_only == Some(true))
+        })
+        .map(|v| v.name.clone())
+        .collect()
+}
+
+/// The directory of a claim's bound volume on this node, created when missing.
+fn claim_dir(sources: &EnvSources, claim_name: &str) -> Result<PathBuf, VolumeError> {
+    let source = sources.claims.get(claim_name).cloned().unwrap_or_default();
+    let Some(claim) = source.claim else {
+        return Err(retryable(format!(
+            "persistentvolumeclaim {claim_name:?} not found"
+        )));
+    };
+    let volume_name = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .unwrap_or_default();
+    let phase = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending");
+    if volume_name.is_empty() || phase != "Bound" {
+        return Err(retryable(format!(
+            "persistentvolumeclaim {claim_name:?} is not bound yet (phase {phase})"
+        )));
+    }
+    let Some(volume) = source.volume else {
+        return Err(retryable(format!(
+            "persistentvolume {volume_name:?} of claim {claim_name:?} not found"
+        )));
+    };
+    let spec = volume.spec.unwrap_or_default();
+    let (path, kind) = if let Some(hp) = &spec.host_path {
+        (
+            hp.path.clone(),
+            hp.type_
+                .clone()
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "DirectoryOrCreate".into()),
+        )
+    } else if let Some(local) = &spec.local {
+        (local.path.clone(), "DirectoryOrCreate".to_string())
+    } else {
+        return Err(permanent(format!(
+            "persistentvolume {volume_name:?} has no hostPath or local source (Ferry's node agent mounts only those)"
+        )));
+    };
+    let path = PathBuf::from(path);
+    if !path.is_absolute() {
+        return Err(permanent(format!(
+            "persistentvolume {volume_name:?}: path {} must be absolute",
+            path.display()
+        )));
+    }
+    let fresh = !path.exists();
+    check_host_path(&path, &kind)?;
+    if fresh && path.is_dir() {
+        // As the local-path provisioner makes them: any user of any pod may write.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| retryable(format!("cannot set permissions of {}: {e}", path.display())))?;
+    }
+    Ok(path)
 }
 
 /// Names of the ConfigMaps and Secrets the pod's volumes refer to.
@@ -297,6 +403,9 @@ fn prepare_one(
         check_host_path(&path, hp.type_.as_deref().unwrap_or(""))?;
         return Ok(path);
     }
+    if let Some(pvc) = &v.persistent_volume_claim {
+        return claim_dir(sources, &pvc.claim_name);
+    }
     if let Some(ed) = &v.empty_dir {
         let dir = layout.volume(uid, "empty-dir", &v.name);
         let fresh = !dir.exists();
@@ -385,7 +494,7 @@ fn prepare_one(
         })
         .unwrap_or_else(|| "unknown".into());
     Err(permanent(format!(
-        "type {kind:?} is not supported by Ferry's host runtime (supported: hostPath, emptyDir, configMap, secret, downwardAPI, projected)"
+        "type {kind:?} is not supported by Ferry's host runtime (supported: hostPath, emptyDir, configMap, secret, downwardAPI, projected, persistentVolumeClaim)"
     )))
 }
 
@@ -661,9 +770,11 @@ fn write_keys(
 /// The mounts of one container: each `volumeMount` resolved to its host path (with `subPath`,
 /// or `subPathExpr` expanded with the container's `env`, created inside the volume when
 /// missing). Without `env` (a validation pass) `subPathExpr` mounts are checked, not made.
+/// Mounts of the volumes in `read_only` are read-only whatever the `volumeMount` says.
 pub fn mounts_for(
     container: &Container,
     volumes: &HashMap<String, PathBuf>,
+    read_only: &HashSet<String>,
     env: Option<&[(String, String)]>,
 ) -> Result<Vec<MountSpec>, VolumeError> {
     let mut out = Vec::new();
@@ -713,7 +824,7 @@ pub fn mounts_for(
         out.push(MountSpec {
             source,
             target,
-            read_only: m.read_only == Some(true),
+            read_only: m.read_only == Some(true) || read_only.contains(&m.name),
         });
     }
     Ok(out)
@@ -897,7 +1008,7 @@ mod tests {
             ]),
             ..Default::default()
         };
-        let mounts = mounts_for(&c, &vols, None).unwrap();
+        let mounts = mounts_for(&c, &vols, &HashSet::new(), None).unwrap();
         assert_eq!(mounts[0].source, *scratch);
         assert_eq!(mounts[1].source, host.join("part"));
         assert!(mounts[1].read_only && host.join("part").is_dir());
@@ -912,7 +1023,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            mounts_for(&bad, &vols, None)
+            mounts_for(&bad, &vols, &HashSet::new(), None)
                 .unwrap_err()
                 .message
                 .contains("does not define")
@@ -927,7 +1038,7 @@ mod tests {
             }]),
             ..Default::default()
         };
-        assert!(mounts_for(&escape, &vols, None).is_err());
+        assert!(mounts_for(&escape, &vols, &HashSet::new(), None).is_err());
     }
 
     #[test]
@@ -962,16 +1073,76 @@ mod tests {
             err.retryable && err.message.contains("configmap \"absent\" not found"),
             "{err}"
         );
-        let pvc = pod_with(vec![Volume {
-            name: "claim".into(),
-            persistent_volume_claim: Some(Default::default()),
+        let iscsi = pod_with(vec![Volume {
+            name: "disk".into(),
+            iscsi: Some(Default::default()),
             ..Default::default()
         }]);
-        let err = prepare(&layout, &pvc, "u", &EnvSources::default(), &facts()).unwrap_err();
+        let err = prepare(&layout, &iscsi, "u", &EnvSources::default(), &facts()).unwrap_err();
+        assert!(!err.retryable && err.message.contains("iscsi"), "{err}");
+    }
+
+    #[test]
+    fn claims_mount_their_bound_volume_and_wait_until_bound() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = Layout::new(tmp.path());
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [], "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": "c", "readOnly": true}},
+            ]},
+        }))
+        .unwrap();
+        assert_eq!(referenced_claims(&pod), vec!["c".to_string()]);
+        assert!(read_only_volumes(&pod).contains("data"));
+        let err = prepare(&layout, &pod, "u", &EnvSources::default(), &facts()).unwrap_err();
         assert!(
-            !err.retryable && err.message.contains("persistentVolumeClaim"),
+            err.retryable
+                && err
+                    .message
+                    .contains("persistentvolumeclaim \"c\" not found"),
             "{err}"
         );
+        let mut sources = EnvSources::default();
+        let pending: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c"}, "spec": {}, "status": {"phase": "Pending"}
+        }))
+        .unwrap();
+        sources.claims.insert(
+            "c".into(),
+            ClaimSource {
+                claim: Some(pending),
+                volume: None,
+            },
+        );
+        let err = prepare(&layout, &pod, "u", &sources, &facts()).unwrap_err();
+        assert!(err.retryable && err.message.contains("not bound"), "{err}");
+        let dir = tmp.path().join("pvs/pvc-1");
+        let bound: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c"}, "spec": {"volumeName": "pv1"}, "status": {"phase": "Bound"}
+        }))
+        .unwrap();
+        let volume: PersistentVolume = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pv1"},
+            "spec": {"hostPath": {"path": dir.display().to_string()}},
+        }))
+        .unwrap();
+        sources.claims.insert(
+            "c".into(),
+            ClaimSource {
+                claim: Some(bound),
+                volume: Some(volume),
+            },
+        );
+        let vols = prepare(&layout, &pod, "u", &sources, &facts()).unwrap();
+        assert_eq!(vols["data"], dir);
+        assert!(dir.is_dir());
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "a", "volumeMounts": [{"name": "data", "mountPath": "/data"}]
+        }))
+        .unwrap();
+        let mounts = mounts_for(&c, &vols, &read_only_volumes(&pod), None).unwrap();
+        assert!(mounts[0].read_only);
     }
 }
 
@@ -1029,9 +1200,13 @@ mod projected_tests {
             "volumeMounts": [{"name": "scratch", "mountPath": "/w", "subPathExpr": "$(POD)/data", "readOnly": true}],
         }))
         .unwrap();
-        assert!(mounts_for(&c, &vols, None).unwrap().is_empty());
+        assert!(
+            mounts_for(&c, &vols, &HashSet::new(), None)
+                .unwrap()
+                .is_empty()
+        );
         let env = vec![("POD".to_string(), "p".to_string())];
-        let m = mounts_for(&c, &vols, Some(&env)).unwrap();
+        let m = mounts_for(&c, &vols, &HashSet::new(), Some(&env)).unwrap();
         assert_eq!(m[0].source, vols["scratch"].join("p/data"));
         assert!(m[0].read_only && m[0].source.is_dir());
     }

@@ -2,7 +2,8 @@
 //! may read what every node reads (nodes, pods, services, endpoints, EndpointSlices,
 //! RuntimeClasses), write their own Node and its status and their own Lease, write the status
 //! of (and finish deleting) the pods bound to them, read the Secrets, ConfigMaps and
-//! PersistentVolumeClaims those pods use, ask for tokens of those pods' service accounts, and
+//! PersistentVolumeClaims those pods use (and the PersistentVolumes those claims are bound
+//! to), ask for tokens of those pods' service accounts, and
 //! write Events. Everything else gets no opinion (RBAC binds nothing to nodes by default).
 //!
 //! Which objects a node's pods use is computed from the pods in the store on request (only
@@ -179,6 +180,38 @@ impl NodeAuthorizer {
         }
     }
 
+    /// A node may get the PersistentVolumes bound to the claims of its pods.
+    fn authorize_volume(&self, service: &Service, node: &str, a: &Attributes) -> Decision {
+        if a.verb != "get" || a.name.is_empty() || !a.subresource.is_empty() {
+            return Decision::NoOpinion("can only get individual resources of this type".into());
+        }
+        let used = pods_on(service, node, None).any(|p| {
+            let namespace = p
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            referenced_by_pod(&p, "pvc").iter().any(|claim| {
+                service
+                    .store
+                    .get(&ferry_store::ObjectKey::new(
+                        "persistentvolumeclaims",
+                        &namespace,
+                        claim,
+                    ))
+                    .is_some_and(|c| {
+                        c.value.pointer("/spec/volumeName").and_then(Value::as_str)
+                            == Some(a.name.as_str())
+                    })
+            })
+        });
+        if used {
+            Decision::Allow(String::new())
+        } else {
+            no_relationship(node)
+        }
+    }
+
     fn authorize_token(&self, service: &Service, node: &str, a: &Attributes) -> Decision {
         if a.verb != "create" || a.subresource != "token" {
             return Decision::NoOpinion(
@@ -232,6 +265,7 @@ impl Authorizer for NodeAuthorizer {
                 ("", "persistentvolumeclaims") => {
                     return self.authorize_referenced(service, node, "pvc", a);
                 }
+                ("", "persistentvolumes") => return self.authorize_volume(service, node, a),
                 ("", "serviceaccounts") => return self.authorize_token(service, node, a),
                 ("coordination.k8s.io", "leases") => return self.authorize_lease(node, a),
                 _ => {}
@@ -323,10 +357,20 @@ mod tests {
             let pod = json!({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": name, "namespace": "ns"},
                 "spec": {"nodeName": node, "serviceAccountName": format!("sa-{node}"),
-                         "volumes": [{"name": "v", "secret": {"secretName": secret}}],
+                         "volumes": [{"name": "v", "secret": {"secretName": secret}},
+                                     {"name": "d", "persistentVolumeClaim": {"claimName": format!("claim-{node}")}}],
                          "containers": [{"name": "c", "image": "i"}]}});
             let key = ferry_store::ObjectKey::new("pods", "ns", name);
             service.store.create(key, pod).await.unwrap();
+            let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": format!("claim-{node}"), "namespace": "ns"},
+                "spec": {"volumeName": format!("pv-{node}")}});
+            let key = ferry_store::ObjectKey::new(
+                "persistentvolumeclaims",
+                "ns",
+                format!("claim-{node}"),
+            );
+            service.store.create(key, claim).await.unwrap();
         }
         let n1 = UserInfo::new(
             crate::auth::users::node("n1"),
@@ -381,6 +425,18 @@ mod tests {
             "POST",
             "/api/v1/namespaces/ns/serviceaccounts/sa-n2/token"
         ));
+        // The claims of its pods and the volumes they are bound to.
+        assert!(allowed(
+            "GET",
+            "/api/v1/namespaces/ns/persistentvolumeclaims/claim-n1"
+        ));
+        assert!(!allowed(
+            "GET",
+            "/api/v1/namespaces/ns/persistentvolumeclaims/claim-n2"
+        ));
+        assert!(allowed("GET", "/api/v1/persistentvolumes/pv-n1"));
+        assert!(!allowed("GET", "/api/v1/persistentvolumes/pv-n2"));
+        assert!(!allowed("GET", "/api/v1/persistentvolumes"));
         // Nothing else.
         assert!(!allowed("POST", "/api/v1/namespaces"));
         assert!(!allowed(
