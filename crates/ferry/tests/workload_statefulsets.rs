@@ -398,30 +398,57 @@ async fn parallel_management_and_on_delete_updates() {
     assert_eq!(status.current_replicas, Some(2));
 }
 
+/// A PersistentVolume of class `manual` at `dir` (statically provisioned, bound by the
+/// PersistentVolume controller as soon as a claim of that class asks).
+fn manual_volume(name: &str, dir: &std::path::Path) -> String {
+    format!(
+        "
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {name}}}
+spec:
+  storageClassName: manual
+  capacity: {{storage: 1Mi}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {{path: {}, type: DirectoryOrCreate}}
+",
+        dir.display()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn claims_are_created_before_their_pods_and_kept_across_pod_deletion() {
     let t = common::start_with_node("1xT4").await;
+    for i in 0..2 {
+        let dir = t.dir.path().join(format!("volume-{i}"));
+        t.kubectl_stdin(&["apply", "-f", "-"], &manual_volume(&format!("manual-{i}"), &dir))
+            .success();
+    }
     let claims = "  volumeClaimTemplates:
   - metadata: {name: www}
     spec:
+      storageClassName: manual
       accessModes: [ReadWriteOnce]
       resources: {requests: {storage: 1Mi}}
 ";
-    let manifest = web(2, "sleep 3600", claims).replace(
+    // The first pod of an ordinal writes a token; every pod prints what the claim holds.
+    let script = "[ -f /data/token ] || echo \"token-$$-$(date +%s%N)\" > /data/token; cat /data/token; sleep 3600";
+    let manifest = web(2, script, claims).replace(
         "        readinessProbe:",
         "        volumeMounts: [{name: www, mountPath: /data}]\n        readinessProbe:",
     );
     t.kubectl_stdin(&["apply", "-f", "-"], &manifest).success();
     let pvcs: Api<PersistentVolumeClaim> = Api::default_namespaced(t.client.clone());
     let pods: Api<Pod> = Api::default_namespaced(t.client.clone());
-    let first = common::eventually("web-0 and its claim", WAIT, async || {
-        let pod = pods.get_opt("web-0").await.ok()??;
-        let claim = pvcs.get_opt("www-web-0").await.ok()??;
-        Some((pod, claim))
-    })
-    .await;
-    let (pod, claim) = first;
+    ready_replicas(&t, 2).await;
+    let pod = pods.get("web-0").await.unwrap();
+    let claim = pvcs.get("www-web-0").await.unwrap();
     assert!(created(&pod) >= claim.metadata.creation_timestamp.clone().unwrap().0);
+    assert_eq!(
+        claim.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Bound")
+    );
     let volume = pod
         .spec
         .as_ref()
@@ -439,13 +466,20 @@ async fn claims_are_created_before_their_pods_and_kept_across_pod_deletion() {
     assert_eq!(claim.labels().get("app").map(String::as_str), Some("nginx"));
     // Retain (the default): the claim has no owner, so nothing deletes it.
     assert!(claim.metadata.owner_references.is_none());
-    t.kubectl(&["delete", "pod", "web-0", "--wait=false"]).success();
-    let replacement = common::eventually("web-0 to be recreated", WAIT, async || {
-        let p = pods.get_opt("web-0").await.ok()??;
-        (p.uid() != pod.uid()).then_some(p)
+    let token = common::eventually("web-0 to print its token", WAIT, async || {
+        let out = t.kubectl(&["logs", "web-0"]);
+        let line = out.stdout.lines().next()?.to_string();
+        (out.ok && line.starts_with("token-")).then_some(line)
     })
     .await;
-    let again = replacement.spec.unwrap().volumes.unwrap();
+
+    t.kubectl(&["delete", "pod", "web-0", "--wait=true"]).success();
+    let replacement = common::eventually("web-0 to be recreated and ready", WAIT, async || {
+        let p = pods.get_opt("web-0").await.ok()??;
+        (p.uid() != pod.uid() && ready_since(&p).is_some()).then_some(p)
+    })
+    .await;
+    let again = replacement.spec.clone().unwrap().volumes.unwrap();
     let claim_volume = again.iter().find(|v| v.name == "www").unwrap();
     assert_eq!(
         claim_volume
@@ -460,6 +494,17 @@ async fn claims_are_created_before_their_pods_and_kept_across_pod_deletion() {
         claim.uid(),
         "the same claim"
     );
+    // The replacement reads what the first pod wrote.
+    let read = common::eventually("the replacement to print the token", WAIT, async || {
+        let out = t.kubectl(&["logs", "web-0"]);
+        let line = out.stdout.lines().next()?.to_string();
+        (out.ok && line.starts_with("token-")).then_some(line)
+    })
+    .await;
+    assert_eq!(read, token);
+    let other = t.kubectl(&["logs", "web-1"]).success();
+    assert_ne!(other.lines().next(), Some(token.as_str()), "web-1 has its own claim");
+
     // Deleting the set keeps the claims (whenDeleted: Retain).
     t.kubectl(&["delete", "statefulset", "web", "--wait=true"])
         .success();
@@ -481,10 +526,10 @@ async fn claims_are_created_before_their_pods_and_kept_across_pod_deletion() {
         .filter(|c| c.metadata.deletion_timestamp.is_none())
         .map(|c| c.name_any())
         .collect();
-    assert!(kept.contains(&"www-web-0".to_string()), "{kept:?}");
+    assert_eq!(kept, ["www-web-0", "www-web-1"]);
 
-    // whenDeleted: Delete makes the set the claims' owner.
-    let deleting = web(1, "sleep 3600", claims)
+    // whenDeleted: Delete makes the set the claims' owner, so they go with it.
+    let deleting = web(1, "sleep 3600", &claims.replace("storageClassName: manual", "storageClassName: none"))
         .replace("metadata: {name: web}", "metadata: {name: scratch}")
         .replace(
             "  serviceName: nginx\n",
@@ -498,6 +543,14 @@ async fn claims_are_created_before_their_pods_and_kept_across_pod_deletion() {
     let owner = owned.metadata.owner_references.unwrap();
     assert_eq!(owner[0].kind, "StatefulSet");
     assert_eq!(owner[0].name, "scratch");
+    t.kubectl(&["delete", "statefulset", "scratch", "--wait=true"])
+        .success();
+    common::eventually("the owned claim to go", WAIT, async || {
+        let c = pvcs.get_opt("www-scratch-0").await.ok()?;
+        c.is_none_or(|c| c.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
