@@ -32,6 +32,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod history;
 pub mod job;
 pub mod kubernetes_service;
 pub mod localpath;
