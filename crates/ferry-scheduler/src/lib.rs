@@ -2,7 +2,7 @@
 //! cycles and binds pods.
 //!
 //! - Informers (kube-rs reflectors) keep pods, nodes, namespaces, PodGroups, Queues,
-//!   Reservations and ResourcePolicies in memory; any change wakes a cycle (after a short
+//!   Reservations, ResourcePolicies and (slim) ReplicaSets in memory; any change wakes a cycle (after a short
 //!   gather delay, so a burst of events makes one cycle).
 //! - A cycle turns them into the plain data of [`ferry_sched_jobs`] ([`snapshot`]), runs the
 //!   pure job-level session (gangs, queues, fair share, backfill, reclaim, preemption,
@@ -36,7 +36,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use objects::{Node, Pod};
+use objects::{Node, Pod, ReplicaSet};
 use snapshot::{Assumed, Objects};
 
 /// Settings of the scheduler.
@@ -129,6 +129,7 @@ pub async fn run(
         informer(Api::<Reservation>::all(client.clone()), wake.clone());
     let (policies, policy_stream) =
         informer(Api::<ResourcePolicy>::all(client.clone()), wake.clone());
+    let (replicasets, rs_stream) = informer(Api::<ReplicaSet>::all(client.clone()), wake.clone());
     let informers = futures::future::join_all([
         pod_stream.boxed(),
         node_stream.boxed(),
@@ -137,6 +138,7 @@ pub async fn run(
         queue_stream.boxed(),
         rsv_stream.boxed(),
         policy_stream.boxed(),
+        rs_stream.boxed(),
     ]);
     let mut engine = ferry_sched_core::Scheduler::new(config.policy.build(0));
     engine.set_knowledge(Knowledge::Online(OnlineWorkload::new(95.0)));
@@ -160,6 +162,7 @@ pub async fn run(
             queues,
             reservations,
             policies,
+            replicasets,
         },
         assumed: HashMap::new(),
         evicting: HashMap::new(),
@@ -178,6 +181,7 @@ pub async fn run(
                 s.queues.wait_until_ready(),
                 s.reservations.wait_until_ready(),
                 s.policies.wait_until_ready(),
+                s.replicasets.wait_until_ready(),
             );
         };
         if tokio::time::timeout(Duration::from_secs(10), others)
@@ -185,7 +189,7 @@ pub async fn run(
             .is_err()
         {
             tracing::warn!(
-                "some of Ferry's kinds (PodGroup, Queue, Reservation, ResourcePolicy) are not served; are the CRDs installed? Scheduling without them"
+                "some of the kinds read (PodGroup, Queue, Reservation, ResourcePolicy, ReplicaSet) are not served; are the CRDs installed? Scheduling without them"
             );
         }
         tracing::info!(names = ?scheduler.config.scheduler_names, policy = scheduler.config.policy.name(), rss_mib = rss_mib(), "scheduler started");
@@ -214,6 +218,7 @@ struct Stores {
     queues: Store<Queue>,
     reservations: Store<Reservation>,
     policies: Store<ResourcePolicy>,
+    replicasets: Store<ReplicaSet>,
 }
 
 struct Scheduler {
@@ -280,6 +285,7 @@ impl Scheduler {
                 queues: self.stores.queues.state(),
                 reservations: self.stores.reservations.state(),
                 policies: self.stores.policies.state(),
+                replicasets: self.stores.replicasets.state(),
             };
             // Forget assumptions the informer has caught up with (or that are too old).
             let bound: HashSet<PodId> = objects
