@@ -563,8 +563,15 @@ pub fn build(
         });
     }
     for job in jobs.values_mut() {
-        // Pods of a gang are placed in a stable order.
-        job.pods.sort_by(|a, b| a.id.cmp(&b.id));
+        // Pods of a gang are placed in a stable order; a controller's pods (no gang) oldest
+        // first, as kube-scheduler's queue takes them.
+        if job.min_member == 1 && built.owners.get(&job.id) == Some(&job.id) {
+            let created = |id: &PodId| built.pods.get(id).map_or(0, |p| p.created);
+            job.pods
+                .sort_by(|a, b| created(&a.id).cmp(&created(&b.id)).then(a.id.cmp(&b.id)));
+        } else {
+            job.pods.sort_by(|a, b| a.id.cmp(&b.id));
+        }
     }
     built.groups = groups;
     built.snapshot.jobs = jobs.into_values().collect();

@@ -21,14 +21,9 @@ fn queue(ns: &str) -> String {
 }
 
 /// The pod template's spec: one GPU, sleeping until deleted.
-const POD_SPEC: &str = "    spec:\n      terminationGracePeriodSeconds: 1\n      restartPolicy: Never\n      containers:\n      - name: worker\n        image: trainer\n        command: [sleep, '600']\n        resources:\n          limits: {nvidia.com/gpu: 1}\n";
-
-/// A pod named `name` in `ns` with `labels`, controlled by `owner` (apiVersion, kind, name,
-/// uid), asking for one GPU.
-fn owned_pod(ns: &str, name: &str, labels: &str, owner: (&str, &str, &str, &str)) -> String {
-    let (api, kind, owner_name, uid) = owner;
+fn pod_spec(restart: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\n  ownerReferences:\n  - {{apiVersion: {api}, kind: {kind}, name: {owner_name}, uid: {uid}, controller: true, blockOwnerDeletion: true}}\nspec:\n  terminationGracePeriodSeconds: 1\n  restartPolicy: Never\n  containers:\n  - name: worker\n    image: trainer\n    command: [sleep, '600']\n    resources:\n      limits: {{nvidia.com/gpu: 1}}\n"
+        "    spec:\n      terminationGracePeriodSeconds: 1\n      restartPolicy: {restart}\n      containers:\n      - name: worker\n        image: trainer\n        command: [sleep, '600']\n        resources:\n          limits: {{nvidia.com/gpu: 1}}\n"
     )
 }
 
@@ -69,14 +64,6 @@ fn unschedulable_message(p: &Pod) -> Option<String> {
         .clone()
 }
 
-fn uid_of(t: &common::TestPlane, ns: &str, resource: &str) -> String {
-    let uid = t
-        .kubectl(&["get", resource, "-n", ns, "-o", "jsonpath={.metadata.uid}"])
-        .success();
-    assert!(!uid.is_empty(), "{resource} has a uid");
-    uid
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicaset_pods_are_one_job_named_after_their_owner() {
     let t = common::start_with_node("2xT4").await;
@@ -87,20 +74,11 @@ async fn replicaset_pods_are_one_job_named_after_their_owner() {
     let ns = "web-team";
     t.kubectl_stdin(&["apply", "-f", "-"], &queue(ns)).success();
     let rs = format!(
-        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: 3\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n{POD_SPEC}"
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  replicas: 3\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n{}",
+        pod_spec("Always")
     );
     t.kubectl_stdin(&["apply", "-f", "-"], &rs).success();
-    let uid = uid_of(&t, ns, "replicaset/web");
-    // Three replicas of one GPU each on a node of two GPUs.
-    for i in 0..3 {
-        let pod = owned_pod(
-            ns,
-            &format!("web-{i}"),
-            "app: web",
-            ("apps/v1", "ReplicaSet", "web", &uid),
-        );
-        t.kubectl_stdin(&["apply", "-f", "-"], &pod).success();
-    }
+    // The ReplicaSet controller makes three replicas of one GPU each, on a node of two GPUs.
     // Two are placed (each on its own: the ReplicaSet is no gang), the third waits and says
     // which job it waits as.
     let message = common::eventually(
@@ -176,20 +154,46 @@ async fn replicaset_pods_are_one_job_named_after_their_owner() {
     .await;
     assert_eq!((running_jobs.as_str(), pending_jobs.as_str()), ("1", "0"));
 
-    // Room for the third replica: it is placed as soon as a GPU frees up.
-    let first_running = pods(&t.client, ns, "app=web")
-        .await
-        .into_iter()
-        .find(|p| phase(p) == "Running")
-        .and_then(|p| p.metadata.name)
+    // Room for the waiting replica: it is placed as soon as a GPU frees up (the oldest
+    // pod of the job first; the ReplicaSet's replacement for the deleted one waits).
+    let all = pods(&t.client, ns, "app=web").await;
+    let waiting = all
+        .iter()
+        .find(|p| !bound(p))
+        .and_then(|p| p.metadata.name.clone())
         .unwrap();
-    t.kubectl(&["delete", "pod", &first_running, "-n", ns, "--wait=false"])
+    let victim = all
+        .iter()
+        .find(|p| phase(p) == "Running")
+        .and_then(|p| p.metadata.name.clone())
+        .unwrap();
+    t.kubectl(&["delete", "pod", &victim, "-n", ns, "--wait=false"])
         .success();
     common::eventually("the waiting replica to run", WAIT, async || {
         let all = pods(&t.client, ns, "app=web").await;
-        (all.len() == 2 && all.iter().all(|p| phase(p) == "Running")).then_some(())
+        all.iter()
+            .any(|p| p.metadata.name.as_deref() == Some(waiting.as_str()) && phase(p) == "Running")
+            .then_some(())
     })
     .await;
+    let replacement = common::eventually(
+        "the replacement to wait, naming its owner",
+        WAIT,
+        async || {
+            let all = pods(&t.client, ns, "app=web").await;
+            let m: Vec<String> = all
+                .iter()
+                .filter(|p| p.metadata.name.as_deref() != Some(victim.as_str()) && !bound(p))
+                .filter_map(unschedulable_message)
+                .collect();
+            (all.len() == 3 && m.len() == 1).then(|| m[0].clone())
+        },
+    )
+    .await;
+    assert!(
+        replacement.starts_with(&format!("ReplicaSet {ns}/web: ")),
+        "{replacement}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,23 +218,14 @@ async fn a_job_with_a_podgroup_waits_as_a_whole_gang_then_runs() {
     })
     .await;
     let job = format!(
-        "apiVersion: scheduling.x-k8s.io/v1alpha1\nkind: PodGroup\nmetadata: {{name: train}}\nspec: {{minMember: 3}}\n---\napiVersion: batch/v1\nkind: Job\nmetadata: {{name: train}}\nspec:\n  parallelism: 3\n  completions: 3\n  template:\n    metadata: {{labels: {{scheduling.x-k8s.io/pod-group: train, app: train}}}}\n{POD_SPEC}"
+        "apiVersion: scheduling.x-k8s.io/v1alpha1\nkind: PodGroup\nmetadata: {{name: train}}\nspec: {{minMember: 3}}\n---\napiVersion: batch/v1\nkind: Job\nmetadata: {{name: train}}\nspec:\n  parallelism: 3\n  completions: 3\n  template:\n    metadata: {{labels: {{scheduling.x-k8s.io/pod-group: train, app: train}}}}\n{}",
+        pod_spec("Never")
     );
     t.kubectl_stdin(&["apply", "-f", "-"], &job).success();
-    let uid = uid_of(&t, ns, "job/train");
-    for i in 0..3 {
-        let pod = owned_pod(
-            ns,
-            &format!("train-{i}"),
-            "scheduling.x-k8s.io/pod-group: train, app: train",
-            ("batch/v1", "Job", "train", &uid),
-        );
-        t.kubectl_stdin(&["apply", "-f", "-"], &pod).success();
-    }
     let messages = common::eventually("the gang to say why it waits", WAIT, async || {
         let all = pods(&t.client, ns, "app=train").await;
         let m: Vec<String> = all.iter().filter_map(unschedulable_message).collect();
-        (all.len() == 3 && m.len() == 3).then_some(m)
+        (all.len() == 3 && m.len() == 3 && m.iter().all(|m| m.contains("only 2 fit"))).then_some(m)
     })
     .await;
     for m in &messages {
@@ -255,6 +250,18 @@ async fn a_job_with_a_podgroup_waits_as_a_whole_gang_then_runs() {
         .success();
     assert!(group.contains("gang needs 3 pods, only 2 fit"), "{group}");
 
+    // The Job's pods are the gang's: the Job controller made them from the template.
+    let owners = t
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app=train",
+            "-o",
+            "jsonpath={.items[*].metadata.ownerReferences[0].kind}",
+        ])
+        .success();
+    assert_eq!(owners, "Job Job Job");
     // Capacity appears: the whole gang is placed at once.
     t.kubectl(&["delete", "pod", "blocker", "--wait=false"])
         .success();
