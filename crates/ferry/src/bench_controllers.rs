@@ -364,19 +364,20 @@ pub async fn run(args: ControllersBenchArgs) -> anyhow::Result<()> {
     };
 
     // (a) baseline: the same pods created directly, until every one is ready.
-    let bare: Vec<Pod> = (0..pods_total)
-        .map(|i| {
-            serde_json::from_value(json!({
-                "metadata": {"name": format!("bare-{i}"), "labels": {"app": "bare"}},
-                "spec": pod_spec("Always")
-            }))
-        })
-        .collect::<Result<_, _>>()?;
-    println!("  (a) baseline: {pods_total} pods created directly, to ready");
-    let started = Instant::now();
-    create_all(&Api::namespaced(client.clone(), "bare"), bare, 64).await?;
-    let baseline_ready = started.elapsed()
-        + wait_for(
+    let mut baseline_ready = Duration::ZERO;
+    if args.deployments > 0 {
+        let bare: Vec<Pod> = (0..pods_total)
+            .map(|i| {
+                serde_json::from_value(json!({
+                    "metadata": {"name": format!("bare-{i}"), "labels": {"app": "bare"}},
+                    "spec": pod_spec("Always")
+                }))
+            })
+            .collect::<Result<_, _>>()?;
+        println!("  (a) baseline: {pods_total} pods created directly, to ready");
+        let started = Instant::now();
+        create_all(&Api::namespaced(client.clone(), "bare"), bare, 64).await?;
+        wait_for(
             "bare pods ready",
             pods_total,
             timeout,
@@ -384,7 +385,10 @@ pub async fn run(args: ControllersBenchArgs) -> anyhow::Result<()> {
             || {},
         )
         .await?;
-    clear_pods(&client, &plane, "bare", timeout).await?;
+        baseline_ready = started.elapsed();
+        // Gone before the controllers start, so their caches do not hold them.
+        clear_pods(&client, &plane, "bare", timeout).await?;
+    }
 
     // The controller-manager, in its own process.
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
@@ -401,67 +405,92 @@ pub async fn run(args: ControllersBenchArgs) -> anyhow::Result<()> {
     let pid = child.id().unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_kb = proc_status_kb(pid, "VmRSS:").unwrap_or(0);
+    let mut peak_kb = idle_kb;
+    let mib = |kb: u64| kb as f64 / 1024.0;
+    let mut report = Vec::new();
 
-    // (a) 1,000 Deployments x 3 replicas, until every one has all its replicas available.
-    println!(
-        "  (a) {} Deployments x {} replicas, to availableReplicas = {}",
-        args.deployments, args.replicas, args.replicas
-    );
-    let deployments: Vec<Deployment> = (0..args.deployments)
-        .map(|i| {
-            let app = format!("app-{i}");
-            serde_json::from_value(json!({
-                "metadata": {"name": app},
-                "spec": {"replicas": args.replicas, "selector": {"matchLabels": {"app": app}},
-                    "template": {"metadata": {"labels": {"app": app}}, "spec": pod_spec("Always")}}
-            }))
-        })
-        .collect::<Result<_, _>>()?;
-    let started = Instant::now();
-    create_all(&Api::namespaced(client.clone(), "deploy"), deployments, 64).await?;
-    let mut peak_kb = 0;
-    let store_d = store.clone();
-    let deployments_ready = started.elapsed()
-        + wait_for(
+    // (a) Deployments, until every one has all its replicas available.
+    if args.deployments > 0 {
+        println!(
+            "  (a) {} Deployments x {} replicas, to availableReplicas = {}",
+            args.deployments, args.replicas, args.replicas
+        );
+        let deployments: Vec<Deployment> = (0..args.deployments)
+            .map(|i| {
+                let app = format!("app-{i}");
+                serde_json::from_value(json!({
+                    "metadata": {"name": app},
+                    "spec": {"replicas": args.replicas, "selector": {"matchLabels": {"app": app}},
+                        "template": {"metadata": {"labels": {"app": app}}, "spec": pod_spec("Always")}}
+                }))
+            })
+            .collect::<Result<_, _>>()?;
+        let started = Instant::now();
+        create_all(&Api::namespaced(client.clone(), "deploy"), deployments, 64).await?;
+        wait_for(
             "Deployments available",
             args.deployments,
             timeout,
-            move || {
-                store_d
-                    .list("apps/deployments", Some("deploy"), None, 0, |v| {
-                        v.pointer("/status/availableReplicas")
-                            .and_then(Value::as_i64)
-                            == v.pointer("/spec/replicas").and_then(Value::as_i64)
-                            && v.pointer("/status/availableReplicas")
-                                .and_then(Value::as_i64)
-                                .is_some()
-                    })
-                    .items
-                    .len()
-            },
+            count("apps/deployments", "deploy", |v| {
+                let available = v
+                    .pointer("/status/availableReplicas")
+                    .and_then(Value::as_i64);
+                available.is_some()
+                    && available == v.pointer("/spec/replicas").and_then(Value::as_i64)
+            }),
             || peak_kb = peak_kb.max(proc_status_kb(pid, "VmRSS:").unwrap_or(0)),
         )
         .await?;
-    let owned_pods = count("pods", "deploy", |_| true)();
-    let deploy_hwm = proc_status_kb(pid, "VmHWM:").unwrap_or(peak_kb);
+        let took = started.elapsed();
+        let owned_pods = count("pods", "deploy", |_| true)();
+        let hwm = proc_status_kb(pid, "VmHWM:").unwrap_or(peak_kb);
+        report.push(format!(
+            "(a) {} Deployments x {} replicas reconciled to ready (simulated kubelet; controllers in their own process):",
+            args.deployments, args.replicas
+        ));
+        report.push(format!(
+            "  ferry controller-manager  {:>8.1} s  ({:.0} pods/s; {owned_pods} pods exist)",
+            secs(took),
+            pods_total as f64 / secs(took).max(1e-3)
+        ));
+        report.push(format!(
+            "  baseline: {pods_total} pods created directly, to ready"
+        ));
+        report.push(format!(
+            "                            {:>8.1} s  ({:.0} pods/s)",
+            secs(baseline_ready),
+            pods_total as f64 / secs(baseline_ready).max(1e-3)
+        ));
+        report.push(format!(
+            "  ratio                     {:>8.2}x the baseline's time",
+            secs(took) / secs(baseline_ready).max(1e-3)
+        ));
+        report.push(format!(
+            "  controller-manager memory: {:.0} MiB idle, peak RSS {:.0} MiB with {} Deployments ({:.1} KiB per pod)",
+            mib(idle_kb),
+            mib(hwm),
+            args.deployments,
+            hwm as f64 / pods_total.max(1) as f64
+        ));
+    }
 
-    // (b) baseline: as many bare pods as the Job has completions, run to Succeeded.
-    println!(
-        "  (b) baseline: {} bare pods created directly, to Succeeded",
-        args.completions
-    );
-    let bare: Vec<Pod> = (0..args.completions)
-        .map(|i| {
-            serde_json::from_value(json!({
-                "metadata": {"name": format!("bare-{i}")},
-                "spec": pod_spec("Never")
-            }))
-        })
-        .collect::<Result<_, _>>()?;
-    let started = Instant::now();
-    create_all(&Api::namespaced(client.clone(), "bare-job"), bare, 64).await?;
-    let baseline_succeeded = started.elapsed()
-        + wait_for(
+    if args.completions > 0 {
+        // (b) baseline: as many bare pods as the Job has completions, run to Succeeded.
+        println!(
+            "  (b) baseline: {} bare pods created directly, to Succeeded",
+            args.completions
+        );
+        let bare: Vec<Pod> = (0..args.completions)
+            .map(|i| {
+                serde_json::from_value(json!({
+                    "metadata": {"name": format!("bare-{i}")},
+                    "spec": pod_spec("Never")
+                }))
+            })
+            .collect::<Result<_, _>>()?;
+        let started = Instant::now();
+        create_all(&Api::namespaced(client.clone(), "bare-job"), bare, 64).await?;
+        wait_for(
             "bare pods succeeded",
             args.completions,
             timeout,
@@ -469,99 +498,77 @@ pub async fn run(args: ControllersBenchArgs) -> anyhow::Result<()> {
             || {},
         )
         .await?;
+        let baseline_succeeded = started.elapsed();
 
-    // (b) the Indexed Job, to its Complete condition.
-    println!(
-        "  (b) Indexed Job: {} completions, parallelism {}, to Complete",
-        args.completions, args.parallelism
-    );
-    let job: Job = serde_json::from_value(json!({
-        "metadata": {"name": "indexed"},
-        "spec": {"completions": args.completions, "parallelism": args.parallelism,
-            "completionMode": "Indexed", "backoffLimit": 6,
-            "template": {"spec": pod_spec("Never")}}
-    }))?;
-    let started = Instant::now();
-    Api::<Job>::namespaced(client.clone(), "indexed")
-        .create(&PostParams::default(), &job)
-        .await
-        .context("cannot create the Indexed Job")?;
-    wait_for(
-        "Job complete",
-        1,
-        timeout,
-        count("batch/jobs", "indexed", |v| {
-            v.pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|c| {
-                    c.iter().any(|c| {
-                        c.get("type").and_then(Value::as_str) == Some("Complete")
-                            && c.get("status").and_then(Value::as_str) == Some("True")
+        // (b) the Indexed Job, to its Complete condition.
+        println!(
+            "  (b) Indexed Job: {} completions, parallelism {}, to Complete",
+            args.completions, args.parallelism
+        );
+        let job: Job = serde_json::from_value(json!({
+            "metadata": {"name": "indexed"},
+            "spec": {"completions": args.completions, "parallelism": args.parallelism,
+                "completionMode": "Indexed", "backoffLimit": 6,
+                "template": {"spec": pod_spec("Never")}}
+        }))?;
+        let started = Instant::now();
+        Api::<Job>::namespaced(client.clone(), "indexed")
+            .create(&PostParams::default(), &job)
+            .await
+            .context("cannot create the Indexed Job")?;
+        wait_for(
+            "Job complete",
+            1,
+            timeout,
+            count("batch/jobs", "indexed", |v| {
+                v.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| {
+                        c.iter().any(|c| {
+                            c.get("type").and_then(Value::as_str) == Some("Complete")
+                                && c.get("status").and_then(Value::as_str) == Some("True")
+                        })
                     })
-                })
-        }),
-        || peak_kb = peak_kb.max(proc_status_kb(pid, "VmRSS:").unwrap_or(0)),
-    )
-    .await?;
-    let job_complete = started.elapsed();
-    let job_pods = count("pods", "indexed", |_| true)();
+            }),
+            || peak_kb = peak_kb.max(proc_status_kb(pid, "VmRSS:").unwrap_or(0)),
+        )
+        .await?;
+        let took = started.elapsed();
+        let job_pods = count("pods", "indexed", |_| true)();
+        report.push(format!(
+            "(b) Indexed Job of {} completions, parallelism {}, to Complete:",
+            args.completions, args.parallelism
+        ));
+        report.push(format!(
+            "  ferry controller-manager  {:>8.1} s  ({:.0} completions/s; {job_pods} pods exist)",
+            secs(took),
+            args.completions as f64 / secs(took).max(1e-3)
+        ));
+        report.push(format!(
+            "  baseline: {} bare pods created directly, to Succeeded",
+            args.completions
+        ));
+        report.push(format!(
+            "                            {:>8.1} s  ({:.0} pods/s)",
+            secs(baseline_succeeded),
+            args.completions as f64 / secs(baseline_succeeded).max(1e-3)
+        ));
+        report.push(format!(
+            "  ratio                     {:>8.2}x the baseline's time",
+            secs(took) / secs(baseline_succeeded).max(1e-3)
+        ));
+    }
     let final_hwm = proc_status_kb(pid, "VmHWM:").unwrap_or(peak_kb);
     child.kill().await.ok();
     kubelet.abort();
-
-    let mib = |kb: u64| kb as f64 / 1024.0;
     println!();
+    for line in report {
+        println!("{line}");
+    }
     println!(
-        "(a) {} Deployments x {} replicas reconciled to ready (simulated kubelet; controllers in their own process):",
-        args.deployments, args.replicas
-    );
-    println!(
-        "  ferry controller-manager  {:>8.1} s  ({:.0} pods/s; {owned_pods} pods exist)",
-        secs(deployments_ready),
-        pods_total as f64 / secs(deployments_ready).max(1e-3)
-    );
-    println!("  baseline: {pods_total} pods created directly, to ready",);
-    println!(
-        "                            {:>8.1} s  ({:.0} pods/s)",
-        secs(baseline_ready),
-        pods_total as f64 / secs(baseline_ready).max(1e-3)
-    );
-    println!(
-        "  ratio                     {:>8.2}x the baseline's time",
-        secs(deployments_ready) / secs(baseline_ready).max(1e-3)
-    );
-    println!(
-        "  controller-manager memory: {:.0} MiB idle, peak RSS {:.0} MiB with {} Deployments ({:.1} KiB per pod)",
-        mib(idle_kb),
-        mib(deploy_hwm),
-        args.deployments,
-        deploy_hwm as f64 / pods_total.max(1) as f64
-    );
-    println!(
-        "(b) Indexed Job of {} completions, parallelism {}, to Complete:",
-        args.completions, args.parallelism
-    );
-    println!(
-        "  ferry controller-manager  {:>8.1} s  ({:.0} completions/s; {job_pods} pods exist)",
-        secs(job_complete),
-        args.completions as f64 / secs(job_complete).max(1e-3)
-    );
-    println!(
-        "  baseline: {} bare pods created directly, to Succeeded",
-        args.completions
-    );
-    println!(
-        "                            {:>8.1} s  ({:.0} pods/s)",
-        secs(baseline_succeeded),
-        args.completions as f64 / secs(baseline_succeeded).max(1e-3)
-    );
-    println!(
-        "  ratio                     {:>8.2}x the baseline's time",
-        secs(job_complete) / secs(baseline_succeeded).max(1e-3)
-    );
-    println!(
-        "  controller-manager memory: peak RSS {:.0} MiB over the whole run",
-        mib(final_hwm)
+        "controller-manager memory: peak RSS {:.0} MiB over the whole run ({:.0} MiB idle)",
+        mib(final_hwm),
+        mib(idle_kb)
     );
     plane.stop().await;
     Ok(())
