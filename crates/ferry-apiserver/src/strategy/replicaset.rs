@@ -151,6 +151,7 @@ pub fn default_pod_template(template: &mut Value) {
             c.entry("terminationMessagePath")
                 .or_insert(json!("/dev/termination-log"));
             c.entry("terminationMessagePolicy").or_insert(json!("File"));
+            c.entry("resources").or_insert(json!({}));
             for p in c
                 .get_mut("ports")
                 .and_then(Value::as_array_mut)
@@ -183,7 +184,8 @@ pub fn non_negative(value: &Value, field: &str, causes: &mut Vec<FieldCause>) {
 pub fn validate_selector_and_template(spec: &Value, causes: &mut Vec<FieldCause>) {
     let selector = &spec["selector"];
     let mut selector_ok = false;
-    if selector.is_null() {
+    // The typed form makes a missing selector `{}`: no field at all reads as missing.
+    if selector.is_null() || selector.as_object().is_some_and(serde_json::Map::is_empty) {
         causes.push(FieldCause::required("spec.selector"));
     } else {
         let before = causes.len();
