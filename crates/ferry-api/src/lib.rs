@@ -4,6 +4,7 @@
 //! resources) is defined here once, so the node agent, the scheduler, the controllers and the
 //! CLI agree on it. Ferry's own kinds live under the [`GROUP`] API group.
 
+pub mod cron;
 pub mod gpu;
 pub mod network;
 pub mod quantity;

@@ -2,7 +2,9 @@
 //!
 //! Both are tried only when a job's gang does not fit (nodes or quota), reclaim first.
 //! Victims are whole jobs (every running pod of the gang), ordered lowest priority first,
-//! then last resource-policy unit first, then youngest (latest started) first. The cycle
+//! then last resource-policy unit first, then youngest (latest started) first. A job that is
+//! no gang (`min_member` 1, such as a Deployment's pods) is a victim pod by pod: each of its
+//! running pods is a candidate of its own, exactly as if each were a job of one pod. The cycle
 //! **simulates** before it decides: it evicts candidates one by one in that order in a
 //! transaction and, as soon as the freed room could cover the job, tries to place the whole
 //! gang; if no prefix of the candidates makes it fit, nothing is evicted. Then it drops
@@ -56,6 +58,9 @@ struct Cand {
     job: usize,
     leaf: QueueIx,
     res: Resources,
+    /// One running pod (index into `Session::running`) of a job that is no gang; `None`:
+    /// every running pod of the job.
+    pod: Option<usize>,
 }
 
 impl Session<'_> {
@@ -151,7 +156,7 @@ impl Session<'_> {
                 continue;
             }
             let helps_quota = quota_queue.is_some_and(|b| self.tree.path(v).contains(&b));
-            let helps_nodes = rt.running.iter().any(|&i| {
+            let mut helps_node = |i: usize| {
                 let Some(node) = self.running[i].node else {
                     return false;
                 };
@@ -161,22 +166,46 @@ impl Session<'_> {
                         .iter()
                         .any(|r| crate::gang::statically_fits(spec, r))
                 })
-            });
+            };
+            if snap.jobs[x].min_member <= 1 && rt.running.len() > 1 {
+                // No gang: its pods are victims one by one.
+                for &i in &rt.running {
+                    if self.running[i].handle.is_none() || self.running[i].evicted {
+                        continue;
+                    }
+                    if helps_quota || helps_node(i) {
+                        out.push(Cand {
+                            job: x,
+                            leaf: v,
+                            res: self.running[i].res,
+                            pod: Some(i),
+                        });
+                    }
+                }
+                continue;
+            }
+            let helps_nodes = rt.running.iter().any(|&i| helps_node(i));
             if helps_quota || helps_nodes {
                 out.push(Cand {
                     job: x,
                     leaf: v,
                     res: rt.usage,
+                    pod: None,
                 });
             }
         }
+        let started = |c: &Cand| {
+            c.pod
+                .map_or(self.jobs[c.job].started, |i| snap.running[i].started)
+        };
         out.sort_by(|a, b| {
             let (ja, jb) = (&snap.jobs[a.job], &snap.jobs[b.job]);
             ja.priority
                 .cmp(&jb.priority)
                 .then(self.jobs[b.job].unit_rank.cmp(&self.jobs[a.job].unit_rank))
-                .then(self.jobs[b.job].started.cmp(&self.jobs[a.job].started))
+                .then(started(b).cmp(&started(a)))
                 .then(ja.id.cmp(&jb.id))
+                .then(a.pod.cmp(&b.pod))
         });
         out.truncate(self.cfg.max_victims);
         out
@@ -210,7 +239,10 @@ impl Session<'_> {
     /// Releases a victim's pods in the model (undone by rolling back).
     fn evict_model(&mut self, c: &Cand) {
         let snap = self.snap;
-        let running = self.jobs[c.job].running.clone();
+        let running = match c.pod {
+            Some(i) => vec![i],
+            None => self.jobs[c.job].running.clone(),
+        };
         for i in running {
             let rt = &self.running[i];
             let (Some(h), Some(node)) = (rt.handle, rt.node) else {
@@ -344,13 +376,19 @@ impl Session<'_> {
         let snap = self.snap;
         let mut victim_nodes: HashSet<NodeId> = HashSet::new();
         for (c, (rule, message)) in chosen.iter().zip(messages) {
-            self.jobs[c.job].evicted = true;
-            let running = self.jobs[c.job].running.clone();
+            let running = match c.pod {
+                Some(i) => vec![i],
+                None => {
+                    self.jobs[c.job].evicted = true;
+                    self.jobs[c.job].running.clone()
+                }
+            };
             for i in running {
                 let rt = &mut self.running[i];
                 let (Some(_), Some(node)) = (rt.handle.take(), rt.node) else {
                     continue;
                 };
+                rt.evicted = true;
                 victim_nodes.insert(node);
                 self.evictions.push(Eviction {
                     pod: snap.running[i].id.clone(),
@@ -372,6 +410,7 @@ impl Session<'_> {
                     .node
                     .is_some_and(|n| placed.iter().any(|p| p.node == n))
                     && (self.running[*i].terminating
+                        || self.running[*i].evicted
                         || self.running[*i].job.is_some_and(|x| self.jobs[x].evicted))
             })
             .count() as u32;

@@ -268,6 +268,8 @@ pub(crate) struct RunRt {
     pub handle: Option<PodHandle>,
     pub terminating: bool,
     pub res: Resources,
+    /// Evicted this cycle (alone, as a pod of a job that is no gang).
+    pub evicted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -515,6 +517,7 @@ impl<'a> Session<'a> {
                 handle: None,
                 terminating,
                 res: Resources::of_pod(&rp.request),
+                evicted: false,
             };
             match self.cluster.node_id(&rp.node) {
                 None => self.warnings.push(format!(

@@ -437,6 +437,47 @@ fn priority_preempts_the_lowest_priority_youngest_pods_of_its_queue_only_when_it
 }
 
 #[test]
+fn a_job_that_is_no_gang_gives_up_only_the_pods_a_preemptor_needs() {
+    // A controller's four replicas (one job, minMember 1) fill the node; a higher-priority
+    // pod needing 2 GPUs evicts only the youngest replica, not the whole job.
+    let mut w = one_queue_eight_gpus();
+    let mut web = Job::gang("Deployment ns/web", "q", 1, 0, 4, gpu_pod(2));
+    web.min_member = 1;
+    w.run_on(web, &["n0", "n0", "n0", "n0"], 0);
+    for (i, r) in w.running.iter_mut().enumerate() {
+        r.started = 10 + i as u64;
+    }
+    w.submit(Job::gang("urgent", "q", 10, 5, 1, gpu_pod(2)));
+    let out = w.step();
+    let victims: Vec<&str> = out.evictions.iter().map(|e| e.pod.as_str()).collect();
+    assert_eq!(victims, ["Deployment ns/web-3"], "{:?}", out.evictions);
+    assert_eq!(out.evictions[0].job, "Deployment ns/web");
+    assert_ne!(
+        out.job("Deployment ns/web").unwrap().state,
+        JobState::Preempted
+    );
+    w.step();
+    assert!(w.running.iter().any(|r| r.job.as_deref() == Some("urgent")));
+    let replicas = w
+        .running
+        .iter()
+        .filter(|r| r.job.as_deref() == Some("Deployment ns/web"))
+        .count();
+    assert_eq!(replicas, 3);
+
+    // A gang of the same shape is still evicted whole.
+    let mut w = one_queue_eight_gpus();
+    w.run_on(
+        Job::gang("gang", "q", 1, 0, 4, gpu_pod(2)),
+        &["n0", "n0", "n0", "n0"],
+        0,
+    );
+    w.submit(Job::gang("urgent", "q", 10, 5, 1, gpu_pod(2)));
+    let out = w.step();
+    assert_eq!(out.evictions.len(), 4, "{:?}", out.evictions);
+}
+
+#[test]
 fn priority_never_evicts_equal_priority_or_other_queues_or_useless_victims() {
     // Equal priority: no eviction.
     let mut w = one_queue_eight_gpus();

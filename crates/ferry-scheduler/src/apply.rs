@@ -565,10 +565,17 @@ impl Writer {
                 m.entry(b.job.as_str()).or_default().push(b.node.as_str());
                 m
             });
-        // Waiting jobs: why, on each waiting pod and on the PodGroup.
+        // Waiting jobs: why, on each waiting pod and on the PodGroup. A job some of whose
+        // pods are bound or running (a controller's, or a gang's pods beyond its
+        // minMember) still says why the rest wait.
         let mut messages: HashMap<&str, (String, String)> = HashMap::new();
+        // Jobs none of whose pods is placed (a PodGroup's status says so).
+        let mut unplaced: HashSet<&str> = HashSet::new();
         for r in &outcome.jobs {
             if matches!(r.state, JobState::Pending | JobState::Nominated) {
+                unplaced.insert(r.job.as_str());
+            }
+            if unplaced.contains(r.job.as_str()) || (r.reason.is_some() && r.pending > 0) {
                 let reason = match r.state {
                     JobState::Nominated => "Nominated".to_string(),
                     _ => r
@@ -582,46 +589,59 @@ impl Writer {
                 messages.insert(r.job.as_str(), (reason, r.message.clone()));
             }
         }
+        // Pods left out of the cycle: the whole job's pods, or only these.
+        let mut pod_messages: Vec<(&PodId, &str, (String, String))> = Vec::new();
         for rej in &built.rejected {
-            messages.insert(
-                rej.job.as_str(),
-                (rej.reason.to_string(), rej.message.clone()),
-            );
+            let m = (rej.reason.to_string(), rej.message.clone());
+            if rej.whole_job {
+                unplaced.insert(rej.job.as_str());
+                messages.insert(rej.job.as_str(), m);
+            } else {
+                pod_messages.extend(rej.pods.iter().map(|p| (p, rej.job.as_str(), m.clone())));
+            }
         }
-        let just_bound: HashSet<&str> = outcome.binds.iter().map(|b| b.pod.as_str()).collect();
-        for (job, (reason, message)) in &messages {
-            for pod_id in built.pending.get(*job).into_iter().flatten().chain(
+        for (job, m) in &messages {
+            let pods = built.pending.get(*job).into_iter().flatten().chain(
                 built
                     .rejected
                     .iter()
-                    .filter(|r| r.job == *job)
+                    .filter(|r| r.job == *job && r.whole_job)
                     .flat_map(|r| r.pods.iter()),
-            ) {
-                let Some(pod) = built.pods.get(pod_id) else {
-                    continue;
-                };
-                if just_bound.contains(pod_id.as_str()) {
-                    continue;
-                }
-                let want = ScheduledCondition {
-                    status: "False".into(),
-                    reason: reason.clone(),
-                    message: message.clone(),
-                };
-                let settled = pod.scheduled.as_ref() == Some(&want);
-                plan.offer(
-                    Key::Pod(pod_id.clone()),
-                    format!("{reason}\n{message}"),
-                    pod.resource_version.as_deref(),
-                    settled,
-                    || Write::PodPending {
-                        id: pod_id.clone(),
-                        pod: pod.clone(),
-                        reason: reason.clone(),
-                        message: message.clone(),
-                    },
-                );
+            );
+            pod_messages.extend(pods.map(|p| (p, *job, m.clone())));
+        }
+        let just_bound: HashSet<&str> = outcome.binds.iter().map(|b| b.pod.as_str()).collect();
+        for (pod_id, job, (reason, message)) in pod_messages {
+            let Some(pod) = built.pods.get(pod_id) else {
+                continue;
+            };
+            if just_bound.contains(pod_id.as_str()) {
+                continue;
             }
+            // Pods of a controller say which one they wait as.
+            let message = match built.owners.get(job) {
+                Some(owner) if owner == job => format!("{owner}: {message}"),
+                Some(owner) => format!("{owner} ({job}): {message}"),
+                None => message,
+            };
+            let want = ScheduledCondition {
+                status: "False".into(),
+                reason: reason.clone(),
+                message: message.clone(),
+            };
+            let settled = pod.scheduled.as_ref() == Some(&want);
+            plan.offer(
+                Key::Pod(pod_id.clone()),
+                format!("{reason}\n{message}"),
+                pod.resource_version.as_deref(),
+                settled,
+                || Write::PodPending {
+                    id: pod_id.clone(),
+                    pod: pod.clone(),
+                    reason,
+                    message,
+                },
+            );
         }
         // Pods bound alone: a Scheduled event each (gangs get one on their PodGroup).
         for b in &outcome.binds {
@@ -658,7 +678,9 @@ impl Writer {
                 });
             }
             let observed = group.status.clone().unwrap_or_default();
-            let message = messages.get(job.as_str());
+            let message = messages
+                .get(job.as_str())
+                .filter(|_| unplaced.contains(job.as_str()));
             let status = group_status(&observed, &counts, group.spec.min_member, message);
             let settled = group.status.as_ref() == Some(&status);
             let fingerprint = format!("{:?}", without_times(&status));

@@ -2,7 +2,7 @@
 //! cycles and binds pods.
 //!
 //! - Informers (kube-rs reflectors) keep pods, nodes, namespaces, PodGroups, Queues,
-//!   Reservations and ResourcePolicies in memory; any change wakes a cycle (after a short
+//!   Reservations, ResourcePolicies and (slim) ReplicaSets in memory; any change wakes a cycle (after a short
 //!   gather delay, so a burst of events makes one cycle).
 //! - A cycle turns them into the plain data of [`ferry_sched_jobs`] ([`snapshot`]), runs the
 //!   pure job-level session (gangs, queues, fair share, backfill, reclaim, preemption,
@@ -37,7 +37,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use objects::{Node, Pod};
+use objects::{Node, Pod, ReplicaSet};
 use snapshot::{Assumed, Objects};
 
 /// Settings of the scheduler.
@@ -142,6 +142,7 @@ pub async fn run(
         Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client.clone()),
         wake.clone(),
     );
+    let (replicasets, rs_stream) = informer(Api::<ReplicaSet>::all(client.clone()), wake.clone());
     let informers = futures::future::join_all([
         claim_stream.boxed(),
         volume_stream.boxed(),
@@ -153,6 +154,7 @@ pub async fn run(
         queue_stream.boxed(),
         rsv_stream.boxed(),
         policy_stream.boxed(),
+        rs_stream.boxed(),
     ]);
     let mut engine = ferry_sched_core::Scheduler::new(config.policy.build(0));
     engine.set_knowledge(Knowledge::Online(OnlineWorkload::new(95.0)));
@@ -179,6 +181,7 @@ pub async fn run(
             claims,
             volumes,
             classes,
+            replicasets,
         },
         delayed_claims: HashMap::new(),
         assumed: HashMap::new(),
@@ -201,6 +204,7 @@ pub async fn run(
                 s.claims.wait_until_ready(),
                 s.volumes.wait_until_ready(),
                 s.classes.wait_until_ready(),
+                s.replicasets.wait_until_ready(),
             );
         };
         if tokio::time::timeout(Duration::from_secs(10), others)
@@ -208,7 +212,7 @@ pub async fn run(
             .is_err()
         {
             tracing::warn!(
-                "some of Ferry's kinds (PodGroup, Queue, Reservation, ResourcePolicy) are not served; are the CRDs installed? Scheduling without them"
+                "some of the kinds read (PodGroup, Queue, Reservation, ResourcePolicy, ReplicaSet) are not served; are the CRDs installed? Scheduling without them"
             );
         }
         tracing::info!(names = ?scheduler.config.scheduler_names, policy = scheduler.config.policy.name(), rss_mib = rss_mib(), "scheduler started");
@@ -240,6 +244,7 @@ struct Stores {
     claims: Store<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
     volumes: Store<k8s_openapi::api::core::v1::PersistentVolume>,
     classes: Store<k8s_openapi::api::storage::v1::StorageClass>,
+    replicasets: Store<ReplicaSet>,
 }
 
 struct Scheduler {
@@ -308,6 +313,7 @@ impl Scheduler {
                 queues: self.stores.queues.state(),
                 reservations: self.stores.reservations.state(),
                 policies: self.stores.policies.state(),
+                replicasets: self.stores.replicasets.state(),
             };
             // Forget assumptions the informer has caught up with (or that are too old).
             let bound: HashSet<PodId> = objects

@@ -162,6 +162,45 @@ struct MetaWire {
     labels: Pairs<String>,
     #[serde(deserialize_with = "kept_annotations")]
     annotations: Pairs<String>,
+    #[serde(deserialize_with = "controller_owner")]
+    owner_references: Option<Owner>,
+}
+
+/// An object's controller: the owner reference with `controller: true` (kind, name and uid
+/// only; the rest of `ownerReferences` is dropped).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Owner {
+    /// Its apiVersion, e.g. `apps/v1`.
+    #[serde(rename = "apiVersion", default)]
+    pub api_version: String,
+    /// Its kind, e.g. `ReplicaSet`.
+    #[serde(default)]
+    pub kind: String,
+    /// Its name (in the object's namespace).
+    #[serde(default)]
+    pub name: String,
+    /// Its uid.
+    #[serde(default)]
+    pub uid: String,
+}
+
+/// One owner reference as read.
+#[derive(Deserialize)]
+struct OwnerWire {
+    #[serde(flatten)]
+    owner: Owner,
+    #[serde(default)]
+    controller: Option<bool>,
+}
+
+/// The controller among `ownerReferences` (at most one may have `controller: true`).
+fn controller_owner<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Owner>, D::Error> {
+    let all: Option<Vec<OwnerWire>> = Option::deserialize(d)?;
+    Ok(all
+        .into_iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.owner))
 }
 
 impl MetaWire {
@@ -318,6 +357,8 @@ pub struct Pod {
     pub labels: Pairs<String>,
     /// Its annotations among [`KEPT_ANNOTATIONS`].
     pub annotations: Pairs<String>,
+    /// Its controller (the owner reference with `controller: true`).
+    pub owner: Option<Owner>,
     /// Its spec.
     pub spec: PodSpec,
     /// Its status.
@@ -325,12 +366,14 @@ pub struct Pod {
 }
 
 impl From<PodWire> for Pod {
-    fn from(w: PodWire) -> Self {
+    fn from(mut w: PodWire) -> Self {
+        let owner = w.metadata.owner_references.take();
         let (metadata, labels, annotations) = w.metadata.split();
         Self {
             metadata,
             labels,
             annotations,
+            owner,
             spec: w.spec,
             status: w.status,
         }
@@ -419,6 +462,66 @@ impl From<NodeWire> for Node {
             spec: w.spec,
             status: w.status,
         }
+    }
+}
+
+/// A ReplicaSet as the scheduler's informer keeps it: only its name, namespace, uid and
+/// controller (its Deployment, when one owns it), so a pod of the ReplicaSet is accounted to
+/// the Deployment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "OwnedWire")]
+pub struct ReplicaSet {
+    /// Name, namespace, uid, resourceVersion, creation and deletion timestamps.
+    pub metadata: ObjectMeta,
+    /// Its controller.
+    pub owner: Option<Owner>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct OwnedWire {
+    #[serde(deserialize_with = "or_default")]
+    metadata: MetaWire,
+}
+
+impl From<OwnedWire> for ReplicaSet {
+    fn from(mut w: OwnedWire) -> Self {
+        let owner = w.metadata.owner_references.take();
+        let (metadata, _, _) = w.metadata.split();
+        Self { metadata, owner }
+    }
+}
+
+impl kube::Resource for ReplicaSet {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("ReplicaSet")
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("apps")
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("v1")
+    }
+
+    fn api_version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("apps/v1")
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("replicasets")
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
     }
 }
 

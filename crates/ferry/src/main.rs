@@ -75,6 +75,9 @@ enum BenchCommand {
     Service(ferry::bench_service::ServiceBenchArgs),
     /// The cluster DNS: Service-name lookup latency, beside a UDP echo.
     Dns(ferry::bench_dns::DnsBenchArgs),
+    /// The workload controllers: Deployments reconciled to ready and an Indexed Job run to
+    /// completion, beside the same pods created directly, and the controllers' memory.
+    Controllers(ferry::bench_controllers::ControllersBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,6 +104,9 @@ fn main() -> anyhow::Result<()> {
             commands::run_async(ferry::bench_sandbox::run(args))
         }
         Command::Bench(BenchCommand::Dns(args)) => commands::run_async(ferry::bench_dns::run(args)),
+        Command::Bench(BenchCommand::Controllers(args)) => {
+            commands::run_async(ferry::bench_controllers::run(args))
+        }
         Command::Dns(args) => commands::run_async(commands::dns(args)),
         Command::Tenant(args) => commands::run_async(ferry::tenant::run(args)),
         Command::Sim(args) => ferry_sim::cli::run(args),

@@ -1,0 +1,587 @@
+//! Deployments and ReplicaSets with the real kubectl: the ReplicaSet controller (replicas,
+//! adoption, release, status), rollouts (RollingUpdate with a Ready pod at every moment,
+//! Recreate, undo, history, restart, pause and resume, scale), the kubernetes.io Deployment
+//! walkthrough, `kill -9` of `ferry up` mid-rollout, and the API server's answers to bad input.
+mod common;
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn live(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+}
+
+fn owner_uid(p: &Pod) -> Option<String> {
+    p.owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.clone())
+}
+
+async fn pods_with(client: &kube::Client, labels: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    pods.list(&ListParams::default().labels(labels))
+        .await
+        .unwrap()
+        .items
+}
+
+const RS: &str = r#"
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: frontend, labels: {tier: frontend}}
+spec:
+  replicas: 3
+  selector: {matchLabels: {tier: frontend}}
+  template:
+    metadata: {labels: {tier: frontend}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replicaset_keeps_its_replicas_adopts_orphans_and_releases_relabelled_pods() {
+    let t = common::start_with_node("1xT4").await;
+    // An orphan that matches, created first: the ReplicaSet adopts it and makes two more.
+    t.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: orphan, labels: {tier: frontend}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers: [{name: c, image: busybox, command: [sleep, '3600']}]\n",
+    )
+    .success();
+    t.kubectl_stdin(&["apply", "-f", "-"], RS).success();
+    let sets: Api<ReplicaSet> = Api::default_namespaced(t.client.clone());
+    let rs = common::eventually("the ReplicaSet", WAIT, async || {
+        sets.get("frontend").await.ok()
+    })
+    .await;
+    let uid = rs.metadata.uid.clone().unwrap();
+    let owned = common::eventually("3 ready pods, the orphan adopted", WAIT, async || {
+        let pods: Vec<Pod> = pods_with(&t.client, "tier=frontend")
+            .await
+            .into_iter()
+            .filter(live)
+            .collect();
+        (pods.len() == 3
+            && pods.iter().all(ready)
+            && pods
+                .iter()
+                .all(|p| owner_uid(p).as_deref() == Some(uid.as_str())))
+        .then_some(pods)
+    })
+    .await;
+    assert!(owned.iter().any(|p| p.name_any() == "orphan"));
+    for p in owned.iter().filter(|p| p.name_any() != "orphan") {
+        assert!(p.name_any().starts_with("frontend-"), "{}", p.name_any());
+        let r = &p.owner_references()[0];
+        assert_eq!(
+            (r.kind.as_str(), r.block_owner_deletion),
+            ("ReplicaSet", Some(true))
+        );
+    }
+    common::eventually("status from the pods", WAIT, async || {
+        let s = sets.get("frontend").await.ok()?.status?;
+        (s.replicas == 3
+            && s.ready_replicas == Some(3)
+            && s.available_replicas == Some(3)
+            && s.fully_labeled_replicas == Some(3)
+            && s.observed_generation == Some(1))
+        .then_some(())
+    })
+    .await;
+    let table = t
+        .kubectl(&["get", "rs", "frontend", "-o", "wide"])
+        .success();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[1], row[2], row[3], row[5], row[6], row[7]),
+        ("frontend", "3", "3", "3", "c", "busybox", "tier=frontend")
+    );
+
+    // A relabelled pod is released and replaced.
+    t.kubectl(&["label", "pod", "orphan", "tier=debug", "--overwrite"])
+        .success();
+    common::eventually(
+        "the relabelled pod released and replaced",
+        WAIT,
+        async || {
+            let released = pods_with(&t.client, "tier=debug").await;
+            let owned: Vec<Pod> = pods_with(&t.client, "tier=frontend")
+                .await
+                .into_iter()
+                .filter(live)
+                .collect();
+            (released.len() == 1 && owner_uid(&released[0]).is_none() && owned.len() == 3)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Scale down through the scale subresource: the Scale carries the selector.
+    let scale = t
+        .kubectl(&[
+            "get",
+            "--raw",
+            "/apis/apps/v1/namespaces/default/replicasets/frontend/scale",
+        ])
+        .success();
+    let scale: serde_json::Value = serde_json::from_str(&scale).unwrap();
+    assert_eq!(scale["status"]["selector"], "tier=frontend");
+    t.kubectl(&["scale", "rs", "frontend", "--replicas=1"])
+        .success();
+    common::eventually("one pod left", WAIT, async || {
+        let pods: Vec<Pod> = pods_with(&t.client, "tier=frontend")
+            .await
+            .into_iter()
+            .filter(live)
+            .collect();
+        let s = sets.get("frontend").await.ok()?.status?;
+        (pods.len() == 1 && s.replicas == 1 && s.observed_generation == Some(2)).then_some(())
+    })
+    .await;
+    t.kubectl(&["delete", "rs", "frontend", "--wait=true"])
+        .success();
+    t.kubectl(&["delete", "pod", "orphan", "--wait=true"])
+        .success();
+    common::eventually("the ReplicaSet's pods gone", WAIT, async || {
+        pods_with(&t.client, "tier=frontend")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+/// A Deployment whose pods become Ready when `<dir>/<version>` exists (an exec readiness
+/// probe), running `sleep`; `version` is part of the command, so changing it rolls out.
+fn versioned(name: &str, dir: &std::path::Path, version: &str, replicas: i32) -> String {
+    let marker = dir.join(version);
+    let marker = marker.display();
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, labels: {{app: {name}}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: busybox
+        command: [sh, -c, "touch {marker}; exec sleep 3600"]
+        readinessProbe:
+          exec: {{command: [cat, "{marker}"]}}
+          periodSeconds: 1
+"#
+    )
+}
+
+async fn replica_sets_of(client: &kube::Client, labels: &str) -> Vec<ReplicaSet> {
+    let sets: Api<ReplicaSet> = Api::default_namespaced(client.clone());
+    let mut items = sets
+        .list(&ListParams::default().labels(labels))
+        .await
+        .unwrap()
+        .items;
+    items.sort_by_key(|r| {
+        r.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .cloned()
+    });
+    items
+}
+
+fn revision(rs: &ReplicaSet) -> String {
+    rs.annotations()
+        .get("deployment.kubernetes.io/revision")
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn command_of(rs: &ReplicaSet) -> String {
+    rs.spec
+        .template
+        .as_ref()
+        .unwrap()
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .command
+        .clone()
+        .unwrap()
+        .join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollouts_keep_a_ready_pod_and_undo_history_restart_pause_and_scale_work() {
+    let t = common::start_with_node("1xT4").await;
+    let dir = t.dir.path().to_path_buf();
+    // kubectl create deployment + rollout status.
+    t.kubectl(&[
+        "create",
+        "deployment",
+        "hello",
+        "--image=busybox",
+        "--",
+        "sleep",
+        "3600",
+    ])
+    .success();
+    let out = t
+        .kubectl(&["rollout", "status", "deployment/hello", "--timeout=120s"])
+        .success();
+    assert!(
+        out.contains("deployment \"hello\" successfully rolled out"),
+        "{out}"
+    );
+    let deployments: Api<Deployment> = Api::default_namespaced(t.client.clone());
+    let d = deployments.get("hello").await.unwrap();
+    let conditions = d.status.unwrap().conditions.unwrap();
+    let reason_of = |type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_.as_deref() == Some(type_))
+            .and_then(|c| c.reason.clone())
+    };
+    assert_eq!(
+        reason_of("Available").as_deref(),
+        Some("MinimumReplicasAvailable")
+    );
+    assert_eq!(
+        reason_of("Progressing").as_deref(),
+        Some("NewReplicaSetAvailable")
+    );
+    let table = t
+        .kubectl(&["get", "deployment", "hello", "-o", "wide"])
+        .success();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        (row[1], row[2], row[3], row[7]),
+        ("1/1", "1", "1", "app=hello")
+    );
+    t.kubectl(&["delete", "deployment", "hello"]).success();
+
+    // A rolling update of the command never leaves the Deployment without a Ready pod.
+    t.kubectl_stdin(&["apply", "-f", "-"], &versioned("web", &dir, "v1", 2))
+        .success();
+    t.kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"])
+        .success();
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let observer = {
+        let client = t.client.clone();
+        let watching = watching.clone();
+        tokio::spawn(async move {
+            let mut moments = 0u64;
+            let mut min_ready = usize::MAX;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let pods = pods_with(&client, "app=web").await;
+                let ready_now = pods.iter().filter(|p| live(p) && ready(p)).count();
+                min_ready = min_ready.min(ready_now);
+                moments += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (moments, min_ready)
+        })
+    };
+    t.kubectl_stdin(&["apply", "-f", "-"], &versioned("web", &dir, "v2", 2))
+        .success();
+    let out = t
+        .kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"])
+        .success();
+    assert!(out.contains("successfully rolled out"), "{out}");
+    common::eventually("the old pods gone", WAIT, async || {
+        let pods = pods_with(&t.client, "app=web").await;
+        (pods.len() == 2 && pods.iter().all(ready)).then_some(())
+    })
+    .await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (moments, min_ready) = observer.await.unwrap();
+    assert!(moments > 10, "observed {moments} moments");
+    assert!(
+        min_ready >= 1,
+        "a moment without a Ready pod ({moments} observed)"
+    );
+    let sets = replica_sets_of(&t.client, "app=web").await;
+    assert_eq!(sets.len(), 2);
+    assert_eq!(
+        (revision(&sets[0]).as_str(), revision(&sets[1]).as_str()),
+        ("1", "2")
+    );
+    assert_eq!(sets[0].spec.replicas, Some(0));
+    assert!(command_of(&sets[1]).contains("v2"));
+    for rs in &sets {
+        let hash = rs.labels()["pod-template-hash"].clone();
+        assert_eq!(rs.name_any(), format!("web-{hash}"));
+        assert_eq!(
+            rs.spec.selector.match_labels.as_ref().unwrap()["pod-template-hash"],
+            hash
+        );
+    }
+
+    // History and undo: the template of revision 1 comes back as revision 3.
+    let history = t
+        .kubectl(&["rollout", "history", "deployment/web"])
+        .success();
+    let revisions: Vec<&str> = history
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    let detail = t
+        .kubectl(&["rollout", "history", "deployment/web", "--revision=1"])
+        .success();
+    assert!(detail.contains("v1"), "{detail}");
+    t.kubectl(&["rollout", "undo", "deployment/web"]).success();
+    t.kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"])
+        .success();
+    let d = deployments.get("web").await.unwrap();
+    let command = d.spec.template.spec.clone().unwrap().containers[0]
+        .command
+        .clone()
+        .unwrap()
+        .join(" ");
+    assert!(command.contains("v1"), "{command}");
+    let sets = replica_sets_of(&t.client, "app=web").await;
+    let current = sets.iter().find(|r| r.spec.replicas == Some(2)).unwrap();
+    assert!(command_of(current).contains("v1"));
+    assert_eq!(revision(current), "3");
+    assert_eq!(d.annotations()["deployment.kubernetes.io/revision"], "3");
+
+    // Restart: a new ReplicaSet with the restartedAt annotation.
+    t.kubectl(&["rollout", "restart", "deployment/web"])
+        .success();
+    t.kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"])
+        .success();
+    let sets = replica_sets_of(&t.client, "app=web").await;
+    assert_eq!(
+        sets.len(),
+        3,
+        "{}",
+        serde_json::to_string_pretty(
+            &sets
+                .iter()
+                .map(|r| (r.name_any(), revision(r), r.spec.template.clone()))
+                .collect::<Vec<_>>()
+        )
+        .unwrap()
+    );
+    let restarted = sets.iter().find(|r| r.spec.replicas == Some(2)).unwrap();
+    let annotations = restarted
+        .spec
+        .template
+        .as_ref()
+        .unwrap()
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .clone()
+        .unwrap();
+    assert!(annotations.contains_key("kubectl.kubernetes.io/restartedAt"));
+    assert_eq!(revision(restarted), "4");
+
+    // Pause: template changes wait; resume rolls them out.
+    t.kubectl(&["rollout", "pause", "deployment/web"]).success();
+    t.kubectl(&["set", "env", "deployment/web", "COLOR=blue"])
+        .success();
+    common::eventually("the paused condition", WAIT, async || {
+        let d = deployments.get("web").await.ok()?;
+        let s = d.status?;
+        let paused = s.conditions?.iter().any(|c| {
+            c.type_.as_deref() == Some("Progressing")
+                && c.reason.as_deref() == Some("DeploymentPaused")
+        });
+        (paused && s.observed_generation == d.metadata.generation).then_some(())
+    })
+    .await;
+    assert_eq!(replica_sets_of(&t.client, "app=web").await.len(), 3);
+    t.kubectl(&["rollout", "resume", "deployment/web"])
+        .success();
+    t.kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"])
+        .success();
+    let sets = replica_sets_of(&t.client, "app=web").await;
+    assert_eq!(sets.len(), 4);
+    assert_eq!(
+        revision(sets.iter().find(|r| r.spec.replicas == Some(2)).unwrap()),
+        "5"
+    );
+
+    // Scale.
+    t.kubectl(&["scale", "deployment", "web", "--replicas=3"])
+        .success();
+    t.kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"])
+        .success();
+    common::eventually("three ready pods", WAIT, async || {
+        let pods: Vec<Pod> = pods_with(&t.client, "app=web")
+            .await
+            .into_iter()
+            .filter(live)
+            .collect();
+        (pods.len() == 3 && pods.iter().all(ready)).then_some(())
+    })
+    .await;
+    let scale = t
+        .kubectl(&[
+            "get",
+            "--raw",
+            "/apis/apps/v1/namespaces/default/deployments/web/scale",
+        ])
+        .success();
+    let scale: serde_json::Value = serde_json::from_str(&scale).unwrap();
+    assert_eq!(
+        (
+            scale["spec"]["replicas"].as_i64(),
+            scale["status"]["selector"].as_str()
+        ),
+        (Some(3), Some("app=web"))
+    );
+    t.kubectl(&["delete", "deployment", "web"]).success();
+    common::eventually("the pods gone", WAIT, async || {
+        pods_with(&t.client, "app=web")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_deployments_get_the_answers_kube_apiserver_gives() {
+    let t = common::start().await;
+    let base = |spec_extra: &str, selector: &str, labels: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: bad}}\nspec:\n  selector: {selector}\n  template:\n    metadata: {{labels: {labels}}}\n    spec: {{containers: [{{name: c, image: busybox}}]}}\n{spec_extra}"
+        )
+    };
+    let err = t
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            &base("", "{matchLabels: {app: a}}", "{app: b}"),
+        )
+        .failure();
+    assert!(
+        err.contains("The Deployment \"bad\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"b\"}: `selector` does not match template `labels`"),
+        "{err}"
+    );
+    let err = t
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            &base(
+                "",
+                "{matchExpressions: [{key: app, operator: Maybe, values: [a]}]}",
+                "{app: a}",
+            ),
+        )
+        .failure();
+    assert!(err.contains("spec.selector.matchExpressions[0].operator: Invalid value: \"Maybe\": not a valid selector operator"), "{err}");
+    let err = t
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            &base(
+                "  strategy: {rollingUpdate: {maxSurge: 0, maxUnavailable: 0}}\n",
+                "{matchLabels: {app: a}}",
+                "{app: a}",
+            ),
+        )
+        .failure();
+    assert!(err.contains("spec.strategy.rollingUpdate.maxUnavailable: Invalid value: intstr.IntOrString{Type:0, IntVal:0, StrVal:\"\"}: may not be 0 when `maxSurge` is 0"), "{err}");
+    let err = t
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            &base("  replicas: -1\n", "{matchLabels: {app: a}}", "{app: a}"),
+        )
+        .failure();
+    assert!(
+        err.contains("spec.replicas: Invalid value: -1: must be greater than or equal to 0"),
+        "{err}"
+    );
+    // The status code and reason, through the API.
+    let deployments: Api<Deployment> = Api::default_namespaced(t.client.clone());
+    let d: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bad"},
+        "spec": {"selector": {"matchLabels": {"app": "a"}},
+                 "template": {"metadata": {"labels": {"app": "b"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    match deployments.create(&Default::default(), &d).await {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (422, "Invalid")),
+        other => panic!("expected 422, got {other:?}"),
+    }
+    // The selector is immutable.
+    t.kubectl_stdin(
+        &["create", "-f", "-"],
+        &base("", "{matchLabels: {app: a}}", "{app: a}"),
+    )
+    .success();
+    let err = t
+        .kubectl(&["patch", "deployment", "bad", "--type=merge", "-p", r#"{"spec":{"selector":{"matchLabels":{"app":"z"}},"template":{"metadata":{"labels":{"app":"z"}}}}}"#])
+        .failure();
+    assert!(
+        err.contains("spec.selector: Invalid value:") && err.contains("field is immutable"),
+        "{err}"
+    );
+    // Scaling to a negative size.
+    let err = t
+        .kubectl(&["scale", "deployment", "bad", "--replicas=-1"])
+        .failure();
+    assert!(!err.is_empty());
+    // ReplicaSets validate the same way.
+    let err = t
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: bad}\nspec:\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
+        )
+        .failure();
+    assert!(err.contains("spec.selector: Required value"), "{err}");
+}
