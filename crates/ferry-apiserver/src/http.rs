@@ -681,6 +681,20 @@ async fn handle(
                 crate::token::request(state.tokens.as_deref(), service, ns, name, &request).await?;
             Ok(respond(StatusCode::CREATED, &answer, &[]))
         }
+        (Method::POST, Some(name), Some("eviction")) if info.plural == "pods" => {
+            let eviction = decode_body(headers, &body)?;
+            let dry_run = dry_run(params.get("dryRun"))?;
+            let status = crate::eviction::evict(
+                service,
+                ns.unwrap_or_default(),
+                name,
+                &eviction,
+                dry_run,
+                user.clone(),
+            )
+            .await?;
+            Ok(respond(StatusCode::CREATED, &status, &[]))
+        }
         (Method::POST, Some(name), Some("binding")) => {
             let binding = decode_body(headers, &body)?;
             service.bind(ns.unwrap_or_default(), name, &binding).await?;

@@ -31,6 +31,7 @@ pub mod crd_schema;
 pub mod discovery;
 pub mod edge;
 pub mod encryption;
+pub mod eviction;
 pub mod error;
 pub mod expiry;
 pub mod fieldmanager;

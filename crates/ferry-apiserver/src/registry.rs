@@ -211,6 +211,20 @@ impl ResourceInfo {
             }));
         }
         for sub in &self.extra_subresources {
+            if *sub == "eviction" {
+                // Served in `policy/v1` whatever the pod's group version (kubectl drain
+                // looks for exactly this entry).
+                entries.push(json!({
+                    "name": format!("{}/eviction", self.plural),
+                    "singularName": "",
+                    "namespaced": self.namespaced,
+                    "group": "policy",
+                    "version": "v1",
+                    "kind": "Eviction",
+                    "verbs": ["create"],
+                }));
+                continue;
+            }
             let (kind, verbs): (&str, &[&str]) = match *sub {
                 "binding" => ("Binding", &["create"]),
                 "log" => ("Pod", &["get"]),

@@ -23,7 +23,7 @@ impl Strategy for Pods {
         Some(
             ResourceInfo::builtin("", "v1", "pods", "Pod", true, &["po"])
                 .with_status()
-                .with_subresources(&["binding", "log"])
+                .with_subresources(&["binding", "eviction", "log"])
                 .in_category("all"),
         )
     }
