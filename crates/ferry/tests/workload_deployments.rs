@@ -585,3 +585,222 @@ async fn bad_deployments_get_the_answers_kube_apiserver_gives() {
         .failure();
     assert!(err.contains("spec.selector: Required value"), "{err}");
 }
+
+/// The Deployment of kubernetes.io's "Deployments" concepts page, with a command the host
+/// runtime has (`python3 -m http.server` on a port of its own choosing, so that replicas on
+/// one host never collide).
+const NGINX_DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: nginx-deployment
+  labels:
+    app: nginx
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: nginx
+  template:
+    metadata:
+      labels:
+        app: nginx
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: nginx
+        image: nginx:1.14.2
+        command: [python3, -m, http.server, "0", --bind, 127.0.0.1]
+        ports:
+        - containerPort: 80
+"#;
+
+/// The rows of a kubectl table, split on whitespace (header first).
+fn rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kubernetes_io_deployment_walkthrough_works_as_the_page_says() {
+    let t = common::start_with_node("1xT4").await;
+    t.kubectl_stdin(&["apply", "-f", "-"], NGINX_DEPLOYMENT)
+        .success();
+    let out = t
+        .kubectl(&[
+            "rollout",
+            "status",
+            "deployment/nginx-deployment",
+            "--timeout=120s",
+        ])
+        .success();
+    assert!(
+        out.contains("deployment \"nginx-deployment\" successfully rolled out"),
+        "{out}"
+    );
+    let deployments = rows(&t.kubectl(&["get", "deployments"]).success());
+    assert_eq!(
+        deployments[0],
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    );
+    assert_eq!(deployments[1][..4], ["nginx-deployment", "3/3", "3", "3"]);
+    // "kubectl get rs": [DEPLOYMENT-NAME]-[HASH], the HASH being the pod-template-hash label.
+    let rs = rows(&t.kubectl(&["get", "rs"]).success());
+    assert_eq!(rs[0], ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]);
+    assert_eq!(rs.len(), 2);
+    let first = rs[1][0].clone();
+    assert_eq!(rs[1][1..4], ["3", "3", "3"]);
+    let hash = first
+        .strip_prefix("nginx-deployment-")
+        .expect("named after the Deployment");
+    let labels = t.kubectl(&["get", "pods", "--show-labels"]).success();
+    let pod_rows = rows(&labels);
+    assert_eq!(pod_rows.len(), 4, "{labels}");
+    for row in &pod_rows[1..] {
+        assert!(row[0].starts_with(&format!("{first}-")), "{labels}");
+        assert_eq!(
+            row.last().unwrap(),
+            &format!("app=nginx,pod-template-hash={hash}"),
+            "{labels}"
+        );
+    }
+
+    // Updating: set image makes a new ReplicaSet; the old one is scaled to 0.
+    let out = t
+        .kubectl(&[
+            "set",
+            "image",
+            "deployment.v1.apps/nginx-deployment",
+            "nginx=nginx:1.16.1",
+        ])
+        .success();
+    assert!(
+        out.contains("deployment.apps/nginx-deployment image updated"),
+        "{out}"
+    );
+    t.kubectl(&[
+        "annotate",
+        "deployment/nginx-deployment",
+        "kubernetes.io/change-cause=image updated to 1.16.1",
+    ])
+    .success();
+    t.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/nginx-deployment",
+        "--timeout=120s",
+    ])
+    .success();
+    let rs = common::eventually("the old ReplicaSet at 0", WAIT, async || {
+        let rs = rows(&t.kubectl(&["get", "rs"]).success());
+        let old = rs.iter().find(|r| r[0] == first)?;
+        (rs.len() == 3 && old[1..4] == ["0", "0", "0"]).then_some(rs)
+    })
+    .await;
+    let second = rs[1..].iter().find(|r| r[0] != first).unwrap();
+    assert_eq!(second[1..4], ["3", "3", "3"]);
+    let second = second[0].clone();
+    let annotations = |name: &str| {
+        let json = t.kubectl(&["get", "rs", name, "-o", "json"]).success();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["metadata"]["annotations"].clone()
+    };
+    assert_eq!(
+        annotations(&first)["deployment.kubernetes.io/revision"],
+        "1"
+    );
+    assert_eq!(
+        annotations(&second)["deployment.kubernetes.io/revision"],
+        "2"
+    );
+    assert_eq!(
+        annotations(&second)["kubernetes.io/change-cause"],
+        "image updated to 1.16.1"
+    );
+
+    // Checking rollout history and rolling back.
+    let history = t
+        .kubectl(&["rollout", "history", "deployment/nginx-deployment"])
+        .success();
+    assert!(history.contains("REVISION  CHANGE-CAUSE"), "{history}");
+    assert!(
+        history
+            .lines()
+            .any(|l| l.starts_with("2") && l.contains("image updated to 1.16.1")),
+        "{history}"
+    );
+    let detail = t
+        .kubectl(&[
+            "rollout",
+            "history",
+            "deployment/nginx-deployment",
+            "--revision=2",
+        ])
+        .success();
+    assert!(
+        detail.contains("Image:") && detail.contains("nginx:1.16.1"),
+        "{detail}"
+    );
+    let out = t
+        .kubectl(&[
+            "rollout",
+            "undo",
+            "deployment/nginx-deployment",
+            "--to-revision=1",
+        ])
+        .success();
+    assert!(
+        out.contains("deployment.apps/nginx-deployment rolled back"),
+        "{out}"
+    );
+    t.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/nginx-deployment",
+        "--timeout=120s",
+    ])
+    .success();
+    let image = t
+        .kubectl(&[
+            "get",
+            "deployment",
+            "nginx-deployment",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .success();
+    assert_eq!(image, "nginx:1.14.2");
+    // The first ReplicaSet is back, as revision 3, with 1 in its revision history.
+    let a = annotations(&first);
+    assert_eq!(a["deployment.kubernetes.io/revision"], "3");
+    assert_eq!(a["deployment.kubernetes.io/revision-history"], "1");
+
+    // Scaling.
+    let out = t
+        .kubectl(&["scale", "deployment/nginx-deployment", "--replicas=5"])
+        .success();
+    assert!(
+        out.contains("deployment.apps/nginx-deployment scaled"),
+        "{out}"
+    );
+    t.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/nginx-deployment",
+        "--timeout=120s",
+    ])
+    .success();
+    let deployments = rows(&t.kubectl(&["get", "deployments"]).success());
+    assert_eq!(deployments[1][..4], ["nginx-deployment", "5/5", "5", "5"]);
+    t.kubectl(&["delete", "deployment", "nginx-deployment"])
+        .success();
+    common::eventually("the pods gone", WAIT, async || {
+        pods_with(&t.client, "app=nginx")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
