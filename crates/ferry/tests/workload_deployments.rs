@@ -585,3 +585,485 @@ async fn bad_deployments_get_the_answers_kube_apiserver_gives() {
         .failure();
     assert!(err.contains("spec.selector: Required value"), "{err}");
 }
+
+/// The Deployment of kubernetes.io's "Deployments" concepts page, with a command the host
+/// runtime has (`python3 -m http.server` on a port of its own choosing, so that replicas on
+/// one host never collide).
+const NGINX_DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: nginx-deployment
+  labels:
+    app: nginx
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: nginx
+  template:
+    metadata:
+      labels:
+        app: nginx
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: nginx
+        image: nginx:1.14.2
+        command: [python3, -m, http.server, "0", --bind, 127.0.0.1]
+        ports:
+        - containerPort: 80
+"#;
+
+/// The rows of a kubectl table, split on whitespace (header first).
+fn rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kubernetes_io_deployment_walkthrough_works_as_the_page_says() {
+    let t = common::start_with_node("1xT4").await;
+    t.kubectl_stdin(&["apply", "-f", "-"], NGINX_DEPLOYMENT)
+        .success();
+    let out = t
+        .kubectl(&[
+            "rollout",
+            "status",
+            "deployment/nginx-deployment",
+            "--timeout=120s",
+        ])
+        .success();
+    assert!(
+        out.contains("deployment \"nginx-deployment\" successfully rolled out"),
+        "{out}"
+    );
+    let deployments = rows(&t.kubectl(&["get", "deployments"]).success());
+    assert_eq!(
+        deployments[0],
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    );
+    assert_eq!(deployments[1][..4], ["nginx-deployment", "3/3", "3", "3"]);
+    // "kubectl get rs": [DEPLOYMENT-NAME]-[HASH], the HASH being the pod-template-hash label.
+    let rs = rows(&t.kubectl(&["get", "rs"]).success());
+    assert_eq!(rs[0], ["NAME", "DESIRED", "CURRENT", "READY", "AGE"]);
+    assert_eq!(rs.len(), 2);
+    let first = rs[1][0].clone();
+    assert_eq!(rs[1][1..4], ["3", "3", "3"]);
+    let hash = first
+        .strip_prefix("nginx-deployment-")
+        .expect("named after the Deployment");
+    let labels = t.kubectl(&["get", "pods", "--show-labels"]).success();
+    let pod_rows = rows(&labels);
+    assert_eq!(pod_rows.len(), 4, "{labels}");
+    for row in &pod_rows[1..] {
+        assert!(row[0].starts_with(&format!("{first}-")), "{labels}");
+        assert_eq!(
+            row.last().unwrap(),
+            &format!("app=nginx,pod-template-hash={hash}"),
+            "{labels}"
+        );
+    }
+
+    // Updating: set image makes a new ReplicaSet; the old one is scaled to 0.
+    let out = t
+        .kubectl(&[
+            "set",
+            "image",
+            "deployment.v1.apps/nginx-deployment",
+            "nginx=nginx:1.16.1",
+        ])
+        .success();
+    assert!(
+        out.contains("deployment.apps/nginx-deployment image updated"),
+        "{out}"
+    );
+    t.kubectl(&[
+        "annotate",
+        "deployment/nginx-deployment",
+        "kubernetes.io/change-cause=image updated to 1.16.1",
+    ])
+    .success();
+    t.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/nginx-deployment",
+        "--timeout=120s",
+    ])
+    .success();
+    let rs = common::eventually("the old ReplicaSet at 0", WAIT, async || {
+        let rs = rows(&t.kubectl(&["get", "rs"]).success());
+        let old = rs.iter().find(|r| r[0] == first)?;
+        (rs.len() == 3 && old[1..4] == ["0", "0", "0"]).then_some(rs)
+    })
+    .await;
+    let second = rs[1..].iter().find(|r| r[0] != first).unwrap();
+    assert_eq!(second[1..4], ["3", "3", "3"]);
+    let second = second[0].clone();
+    let annotations = |name: &str| {
+        let json = t.kubectl(&["get", "rs", name, "-o", "json"]).success();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["metadata"]["annotations"].clone()
+    };
+    assert_eq!(
+        annotations(&first)["deployment.kubernetes.io/revision"],
+        "1"
+    );
+    assert_eq!(
+        annotations(&second)["deployment.kubernetes.io/revision"],
+        "2"
+    );
+    assert_eq!(
+        annotations(&second)["kubernetes.io/change-cause"],
+        "image updated to 1.16.1"
+    );
+
+    // Checking rollout history and rolling back.
+    let history = t
+        .kubectl(&["rollout", "history", "deployment/nginx-deployment"])
+        .success();
+    assert!(history.contains("REVISION  CHANGE-CAUSE"), "{history}");
+    assert!(
+        history
+            .lines()
+            .any(|l| l.starts_with("2") && l.contains("image updated to 1.16.1")),
+        "{history}"
+    );
+    let detail = t
+        .kubectl(&[
+            "rollout",
+            "history",
+            "deployment/nginx-deployment",
+            "--revision=2",
+        ])
+        .success();
+    assert!(
+        detail.contains("Image:") && detail.contains("nginx:1.16.1"),
+        "{detail}"
+    );
+    let out = t
+        .kubectl(&[
+            "rollout",
+            "undo",
+            "deployment/nginx-deployment",
+            "--to-revision=1",
+        ])
+        .success();
+    assert!(
+        out.contains("deployment.apps/nginx-deployment rolled back"),
+        "{out}"
+    );
+    t.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/nginx-deployment",
+        "--timeout=120s",
+    ])
+    .success();
+    let image = t
+        .kubectl(&[
+            "get",
+            "deployment",
+            "nginx-deployment",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .success();
+    assert_eq!(image, "nginx:1.14.2");
+    // The first ReplicaSet is back, as revision 3, with 1 in its revision history.
+    let a = annotations(&first);
+    assert_eq!(a["deployment.kubernetes.io/revision"], "3");
+    assert_eq!(a["deployment.kubernetes.io/revision-history"], "1");
+
+    // Scaling.
+    let out = t
+        .kubectl(&["scale", "deployment/nginx-deployment", "--replicas=5"])
+        .success();
+    assert!(
+        out.contains("deployment.apps/nginx-deployment scaled"),
+        "{out}"
+    );
+    t.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/nginx-deployment",
+        "--timeout=120s",
+    ])
+    .success();
+    let deployments = rows(&t.kubectl(&["get", "deployments"]).success());
+    assert_eq!(deployments[1][..4], ["nginx-deployment", "5/5", "5", "5"]);
+    t.kubectl(&["delete", "deployment", "nginx-deployment"])
+        .success();
+    common::eventually("the pods gone", WAIT, async || {
+        pods_with(&t.client, "app=nginx")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+/// A child `ferry up`, killed (SIGKILL) when dropped, so a failing test leaves none behind.
+struct Up(std::process::Child);
+
+impl Up {
+    fn kill_9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// `ferry up --no-agent` as a child process on `data_dir`; returns it and an admin client.
+async fn ferry_up(data_dir: &std::path::Path) -> (Up, kube::Client) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "up",
+            "--no-agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("ferry up starts");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let kubeconfig = tokio::task::block_in_place(|| {
+        loop {
+            let line = lines
+                .next()
+                .expect("ferry up prints its kubeconfig")
+                .unwrap();
+            if let Some(rest) = line.trim_start().strip_prefix("kubeconfig") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+    });
+    std::thread::spawn(move || for _ in lines {});
+    let yaml = std::fs::read_to_string(&kubeconfig).unwrap();
+    let client = ferry::up::client_from_kubeconfig(&yaml).await.unwrap();
+    (Up(child), client)
+}
+
+/// What the stand-in kubelet saw: every pod uid per template hash, and the largest sum of
+/// the ReplicaSets' desired replicas.
+#[derive(Default)]
+struct Seen {
+    pods_by_hash: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    max_desired: i32,
+}
+
+/// One pass of a stand-in kubelet for node `node`: bound pods become Running and Ready (at
+/// most `budget` per pass, so that a rollout takes a while), terminating pods are finished.
+async fn kubelet_pass(client: &kube::Client, node: &str, budget: usize, seen: &mut Seen) {
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let Ok(list) = pods.list(&ListParams::default()).await else {
+        return;
+    };
+    let mut left = budget;
+    for p in list.items {
+        if let Some(hash) = p.labels().get("pod-template-hash") {
+            seen.pods_by_hash
+                .entry(hash.clone())
+                .or_default()
+                .insert(p.metadata.uid.clone().unwrap());
+        }
+        let bound = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
+        if !bound {
+            continue;
+        }
+        if p.metadata.deletion_timestamp.is_some() {
+            let _ = pods
+                .delete(
+                    &p.name_any(),
+                    &kube::api::DeleteParams::default().grace_period(0),
+                )
+                .await;
+        } else if !ready(&p) && left > 0 {
+            left -= 1;
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let status = serde_json::json!({"status": {
+            "phase": "Running", "podIP": "10.9.9.9", "startTime": now,
+            "conditions": [
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            ]}});
+            let _ = pods
+                .patch_status(
+                    &p.name_any(),
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(status),
+                )
+                .await;
+        }
+    }
+    let sets: Api<ReplicaSet> = Api::default_namespaced(client.clone());
+    if let Ok(list) = sets.list(&ListParams::default()).await {
+        let desired: i32 = list
+            .items
+            .iter()
+            .map(|r| r.spec.replicas.unwrap_or(0))
+            .sum();
+        seen.max_desired = seen.max_desired.max(desired);
+    }
+}
+
+const CRASH_DEPLOYMENT: &str = r#"{
+  "apiVersion": "apps/v1", "kind": "Deployment",
+  "metadata": {"name": "crash", "namespace": "default"},
+  "spec": {
+    "replicas": 4,
+    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
+    "selector": {"matchLabels": {"app": "crash"}},
+    "template": {"metadata": {"labels": {"app": "crash"}},
+                 "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1"]}]}}
+  }
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_survives_kill_9_of_ferry_up_without_duplicate_or_lost_pods() {
+    use k8s_openapi::api::core::v1::Node;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut up, client) = ferry_up(dir.path()).await;
+    // A node whose kubelet is this test.
+    let node: Node =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "stand-in"}})).unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes.create(&Default::default(), &node).await.unwrap();
+    let node_status = serde_json::json!({"status": {
+        "capacity": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+        "allocatable": {"cpu": "16", "memory": "64Gi", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "lastHeartbeatTime": k8s_openapi::jiff::Timestamp::now().to_string()}]}});
+    nodes
+        .patch_status(
+            "stand-in",
+            &Default::default(),
+            &kube::api::Patch::Merge(&node_status),
+        )
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let d: Deployment = serde_json::from_str(CRASH_DEPLOYMENT).unwrap();
+    deployments.create(&Default::default(), &d).await.unwrap();
+    let mut seen = Seen::default();
+    let complete = |d: &Deployment| {
+        let s = d.status.clone().unwrap_or_default();
+        s.observed_generation == d.metadata.generation
+            && s.updated_replicas == Some(4)
+            && s.replicas == Some(4)
+            && s.available_replicas == Some(4)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !complete(&deployments.get("crash").await.unwrap()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first rollout never completed"
+        );
+        kubelet_pass(&client, "stand-in", 10, &mut seen).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Roll out a new command, one pod becoming ready per pass, and kill -9 `ferry up` while
+    // both ReplicaSets have replicas.
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "2"]}]}}}});
+    deployments
+        .patch(
+            "crash",
+            &Default::default(),
+            &kube::api::Patch::Strategic(&patch),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollout never got half way"
+        );
+        kubelet_pass(&client, "stand-in", 1, &mut seen).await;
+        let sets = replica_sets_of(&client, "app=crash").await;
+        let mid = sets.len() == 2
+            && sets.iter().all(|r| r.spec.replicas.unwrap_or(0) > 0)
+            && sets.iter().any(|r| {
+                r.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0)
+                    > 0
+                    && revision(r) == "2"
+            });
+        if mid {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    up.kill_9();
+    let (mut up, client) = ferry_up(dir.path()).await;
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let deadline = std::time::Instant::now() + WAIT;
+    while !complete(&deployments.get("crash").await.unwrap()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollout never completed after the restart"
+        );
+        kubelet_pass(&client, "stand-in", 1, &mut seen).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Settle: the last old pods are finished.
+    let sets = common::eventually("the old ReplicaSet empty", WAIT, async || {
+        let mut s = Seen::default();
+        kubelet_pass(&client, "stand-in", 10, &mut s).await;
+        let sets = replica_sets_of(&client, "app=crash").await;
+        let pods: Vec<Pod> = pods_with(&client, "app=crash").await;
+        (sets.len() == 2
+            && sets[0].status.as_ref().is_some_and(|s| s.replicas == 0)
+            && pods.len() == 4)
+            .then_some(sets)
+    })
+    .await;
+    let new_hash = sets[1].labels()["pod-template-hash"].clone();
+    let pods = pods_with(&client, "app=crash").await;
+    assert!(
+        pods.iter()
+            .all(|p| p.labels()["pod-template-hash"] == new_hash && live(p))
+    );
+    // Exactly 4 pods of the new template were ever made (none duplicated, none lost and
+    // replaced), and the ReplicaSets never wanted more than replicas + maxSurge.
+    assert_eq!(
+        seen.pods_by_hash[&new_hash].len(),
+        4,
+        "{:?}",
+        seen.pods_by_hash
+    );
+    assert_eq!(seen.pods_by_hash.len(), 2, "{:?}", seen.pods_by_hash);
+    assert!(
+        seen.max_desired <= 5,
+        "the ReplicaSets wanted {} pods",
+        seen.max_desired
+    );
+    println!(
+        "pods per template hash: {:?}; largest desired sum {}",
+        seen.pods_by_hash
+            .iter()
+            .map(|(h, p)| (h.clone(), p.len()))
+            .collect::<Vec<_>>(),
+        seen.max_desired
+    );
+    up.kill_9();
+}
