@@ -331,6 +331,7 @@ async fn rollouts_keep_a_ready_pod_and_undo_history_restart_pause_and_scale_work
             (moments, min_ready)
         })
     };
+    let started = std::time::Instant::now();
     t.kubectl_stdin(&["apply", "-f", "-"], &versioned("web", &dir, "v2", 2))
         .success();
     let out = t
@@ -343,7 +344,11 @@ async fn rollouts_keep_a_ready_pod_and_undo_history_restart_pause_and_scale_work
     })
     .await;
     watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let rollout = started.elapsed();
     let (moments, min_ready) = observer.await.unwrap();
+    println!(
+        "rolling update of 2 replicas: {rollout:?} to all new pods ready and old ones gone; {moments} moments observed, fewest Ready pods {min_ready}"
+    );
     assert!(moments > 10, "observed {moments} moments");
     assert!(
         min_ready >= 1,
@@ -1066,4 +1071,66 @@ async fn a_rollout_survives_kill_9_of_ferry_up_without_duplicate_or_lost_pods() 
         seen.max_desired
     );
     up.kill_9();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_that_makes_no_progress_exceeds_its_deadline() {
+    let t = common::start_with_node("1xT4").await;
+    t.kubectl_stdin(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: stuck}
+spec:
+  progressDeadlineSeconds: 3
+  selector: {matchLabels: {app: stuck}}
+  template:
+    metadata: {labels: {app: stuck}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox
+        command: [sleep, "3600"]
+        readinessProbe:
+          exec: {command: ["false"]}
+          periodSeconds: 1
+"#,
+    )
+    .success();
+    let err = t
+        .kubectl(&["rollout", "status", "deployment/stuck", "--timeout=120s"])
+        .failure();
+    assert!(
+        err.contains("deployment \"stuck\" exceeded its progress deadline"),
+        "{err}"
+    );
+    let deployments: Api<Deployment> = Api::default_namespaced(t.client.clone());
+    let status = deployments.get("stuck").await.unwrap().status.unwrap();
+    let progressing = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_.as_deref() == Some("Progressing"))
+        .unwrap();
+    assert_eq!(
+        (progressing.status.as_deref(), progressing.reason.as_deref()),
+        (Some("False"), Some("ProgressDeadlineExceeded"))
+    );
+    assert!(
+        progressing
+            .message
+            .unwrap()
+            .ends_with("has timed out progressing.")
+    );
+    assert_eq!(status.unavailable_replicas, Some(1));
+    t.kubectl(&["delete", "deployment", "stuck"]).success();
+    common::eventually("the pods gone", WAIT, async || {
+        pods_with(&t.client, "app=stuck")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
 }
