@@ -725,6 +725,33 @@ async fn the_kubernetes_io_deployment_walkthrough_works_as_the_page_says() {
         "image updated to 1.16.1"
     );
 
+    // kubectl describe finds the new and old ReplicaSets and shows the conditions.
+    let describe = t.kubectl(&["describe", "deployments"]).success();
+    assert!(
+        describe.contains(&format!("NewReplicaSet:   {second} (3/3 replicas created)")),
+        "{describe}"
+    );
+    assert!(
+        describe.contains(&format!("OldReplicaSets:  {first} (0/0 replicas created)")),
+        "{describe}"
+    );
+    for (type_, reason) in [
+        ("Available", "MinimumReplicasAvailable"),
+        ("Progressing", "NewReplicaSetAvailable"),
+    ] {
+        assert!(
+            describe.lines().any(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words == [type_, "True", reason]
+            }),
+            "{describe}"
+        );
+    }
+    assert!(
+        describe.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"),
+        "{describe}"
+    );
+
     // Checking rollout history and rolling back.
     let history = t
         .kubectl(&["rollout", "history", "deployment/nginx-deployment"])
