@@ -1161,3 +1161,64 @@ spec:
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recreate_stops_every_old_pod_before_starting_new_ones() {
+    let t = common::start_with_node("1xT4").await;
+    let dir = t.dir.path().to_path_buf();
+    let manifest = |version: &str| {
+        versioned("re", &dir, version, 2).replace(
+            "  replicas: 2\n",
+            "  replicas: 2\n  strategy: {type: Recreate}\n",
+        )
+    };
+    t.kubectl_stdin(&["apply", "-f", "-"], &manifest("v1"))
+        .success();
+    t.kubectl(&["rollout", "status", "deployment/re", "--timeout=120s"])
+        .success();
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let observer = {
+        let client = t.client.clone();
+        let watching = watching.clone();
+        tokio::spawn(async move {
+            let mut mixed = Vec::new();
+            let mut moments = 0u64;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let pods = pods_with(&client, "app=re").await;
+                let hashes: std::collections::BTreeSet<String> = pods
+                    .iter()
+                    .filter_map(|p| p.labels().get("pod-template-hash").cloned())
+                    .collect();
+                if hashes.len() > 1 {
+                    mixed.push(pods.iter().map(|p| p.name_any()).collect::<Vec<_>>());
+                }
+                moments += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (moments, mixed)
+        })
+    };
+    t.kubectl_stdin(&["apply", "-f", "-"], &manifest("v2"))
+        .success();
+    t.kubectl(&["rollout", "status", "deployment/re", "--timeout=120s"])
+        .success();
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (moments, mixed) = observer.await.unwrap();
+    assert!(moments > 10, "observed {moments} moments");
+    assert!(mixed.is_empty(), "old and new pods at once: {mixed:?}");
+    let pods = pods_with(&t.client, "app=re").await;
+    assert_eq!(pods.len(), 2);
+    let sets = replica_sets_of(&t.client, "app=re").await;
+    assert_eq!(
+        sets.iter().map(|r| r.spec.replicas).collect::<Vec<_>>(),
+        [Some(0), Some(2)]
+    );
+    t.kubectl(&["delete", "deployment", "re"]).success();
+    common::eventually("the pods gone", WAIT, async || {
+        pods_with(&t.client, "app=re")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
