@@ -1222,3 +1222,49 @@ async fn recreate_stops_every_old_pod_before_starting_new_ones() {
     })
     .await;
 }
+
+/// The "Proportional scaling" example of the concepts page: 10 replicas, maxSurge 3,
+/// maxUnavailable 2, a rollout whose new pods never become Ready (8 old and 5 new), then a
+/// scale to 15: the 5 extra replicas go 3 to the old ReplicaSet and 2 to the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn scaling_mid_rollout_is_proportional_as_the_concepts_page_says() {
+    let t = common::start_with_node("1xT4").await;
+    let dir = t.dir.path().to_path_buf();
+    let manifest = |version: &str| {
+        versioned("prop", &dir, version, 10).replace(
+            "  replicas: 10\n",
+            "  replicas: 10\n  strategy: {rollingUpdate: {maxSurge: 3, maxUnavailable: 2}}\n",
+        )
+    };
+    t.kubectl_stdin(&["apply", "-f", "-"], &manifest("v1"))
+        .success();
+    t.kubectl(&["rollout", "status", "deployment/prop", "--timeout=180s"])
+        .success();
+    // The new pods never become Ready: their marker is never made.
+    let stuck = manifest("v2").replace("touch ", "true ");
+    t.kubectl_stdin(&["apply", "-f", "-"], &stuck).success();
+    let sizes = async || {
+        let sets = replica_sets_of(&t.client, "app=prop").await;
+        sets.iter()
+            .map(|r| (revision(r), r.spec.replicas.unwrap_or(0)))
+            .collect::<Vec<_>>()
+    };
+    common::eventually("8 old and 5 new replicas", WAIT, async || {
+        (sizes().await == [("1".to_string(), 8), ("2".to_string(), 5)]).then_some(())
+    })
+    .await;
+    t.kubectl(&["scale", "deployment/prop", "--replicas=15"])
+        .success();
+    common::eventually("11 old and 7 new replicas", WAIT, async || {
+        (sizes().await == [("1".to_string(), 11), ("2".to_string(), 7)]).then_some(())
+    })
+    .await;
+    t.kubectl(&["delete", "deployment", "prop"]).success();
+    common::eventually("the pods gone", Duration::from_secs(180), async || {
+        pods_with(&t.client, "app=prop")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
