@@ -409,7 +409,7 @@ async fn related_pods(client: &kube::Client, rs: &ReplicaSet, ns: &str) -> Resul
         .await?
         .items
         .into_iter()
-        .filter(|p| pod_is_active(p))
+        .filter(pod_is_active)
         .filter(|p| controller_of(&p.metadata).is_some_and(|o| uids.contains(&o.uid)))
         .collect())
 }

@@ -331,6 +331,7 @@ async fn rollouts_keep_a_ready_pod_and_undo_history_restart_pause_and_scale_work
             (moments, min_ready)
         })
     };
+    let started = std::time::Instant::now();
     t.kubectl_stdin(&["apply", "-f", "-"], &versioned("web", &dir, "v2", 2))
         .success();
     let out = t
@@ -343,7 +344,11 @@ async fn rollouts_keep_a_ready_pod_and_undo_history_restart_pause_and_scale_work
     })
     .await;
     watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let rollout = started.elapsed();
     let (moments, min_ready) = observer.await.unwrap();
+    println!(
+        "rolling update of 2 replicas: {rollout:?} to all new pods ready and old ones gone; {moments} moments observed, fewest Ready pods {min_ready}"
+    );
     assert!(moments > 10, "observed {moments} moments");
     assert!(
         min_ready >= 1,
@@ -720,6 +725,33 @@ async fn the_kubernetes_io_deployment_walkthrough_works_as_the_page_says() {
         "image updated to 1.16.1"
     );
 
+    // kubectl describe finds the new and old ReplicaSets and shows the conditions.
+    let describe = t.kubectl(&["describe", "deployments"]).success();
+    assert!(
+        describe.contains(&format!("NewReplicaSet:   {second} (3/3 replicas created)")),
+        "{describe}"
+    );
+    assert!(
+        describe.contains(&format!("OldReplicaSets:  {first} (0/0 replicas created)")),
+        "{describe}"
+    );
+    for (type_, reason) in [
+        ("Available", "MinimumReplicasAvailable"),
+        ("Progressing", "NewReplicaSetAvailable"),
+    ] {
+        assert!(
+            describe.lines().any(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words == [type_, "True", reason]
+            }),
+            "{describe}"
+        );
+    }
+    assert!(
+        describe.contains("RollingUpdateStrategy:  25% max unavailable, 25% max surge"),
+        "{describe}"
+    );
+
     // Checking rollout history and rolling back.
     let history = t
         .kubectl(&["rollout", "history", "deployment/nginx-deployment"])
@@ -1066,4 +1098,173 @@ async fn a_rollout_survives_kill_9_of_ferry_up_without_duplicate_or_lost_pods() 
         seen.max_desired
     );
     up.kill_9();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_that_makes_no_progress_exceeds_its_deadline() {
+    let t = common::start_with_node("1xT4").await;
+    t.kubectl_stdin(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: stuck}
+spec:
+  progressDeadlineSeconds: 3
+  selector: {matchLabels: {app: stuck}}
+  template:
+    metadata: {labels: {app: stuck}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox
+        command: [sleep, "3600"]
+        readinessProbe:
+          exec: {command: ["false"]}
+          periodSeconds: 1
+"#,
+    )
+    .success();
+    let err = t
+        .kubectl(&["rollout", "status", "deployment/stuck", "--timeout=120s"])
+        .failure();
+    assert!(
+        err.contains("deployment \"stuck\" exceeded its progress deadline"),
+        "{err}"
+    );
+    let deployments: Api<Deployment> = Api::default_namespaced(t.client.clone());
+    let status = deployments.get("stuck").await.unwrap().status.unwrap();
+    let progressing = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_.as_deref() == Some("Progressing"))
+        .unwrap();
+    assert_eq!(
+        (progressing.status.as_deref(), progressing.reason.as_deref()),
+        (Some("False"), Some("ProgressDeadlineExceeded"))
+    );
+    assert!(
+        progressing
+            .message
+            .unwrap()
+            .ends_with("has timed out progressing.")
+    );
+    assert_eq!(status.unavailable_replicas, Some(1));
+    t.kubectl(&["delete", "deployment", "stuck"]).success();
+    common::eventually("the pods gone", WAIT, async || {
+        pods_with(&t.client, "app=stuck")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recreate_stops_every_old_pod_before_starting_new_ones() {
+    let t = common::start_with_node("1xT4").await;
+    let dir = t.dir.path().to_path_buf();
+    let manifest = |version: &str| {
+        versioned("re", &dir, version, 2).replace(
+            "  replicas: 2\n",
+            "  replicas: 2\n  strategy: {type: Recreate}\n",
+        )
+    };
+    t.kubectl_stdin(&["apply", "-f", "-"], &manifest("v1"))
+        .success();
+    t.kubectl(&["rollout", "status", "deployment/re", "--timeout=120s"])
+        .success();
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let observer = {
+        let client = t.client.clone();
+        let watching = watching.clone();
+        tokio::spawn(async move {
+            let mut mixed = Vec::new();
+            let mut moments = 0u64;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let pods = pods_with(&client, "app=re").await;
+                let hashes: std::collections::BTreeSet<String> = pods
+                    .iter()
+                    .filter_map(|p| p.labels().get("pod-template-hash").cloned())
+                    .collect();
+                if hashes.len() > 1 {
+                    mixed.push(pods.iter().map(|p| p.name_any()).collect::<Vec<_>>());
+                }
+                moments += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (moments, mixed)
+        })
+    };
+    t.kubectl_stdin(&["apply", "-f", "-"], &manifest("v2"))
+        .success();
+    t.kubectl(&["rollout", "status", "deployment/re", "--timeout=120s"])
+        .success();
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (moments, mixed) = observer.await.unwrap();
+    assert!(moments > 10, "observed {moments} moments");
+    assert!(mixed.is_empty(), "old and new pods at once: {mixed:?}");
+    let pods = pods_with(&t.client, "app=re").await;
+    assert_eq!(pods.len(), 2);
+    let sets = replica_sets_of(&t.client, "app=re").await;
+    assert_eq!(
+        sets.iter().map(|r| r.spec.replicas).collect::<Vec<_>>(),
+        [Some(0), Some(2)]
+    );
+    t.kubectl(&["delete", "deployment", "re"]).success();
+    common::eventually("the pods gone", WAIT, async || {
+        pods_with(&t.client, "app=re")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
+
+/// The "Proportional scaling" example of the concepts page: 10 replicas, maxSurge 3,
+/// maxUnavailable 2, a rollout whose new pods never become Ready (8 old and 5 new), then a
+/// scale to 15: the 5 extra replicas go 3 to the old ReplicaSet and 2 to the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn scaling_mid_rollout_is_proportional_as_the_concepts_page_says() {
+    let t = common::start_with_node("1xT4").await;
+    let dir = t.dir.path().to_path_buf();
+    let manifest = |version: &str| {
+        versioned("prop", &dir, version, 10).replace(
+            "  replicas: 10\n",
+            "  replicas: 10\n  strategy: {rollingUpdate: {maxSurge: 3, maxUnavailable: 2}}\n",
+        )
+    };
+    t.kubectl_stdin(&["apply", "-f", "-"], &manifest("v1"))
+        .success();
+    t.kubectl(&["rollout", "status", "deployment/prop", "--timeout=180s"])
+        .success();
+    // The new pods never become Ready: their marker is never made.
+    let stuck = manifest("v2").replace("touch ", "true ");
+    t.kubectl_stdin(&["apply", "-f", "-"], &stuck).success();
+    let sizes = async || {
+        let sets = replica_sets_of(&t.client, "app=prop").await;
+        sets.iter()
+            .map(|r| (revision(r), r.spec.replicas.unwrap_or(0)))
+            .collect::<Vec<_>>()
+    };
+    common::eventually("8 old and 5 new replicas", WAIT, async || {
+        (sizes().await == [("1".to_string(), 8), ("2".to_string(), 5)]).then_some(())
+    })
+    .await;
+    t.kubectl(&["scale", "deployment/prop", "--replicas=15"])
+        .success();
+    common::eventually("11 old and 7 new replicas", WAIT, async || {
+        (sizes().await == [("1".to_string(), 11), ("2".to_string(), 7)]).then_some(())
+    })
+    .await;
+    t.kubectl(&["delete", "deployment", "prop"]).success();
+    common::eventually("the pods gone", Duration::from_secs(180), async || {
+        pods_with(&t.client, "app=prop")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
 }

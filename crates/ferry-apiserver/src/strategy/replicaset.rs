@@ -536,6 +536,8 @@ mod tests {
         o["spec"].as_object_mut().unwrap().remove("selector");
         assert_eq!(causes_of(&o)[0].field, "spec.selector");
         let o = rs(json!({}), json!({"app": "web"}));
+        assert_eq!(causes_of(&o)[0].message, "Required value");
+        let o = rs(json!({"matchLabels": {}}), json!({"app": "web"}));
         assert!(
             causes_of(&o)[0]
                 .message
