@@ -14,12 +14,12 @@
 //!   replacement mounts the same claim. `persistentVolumeClaimRetentionPolicy`: `whenDeleted:
 //!   Delete` makes the set an owner of its claims, `whenScaled: Delete` makes a condemned pod
 //!   the owner of its claims (the garbage collector deletes them after their owner).
-//! - `OrderedReady`: pods are created one at a time in ordinal order, each Running and Ready
-//!   before the next, and removed from the highest ordinal down, one at a time; `Parallel`
+//! - `OrderedReady`: pods are created one at a time in ordinal order, each Running and
+//!   available (Ready for `minReadySeconds`) before the next, and removed from the highest ordinal down, one at a time; `Parallel`
 //!   creates and deletes them all at once.
 //! - `RollingUpdate`: pods at ordinals `>= partition` not on the update revision are deleted
-//!   (and recreated from it) from the highest ordinal down, each replacement Ready before the
-//!   next; `OnDelete`: pods take the new template only when someone deletes them.
+//!   (and recreated from it) from the highest ordinal down, each replacement available before
+//!   the next; `OnDelete`: pods take the new template only when someone deletes them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -136,6 +136,11 @@ pub(crate) fn available(pod: &Pod, min_ready_seconds: i32) -> Result<(), Option<
             Duration::try_from(needed - ready_for).unwrap_or(Duration::from_secs(1)),
         ))
     }
+}
+
+/// Running and available (`isRunningAndAvailable`): ordered management waits for it.
+fn running_and_available(pod: &Pod, min_ready_seconds: i32) -> bool {
+    running_and_ready(pod) && available(pod, min_ready_seconds).is_ok()
 }
 
 /// Failed or Succeeded: it will not run again.
@@ -613,7 +618,7 @@ async fn sync_pods(
                     continue;
                 }
                 sync_claims(client, set, s, reference, ordinal, Some(pod)).await?;
-                if monotonic && !running_and_ready(pod) {
+                if monotonic && !running_and_available(pod, s.min_ready_seconds) {
                     return Ok(());
                 }
             }
@@ -650,7 +655,7 @@ async fn sync_pods(
             }
             return Ok(());
         }
-        if !running_and_ready(pod) {
+        if !running_and_available(pod, s.min_ready_seconds) {
             return Ok(());
         }
     }

@@ -610,3 +610,176 @@ async fn bad_statefulsets_get_the_statuses_kube_apiserver_gives() {
     t.kubectl(&["patch", "sts", "web", "-p", r#"{"spec":{"minReadySeconds":3}}"#])
         .success();
 }
+
+/// The StatefulSet example of kubernetes.io's concepts page
+/// (<https://kubernetes.io/docs/concepts/workloads/controllers/statefulset/#components>), as
+/// written there but for the container's command (`python3 -m http.server` for nginx) and the
+/// volumes of `my-storage-class`, provisioned here by the admin (the test) as the page
+/// allows.
+const KUBERNETES_IO_EXAMPLE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: nginx
+  labels:
+    app: nginx
+spec:
+  ports:
+  - port: 80
+    name: web
+  clusterIP: None
+  selector:
+    app: nginx
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: web
+spec:
+  selector:
+    matchLabels:
+      app: nginx # has to match .spec.template.metadata.labels
+  serviceName: "nginx"
+  replicas: 3 # by default is 1
+  minReadySeconds: 10 # by default is 0
+  template:
+    metadata:
+      labels:
+        app: nginx # has to match .spec.selector.matchLabels
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: nginx
+        image: registry.k8s.io/nginx-slim:0.24
+        command: [python3, -m, http.server, "80", --directory, /usr/share/nginx/html]
+        ports:
+        - containerPort: 80
+          name: web
+        volumeMounts:
+        - name: www
+          mountPath: /usr/share/nginx/html
+  volumeClaimTemplates:
+  - metadata:
+      name: www
+    spec:
+      accessModes: [ "ReadWriteOnce" ]
+      storageClassName: "my-storage-class"
+      resources:
+        requests:
+          storage: 1Gi
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kubernetes_io_example_behaves_as_the_page_says() {
+    if !common::sandbox_capable("the_kubernetes_io_example_behaves_as_the_page_says") {
+        return;
+    }
+    let t = isolated_plane().await;
+    for i in 0..3 {
+        let dir = t.dir.path().join(format!("www-{i}"));
+        let pv = manual_volume(&format!("www-{i}"), &dir)
+            .replace("manual", "my-storage-class")
+            .replace("1Mi", "1Gi");
+        t.kubectl_stdin(&["apply", "-f", "-"], &pv).success();
+    }
+    t.kubectl_stdin(&["apply", "-f", "-"], KUBERNETES_IO_EXAMPLE)
+        .success();
+    // "For a StatefulSet with N replicas, when Pods are being deployed, they are created
+    // sequentially, in order from {0..N-1}"; with minReadySeconds, each is available (Ready
+    // for 10 s) before the next.
+    t.kubectl(&["rollout", "status", "statefulset/web", "--timeout=180s"])
+        .success();
+    let sets: Api<StatefulSet> = Api::default_namespaced(t.client.clone());
+    common::eventually("three available replicas", WAIT, async || {
+        let s = sets.get("web").await.ok()?.status?;
+        (s.available_replicas == Some(3)).then_some(())
+    })
+    .await;
+    let pods = pods_by_name(&t).await;
+    assert_eq!(
+        pods.keys().cloned().collect::<Vec<_>>(),
+        ["web-0", "web-1", "web-2"]
+    );
+    for i in 1..3 {
+        let before = ready_since(&pods[&format!("web-{}", i - 1)]).unwrap();
+        let this = created(&pods[&format!("web-{i}")]);
+        assert!(
+            this.duration_since(before) >= k8s_openapi::jiff::SignedDuration::from_secs(9),
+            "web-{i} was created {} after web-{} became Ready, not minReadySeconds",
+            this.duration_since(before),
+            i - 1
+        );
+    }
+    // "Each Pod in a StatefulSet derives its hostname from the name of the StatefulSet and
+    // the ordinal of the Pod ... $(podname).$(governing service domain)".
+    let ip = |name: &str| pods[name].status.as_ref().unwrap().pod_ip.clone().unwrap();
+    for name in ["web-0", "web-1", "web-2"] {
+        let fqdn = format!("{name}.nginx.default.svc.cluster.local");
+        let answer = common::eventually(&format!("{fqdn} to resolve"), WAIT, async || {
+            let out = t.kubectl(&["exec", "web-0", "--", "getent", "hosts", &fqdn]);
+            (out.ok && !out.stdout.trim().is_empty()).then_some(out.stdout)
+        })
+        .await;
+        assert_eq!(answer.split_whitespace().next(), Some(ip(name).as_str()));
+    }
+    // "the StatefulSet controller creates a PersistentVolumeClaim ... www-web-0 ...", each
+    // Bound to a volume of my-storage-class.
+    let claims = t
+        .kubectl(&[
+            "get",
+            "pvc",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.phase} {end}",
+        ])
+        .success();
+    assert_eq!(claims.trim(), "www-web-0=Bound www-web-1=Bound www-web-2=Bound");
+    // Served from the claim: what web-1 writes there, web-0 fetches through web-1's name.
+    t.kubectl(&[
+        "exec",
+        "web-1",
+        "--",
+        "sh",
+        "-c",
+        "echo web-1 > /usr/share/nginx/html/index.html",
+    ])
+    .success();
+    let page = common::eventually("web-1's page", WAIT, async || {
+        let out = t.kubectl(&[
+            "exec",
+            "web-0",
+            "--",
+            "python3",
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://web-1.nginx/').read().decode().strip())",
+        ]);
+        out.ok.then_some(out.stdout)
+    })
+    .await;
+    assert_eq!(page.trim(), "web-1");
+    // "When Pods are being deleted, they are terminated in reverse order, from {N-1..0}."
+    t.kubectl(&["scale", "statefulset", "web", "--replicas=1"])
+        .success();
+    common::eventually("only web-0 to remain", WAIT, async || {
+        let names: Vec<String> = pods_by_name(&t)
+            .await
+            .into_iter()
+            .filter(|(_, p)| p.metadata.deletion_timestamp.is_none())
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            names != ["web-0", "web-2"],
+            "web-1 went before web-2: {names:?}"
+        );
+        (names == ["web-0"]).then_some(())
+    })
+    .await;
+    // The claims stay for a scale-up to find (whenScaled: Retain).
+    let claims = t.kubectl(&["get", "pvc", "-o", "name"]).success();
+    assert_eq!(claims.lines().count(), 3, "{claims}");
+    t.kubectl(&["delete", "statefulset", "web", "--wait=true"])
+        .success();
+    common::eventually("the pods to go", WAIT, async || {
+        pods_by_name(&t).await.is_empty().then_some(())
+    })
+    .await;
+}
