@@ -152,7 +152,11 @@ pub(crate) fn finished(pod: &Pod) -> bool {
 }
 
 /// Deletes `name` if it still has `uid` (a pod recreated meanwhile is left alone).
-pub(crate) async fn delete_pod(api: &Api<Pod>, name: &str, uid: Option<String>) -> Result<(), Error> {
+pub(crate) async fn delete_pod(
+    api: &Api<Pod>,
+    name: &str,
+    uid: Option<String>,
+) -> Result<(), Error> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid,
@@ -330,7 +334,10 @@ async fn reconcile(set: Arc<StatefulSet>, client: Arc<kube::Client>) -> Result<A
     };
     let (mut replicas, mut ready_count, mut available_count) = (0, 0, 0);
     let (mut current_count, mut updated_count) = (0, 0);
-    for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    for p in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         replicas += 1;
         if running_and_ready(p) {
             ready_count += 1;
@@ -406,7 +413,13 @@ fn new_pod(
         "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
     });
     let meta = pod["metadata"].as_object_mut().expect("an object");
-    for drop in ["name", "generateName", "resourceVersion", "uid", "creationTimestamp"] {
+    for drop in [
+        "name",
+        "generateName",
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+    ] {
         meta.remove(drop);
     }
     meta.insert("name".into(), json!(name));
@@ -425,11 +438,7 @@ fn new_pod(
     labels.insert(CONTROLLER_REVISION_HASH_LABEL.into(), json!(revision));
     let spec = pod["spec"].as_object_mut().expect("a pod spec");
     spec.insert("hostname".into(), json!(name));
-    let service = set
-        .spec
-        .service_name
-        .clone()
-        .unwrap_or_default();
+    let service = set.spec.service_name.clone().unwrap_or_default();
     if !service.is_empty() {
         spec.insert("subdomain".into(), json!(service));
     }
@@ -484,7 +493,9 @@ async fn sync_claims(
     }
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &s.namespace);
     let set_ref = plain_reference(reference);
-    let pod_ref = pod.and_then(|p| p.controller_owner_ref(&())).map(|r| plain_reference(&r));
+    let pod_ref = pod
+        .and_then(|p| p.controller_owner_ref(&()))
+        .map(|r| plain_reference(&r));
     let condemned = !s.wanted(ordinal);
     for t in templates {
         let Some(tname) = t.metadata.name.clone() else {
@@ -496,13 +507,19 @@ async fn sync_claims(
         if s.delete_when_deleted {
             owners.push(set_ref.clone());
         }
-        if s.delete_when_scaled && condemned && let Some(r) = &pod_ref {
+        if s.delete_when_scaled
+            && condemned
+            && let Some(r) = &pod_ref
+        {
             owners.push(r.clone());
         }
         match api.get_opt(&name).await? {
             Some(existing) => {
-                let mut refs: Vec<OwnerReference> =
-                    existing.metadata.owner_references.clone().unwrap_or_default();
+                let mut refs: Vec<OwnerReference> = existing
+                    .metadata
+                    .owner_references
+                    .clone()
+                    .unwrap_or_default();
                 let before = refs.clone();
                 // Our references not wanted any more go; wanted ones are added.
                 refs.retain(|r| {
@@ -542,8 +559,7 @@ async fn sync_claims(
                 claim.metadata.resource_version = None;
                 claim.metadata.uid = None;
                 let labels = claim.metadata.labels.get_or_insert_with(BTreeMap::new);
-                for (k, v) in set.spec.selector.match_labels.clone().unwrap_or_default()
-                {
+                for (k, v) in set.spec.selector.match_labels.clone().unwrap_or_default() {
                     labels.insert(k, v);
                 }
                 claim.metadata.owner_references = (!owners.is_empty()).then_some(owners);
@@ -712,7 +728,11 @@ mod tests {
         assert_eq!(spec.subdomain.as_deref(), Some("nginx"));
         let volumes = spec.volumes.unwrap();
         assert_eq!(
-            volumes[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+            volumes[0]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
             "www-web-1"
         );
         let labels = p.metadata.labels.unwrap();
@@ -720,7 +740,10 @@ mod tests {
         assert_eq!(labels[POD_INDEX_LABEL], "1");
         assert_eq!(labels[CONTROLLER_REVISION_HASH_LABEL], "web-abc");
         assert_eq!(labels["app"], "nginx");
-        assert_eq!(p.metadata.owner_references.unwrap()[0].controller, Some(true));
+        assert_eq!(
+            p.metadata.owner_references.unwrap()[0].controller,
+            Some(true)
+        );
     }
 
     #[test]

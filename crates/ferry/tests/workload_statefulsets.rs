@@ -83,7 +83,10 @@ fn created(pod: &Pod) -> k8s_openapi::jiff::Timestamp {
 }
 
 fn label<'a>(pod: &'a Pod, key: &str) -> &'a str {
-    pod.labels().get(key).map(String::as_str).unwrap_or_default()
+    pod.labels()
+        .get(key)
+        .map(String::as_str)
+        .unwrap_or_default()
 }
 
 fn env_version(pod: &Pod) -> String {
@@ -99,18 +102,14 @@ fn env_version(pod: &Pod) -> String {
 /// Waits until the set's status says `ready` pods are ready and the generation was seen.
 async fn ready_replicas(t: &common::TestPlane, ready: i32) -> StatefulSet {
     let sets: Api<StatefulSet> = Api::default_namespaced(t.client.clone());
-    common::eventually(
-        &format!("{ready} ready replicas"),
-        WAIT,
-        async || {
-            let s = sets.get("web").await.ok()?;
-            let status = s.status.clone()?;
-            (status.ready_replicas == Some(ready)
-                && status.replicas == ready
-                && status.observed_generation == s.metadata.generation)
-                .then_some(s)
-        },
-    )
+    common::eventually(&format!("{ready} ready replicas"), WAIT, async || {
+        let s = sets.get("web").await.ok()?;
+        let status = s.status.clone()?;
+        (status.ready_replicas == Some(ready)
+            && status.replicas == ready
+            && status.observed_generation == s.metadata.generation)
+            .then_some(s)
+    })
     .await
 }
 
@@ -133,23 +132,23 @@ async fn pods_start_in_order_and_resolve_each_other_by_stable_dns_names() {
     }
     let t = isolated_plane().await;
     // web-0 takes a while to become Ready: web-1 must not exist before it is.
-    let manifest = web(
-        3,
-        "sleep 3600",
-        "",
-    )
-    .replace("initialDelaySeconds: 1", "initialDelaySeconds: 3");
+    let manifest =
+        web(3, "sleep 3600", "").replace("initialDelaySeconds: 1", "initialDelaySeconds: 3");
     t.kubectl_stdin(&["apply", "-f", "-"], &manifest).success();
-    common::eventually("web-0 created but not ready, web-1 absent", WAIT, async || {
-        let pods = pods_by_name(&t).await;
-        let first = pods.get("web-0")?;
-        (ready_since(first).is_none()).then_some(())?;
-        assert!(
-            !pods.contains_key("web-1"),
-            "web-1 was created before web-0 was Ready"
-        );
-        Some(())
-    })
+    common::eventually(
+        "web-0 created but not ready, web-1 absent",
+        WAIT,
+        async || {
+            let pods = pods_by_name(&t).await;
+            let first = pods.get("web-0")?;
+            (ready_since(first).is_none()).then_some(())?;
+            assert!(
+                !pods.contains_key("web-1"),
+                "web-1 was created before web-0 was Ready"
+            );
+            Some(())
+        },
+    )
     .await;
     t.kubectl(&["rollout", "status", "statefulset/web", "--timeout=120s"])
         .success();
@@ -180,7 +179,9 @@ async fn pods_start_in_order_and_resolve_each_other_by_stable_dns_names() {
     }
     // Each pod knows its own name and resolves the others through the headless Service.
     assert_eq!(
-        t.kubectl(&["exec", "web-0", "--", "hostname"]).success().trim(),
+        t.kubectl(&["exec", "web-0", "--", "hostname"])
+            .success()
+            .trim(),
         "web-0"
     );
     for (from, to) in [("web-0", "web-1"), ("web-1", "web-2"), ("web-2", "web-0")] {
@@ -260,13 +261,23 @@ async fn a_partitioned_rolling_update_replaces_the_highest_ordinals_first() {
     let status = sets.get("web").await.unwrap().status.unwrap();
     let second_revision = status.update_revision.clone().unwrap();
     assert_ne!(second_revision, first_revision);
-    assert_eq!(status.current_revision.as_deref(), Some(first_revision.as_str()));
+    assert_eq!(
+        status.current_revision.as_deref(),
+        Some(first_revision.as_str())
+    );
     assert_eq!(status.updated_replicas, Some(1));
     let partitioned = pods_by_name(&t).await;
     assert_eq!(env_version(&partitioned["web-2"]), "two");
-    assert_eq!(label(&partitioned["web-2"], "controller-revision-hash"), second_revision);
+    assert_eq!(
+        label(&partitioned["web-2"], "controller-revision-hash"),
+        second_revision
+    );
     for name in ["web-0", "web-1"] {
-        assert_eq!(partitioned[name].uid(), before[name].uid(), "{name} was replaced");
+        assert_eq!(
+            partitioned[name].uid(),
+            before[name].uid(),
+            "{name} was replaced"
+        );
         assert_eq!(env_version(&partitioned[name]), "one");
     }
 
@@ -301,7 +312,12 @@ async fn a_partitioned_rolling_update_replaces_the_highest_ordinals_first() {
 
     // The revisions, as kubectl shows them.
     let revisions = t.kubectl(&["get", "controllerrevisions"]).success();
-    let header: Vec<&str> = revisions.lines().next().unwrap().split_whitespace().collect();
+    let header: Vec<&str> = revisions
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     assert_eq!(header, ["NAME", "CONTROLLER", "REVISION", "AGE"]);
     assert!(
         revisions.contains(&format!("{first_revision}   statefulset.apps/web   1")),
@@ -314,7 +330,10 @@ async fn a_partitioned_rolling_update_replaces_the_highest_ordinals_first() {
     let history = t
         .kubectl(&["rollout", "history", "statefulset/web"])
         .success();
-    assert!(history.contains("1 ") && history.contains("2 "), "{history}");
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
     let wide = t.kubectl(&["get", "sts", "web", "-o", "wide"]).success();
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "READY", "AGE", "CONTAINERS", "IMAGES"]);
@@ -325,7 +344,10 @@ async fn a_partitioned_rolling_update_replaces_the_highest_ordinals_first() {
     t.kubectl(&["rollout", "status", "statefulset/web", "--timeout=120s"])
         .success();
     let status = sets.get("web").await.unwrap().status.unwrap();
-    assert_eq!(status.update_revision.as_deref(), Some(first_revision.as_str()));
+    assert_eq!(
+        status.update_revision.as_deref(),
+        Some(first_revision.as_str())
+    );
     let revisions = t
         .kubectl(&["get", "controllerrevisions", "-o", "name"])
         .success();
@@ -386,7 +408,8 @@ async fn parallel_management_and_on_delete_updates() {
     for (name, pod) in &still {
         assert_eq!(pod.uid(), before[name].uid());
     }
-    t.kubectl(&["delete", "pod", "web-1", "--wait=true"]).success();
+    t.kubectl(&["delete", "pod", "web-1", "--wait=true"])
+        .success();
     common::eventually("web-1 recreated from the new template", WAIT, async || {
         let pods = pods_by_name(&t).await;
         let p = pods.get("web-1")?;
@@ -422,8 +445,11 @@ async fn claims_are_created_before_their_pods_and_kept_across_pod_deletion() {
     let t = common::start_with_node("1xT4").await;
     for i in 0..2 {
         let dir = t.dir.path().join(format!("volume-{i}"));
-        t.kubectl_stdin(&["apply", "-f", "-"], &manual_volume(&format!("manual-{i}"), &dir))
-            .success();
+        t.kubectl_stdin(
+            &["apply", "-f", "-"],
+            &manual_volume(&format!("manual-{i}"), &dir),
+        )
+        .success();
     }
     let claims = "  volumeClaimTemplates:
   - metadata: {name: www}
@@ -473,7 +499,8 @@ async fn claims_are_created_before_their_pods_and_kept_across_pod_deletion() {
     })
     .await;
 
-    t.kubectl(&["delete", "pod", "web-0", "--wait=true"]).success();
+    t.kubectl(&["delete", "pod", "web-0", "--wait=true"])
+        .success();
     let replacement = common::eventually("web-0 to be recreated and ready", WAIT, async || {
         let p = pods.get_opt("web-0").await.ok()??;
         (p.uid() != pod.uid() && ready_since(&p).is_some()).then_some(p)
@@ -503,7 +530,11 @@ async fn claims_are_created_before_their_pods_and_kept_across_pod_deletion() {
     .await;
     assert_eq!(read, token);
     let other = t.kubectl(&["logs", "web-1"]).success();
-    assert_ne!(other.lines().next(), Some(token.as_str()), "web-1 has its own claim");
+    assert_ne!(
+        other.lines().next(),
+        Some(token.as_str()),
+        "web-1 has its own claim"
+    );
 
     // Deleting the set keeps the claims (whenDeleted: Retain).
     t.kubectl(&["delete", "statefulset", "web", "--wait=true"])
@@ -560,7 +591,9 @@ async fn bad_statefulsets_get_the_statuses_kube_apiserver_gives() {
         "  selector: {matchLabels: {app: nginx}}",
         "  selector: {matchLabels: {app: other}}",
     );
-    let err = t.kubectl_stdin(&["apply", "-f", "-"], &mismatched).failure();
+    let err = t
+        .kubectl_stdin(&["apply", "-f", "-"], &mismatched)
+        .failure();
     assert!(
         err.contains(r#"The StatefulSet "web" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{"app":"nginx"}: `selector` does not match template `labels`"#),
         "{err}"
@@ -607,8 +640,14 @@ async fn bad_statefulsets_get_the_statuses_kube_apiserver_gives() {
         "{err}"
     );
     // The allowed ones go through.
-    t.kubectl(&["patch", "sts", "web", "-p", r#"{"spec":{"minReadySeconds":3}}"#])
-        .success();
+    t.kubectl(&[
+        "patch",
+        "sts",
+        "web",
+        "-p",
+        r#"{"spec":{"minReadySeconds":3}}"#,
+    ])
+    .success();
 }
 
 /// The StatefulSet example of kubernetes.io's concepts page
@@ -669,11 +708,32 @@ spec:
           storage: 1Gi
 "#;
 
+/// Removes a directory tree of empty directories at drop when it did not exist at creation.
+struct RemoveIfMadeHere(Option<&'static str>);
+
+impl RemoveIfMadeHere {
+    fn new(path: &'static str) -> Self {
+        Self((!std::path::Path::new(path).exists()).then_some(path))
+    }
+}
+
+impl Drop for RemoveIfMadeHere {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_dir(format!("{path}/html"));
+            let _ = std::fs::remove_dir(path);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_kubernetes_io_example_behaves_as_the_page_says() {
     if !common::sandbox_capable("the_kubernetes_io_example_behaves_as_the_page_says") {
         return;
     }
+    // The agent makes a missing mountPath on the host (an empty directory) and leaves it:
+    // remove what this test made.
+    let _host_dir = RemoveIfMadeHere::new("/usr/share/nginx");
     let t = isolated_plane().await;
     for i in 0..3 {
         let dir = t.dir.path().join(format!("www-{i}"));
@@ -732,7 +792,10 @@ async fn the_kubernetes_io_example_behaves_as_the_page_says() {
             "jsonpath={range .items[*]}{.metadata.name}={.status.phase} {end}",
         ])
         .success();
-    assert_eq!(claims.trim(), "www-web-0=Bound www-web-1=Bound www-web-2=Bound");
+    assert_eq!(
+        claims.trim(),
+        "www-web-0=Bound www-web-1=Bound www-web-2=Bound"
+    );
     // Served from the claim: what web-1 writes there, web-0 fetches through web-1's name.
     t.kubectl(&[
         "exec",
