@@ -145,7 +145,11 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
             ) else {
                 return false;
             };
-            if r.operator == "Gt" { v > bound } else { v < bound }
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -163,7 +167,10 @@ pub fn selects_node(spec: &k8s_openapi::api::core::v1::PodSpec, node: &Node) -> 
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
     else {
         return true;
     };
@@ -175,9 +182,9 @@ pub fn selects_node(spec: &k8s_openapi::api::core::v1::PodSpec, node: &Node) -> 
             && exprs
                 .iter()
                 .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-            && fields.iter().all(|r| {
-                r.key == "metadata.name" && requirement_matches(r, Some(name.as_str()))
-            })
+            && fields
+                .iter()
+                .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name.as_str())))
     })
 }
 
@@ -227,11 +234,12 @@ fn scaled(value: Option<&IntOrString>, total: i32, default: i32) -> i32 {
     match value {
         None => default,
         Some(IntOrString::Int(n)) => *n,
-        Some(IntOrString::String(s)) => match s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok())
-        {
-            Some(p) => ((p * i64::from(total) + 99) / 100) as i32,
-            None => default,
-        },
+        Some(IntOrString::String(s)) => {
+            match s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) {
+                Some(p) => ((p * i64::from(total) + 99) / 100) as i32,
+                None => default,
+            }
+        }
     }
 }
 
@@ -494,7 +502,11 @@ async fn reconcile(set: Arc<DaemonSet>, client: Arc<kube::Client>) -> Result<Act
     for (node, run, _) in &plan {
         let pods: Vec<&Pod> = by_node
             .get(node)
-            .map(|ps| ps.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect())
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .collect()
+            })
             .unwrap_or_default();
         if pods.is_empty() {
             continue;
@@ -568,10 +580,10 @@ mod tests {
         assert!(selects_node(&by_selector, &gpu));
         assert!(!selects_node(&by_selector, &plain));
         let by_affinity = spec(json!({"containers": [], "affinity": {"nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "n", "operator": "Gt", "values": ["3"]}]},
-                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}
-            ]}}}}));
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "n", "operator": "Gt", "values": ["3"]}]},
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}
+        ]}}}}));
         assert!(selects_node(&by_affinity, &gpu));
         assert!(selects_node(&by_affinity, &plain));
         assert!(!selects_node(
@@ -627,7 +639,10 @@ mod tests {
             .required_during_scheduling_ignored_during_execution
             .unwrap()
             .node_selector_terms;
-        assert_eq!(terms[0].match_fields.as_ref().unwrap()[0].key, "metadata.name");
+        assert_eq!(
+            terms[0].match_fields.as_ref().unwrap()[0].key,
+            "metadata.name"
+        );
     }
 
     #[test]

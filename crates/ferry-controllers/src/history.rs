@@ -114,10 +114,7 @@ fn owned_by(revision: &ControllerRevision, uid: &str) -> bool {
 }
 
 /// Lists the revisions `owner` controls, oldest (lowest `revision`) first.
-pub async fn list(
-    client: &kube::Client,
-    owner: &Owner,
-) -> Result<Vec<ControllerRevision>, Error> {
+pub async fn list(client: &kube::Client, owner: &Owner) -> Result<Vec<ControllerRevision>, Error> {
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &owner.namespace);
     let mut all: Vec<ControllerRevision> = api
         .list(&ListParams::default().labels(&owner.selector))
@@ -144,10 +141,7 @@ pub async fn sync(client: &kube::Client, owner: &Owner) -> Result<Revisions, Err
     let next = all.last().map_or(1, |r| r.revision.unwrap_or(0) + 1);
     let mut collision_count = owner.collision_count;
     // An existing revision with the same data: the newest of those becomes the update one.
-    if let Some(pos) = all
-        .iter()
-        .rposition(|r| r.data.0 == data)
-    {
+    if let Some(pos) = all.iter().rposition(|r| r.data.0 == data) {
         if pos + 1 != all.len() {
             let name = all[pos].metadata.name.clone().unwrap_or_default();
             let patched = api
@@ -194,9 +188,7 @@ pub async fn sync(client: &kube::Client, owner: &Owner) -> Result<Revisions, Err
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 let existing = api.get(&name).await?;
-                if owned_by(&existing, &owner.uid)
-                    && existing.data.0 == data
-                {
+                if owned_by(&existing, &owner.uid) && existing.data.0 == data {
                     // Ours, created by an earlier run whose list did not see it yet.
                     all.retain(|r| r.metadata.name != existing.metadata.name);
                     all.push(existing.clone());
@@ -278,10 +270,7 @@ mod tests {
             data: RawExtension(template_patch(&template)),
             ..Default::default()
         };
-        assert_eq!(
-            revision.data.0["spec"]["template"]["$patch"],
-            "replace"
-        );
+        assert_eq!(revision.data.0["spec"]["template"]["$patch"], "replace");
         assert_eq!(template_of(&revision), Some(template));
     }
 }

@@ -14,12 +14,12 @@
 //!   replacement mounts the same claim. `persistentVolumeClaimRetentionPolicy`: `whenDeleted:
 //!   Delete` makes the set an owner of its claims, `whenScaled: Delete` makes a condemned pod
 //!   the owner of its claims (the garbage collector deletes them after their owner).
-//! - `OrderedReady`: pods are created one at a time in ordinal order, each Running and Ready
-//!   before the next, and removed from the highest ordinal down, one at a time; `Parallel`
+//! - `OrderedReady`: pods are created one at a time in ordinal order, each Running and
+//!   available (Ready for `minReadySeconds`) before the next, and removed from the highest ordinal down, one at a time; `Parallel`
 //!   creates and deletes them all at once.
 //! - `RollingUpdate`: pods at ordinals `>= partition` not on the update revision are deleted
-//!   (and recreated from it) from the highest ordinal down, each replacement Ready before the
-//!   next; `OnDelete`: pods take the new template only when someone deletes them.
+//!   (and recreated from it) from the highest ordinal down, each replacement available before
+//!   the next; `OnDelete`: pods take the new template only when someone deletes them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -138,6 +138,11 @@ pub(crate) fn available(pod: &Pod, min_ready_seconds: i32) -> Result<(), Option<
     }
 }
 
+/// Running and available (`isRunningAndAvailable`): ordered management waits for it.
+fn running_and_available(pod: &Pod, min_ready_seconds: i32) -> bool {
+    running_and_ready(pod) && available(pod, min_ready_seconds).is_ok()
+}
+
 /// Failed or Succeeded: it will not run again.
 pub(crate) fn finished(pod: &Pod) -> bool {
     matches!(
@@ -147,7 +152,11 @@ pub(crate) fn finished(pod: &Pod) -> bool {
 }
 
 /// Deletes `name` if it still has `uid` (a pod recreated meanwhile is left alone).
-pub(crate) async fn delete_pod(api: &Api<Pod>, name: &str, uid: Option<String>) -> Result<(), Error> {
+pub(crate) async fn delete_pod(
+    api: &Api<Pod>,
+    name: &str,
+    uid: Option<String>,
+) -> Result<(), Error> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid,
@@ -325,7 +334,10 @@ async fn reconcile(set: Arc<StatefulSet>, client: Arc<kube::Client>) -> Result<A
     };
     let (mut replicas, mut ready_count, mut available_count) = (0, 0, 0);
     let (mut current_count, mut updated_count) = (0, 0);
-    for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    for p in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         replicas += 1;
         if running_and_ready(p) {
             ready_count += 1;
@@ -401,7 +413,13 @@ fn new_pod(
         "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
     });
     let meta = pod["metadata"].as_object_mut().expect("an object");
-    for drop in ["name", "generateName", "resourceVersion", "uid", "creationTimestamp"] {
+    for drop in [
+        "name",
+        "generateName",
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+    ] {
         meta.remove(drop);
     }
     meta.insert("name".into(), json!(name));
@@ -420,11 +438,7 @@ fn new_pod(
     labels.insert(CONTROLLER_REVISION_HASH_LABEL.into(), json!(revision));
     let spec = pod["spec"].as_object_mut().expect("a pod spec");
     spec.insert("hostname".into(), json!(name));
-    let service = set
-        .spec
-        .service_name
-        .clone()
-        .unwrap_or_default();
+    let service = set.spec.service_name.clone().unwrap_or_default();
     if !service.is_empty() {
         spec.insert("subdomain".into(), json!(service));
     }
@@ -479,7 +493,9 @@ async fn sync_claims(
     }
     let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &s.namespace);
     let set_ref = plain_reference(reference);
-    let pod_ref = pod.and_then(|p| p.controller_owner_ref(&())).map(|r| plain_reference(&r));
+    let pod_ref = pod
+        .and_then(|p| p.controller_owner_ref(&()))
+        .map(|r| plain_reference(&r));
     let condemned = !s.wanted(ordinal);
     for t in templates {
         let Some(tname) = t.metadata.name.clone() else {
@@ -491,13 +507,19 @@ async fn sync_claims(
         if s.delete_when_deleted {
             owners.push(set_ref.clone());
         }
-        if s.delete_when_scaled && condemned && let Some(r) = &pod_ref {
+        if s.delete_when_scaled
+            && condemned
+            && let Some(r) = &pod_ref
+        {
             owners.push(r.clone());
         }
         match api.get_opt(&name).await? {
             Some(existing) => {
-                let mut refs: Vec<OwnerReference> =
-                    existing.metadata.owner_references.clone().unwrap_or_default();
+                let mut refs: Vec<OwnerReference> = existing
+                    .metadata
+                    .owner_references
+                    .clone()
+                    .unwrap_or_default();
                 let before = refs.clone();
                 // Our references not wanted any more go; wanted ones are added.
                 refs.retain(|r| {
@@ -537,8 +559,7 @@ async fn sync_claims(
                 claim.metadata.resource_version = None;
                 claim.metadata.uid = None;
                 let labels = claim.metadata.labels.get_or_insert_with(BTreeMap::new);
-                for (k, v) in set.spec.selector.match_labels.clone().unwrap_or_default()
-                {
+                for (k, v) in set.spec.selector.match_labels.clone().unwrap_or_default() {
                     labels.insert(k, v);
                 }
                 claim.metadata.owner_references = (!owners.is_empty()).then_some(owners);
@@ -613,7 +634,7 @@ async fn sync_pods(
                     continue;
                 }
                 sync_claims(client, set, s, reference, ordinal, Some(pod)).await?;
-                if monotonic && !running_and_ready(pod) {
+                if monotonic && !running_and_available(pod, s.min_ready_seconds) {
                     return Ok(());
                 }
             }
@@ -650,7 +671,7 @@ async fn sync_pods(
             }
             return Ok(());
         }
-        if !running_and_ready(pod) {
+        if !running_and_available(pod, s.min_ready_seconds) {
             return Ok(());
         }
     }
@@ -707,7 +728,11 @@ mod tests {
         assert_eq!(spec.subdomain.as_deref(), Some("nginx"));
         let volumes = spec.volumes.unwrap();
         assert_eq!(
-            volumes[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+            volumes[0]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
             "www-web-1"
         );
         let labels = p.metadata.labels.unwrap();
@@ -715,7 +740,10 @@ mod tests {
         assert_eq!(labels[POD_INDEX_LABEL], "1");
         assert_eq!(labels[CONTROLLER_REVISION_HASH_LABEL], "web-abc");
         assert_eq!(labels["app"], "nginx");
-        assert_eq!(p.metadata.owner_references.unwrap()[0].controller, Some(true));
+        assert_eq!(
+            p.metadata.owner_references.unwrap()[0].controller,
+            Some(true)
+        );
     }
 
     #[test]

@@ -65,20 +65,16 @@ async fn pods_by_node(t: &common::TestPlane, name: &str) -> BTreeMap<String, Vec
 
 /// Waits until the set's live pods are on exactly `nodes`, one each.
 async fn on_nodes(t: &common::TestPlane, name: &str, nodes: &[&str]) -> BTreeMap<String, Pod> {
-    common::eventually(
-        &format!("{name}'s pods on {nodes:?}"),
-        WAIT,
-        async || {
-            let by_node = pods_by_node(t, name).await;
-            let found: Vec<&str> = by_node.keys().map(String::as_str).collect();
-            (found == nodes && by_node.values().all(|p| p.len() == 1)).then(|| {
-                by_node
-                    .into_iter()
-                    .map(|(n, mut p)| (n, p.remove(0)))
-                    .collect()
-            })
-        },
-    )
+    common::eventually(&format!("{name}'s pods on {nodes:?}"), WAIT, async || {
+        let by_node = pods_by_node(t, name).await;
+        let found: Vec<&str> = by_node.keys().map(String::as_str).collect();
+        (found == nodes && by_node.values().all(|p| p.len() == 1)).then(|| {
+            by_node
+                .into_iter()
+                .map(|(n, mut p)| (n, p.remove(0)))
+                .collect()
+        })
+    })
     .await
 }
 
@@ -192,13 +188,24 @@ async fn one_pod_per_matching_node_with_node_selectors_and_taints() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE", "SELECTOR", "AGE"]
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "NODE",
+            "SELECTOR",
+            "AGE"
+        ]
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(&row[..7], ["agent", "2", "2", "2", "2", "2", "<none>"]);
 
     // A nodeSelector picks node-2 only, and follows the nodes' labels.
-    t.kubectl(&["label", "node", "node-2", "disk=ssd"]).success();
+    t.kubectl(&["label", "node", "node-2", "disk=ssd"])
+        .success();
     t.kubectl_stdin(
         &["apply", "-f", "-"],
         &daemonset("ssd", "      nodeSelector: {disk: ssd}\n"),
@@ -248,8 +255,16 @@ async fn one_pod_per_matching_node_with_node_selectors_and_taints() {
     on_nodes(&t, "agent", &["node-2", "test-node"]).await;
     on_nodes(&t, "plain", &["node-2", "test-node"]).await;
 
-    t.kubectl(&["delete", "ds", "agent", "ssd", "plain", "tolerant", "--wait=true"])
-        .success();
+    t.kubectl(&[
+        "delete",
+        "ds",
+        "agent",
+        "ssd",
+        "plain",
+        "tolerant",
+        "--wait=true",
+    ])
+    .success();
     second.stop().await;
 }
 
@@ -313,10 +328,14 @@ async fn rolling_updates_replace_pods_node_by_node() {
     .success();
     t.kubectl(&["set", "env", "daemonset/agent", "VERSION=three"])
         .success();
-    common::eventually("a node with its old and new pod at once", WAIT, async || {
-        let by_node = pods_by_node(&t, "agent").await;
-        by_node.values().any(|p| p.len() == 2).then_some(())
-    })
+    common::eventually(
+        "a node with its old and new pod at once",
+        WAIT,
+        async || {
+            let by_node = pods_by_node(&t, "agent").await;
+            by_node.values().any(|p| p.len() == 2).then_some(())
+        },
+    )
     .await;
     t.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=120s"])
         .success();
@@ -348,7 +367,8 @@ async fn rolling_updates_replace_pods_node_by_node() {
         assert_eq!(pod.uid(), third[node].uid());
     }
     let victim = untouched["node-2"].name_any();
-    t.kubectl(&["delete", "pod", &victim, "--wait=true"]).success();
+    t.kubectl(&["delete", "pod", &victim, "--wait=true"])
+        .success();
     let after = common::eventually("node-2's pod recreated", WAIT, async || {
         let p = on_nodes(&t, "agent", &["node-2", "test-node"]).await;
         (env_version(&p["node-2"]) == "four").then_some(p)
@@ -356,7 +376,8 @@ async fn rolling_updates_replace_pods_node_by_node() {
     .await;
     assert_eq!(env_version(&after["test-node"]), "three");
 
-    t.kubectl(&["delete", "ds", "agent", "--wait=true"]).success();
+    t.kubectl(&["delete", "ds", "agent", "--wait=true"])
+        .success();
     second.stop().await;
 }
 
@@ -367,7 +388,9 @@ async fn bad_daemonsets_get_the_statuses_kube_apiserver_gives() {
         "  selector: {matchLabels: {app: agent}}",
         "  selector: {matchLabels: {app: other}}",
     );
-    let err = t.kubectl_stdin(&["apply", "-f", "-"], &mismatched).failure();
+    let err = t
+        .kubectl_stdin(&["apply", "-f", "-"], &mismatched)
+        .failure();
     assert!(
         err.contains(r#"The DaemonSet "agent" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{"app":"agent"}: `selector` does not match template `labels`"#),
         "{err}"

@@ -83,7 +83,10 @@ fn created(pod: &Pod) -> k8s_openapi::jiff::Timestamp {
 }
 
 fn label<'a>(pod: &'a Pod, key: &str) -> &'a str {
-    pod.labels().get(key).map(String::as_str).unwrap_or_default()
+    pod.labels()
+        .get(key)
+        .map(String::as_str)
+        .unwrap_or_default()
 }
 
 fn env_version(pod: &Pod) -> String {
@@ -99,18 +102,14 @@ fn env_version(pod: &Pod) -> String {
 /// Waits until the set's status says `ready` pods are ready and the generation was seen.
 async fn ready_replicas(t: &common::TestPlane, ready: i32) -> StatefulSet {
     let sets: Api<StatefulSet> = Api::default_namespaced(t.client.clone());
-    common::eventually(
-        &format!("{ready} ready replicas"),
-        WAIT,
-        async || {
-            let s = sets.get("web").await.ok()?;
-            let status = s.status.clone()?;
-            (status.ready_replicas == Some(ready)
-                && status.replicas == ready
-                && status.observed_generation == s.metadata.generation)
-                .then_some(s)
-        },
-    )
+    common::eventually(&format!("{ready} ready replicas"), WAIT, async || {
+        let s = sets.get("web").await.ok()?;
+        let status = s.status.clone()?;
+        (status.ready_replicas == Some(ready)
+            && status.replicas == ready
+            && status.observed_generation == s.metadata.generation)
+            .then_some(s)
+    })
     .await
 }
 
@@ -133,23 +132,23 @@ async fn pods_start_in_order_and_resolve_each_other_by_stable_dns_names() {
     }
     let t = isolated_plane().await;
     // web-0 takes a while to become Ready: web-1 must not exist before it is.
-    let manifest = web(
-        3,
-        "sleep 3600",
-        "",
-    )
-    .replace("initialDelaySeconds: 1", "initialDelaySeconds: 3");
+    let manifest =
+        web(3, "sleep 3600", "").replace("initialDelaySeconds: 1", "initialDelaySeconds: 3");
     t.kubectl_stdin(&["apply", "-f", "-"], &manifest).success();
-    common::eventually("web-0 created but not ready, web-1 absent", WAIT, async || {
-        let pods = pods_by_name(&t).await;
-        let first = pods.get("web-0")?;
-        (ready_since(first).is_none()).then_some(())?;
-        assert!(
-            !pods.contains_key("web-1"),
-            "web-1 was created before web-0 was Ready"
-        );
-        Some(())
-    })
+    common::eventually(
+        "web-0 created but not ready, web-1 absent",
+        WAIT,
+        async || {
+            let pods = pods_by_name(&t).await;
+            let first = pods.get("web-0")?;
+            (ready_since(first).is_none()).then_some(())?;
+            assert!(
+                !pods.contains_key("web-1"),
+                "web-1 was created before web-0 was Ready"
+            );
+            Some(())
+        },
+    )
     .await;
     t.kubectl(&["rollout", "status", "statefulset/web", "--timeout=120s"])
         .success();
@@ -180,7 +179,9 @@ async fn pods_start_in_order_and_resolve_each_other_by_stable_dns_names() {
     }
     // Each pod knows its own name and resolves the others through the headless Service.
     assert_eq!(
-        t.kubectl(&["exec", "web-0", "--", "hostname"]).success().trim(),
+        t.kubectl(&["exec", "web-0", "--", "hostname"])
+            .success()
+            .trim(),
         "web-0"
     );
     for (from, to) in [("web-0", "web-1"), ("web-1", "web-2"), ("web-2", "web-0")] {
@@ -260,13 +261,23 @@ async fn a_partitioned_rolling_update_replaces_the_highest_ordinals_first() {
     let status = sets.get("web").await.unwrap().status.unwrap();
     let second_revision = status.update_revision.clone().unwrap();
     assert_ne!(second_revision, first_revision);
-    assert_eq!(status.current_revision.as_deref(), Some(first_revision.as_str()));
+    assert_eq!(
+        status.current_revision.as_deref(),
+        Some(first_revision.as_str())
+    );
     assert_eq!(status.updated_replicas, Some(1));
     let partitioned = pods_by_name(&t).await;
     assert_eq!(env_version(&partitioned["web-2"]), "two");
-    assert_eq!(label(&partitioned["web-2"], "controller-revision-hash"), second_revision);
+    assert_eq!(
+        label(&partitioned["web-2"], "controller-revision-hash"),
+        second_revision
+    );
     for name in ["web-0", "web-1"] {
-        assert_eq!(partitioned[name].uid(), before[name].uid(), "{name} was replaced");
+        assert_eq!(
+            partitioned[name].uid(),
+            before[name].uid(),
+            "{name} was replaced"
+        );
         assert_eq!(env_version(&partitioned[name]), "one");
     }
 
@@ -301,7 +312,12 @@ async fn a_partitioned_rolling_update_replaces_the_highest_ordinals_first() {
 
     // The revisions, as kubectl shows them.
     let revisions = t.kubectl(&["get", "controllerrevisions"]).success();
-    let header: Vec<&str> = revisions.lines().next().unwrap().split_whitespace().collect();
+    let header: Vec<&str> = revisions
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     assert_eq!(header, ["NAME", "CONTROLLER", "REVISION", "AGE"]);
     assert!(
         revisions.contains(&format!("{first_revision}   statefulset.apps/web   1")),
@@ -314,7 +330,10 @@ async fn a_partitioned_rolling_update_replaces_the_highest_ordinals_first() {
     let history = t
         .kubectl(&["rollout", "history", "statefulset/web"])
         .success();
-    assert!(history.contains("1 ") && history.contains("2 "), "{history}");
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
     let wide = t.kubectl(&["get", "sts", "web", "-o", "wide"]).success();
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "READY", "AGE", "CONTAINERS", "IMAGES"]);
@@ -325,7 +344,10 @@ async fn a_partitioned_rolling_update_replaces_the_highest_ordinals_first() {
     t.kubectl(&["rollout", "status", "statefulset/web", "--timeout=120s"])
         .success();
     let status = sets.get("web").await.unwrap().status.unwrap();
-    assert_eq!(status.update_revision.as_deref(), Some(first_revision.as_str()));
+    assert_eq!(
+        status.update_revision.as_deref(),
+        Some(first_revision.as_str())
+    );
     let revisions = t
         .kubectl(&["get", "controllerrevisions", "-o", "name"])
         .success();
@@ -386,7 +408,8 @@ async fn parallel_management_and_on_delete_updates() {
     for (name, pod) in &still {
         assert_eq!(pod.uid(), before[name].uid());
     }
-    t.kubectl(&["delete", "pod", "web-1", "--wait=true"]).success();
+    t.kubectl(&["delete", "pod", "web-1", "--wait=true"])
+        .success();
     common::eventually("web-1 recreated from the new template", WAIT, async || {
         let pods = pods_by_name(&t).await;
         let p = pods.get("web-1")?;
@@ -422,8 +445,11 @@ async fn claims_are_created_before_their_pods_and_kept_across_pod_deletion() {
     let t = common::start_with_node("1xT4").await;
     for i in 0..2 {
         let dir = t.dir.path().join(format!("volume-{i}"));
-        t.kubectl_stdin(&["apply", "-f", "-"], &manual_volume(&format!("manual-{i}"), &dir))
-            .success();
+        t.kubectl_stdin(
+            &["apply", "-f", "-"],
+            &manual_volume(&format!("manual-{i}"), &dir),
+        )
+        .success();
     }
     let claims = "  volumeClaimTemplates:
   - metadata: {name: www}
@@ -473,7 +499,8 @@ async fn claims_are_created_before_their_pods_and_kept_across_pod_deletion() {
     })
     .await;
 
-    t.kubectl(&["delete", "pod", "web-0", "--wait=true"]).success();
+    t.kubectl(&["delete", "pod", "web-0", "--wait=true"])
+        .success();
     let replacement = common::eventually("web-0 to be recreated and ready", WAIT, async || {
         let p = pods.get_opt("web-0").await.ok()??;
         (p.uid() != pod.uid() && ready_since(&p).is_some()).then_some(p)
@@ -503,7 +530,11 @@ async fn claims_are_created_before_their_pods_and_kept_across_pod_deletion() {
     .await;
     assert_eq!(read, token);
     let other = t.kubectl(&["logs", "web-1"]).success();
-    assert_ne!(other.lines().next(), Some(token.as_str()), "web-1 has its own claim");
+    assert_ne!(
+        other.lines().next(),
+        Some(token.as_str()),
+        "web-1 has its own claim"
+    );
 
     // Deleting the set keeps the claims (whenDeleted: Retain).
     t.kubectl(&["delete", "statefulset", "web", "--wait=true"])
@@ -560,7 +591,9 @@ async fn bad_statefulsets_get_the_statuses_kube_apiserver_gives() {
         "  selector: {matchLabels: {app: nginx}}",
         "  selector: {matchLabels: {app: other}}",
     );
-    let err = t.kubectl_stdin(&["apply", "-f", "-"], &mismatched).failure();
+    let err = t
+        .kubectl_stdin(&["apply", "-f", "-"], &mismatched)
+        .failure();
     assert!(
         err.contains(r#"The StatefulSet "web" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{"app":"nginx"}: `selector` does not match template `labels`"#),
         "{err}"
@@ -607,6 +640,368 @@ async fn bad_statefulsets_get_the_statuses_kube_apiserver_gives() {
         "{err}"
     );
     // The allowed ones go through.
-    t.kubectl(&["patch", "sts", "web", "-p", r#"{"spec":{"minReadySeconds":3}}"#])
+    t.kubectl(&[
+        "patch",
+        "sts",
+        "web",
+        "-p",
+        r#"{"spec":{"minReadySeconds":3}}"#,
+    ])
+    .success();
+}
+
+/// The StatefulSet example of kubernetes.io's concepts page
+/// (<https://kubernetes.io/docs/concepts/workloads/controllers/statefulset/#components>), as
+/// written there but for the container's command (`python3 -m http.server` for nginx) and the
+/// volumes of `my-storage-class`, provisioned here by the admin (the test) as the page
+/// allows.
+const KUBERNETES_IO_EXAMPLE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: nginx
+  labels:
+    app: nginx
+spec:
+  ports:
+  - port: 80
+    name: web
+  clusterIP: None
+  selector:
+    app: nginx
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: web
+spec:
+  selector:
+    matchLabels:
+      app: nginx # has to match .spec.template.metadata.labels
+  serviceName: "nginx"
+  replicas: 3 # by default is 1
+  minReadySeconds: 10 # by default is 0
+  template:
+    metadata:
+      labels:
+        app: nginx # has to match .spec.selector.matchLabels
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: nginx
+        image: registry.k8s.io/nginx-slim:0.24
+        command: [python3, -m, http.server, "80", --directory, /usr/share/nginx/html]
+        ports:
+        - containerPort: 80
+          name: web
+        volumeMounts:
+        - name: www
+          mountPath: /usr/share/nginx/html
+  volumeClaimTemplates:
+  - metadata:
+      name: www
+    spec:
+      accessModes: [ "ReadWriteOnce" ]
+      storageClassName: "my-storage-class"
+      resources:
+        requests:
+          storage: 1Gi
+"#;
+
+/// Removes a directory tree of empty directories at drop when it did not exist at creation.
+struct RemoveIfMadeHere(Option<&'static str>);
+
+impl RemoveIfMadeHere {
+    fn new(path: &'static str) -> Self {
+        Self((!std::path::Path::new(path).exists()).then_some(path))
+    }
+}
+
+impl Drop for RemoveIfMadeHere {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_dir(format!("{path}/html"));
+            let _ = std::fs::remove_dir(path);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kubernetes_io_example_behaves_as_the_page_says() {
+    if !common::sandbox_capable("the_kubernetes_io_example_behaves_as_the_page_says") {
+        return;
+    }
+    // The agent makes a missing mountPath on the host (an empty directory) and leaves it:
+    // remove what this test made.
+    let _host_dir = RemoveIfMadeHere::new("/usr/share/nginx");
+    let t = isolated_plane().await;
+    for i in 0..3 {
+        let dir = t.dir.path().join(format!("www-{i}"));
+        let pv = manual_volume(&format!("www-{i}"), &dir)
+            .replace("manual", "my-storage-class")
+            .replace("1Mi", "1Gi");
+        t.kubectl_stdin(&["apply", "-f", "-"], &pv).success();
+    }
+    t.kubectl_stdin(&["apply", "-f", "-"], KUBERNETES_IO_EXAMPLE)
         .success();
+    // "For a StatefulSet with N replicas, when Pods are being deployed, they are created
+    // sequentially, in order from {0..N-1}"; with minReadySeconds, each is available (Ready
+    // for 10 s) before the next.
+    t.kubectl(&["rollout", "status", "statefulset/web", "--timeout=180s"])
+        .success();
+    let sets: Api<StatefulSet> = Api::default_namespaced(t.client.clone());
+    common::eventually("three available replicas", WAIT, async || {
+        let s = sets.get("web").await.ok()?.status?;
+        (s.available_replicas == Some(3)).then_some(())
+    })
+    .await;
+    let pods = pods_by_name(&t).await;
+    assert_eq!(
+        pods.keys().cloned().collect::<Vec<_>>(),
+        ["web-0", "web-1", "web-2"]
+    );
+    for i in 1..3 {
+        let before = ready_since(&pods[&format!("web-{}", i - 1)]).unwrap();
+        let this = created(&pods[&format!("web-{i}")]);
+        assert!(
+            this.duration_since(before) >= k8s_openapi::jiff::SignedDuration::from_secs(9),
+            "web-{i} was created {} after web-{} became Ready, not minReadySeconds",
+            this.duration_since(before),
+            i - 1
+        );
+    }
+    // "Each Pod in a StatefulSet derives its hostname from the name of the StatefulSet and
+    // the ordinal of the Pod ... $(podname).$(governing service domain)".
+    let ip = |name: &str| pods[name].status.as_ref().unwrap().pod_ip.clone().unwrap();
+    for name in ["web-0", "web-1", "web-2"] {
+        let fqdn = format!("{name}.nginx.default.svc.cluster.local");
+        let answer = common::eventually(&format!("{fqdn} to resolve"), WAIT, async || {
+            let out = t.kubectl(&["exec", "web-0", "--", "getent", "hosts", &fqdn]);
+            (out.ok && !out.stdout.trim().is_empty()).then_some(out.stdout)
+        })
+        .await;
+        assert_eq!(answer.split_whitespace().next(), Some(ip(name).as_str()));
+    }
+    // "the StatefulSet controller creates a PersistentVolumeClaim ... www-web-0 ...", each
+    // Bound to a volume of my-storage-class.
+    let claims = t
+        .kubectl(&[
+            "get",
+            "pvc",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.phase} {end}",
+        ])
+        .success();
+    assert_eq!(
+        claims.trim(),
+        "www-web-0=Bound www-web-1=Bound www-web-2=Bound"
+    );
+    // Served from the claim: what web-1 writes there, web-0 fetches through web-1's name.
+    t.kubectl(&[
+        "exec",
+        "web-1",
+        "--",
+        "sh",
+        "-c",
+        "echo web-1 > /usr/share/nginx/html/index.html",
+    ])
+    .success();
+    let page = common::eventually("web-1's page", WAIT, async || {
+        let out = t.kubectl(&[
+            "exec",
+            "web-0",
+            "--",
+            "python3",
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://web-1.nginx/').read().decode().strip())",
+        ]);
+        out.ok.then_some(out.stdout)
+    })
+    .await;
+    assert_eq!(page.trim(), "web-1");
+    // "When Pods are being deleted, they are terminated in reverse order, from {N-1..0}."
+    t.kubectl(&["scale", "statefulset", "web", "--replicas=1"])
+        .success();
+    common::eventually("only web-0 to remain", WAIT, async || {
+        let names: Vec<String> = pods_by_name(&t)
+            .await
+            .into_iter()
+            .filter(|(_, p)| p.metadata.deletion_timestamp.is_none())
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            names != ["web-0", "web-2"],
+            "web-1 went before web-2: {names:?}"
+        );
+        (names == ["web-0"]).then_some(())
+    })
+    .await;
+    // The claims stay for a scale-up to find (whenScaled: Retain).
+    let claims = t.kubectl(&["get", "pvc", "-o", "name"]).success();
+    assert_eq!(claims.lines().count(), 3, "{claims}");
+    t.kubectl(&["delete", "statefulset", "web", "--wait=true"])
+        .success();
+    common::eventually("the pods to go", WAIT, async || {
+        pods_by_name(&t).await.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// Starts `ferry apiserver` on a free port with its data in `dir`; returns it and the path of
+/// the admin kubeconfig it wrote.
+fn start_apiserver(dir: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["apiserver", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("ferry apiserver starts");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let kubeconfig = loop {
+        let line = lines
+            .next()
+            .expect("the server prints its kubeconfig")
+            .unwrap();
+        if let Some(path) = line.strip_prefix("kubeconfig:") {
+            break path.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, kubeconfig)
+}
+
+/// Starts `ferry controller-manager` against the server of `kubeconfig`.
+fn start_controllers(kubeconfig: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["controller-manager", "--kubeconfig", kubeconfig])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("ferry controller-manager starts")
+}
+
+async fn client_of(kubeconfig: &str) -> kube::Client {
+    let yaml = std::fs::read_to_string(kubeconfig).unwrap();
+    ferry::up::client_from_kubeconfig(&yaml).await.unwrap()
+}
+
+/// `kill -9` of the API server and the controllers while a StatefulSet of 100 and a DaemonSet
+/// on 60 nodes are being created; after a restart every ordinal has exactly one pod and
+/// every node exactly one daemon pod: nothing duplicated, nothing lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_creation_neither_duplicates_nor_loses_pods() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::PostParams;
+
+    const REPLICAS: usize = 100;
+    const NODES: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, kubeconfig) = start_apiserver(dir.path());
+    let client = client_of(&kubeconfig).await;
+    // Nodes without an agent: the daemon pods are bound to them and stay Pending.
+    let nodes: Api<Node> = Api::all(client.clone());
+    for i in 0..NODES {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("fake-{i}")}
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+    let sets: Api<StatefulSet> = Api::default_namespaced(client.clone());
+    let set: StatefulSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": REPLICAS,
+            "serviceName": "nginx",
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": "nginx"}},
+            "template": {"metadata": {"labels": {"app": "nginx"}},
+                "spec": {"containers": [{"name": "nginx", "image": "busybox", "command": ["sleep", "3600"]}]}}
+        }
+    }))
+    .unwrap();
+    sets.create(&PostParams::default(), &set).await.unwrap();
+    let daemons: Api<DaemonSet> = Api::default_namespaced(client.clone());
+    let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "agent"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {"metadata": {"labels": {"app": "agent"}},
+                "spec": {"containers": [{"name": "a", "image": "busybox", "command": ["sleep", "3600"]}]}}
+        }
+    }))
+    .unwrap();
+    daemons.create(&PostParams::default(), &ds).await.unwrap();
+
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let count = async |pods: &Api<Pod>, selector: &str| {
+        pods.list(&ListParams::default().labels(selector))
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0)
+    };
+    let mut controllers = start_controllers(&kubeconfig);
+    common::eventually("the first pods", WAIT, async || {
+        (count(&pods, "app=nginx").await > 0 || count(&pods, "app=agent").await > 0).then_some(())
+    })
+    .await;
+    controllers.kill().unwrap(); // SIGKILL
+    server.kill().unwrap();
+    controllers.wait().unwrap();
+    server.wait().unwrap();
+    drop(pods);
+
+    let (mut server, kubeconfig) = start_apiserver(dir.path());
+    let client = client_of(&kubeconfig).await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let at_restart = (
+        count(&pods, "app=nginx").await,
+        count(&pods, "app=agent").await,
+    );
+    eprintln!(
+        "at the kill: {} of {REPLICAS} set pods, {} of {NODES} daemon pods",
+        at_restart.0, at_restart.1
+    );
+    let mut controllers = start_controllers(&kubeconfig);
+    let sets: Api<StatefulSet> = Api::default_namespaced(client.clone());
+    let daemons: Api<DaemonSet> = Api::default_namespaced(client.clone());
+    common::eventually("both sets to report all their pods", WAIT, async || {
+        let s = sets.get("web").await.ok()?.status?;
+        let d = daemons.get("agent").await.ok()?.status?;
+        (s.replicas == REPLICAS as i32 && d.current_number_scheduled == NODES as i32).then_some(())
+    })
+    .await;
+    let set_pods = pods
+        .list(&ListParams::default().labels("app=nginx"))
+        .await
+        .unwrap()
+        .items;
+    let mut names: Vec<String> = set_pods.iter().map(|p| p.name_any()).collect();
+    names.sort();
+    let mut expected: Vec<String> = (0..REPLICAS).map(|i| format!("web-{i}")).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    let daemon_pods = pods
+        .list(&ListParams::default().labels("app=agent"))
+        .await
+        .unwrap()
+        .items;
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &daemon_pods {
+        *per_node
+            .entry(p.spec.as_ref().unwrap().node_name.clone().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(per_node.len(), NODES, "{per_node:?}");
+    assert!(per_node.values().all(|n| *n == 1), "{per_node:?}");
+    assert_eq!(daemon_pods.len(), NODES);
+    controllers.kill().unwrap();
+    server.kill().unwrap();
+    controllers.wait().unwrap();
+    server.wait().unwrap();
 }
