@@ -758,15 +758,16 @@ fn strip_mutable_scheduling(template: &Value) -> Value {
 
 fn immutable(old: &Value, new: &Value, field: &str, causes: &mut Vec<FieldCause>) {
     if old != new {
-        causes.push(FieldCause::invalid(field, compact(new), "field is immutable"));
-    }
-}
-
-fn compact(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        // Numbers and objects unquoted, strings quoted, as kube-apiserver prints them.
+        let shown = match new {
+            Value::Null => "null".to_string(),
+            other => other.to_string(),
+        };
+        causes.push(FieldCause {
+            field: field.into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {shown}: field is immutable"),
+        });
     }
 }
 
