@@ -590,6 +590,22 @@ impl Up {
     }
 }
 
+impl Up {
+    /// Stops `ferry up` as Ctrl-C would (it removes its nftables tables), killing it when it
+    /// takes longer than 30 s.
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for Up {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -655,7 +671,7 @@ async fn kill_9_of_ferry_up_mid_job_loses_and_duplicates_no_completion() {
         "exactly one succeeded pod per index ({} pods in all)",
         all.len()
     );
-    drop(up);
+    up.stop();
     // Pods and network state the killed plane left on the host.
     common::clean_slot(&ferry_api::network::ClusterNetwork::default());
 }
