@@ -96,7 +96,9 @@ async fn cronjobs_fire_every_minute_with_forbid_and_history_limits() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST", "SCHEDULE", "AGE"]
+        [
+            "NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST", "SCHEDULE", "AGE"
+        ]
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(&row[..6], ["hello", "*", "*", "*", "*", "*"], "{table}");
@@ -127,21 +129,30 @@ async fn cronjobs_fire_every_minute_with_forbid_and_history_limits() {
     // A minute later: a second Job of hello, and only one finished Job kept (limit 1);
     // still a single Job of the Forbid CronJob.
     let cronjobs: Api<CronJob> = Api::namespaced(t.client.clone(), "default");
-    eventually("hello's second run and its history trimmed", WAIT, async || {
-        let jobs = jobs_api.list(&ListParams::default()).await.ok()?.items;
-        let hello = owned_by(&jobs, "hello");
-        let newer = hello.iter().any(|j| j.name_any() > first.name_any());
-        let first_gone = hello.iter().all(|j| j.name_any() != first.name_any());
-        (newer && first_gone && hello.iter().all(complete) && hello.len() == 1).then_some(())
-    })
+    eventually(
+        "hello's second run and its history trimmed",
+        WAIT,
+        async || {
+            let jobs = jobs_api.list(&ListParams::default()).await.ok()?.items;
+            let hello = owned_by(&jobs, "hello");
+            let newer = hello.iter().any(|j| j.name_any() > first.name_any());
+            let first_gone = hello.iter().all(|j| j.name_any() != first.name_any());
+            (newer && first_gone && hello.iter().all(complete) && hello.len() == 1).then_some(())
+        },
+    )
     .await;
-    let lonely = owned_by(&jobs_api.list(&ListParams::default()).await.unwrap().items, "lonely");
+    let lonely = owned_by(
+        &jobs_api.list(&ListParams::default()).await.unwrap().items,
+        "lonely",
+    );
     assert_eq!(lonely.len(), 1, "Forbid: one Job at a time");
     let status = cronjobs.get("lonely").await.unwrap().status.unwrap();
     assert_eq!(status.active.unwrap().len(), 1);
     let hello = cronjobs.get("hello").await.unwrap().status.unwrap();
     assert!(hello.last_schedule_time.is_some() && hello.last_successful_time.is_some());
-    let row = t.kubectl(&["get", "cronjob", "hello", "--no-headers"]).success();
+    let row = t
+        .kubectl(&["get", "cronjob", "hello", "--no-headers"])
+        .success();
     let cells: Vec<&str> = row.split_whitespace().collect();
     // NAME, five schedule fields, TIMEZONE, SUSPEND, ACTIVE, LAST SCHEDULE, AGE.
     assert_eq!(&cells[6..8], ["<none>", "False"], "{row}");
@@ -154,21 +165,43 @@ async fn create_job_from_a_cronjob_and_bad_schedules() {
     let t = common::start_with_node("1xT4").await;
     // A suspended CronJob never fires; `kubectl create job --from` still runs its template.
     t.kubectl(&[
-        "create", "cronjob", "nightly", "--image=busybox", "--schedule=@daily", "--", "sh", "-c",
+        "create",
+        "cronjob",
+        "nightly",
+        "--image=busybox",
+        "--schedule=@daily",
+        "--",
+        "sh",
+        "-c",
         "echo manual run",
     ])
     .success();
-    t.kubectl(&["patch", "cronjob", "nightly", "--type=merge", "-p", r#"{"spec":{"suspend":true,"timeZone":"Europe/Paris"}}"#])
-        .success();
+    t.kubectl(&[
+        "patch",
+        "cronjob",
+        "nightly",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":true,"timeZone":"Europe/Paris"}}"#,
+    ])
+    .success();
     t.kubectl(&["create", "job", "by-hand", "--from=cronjob/nightly"])
         .success();
-    t.kubectl(&["wait", "--for=condition=complete", "job/by-hand", "--timeout=120s"])
-        .success();
+    t.kubectl(&[
+        "wait",
+        "--for=condition=complete",
+        "job/by-hand",
+        "--timeout=120s",
+    ])
+    .success();
     let job: Job = Api::namespaced(t.client.clone(), "default")
         .get("by-hand")
         .await
         .unwrap();
-    assert_eq!(job.annotations()["cronjob.kubernetes.io/instantiate"], "manual");
+    assert_eq!(
+        job.annotations()["cronjob.kubernetes.io/instantiate"],
+        "manual"
+    );
     assert_eq!(job.owner_references()[0].name, "nightly");
     assert_eq!(
         t.kubectl(&["logs", "job/by-hand"]).success().trim(),
@@ -176,7 +209,9 @@ async fn create_job_from_a_cronjob_and_bad_schedules() {
     );
     // Suspended, nothing running once the manual Job is done, never scheduled.
     eventually("the CronJob's row", Duration::from_secs(30), async || {
-        let row = t.kubectl(&["get", "cronjob", "nightly", "--no-headers"]).success();
+        let row = t
+            .kubectl(&["get", "cronjob", "nightly", "--no-headers"])
+            .success();
         let cells: Vec<String> = row.split_whitespace().map(str::to_string).collect();
         (cells[..6] == ["nightly", "@daily", "Europe/Paris", "True", "0", "<none>"]).then_some(())
     })
@@ -188,7 +223,8 @@ async fn create_job_from_a_cronjob_and_bad_schedules() {
             r#"{{"apiVersion":"batch/v1","kind":"CronJob","metadata":{{"name":"bad"}},
             "spec":{{"schedule":"{schedule}",{}"jobTemplate":{{"spec":{{"template":{{"spec":{{
             "restartPolicy":"OnFailure","containers":[{{"name":"c","image":"busybox"}}]}}}}}}}}}}}}"#,
-            zone.map(|z| format!(r#""timeZone":"{z}","#)).unwrap_or_default()
+            zone.map(|z| format!(r#""timeZone":"{z}","#))
+                .unwrap_or_default()
         )
     };
     let err = t
@@ -201,16 +237,27 @@ async fn create_job_from_a_cronjob_and_bad_schedules() {
     let err = t
         .kubectl_stdin(&["create", "-f", "-"], &bad("61 * * * *", None))
         .failure();
-    assert!(err.contains("spec.schedule: Invalid value: \"61 * * * *\": end of range (61) above maximum (59)"), "{err}");
+    assert!(
+        err.contains(
+            "spec.schedule: Invalid value: \"61 * * * *\": end of range (61) above maximum (59)"
+        ),
+        "{err}"
+    );
     let err = t
-        .kubectl_stdin(&["create", "-f", "-"], &bad("* * * * *", Some("Mars/Olympus_Mons")))
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            &bad("* * * * *", Some("Mars/Olympus_Mons")),
+        )
         .failure();
     assert!(
         err.contains(r#"spec.timeZone: Invalid value: "Mars/Olympus_Mons": unknown time zone Mars/Olympus_Mons"#),
         "{err}"
     );
     let err = t
-        .kubectl_stdin(&["create", "-f", "-"], &bad("TZ=UTC * * * * *", Some("UTC")))
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            &bad("TZ=UTC * * * * *", Some("UTC")),
+        )
         .failure();
     assert!(
         err.contains("cannot use both timeZone field and TZ or CRON_TZ in schedule"),
@@ -218,7 +265,11 @@ async fn create_job_from_a_cronjob_and_bad_schedules() {
     );
     let err = t
         .kubectl(&[
-            "patch", "cronjob", "nightly", "--type=merge", "-p",
+            "patch",
+            "cronjob",
+            "nightly",
+            "--type=merge",
+            "-p",
             r#"{"spec":{"concurrencyPolicy":"Sometimes"}}"#,
         ])
         .failure();

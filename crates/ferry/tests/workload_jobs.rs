@@ -70,7 +70,14 @@ fn wait_job(t: &common::TestPlane, condition: &str, name: &str) {
     if !out.ok {
         let job = t.kubectl(&["get", "job", name, "-o", "yaml"]).stdout;
         let pods = t
-            .kubectl(&["get", "pods", "-l", &format!("batch.kubernetes.io/job-name={name}"), "-o", "yaml"])
+            .kubectl(&[
+                "get",
+                "pods",
+                "-l",
+                &format!("batch.kubernetes.io/job-name={name}"),
+                "-o",
+                "yaml",
+            ])
             .stdout;
         panic!("job/{name} not {condition}: {}\n{job}\n{pods}", out.stderr);
     }
@@ -101,7 +108,14 @@ async fn create_job_and_the_pi_example_complete_as_kubernetes_io_says() {
 
     // kubectl create job + kubectl wait --for=condition=complete.
     t.kubectl(&[
-        "create", "job", "hello", "--image=busybox", "--", "sh", "-c", "echo hello from a job",
+        "create",
+        "job",
+        "hello",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from a job",
     ])
     .success();
     wait_job(&t, "complete", "hello");
@@ -120,7 +134,10 @@ async fn create_job_and_the_pi_example_complete_as_kubernetes_io_says() {
     assert_eq!(status.succeeded, Some(1));
     assert!(status.completion_time.is_some() && status.start_time.is_some());
     let (s, reason, _) = condition(&job, "Complete").unwrap();
-    assert_eq!((s.as_str(), reason.as_str()), ("True", "CompletionsReached"));
+    assert_eq!(
+        (s.as_str(), reason.as_str()),
+        ("True", "CompletionsReached")
+    );
     assert_eq!(condition(&job, "SuccessCriteriaMet").unwrap().0, "True");
     let listed = job_pods(&pods(&t), "hello").await;
     assert_eq!(listed.len(), 1);
@@ -129,7 +146,10 @@ async fn create_job_and_the_pi_example_complete_as_kubernetes_io_says() {
     assert_eq!(labels["job-name"], "hello");
     assert_eq!(labels["controller-uid"], uid);
     assert!(
-        pod.metadata.finalizers.as_ref().is_none_or(|f| f.is_empty()),
+        pod.metadata
+            .finalizers
+            .as_ref()
+            .is_none_or(|f| f.is_empty()),
         "the tracking finalizer goes once the pod is counted: {:?}",
         pod.metadata.finalizers
     );
@@ -146,7 +166,16 @@ async fn create_job_and_the_pi_example_complete_as_kubernetes_io_says() {
     let wide_header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         wide_header,
-        ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]
+        [
+            "NAME",
+            "STATUS",
+            "COMPLETIONS",
+            "DURATION",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
     );
     assert!(
         wide.contains("busybox")
@@ -223,12 +252,19 @@ spec:
             .count();
         most_running = most_running.max(running);
         let job = jobs(&t).get("indexed").await.ok()?;
-        condition(&job, "Complete").filter(|c| c.0 == "True").map(|_| job)
+        condition(&job, "Complete")
+            .filter(|c| c.0 == "True")
+            .map(|_| job)
     })
     .await;
     assert!(most_running <= 2, "{most_running} pods ran at once");
-    t.kubectl(&["wait", "--for=condition=complete", "job/indexed", "--timeout=10s"])
-        .success();
+    t.kubectl(&[
+        "wait",
+        "--for=condition=complete",
+        "job/indexed",
+        "--timeout=10s",
+    ])
+    .success();
     let status = job.status.unwrap();
     assert_eq!(status.completed_indexes.as_deref(), Some("0-3"));
     assert_eq!(status.succeeded, Some(4));
@@ -238,9 +274,9 @@ spec:
     let all = job_pods(&api, "indexed").await;
     let mut succeeded: BTreeMap<String, usize> = BTreeMap::new();
     for p in &all {
-        let index = p.metadata.annotations.as_ref().unwrap()
-            ["batch.kubernetes.io/job-completion-index"]
-            .clone();
+        let index =
+            p.metadata.annotations.as_ref().unwrap()["batch.kubernetes.io/job-completion-index"]
+                .clone();
         assert_eq!(
             p.metadata.labels.as_ref().unwrap()["batch.kubernetes.io/job-completion-index"],
             index
@@ -267,7 +303,14 @@ spec:
     assert_eq!(succeeded, expected, "one succeeded pod per index");
     let retry = all
         .iter()
-        .find(|p| phase(p) == "Succeeded" && p.metadata.name.as_deref().unwrap().starts_with("indexed-2-"))
+        .find(|p| {
+            phase(p) == "Succeeded"
+                && p.metadata
+                    .name
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("indexed-2-")
+        })
         .unwrap();
     assert_eq!(
         retry.metadata.annotations.as_ref().unwrap()["batch.kubernetes.io/job-index-failure-count"],
@@ -313,7 +356,10 @@ spec:
 "#;
     t.kubectl_stdin(&["apply", "-f", "-"], yaml).success();
     wait_job(&t, "failed", "job-pod-failure-policy-example");
-    let job = jobs(&t).get("job-pod-failure-policy-example").await.unwrap();
+    let job = jobs(&t)
+        .get("job-pod-failure-policy-example")
+        .await
+        .unwrap();
     let (s, reason, message) = condition(&job, "Failed").unwrap();
     assert_eq!((s.as_str(), reason.as_str()), ("True", "PodFailurePolicy"));
     assert!(
@@ -321,7 +367,10 @@ spec:
             && message.ends_with("failed with exit code 42 matching FailJob rule at index 0"),
         "{message}"
     );
-    assert_eq!(condition(&job, "FailureTarget").unwrap().1, "PodFailurePolicy");
+    assert_eq!(
+        condition(&job, "FailureTarget").unwrap().1,
+        "PodFailurePolicy"
+    );
     let spec = job.spec.unwrap();
     assert_eq!(spec.pod_replacement_policy.as_deref(), Some("Failed"));
     let status = job.status.unwrap();
@@ -370,15 +419,30 @@ spec:
     .success();
     let job = eventually("the Suspended condition", WAIT, async || {
         let job = jobs(&t).get("later").await.ok()?;
-        condition(&job, "Suspended").filter(|c| c.0 == "True").map(|_| job)
+        condition(&job, "Suspended")
+            .filter(|c| c.0 == "True")
+            .map(|_| job)
     })
     .await;
     assert_eq!(condition(&job, "Suspended").unwrap().1, "JobSuspended");
     assert!(job_pods(&api, "later").await.is_empty());
-    assert_eq!(t.kubectl(&["get", "job", "later", "--no-headers"]).success().split_whitespace().nth(1), Some("Suspended"));
+    assert_eq!(
+        t.kubectl(&["get", "job", "later", "--no-headers"])
+            .success()
+            .split_whitespace()
+            .nth(1),
+        Some("Suspended")
+    );
     // Resumed: it runs to completion.
-    t.kubectl(&["patch", "job", "later", "--type=merge", "-p", r#"{"spec":{"suspend":false}}"#])
-        .success();
+    t.kubectl(&[
+        "patch",
+        "job",
+        "later",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ])
+    .success();
     wait_job(&t, "complete", "later");
     let job = jobs(&t).get("later").await.unwrap();
     let (s, reason, _) = condition(&job, "Suspended").unwrap();
@@ -386,14 +450,33 @@ spec:
     assert_eq!(job.status.unwrap().succeeded, Some(2));
 
     // Suspending a running Job deletes its active pods.
-    t.kubectl(&["create", "job", "long", "--image=busybox", "--", "sleep", "300"])
-        .success();
+    t.kubectl(&[
+        "create",
+        "job",
+        "long",
+        "--image=busybox",
+        "--",
+        "sleep",
+        "300",
+    ])
+    .success();
     eventually("the long Job's pod runs", WAIT, async || {
-        job_pods(&api, "long").await.iter().any(|p| phase(p) == "Running").then_some(())
+        job_pods(&api, "long")
+            .await
+            .iter()
+            .any(|p| phase(p) == "Running")
+            .then_some(())
     })
     .await;
-    t.kubectl(&["patch", "job", "long", "--type=merge", "-p", r#"{"spec":{"suspend":true}}"#])
-        .success();
+    t.kubectl(&[
+        "patch",
+        "job",
+        "long",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ])
+    .success();
     eventually("the suspended Job's pods go", WAIT, async || {
         let job = jobs(&t).get("long").await.ok()?;
         let suspended = condition(&job, "Suspended").is_some_and(|c| c.0 == "True");
@@ -454,10 +537,14 @@ spec:
 "#,
     )
     .success();
-    eventually("the finished Job is deleted after its TTL", WAIT, async || {
-        let gone = jobs(&t).get_opt("short-lived").await.ok()?.is_none();
-        (gone && job_pods(&api, "short-lived").await.is_empty()).then_some(())
-    })
+    eventually(
+        "the finished Job is deleted after its TTL",
+        WAIT,
+        async || {
+            let gone = jobs(&t).get_opt("short-lived").await.ok()?.is_none();
+            (gone && job_pods(&api, "short-lived").await.is_empty()).then_some(())
+        },
+    )
     .await;
     t.plane.stop().await;
 }
@@ -486,7 +573,9 @@ async fn bad_jobs_get_kube_apiservers_statuses() {
     let err = t
         .kubectl_stdin(
             &["create", "-f", "-"],
-            &job(json!({"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}})),
+            &job(
+                json!({"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}),
+            ),
         )
         .failure();
     assert!(
@@ -504,7 +593,10 @@ async fn bad_jobs_get_kube_apiservers_statuses() {
         "{err}"
     );
     let err = t
-        .kubectl_stdin(&["create", "-f", "-"], &job(json!({"backoffLimitPerIndex": 1})))
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            &job(json!({"backoffLimitPerIndex": 1})),
+        )
         .failure();
     assert!(
         err.contains("spec.backoffLimitPerIndex: Forbidden: requires indexed completion mode"),
@@ -524,7 +616,14 @@ async fn bad_jobs_get_kube_apiservers_statuses() {
     t.kubectl_stdin(&["create", "-f", "-"], &job(json!({"suspend": true})))
         .success();
     let err = t
-        .kubectl(&["patch", "job", "bad", "--type=merge", "-p", r#"{"spec":{"completions":3}}"#])
+        .kubectl(&[
+            "patch",
+            "job",
+            "bad",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"completions":3}}"#,
+        ])
         .failure();
     assert!(
         err.contains("spec.completions: Invalid value: 3: field is immutable"),
@@ -532,21 +631,39 @@ async fn bad_jobs_get_kube_apiservers_statuses() {
     );
     let err = t
         .kubectl(&[
-            "patch", "job", "bad", "--type=json", "-p",
+            "patch",
+            "job",
+            "bad",
+            "--type=json",
+            "-p",
             r#"[{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"other"}]"#,
         ])
         .failure();
-    assert!(err.contains("spec.template: Invalid value:") && err.contains("field is immutable"), "{err}");
+    assert!(
+        err.contains("spec.template: Invalid value:") && err.contains("field is immutable"),
+        "{err}"
+    );
     let err = t
         .kubectl(&[
-            "patch", "job", "bad", "--type=merge", "-p",
+            "patch",
+            "job",
+            "bad",
+            "--type=merge",
+            "-p",
             r#"{"spec":{"selector":{"matchLabels":{"a":"b"}}}}"#,
         ])
         .failure();
-    assert!(err.contains("spec.selector") && err.contains("field is immutable"), "{err}");
+    assert!(
+        err.contains("spec.selector") && err.contains("field is immutable"),
+        "{err}"
+    );
     // What may change: parallelism, suspend, and (suspended, never started) node selectors.
     t.kubectl(&[
-        "patch", "job", "bad", "--type=merge", "-p",
+        "patch",
+        "job",
+        "bad",
+        "--type=merge",
+        "-p",
         r#"{"spec":{"parallelism":3,"template":{"spec":{"nodeSelector":{"zone":"a"}}}}}"#,
     ])
     .success();
@@ -562,7 +679,14 @@ struct Up {
 impl Up {
     fn start(data_dir: &std::path::Path, port: u16) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["up", "--no-containerd", "--fake-gpus", "1xT4", "--metrics-listen", "127.0.0.1:0"])
+            .args([
+                "up",
+                "--no-containerd",
+                "--fake-gpus",
+                "1xT4",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
@@ -575,7 +699,10 @@ impl Up {
             .expect("ferry up starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let kubeconfig = loop {
-            let line = lines.next().expect("ferry up prints its kubeconfig").unwrap();
+            let line = lines
+                .next()
+                .expect("ferry up prints its kubeconfig")
+                .unwrap();
             if let Some(rest) = line.trim().strip_prefix("kubeconfig") {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
@@ -653,7 +780,9 @@ async fn kill_9_of_ferry_up_mid_job_loses_and_duplicates_no_completion() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let job = eventually("the Job completes after the restart", WAIT, async || {
         let job = jobs.get("crash").await.ok()?;
-        condition(&job, "Complete").filter(|c| c.0 == "True").map(|_| job)
+        condition(&job, "Complete")
+            .filter(|c| c.0 == "True")
+            .map(|_| job)
     })
     .await;
     let status = job.status.unwrap();
@@ -662,12 +791,15 @@ async fn kill_9_of_ferry_up_mid_job_loses_and_duplicates_no_completion() {
     let all = job_pods(&pods, "crash").await;
     let mut per_index: BTreeMap<String, usize> = BTreeMap::new();
     for p in all.iter().filter(|p| phase(p) == "Succeeded") {
-        let ix = p.metadata.annotations.as_ref().unwrap()["batch.kubernetes.io/job-completion-index"].clone();
+        let ix =
+            p.metadata.annotations.as_ref().unwrap()["batch.kubernetes.io/job-completion-index"]
+                .clone();
         *per_index.entry(ix).or_default() += 1;
     }
     let expected: BTreeMap<String, usize> = (0..6).map(|i| (i.to_string(), 1)).collect();
     assert_eq!(
-        per_index, expected,
+        per_index,
+        expected,
         "exactly one succeeded pod per index ({} pods in all)",
         all.len()
     );
@@ -680,10 +812,22 @@ async fn kill_9_of_ferry_up_mid_job_loses_and_duplicates_no_completion() {
 async fn a_finished_jobs_pods_keep_no_finalizer_and_deleting_the_job_removes_them() {
     let t = common::start_with_node("1xT4").await;
     let api = pods(&t);
-    t.kubectl(&["create", "job", "gone", "--image=busybox", "--", "sleep", "300"])
-        .success();
+    t.kubectl(&[
+        "create",
+        "job",
+        "gone",
+        "--image=busybox",
+        "--",
+        "sleep",
+        "300",
+    ])
+    .success();
     eventually("the pod runs", WAIT, async || {
-        job_pods(&api, "gone").await.iter().any(|p| phase(p) == "Running").then_some(())
+        job_pods(&api, "gone")
+            .await
+            .iter()
+            .any(|p| phase(p) == "Running")
+            .then_some(())
     })
     .await;
     let pod = job_pods(&api, "gone").await.remove(0);
@@ -697,10 +841,25 @@ async fn a_finished_jobs_pods_keep_no_finalizer_and_deleting_the_job_removes_the
     })
     .await;
     // Scaled parallelism: more pods at once.
-    t.kubectl(&["create", "job", "wide", "--image=busybox", "--", "sleep", "300"])
-        .success();
-    t.kubectl(&["patch", "job", "wide", "--type=merge", "-p", r#"{"spec":{"parallelism":0}}"#])
-        .success();
+    t.kubectl(&[
+        "create",
+        "job",
+        "wide",
+        "--image=busybox",
+        "--",
+        "sleep",
+        "300",
+    ])
+    .success();
+    t.kubectl(&[
+        "patch",
+        "job",
+        "wide",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"parallelism":0}}"#,
+    ])
+    .success();
     eventually("parallelism 0 stops the pods", WAIT, async || {
         let job = jobs(&t).get("wide").await.ok()?;
         (job.status?.active == Some(0)).then_some(())

@@ -82,7 +82,12 @@ impl Strategy for CronJobs {
                 0,
                 "This flag tells the controller to suspend subsequent executions.",
             ),
-            Column::new("Active", "integer", 0, "A list of pointers to currently running jobs."),
+            Column::new(
+                "Active",
+                "integer",
+                0,
+                "A list of pointers to currently running jobs.",
+            ),
             Column::new(
                 "Last Schedule",
                 "string",
