@@ -100,8 +100,11 @@ impl Schedule {
         if spec.starts_with("TZ=") || spec.starts_with("CRON_TZ=") {
             let (prefix, rest) = spec.split_once(' ').unwrap_or((spec, ""));
             let name = prefix.split_once('=').map(|(_, n)| n).unwrap_or_default();
-            TimeZone::get(name)
-                .map_err(|_| ParseError(format!("provided bad location {name}: unknown time zone {name}")))?;
+            TimeZone::get(name).map_err(|_| {
+                ParseError(format!(
+                    "provided bad location {name}: unknown time zone {name}"
+                ))
+            })?;
             time_zone = Some(name.to_string());
             spec = rest.trim();
         }
@@ -115,7 +118,10 @@ impl Schedule {
                 _ => {
                     if let Some(d) = descriptor.strip_prefix("every ") {
                         let secs = parse_go_duration(d.trim()).ok_or_else(|| {
-                            ParseError(format!("failed to parse duration {spec}: time: invalid duration {:?}", d.trim()))
+                            ParseError(format!(
+                                "failed to parse duration {spec}: time: invalid duration {:?}",
+                                d.trim()
+                            ))
                         })?;
                         let mut s = Self::parse("* * * * *")?;
                         s.every = Some(secs.max(1));
@@ -175,12 +181,19 @@ impl Schedule {
         let limit = start.year() + 5;
         while t.year() <= limit {
             if !bit(self.months, t.month() as u32) {
-                let first = Date::new(t.year(), t.month(), 1).ok()?.checked_add(1.month()).ok()?;
+                let first = Date::new(t.year(), t.month(), 1)
+                    .ok()?
+                    .checked_add(1.month())
+                    .ok()?;
                 t = first.to_datetime(k8s_openapi::jiff::civil::Time::midnight());
                 continue;
             }
             if !self.day_matches(t.date()) {
-                t = t.date().tomorrow().ok()?.to_datetime(k8s_openapi::jiff::civil::Time::midnight());
+                t = t
+                    .date()
+                    .tomorrow()
+                    .ok()?
+                    .to_datetime(k8s_openapi::jiff::civil::Time::midnight());
                 continue;
             }
             if !bit(self.hours, t.hour() as u32) {
@@ -215,7 +228,12 @@ impl Schedule {
 }
 
 fn truncate_hour(t: DateTime) -> Option<DateTime> {
-    t.with().minute(0).second(0).subsec_nanosecond(0).build().ok()
+    t.with()
+        .minute(0)
+        .second(0)
+        .subsec_nanosecond(0)
+        .build()
+        .ok()
 }
 
 fn bit(set: u64, n: u32) -> bool {
@@ -283,7 +301,9 @@ fn parse_range(expr: &str, b: &Bounds) -> Result<u64, ParseError> {
         )));
     }
     if step == 0 {
-        return Err(ParseError(format!("step of range should be a positive number: {expr}")));
+        return Err(ParseError(format!(
+            "step of range should be a positive number: {expr}"
+        )));
     }
     let mut bits = 0u64;
     let mut v = start;
@@ -406,12 +426,14 @@ mod tests {
             Schedule::parse("foo").unwrap_err().0,
             "expected exactly 5 fields, found 1: [foo]"
         );
-        assert!(Schedule::parse("61 * * * *").unwrap_err().0.contains("above maximum"));
+        assert!(
+            Schedule::parse("61 * * * *")
+                .unwrap_err()
+                .0
+                .contains("above maximum")
+        );
         assert!(Schedule::parse("@fortnightly").is_err());
         assert!(Schedule::parse("* * * * * *").is_err());
-        assert_eq!(
-            Schedule::parse("@every 1h30m").unwrap().every,
-            Some(5400)
-        );
+        assert_eq!(Schedule::parse("@every 1h30m").unwrap().every, Some(5400));
     }
 }

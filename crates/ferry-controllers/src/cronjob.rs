@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ferry_api::cron::Schedule;
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job, JobSpec};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -304,7 +304,7 @@ fn job_for(cronjob: &CronJob, name: &str, at: Timestamp, zone: &TimeZone) -> Job
             }),
             ..Default::default()
         },
-        spec: Some(template.spec.unwrap_or_else(JobSpec::default)),
+        spec: Some(template.spec.unwrap_or_default()),
         status: None,
     }
 }
@@ -342,7 +342,12 @@ mod tests {
         }))
         .unwrap();
         let at: Timestamp = "2026-01-01T10:01:00Z".parse().unwrap();
-        let job = job_for(&cj, &format!("hello-{}", at.as_second() / 60), at, &TimeZone::UTC);
+        let job = job_for(
+            &cj,
+            &format!("hello-{}", at.as_second() / 60),
+            at,
+            &TimeZone::UTC,
+        );
         assert_eq!(job.name_any(), "hello-29454361");
         assert_eq!(
             job.annotations()[SCHEDULED_TIMESTAMP_ANNOTATION],

@@ -19,8 +19,7 @@ use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions,
-    PropagationPolicy,
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
 };
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -212,7 +211,11 @@ fn format_indexes(set: &BTreeSet<i32>) -> String {
 
 fn parse_indexes(text: Option<&str>) -> BTreeSet<i32> {
     let mut set = BTreeSet::new();
-    for part in text.unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
+    for part in text
+        .unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.is_empty())
+    {
         let (lo, hi) = part.split_once('-').unwrap_or((part, part));
         if let (Ok(lo), Ok(hi)) = (lo.parse::<i32>(), hi.parse::<i32>()) {
             set.extend(lo..=hi);
@@ -225,11 +228,7 @@ fn parse_indexes(text: Option<&str>) -> BTreeSet<i32> {
 /// kube gives it.
 fn match_pod_failure_policy(job: &Job, pod: &Pod) -> Option<(String, String)> {
     let policy = spec_of(job).pod_failure_policy?;
-    let pod_name = format!(
-        "{}/{}",
-        pod.namespace().unwrap_or_default(),
-        pod.name_any()
-    );
+    let pod_name = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
     let statuses: Vec<_> = pod
         .status
         .as_ref()
@@ -244,11 +243,7 @@ fn match_pod_failure_policy(job: &Job, pod: &Pod) -> Option<(String, String)> {
     for (i, rule) in policy.rules.iter().enumerate() {
         if let Some(codes) = &rule.on_exit_codes {
             for s in &statuses {
-                if codes
-                    .container_name
-                    .as_ref()
-                    .is_some_and(|n| *n != s.name)
-                {
+                if codes.container_name.as_ref().is_some_and(|n| *n != s.name) {
                     continue;
                 }
                 let Some(code) = s
@@ -323,7 +318,10 @@ async fn job_pods(client: &kube::Client, job: &Job) -> Result<Vec<Pod>, Error> {
 }
 
 fn selector_string(job: &Job) -> String {
-    let selector = job.spec.as_ref().map(|s| s.selector.clone().unwrap_or_default());
+    let selector = job
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone().unwrap_or_default());
     let selector = selector.unwrap_or_default();
     let mut parts: Vec<String> = selector
         .match_labels
@@ -342,10 +340,7 @@ fn selector_string(job: &Job) -> String {
     }
     if parts.is_empty() {
         // A Job always has a selector; never choose every pod of the namespace.
-        return format!(
-            "{CONTROLLER_UID_LABEL}={}",
-            job.uid().unwrap_or_default()
-        );
+        return format!("{CONTROLLER_UID_LABEL}={}", job.uid().unwrap_or_default());
     }
     parts.join(",")
 }
@@ -415,13 +410,19 @@ async fn reconcile(cached: Arc<Job>, client: Arc<kube::Client>) -> Result<Action
     }
     let pods = job_pods(&client, &job).await?;
     if job.meta().deletion_timestamp.is_some() {
-        for p in pods.iter().filter(|p| p.finalizers().iter().any(|f| f == TRACKING_FINALIZER)) {
+        for p in pods
+            .iter()
+            .filter(|p| p.finalizers().iter().any(|f| f == TRACKING_FINALIZER))
+        {
             remove_finalizer(&pods_api, p).await?;
         }
         return Ok(Action::await_change());
     }
     if finished(&job) {
-        for p in pods.iter().filter(|p| p.finalizers().iter().any(|f| f == TRACKING_FINALIZER)) {
+        for p in pods
+            .iter()
+            .filter(|p| p.finalizers().iter().any(|f| f == TRACKING_FINALIZER))
+        {
             remove_finalizer(&pods_api, p).await?;
         }
         return after_finished(&jobs, &job).await;
@@ -517,14 +518,23 @@ async fn sync(
             }
         })
         .collect();
-    let in_range = |ix: Option<i32>| !indexed || ix.is_some_and(|i| i >= 0 && Some(i) < completions);
+    let in_range =
+        |ix: Option<i32>| !indexed || ix.is_some_and(|i| i >= 0 && Some(i) < completions);
 
     // Step 1: record the outcome of every finished pod that still holds the finalizer.
     let mut uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
-    let mut un_succeeded: BTreeSet<String> =
-        uncounted.succeeded.clone().unwrap_or_default().into_iter().collect();
-    let mut un_failed: BTreeSet<String> =
-        uncounted.failed.clone().unwrap_or_default().into_iter().collect();
+    let mut un_succeeded: BTreeSet<String> = uncounted
+        .succeeded
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut un_failed: BTreeSet<String> = uncounted
+        .failed
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let mut completed = parse_indexes(status.completed_indexes.as_deref());
     let mut failed_indexes = parse_indexes(status.failed_indexes.as_deref());
     let mut failure_target: Option<(String, String)> = None;
@@ -668,7 +678,9 @@ async fn sync(
     let mut to_create: Vec<Option<i32>> = Vec::new();
 
     // Failure and success criteria.
-    if condition(&next, "FailureTarget").is_none() && condition(&next, "SuccessCriteriaMet").is_none() {
+    if condition(&next, "FailureTarget").is_none()
+        && condition(&next, "SuccessCriteriaMet").is_none()
+    {
         let backoff_limit = spec.backoff_limit.unwrap_or(6);
         let deadline = spec
             .active_deadline_seconds
@@ -765,7 +777,13 @@ async fn sync(
             .flatten()
             .any(|c| c.type_ == "Suspended" && c.status == "True");
         if !already {
-            set_condition(&mut next, "Suspended", "True", "JobSuspended", "Job suspended");
+            set_condition(
+                &mut next,
+                "Suspended",
+                "True",
+                "JobSuspended",
+                "Job suspended",
+            );
         }
     } else {
         let resumed = next
@@ -792,7 +810,9 @@ async fn sync(
         let counts_as_failure = |m: &Member| {
             m.outcome == Outcome::Failed
                 && !matches!(
-                    match_pod_failure_policy(&job, m.pod).as_ref().map(|(a, _)| a.as_str()),
+                    match_pod_failure_policy(&job, m.pod)
+                        .as_ref()
+                        .map(|(a, _)| a.as_str()),
                     Some("Ignore")
                 )
         };
@@ -834,7 +854,10 @@ async fn sync(
                     .filter(|m| counts_as_failure(m))
                     .filter(|m| spec.backoff_limit_per_index.is_none() || m.index == Some(ix))
                     .map(|m| finished_at(m.pod))
-                    .filter(|t| last_success.is_none_or(|s| *t > s) || spec.backoff_limit_per_index.is_some())
+                    .filter(|t| {
+                        last_success.is_none_or(|s| *t > s)
+                            || spec.backoff_limit_per_index.is_some()
+                    })
                     .collect();
                 let wait = failures
                     .iter()
@@ -1000,7 +1023,9 @@ fn new_pod(job: &Job, index: Option<i32>, failures: i32, ignored: i32) -> Pod {
                 value_from: Some(EnvVarSource {
                     field_ref: Some(ObjectFieldSelector {
                         api_version: Some("v1".into()),
-                        field_path: format!("metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"),
+                        field_path: format!(
+                            "metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
+                        ),
                     }),
                     ..Default::default()
                 }),

@@ -82,7 +82,12 @@ impl Strategy for CronJobs {
                 0,
                 "This flag tells the controller to suspend subsequent executions.",
             ),
-            Column::new("Active", "integer", 0, "A list of pointers to currently running jobs."),
+            Column::new(
+                "Active",
+                "integer",
+                0,
+                "A list of pointers to currently running jobs.",
+            ),
             Column::new(
                 "Last Schedule",
                 "string",
@@ -122,7 +127,12 @@ impl Strategy for CronJobs {
             json!(meta::name(o)),
             json!(spec["schedule"].as_str().unwrap_or_default()),
             json!(or_none(spec["timeZone"].as_str().unwrap_or_default())),
-            json!(spec["suspend"].as_bool().unwrap_or(false)),
+            // kube's printer writes the boolean as a word.
+            json!(if spec["suspend"].as_bool().unwrap_or(false) {
+                "True"
+            } else {
+                "False"
+            }),
             json!(o["status"]["active"].as_array().map_or(0, Vec::len)),
             json!(last),
             super::age(o),

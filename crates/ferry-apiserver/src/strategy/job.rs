@@ -81,7 +81,12 @@ impl Strategy for Jobs {
                 0,
                 "The desired number of successfully finished pods the job should be run with.",
             ),
-            Column::new("Duration", "string", 0, "Time required to complete the job."),
+            Column::new(
+                "Duration",
+                "string",
+                0,
+                "Time required to complete the job.",
+            ),
             age_column(),
             Column::new(
                 "Containers",
@@ -181,7 +186,11 @@ pub fn selector_string(selector: &Value) -> String {
         .flatten()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
         .collect();
-    for e in selector["matchExpressions"].as_array().into_iter().flatten() {
+    for e in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let key = e["key"].as_str().unwrap_or_default();
         let values: Vec<&str> = e["values"]
             .as_array()
@@ -215,9 +224,7 @@ fn generate_selector(job: &mut Value) {
         labels.entry(key).or_insert(json!(uid));
     }
     let selector = object_field(spec_value(job), "selector");
-    let match_labels = selector
-        .entry("matchLabels")
-        .or_insert_with(|| json!({}));
+    let match_labels = selector.entry("matchLabels").or_insert_with(|| json!({}));
     if !match_labels.is_object() {
         *match_labels = json!({});
     }
@@ -325,7 +332,12 @@ pub fn invalid_int(field: impl Into<String>, n: i64, why: impl Into<String>) -> 
 
 /// Validates a Job spec at `path` (`spec`, or a CronJob's `spec.jobTemplate.spec`);
 /// `needs_selector`: a Job's spec (the selector is generated before validation).
-pub fn validate_job_spec(spec: &Value, path: &str, needs_selector: bool, causes: &mut Vec<FieldCause>) {
+pub fn validate_job_spec(
+    spec: &Value,
+    path: &str,
+    needs_selector: bool,
+    causes: &mut Vec<FieldCause>,
+) {
     let at = |f: &str| format!("{path}.{f}");
     for f in [
         "parallelism",
@@ -379,7 +391,11 @@ pub fn validate_job_spec(spec: &Value, path: &str, needs_selector: bool, causes:
         }
     }
     if let Some(limit) = spec["backoffLimitPerIndex"].as_i64() {
-        nonnegative(&spec["backoffLimitPerIndex"], &at("backoffLimitPerIndex"), causes);
+        nonnegative(
+            &spec["backoffLimitPerIndex"],
+            &at("backoffLimitPerIndex"),
+            causes,
+        );
         let _ = limit;
         if !indexed {
             causes.push(FieldCause::forbidden(
@@ -667,7 +683,9 @@ fn validate_success_policy(spec: &Value, path: &str, causes: &mut Vec<FieldCause
                 causes.push(invalid_int(
                     format!("{at}.succeededCount"),
                     c,
-                    format!("must be less than or equal to {completions} (the number of completions)"),
+                    format!(
+                        "must be less than or equal to {completions} (the number of completions)"
+                    ),
                 ));
             } else if let Some(n) = in_indexes
                 && c > n
@@ -698,13 +716,19 @@ pub fn parse_index_ranges(text: &str, completions: i64) -> Result<i64, String> {
             .parse()
             .map_err(|_| format!("error parsing index {part:?}"))?;
         if lo > hi {
-            return Err(format!("non-increasing order, previous: {lo}, current: {hi}"));
+            return Err(format!(
+                "non-increasing order, previous: {lo}, current: {hi}"
+            ));
         }
         if lo <= last {
-            return Err(format!("overlapping intervals or non-increasing order, previous: {last}, current: {lo}"));
+            return Err(format!(
+                "overlapping intervals or non-increasing order, previous: {last}, current: {lo}"
+            ));
         }
         if hi >= completions {
-            return Err(format!("too large: {hi}, must be less than completions: {completions}"));
+            return Err(format!(
+                "too large: {hi}, must be less than completions: {completions}"
+            ));
         }
         count += hi - lo + 1;
         last = hi;
@@ -716,9 +740,13 @@ fn validate_status(status: &Value, causes: &mut Vec<FieldCause>) {
     for f in ["active", "ready", "succeeded", "failed", "terminating"] {
         nonnegative(&status[f], &format!("status.{f}"), causes);
     }
-    let finished = status["conditions"].as_array().into_iter().flatten().any(|c| {
-        matches!(c["type"].as_str(), Some("Complete") | Some("Failed")) && c["status"] == "True"
-    });
+    let finished = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            matches!(c["type"].as_str(), Some("Complete") | Some("Failed")) && c["status"] == "True"
+        });
     let complete = status["conditions"]
         .as_array()
         .into_iter()
@@ -758,23 +786,24 @@ fn strip_mutable_scheduling(template: &Value) -> Value {
 
 fn immutable(old: &Value, new: &Value, field: &str, causes: &mut Vec<FieldCause>) {
     if old != new {
-        causes.push(FieldCause::invalid(field, compact(new), "field is immutable"));
-    }
-}
-
-fn compact(v: &Value) -> String {
-    match v {
-        Value::Null => "null".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        // Numbers and objects unquoted, strings quoted, as kube-apiserver prints them.
+        let shown = match new {
+            Value::Null => "null".to_string(),
+            other => other.to_string(),
+        };
+        causes.push(FieldCause {
+            field: field.into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {shown}: field is immutable"),
+        });
     }
 }
 
 fn validate_spec_update(old: &Value, new: &Value, causes: &mut Vec<FieldCause>) {
     let (o, n) = (&old["spec"], &new["spec"]);
     immutable(&o["selector"], &n["selector"], "spec.selector", causes);
-    let may_mutate_scheduling = o["suspend"].as_bool() == Some(true)
-        && old["status"]["startTime"].is_null();
+    let may_mutate_scheduling =
+        o["suspend"].as_bool() == Some(true) && old["status"]["startTime"].is_null();
     if may_mutate_scheduling {
         immutable(
             &strip_mutable_scheduling(&o["template"]),
@@ -789,7 +818,12 @@ fn validate_spec_update(old: &Value, new: &Value, causes: &mut Vec<FieldCause>) 
         && n["completions"] == n["parallelism"]
         && o["completions"] == o["parallelism"];
     if !elastic {
-        immutable(&o["completions"], &n["completions"], "spec.completions", causes);
+        immutable(
+            &o["completions"],
+            &n["completions"],
+            "spec.completions",
+            causes,
+        );
     }
     for f in [
         "completionMode",
@@ -908,7 +942,10 @@ mod tests {
         generate_selector(&mut j);
         j["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
         let c = causes(&j);
-        assert!(c.iter().any(|c| c.message.starts_with("Unsupported value: \"Always\"")));
+        assert!(
+            c.iter()
+                .any(|c| c.message.starts_with("Unsupported value: \"Always\""))
+        );
 
         let mut j = job();
         generate_selector(&mut j);
@@ -920,7 +957,11 @@ mod tests {
         let mut j = job();
         generate_selector(&mut j);
         j["spec"]["backoffLimitPerIndex"] = json!(1);
-        assert!(causes(&j).iter().any(|c| c.field == "spec.backoffLimitPerIndex"));
+        assert!(
+            causes(&j)
+                .iter()
+                .any(|c| c.field == "spec.backoffLimitPerIndex")
+        );
     }
 
     #[test]
