@@ -93,7 +93,7 @@ impl Strategy for PersistentVolumeClaims {
         let expandable = !class.is_empty()
             && service
                 .store
-                .get(&ferry_store::ObjectKey::new("storageclasses", "", class))
+                .get(&ferry_store::ObjectKey::new("storage.k8s.io/storageclasses", "", class))
                 .is_some_and(|sc| sc.value["allowVolumeExpansion"].as_bool() == Some(true));
         if expandable {
             Ok(())

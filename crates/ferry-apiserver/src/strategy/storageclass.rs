@@ -32,7 +32,7 @@ pub fn is_default(class: &Value) -> bool {
 pub fn default_class(service: &Service) -> Option<String> {
     let classes = service
         .store
-        .list("storageclasses", None, None, 0, is_default)
+        .list("storage.k8s.io/storageclasses", None, None, 0, is_default)
         .items;
     classes
         .iter()
