@@ -470,3 +470,42 @@ async fn bad_claims_get_kubes_statuses_and_a_claim_in_use_waits_for_its_pod() {
         .success();
     wait_gone(&claims, "used").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_isolated_sandbox_mounts_claims_and_honours_read_only() {
+    if !common::sandbox_capable("the_isolated_sandbox_mounts_claims_and_honours_read_only") {
+        return;
+    }
+    let t = common::start_with_node("1xT4").await;
+    let pods: Api<Pod> = Api::default_namespaced(t.client.clone());
+    t.kubectl_stdin(&["apply", "-f", "-"], &claim_yaml("shared", ""))
+        .success();
+    t.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &pod_yaml("writer", "shared", "echo sandboxed > /data/note"),
+    )
+    .success();
+    let writer = wait_pod_phase(&pods, "writer", "Succeeded").await;
+    // The pod ran in a sandbox of its own (its own network namespace and address).
+    let status = writer.status.clone().unwrap();
+    assert!(
+        status.pod_ip.is_some() && status.pod_ip != status.host_ip,
+        "not in an isolated sandbox: {status:?}"
+    );
+    // A reader whose claim volume is readOnly: reads, and cannot write.
+    let reader = pod_yaml(
+        "reader",
+        "shared",
+        "test \"$(cat /data/note)\" = sandboxed && ! touch /data/other",
+    )
+    .replace(
+        "persistentVolumeClaim: {claimName: shared}",
+        "persistentVolumeClaim: {claimName: shared, readOnly: true}",
+    );
+    t.kubectl_stdin(&["apply", "-f", "-"], &reader).success();
+    wait_pod_phase(&pods, "reader", "Succeeded").await;
+    t.kubectl(&["delete", "pod", "writer", "reader", "--wait=true"])
+        .success();
+    t.kubectl(&["delete", "pvc", "shared", "--wait=true"])
+        .success();
+}
