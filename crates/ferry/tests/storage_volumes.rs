@@ -168,6 +168,11 @@ async fn a_default_class_claim_is_bound_mounted_kept_across_pods_and_deleted_wit
     for cell in ["Bound", volume_name.as_str(), "1Gi", "RWO", "local-path"] {
         assert!(row.contains(cell), "{table}");
     }
+    let wide = t.kubectl(&["get", "pvc", "data", "-o", "wide"]).success();
+    assert!(
+        wide.contains("VOLUMEMODE") && wide.contains("Filesystem"),
+        "{wide}"
+    );
     let pv_table = t.kubectl(&["get", "pv"]).success();
     assert!(
         pv_table.lines().next().unwrap().contains("RECLAIM POLICY"),

@@ -78,6 +78,14 @@ impl Strategy for StorageClasses {
         Ok(())
     }
 
+    fn prepare_for_update(&self, _info: &ResourceInfo, _old: &Value, new: &mut Value) {
+        // Defaults apply to every write, as kube-apiserver's decoding does.
+        if let Some(o) = new.as_object_mut() {
+            o.entry("reclaimPolicy").or_insert(json!("Delete"));
+            o.entry("volumeBindingMode").or_insert(json!("Immediate"));
+        }
+    }
+
     fn validate(&self, o: &Value, causes: &mut Vec<FieldCause>) {
         let provisioner = str_at(o, "/provisioner");
         if provisioner.is_empty() {
