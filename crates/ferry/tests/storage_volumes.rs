@@ -39,18 +39,33 @@ spec:
     )
 }
 
-async fn wait_pod_phase(pods: &Api<Pod>, name: &str, phase: &str) -> Pod {
-    common::eventually(&format!("pod {name} {phase}"), WAIT, async || {
-        let p = pods.get_opt(name).await.ok()??;
-        let current = p.status.as_ref()?.phase.clone()?;
-        assert!(
-            !(current == "Failed" && phase != "Failed"),
-            "pod {name} failed: {:?}",
-            p.status
-        );
-        (current == phase).then_some(p)
-    })
-    .await
+async fn wait_pod_phase(t: &common::TestPlane, pods: &Api<Pod>, name: &str, phase: &str) -> Pod {
+    let found = tokio::time::timeout(
+        WAIT,
+        common::eventually(&format!("pod {name} {phase}"), WAIT * 2, async || {
+            let p = pods.get_opt(name).await.ok()??;
+            let current = p.status.as_ref()?.phase.clone()?;
+            assert!(
+                !(current == "Failed" && phase != "Failed"),
+                "pod {name} failed: {:?}",
+                p.status
+            );
+            (current == phase).then_some(p)
+        }),
+    )
+    .await;
+    match found {
+        Ok(p) => p,
+        Err(_) => {
+            // What kubectl says about the pod and the storage, for whoever reads the failure.
+            let pod = t.kubectl(&["describe", "pod", name]);
+            let storage = t.kubectl(&["get", "pvc,pv", "-o", "wide"]);
+            panic!(
+                "timed out after {WAIT:?} waiting for pod {name} {phase}\n{}\n{}\n{}",
+                pod.stdout, storage.stdout, storage.stderr
+            )
+        }
+    }
 }
 
 async fn wait_gone<K>(api: &Api<K>, name: &str)
@@ -119,6 +134,15 @@ async fn a_default_class_claim_is_bound_mounted_kept_across_pods_and_deleted_wit
     );
     let pending = t.kubectl(&["get", "pvc", "data"]).success();
     assert!(pending.contains("Pending"), "{pending}");
+    common::eventually("the WaitForFirstConsumer event", WAIT, async || {
+        let out = t.kubectl(&["describe", "pvc", "data"]);
+        (out.ok
+            && out
+                .stdout
+                .contains("waiting for first consumer to be created before binding"))
+        .then_some(())
+    })
+    .await;
 
     // A writer pod: the scheduler selects its node for the claim, the provisioner makes
     // the volume, the binder binds it, the agent mounts it.
@@ -127,7 +151,7 @@ async fn a_default_class_claim_is_bound_mounted_kept_across_pods_and_deleted_wit
         &pod_yaml("writer", "data", "echo hello-from-writer > /data/greeting"),
     )
     .success();
-    wait_pod_phase(&pods, "writer", "Succeeded").await;
+    wait_pod_phase(&t, &pods, "writer", "Succeeded").await;
     let claim = claims.get("data").await.unwrap();
     assert_eq!(
         claim
@@ -215,7 +239,7 @@ async fn a_default_class_claim_is_bound_mounted_kept_across_pods_and_deleted_wit
         ),
     )
     .success();
-    wait_pod_phase(&pods, "reader", "Succeeded").await;
+    wait_pod_phase(&t, &pods, "reader", "Succeeded").await;
     t.kubectl(&["delete", "pod", "reader", "--wait=true"])
         .success();
 
@@ -321,7 +345,7 @@ spec:
         &pod_yaml("writer", "manual", "echo kept > /data/file"),
     )
     .success();
-    wait_pod_phase(&pods, "writer", "Succeeded").await;
+    wait_pod_phase(&t, &pods, "writer", "Succeeded").await;
     assert_eq!(
         std::fs::read_to_string(host_dir.join("file")).unwrap(),
         "kept\n"
@@ -392,7 +416,7 @@ async fn bad_claims_get_kubes_statuses_and_a_claim_in_use_waits_for_its_pod() {
         &pod_yaml("user", "used", "echo up > /data/up; sleep 300"),
     )
     .success();
-    wait_pod_phase(&pods, "user", "Running").await;
+    wait_pod_phase(&t, &pods, "user", "Running").await;
     common::eventually("the claim Bound", WAIT, async || {
         let c = claims.get("used").await.ok()?;
         (c.status?.phase.as_deref() == Some("Bound")).then_some(())
@@ -490,7 +514,7 @@ async fn the_isolated_sandbox_mounts_claims_and_honours_read_only() {
         &pod_yaml("writer", "shared", "echo sandboxed > /data/note"),
     )
     .success();
-    let writer = wait_pod_phase(&pods, "writer", "Succeeded").await;
+    let writer = wait_pod_phase(&t, &pods, "writer", "Succeeded").await;
     // The pod ran in a sandbox of its own (its own network namespace and address).
     let status = writer.status.clone().unwrap();
     assert!(
@@ -508,7 +532,7 @@ async fn the_isolated_sandbox_mounts_claims_and_honours_read_only() {
         "persistentVolumeClaim: {claimName: shared, readOnly: true}",
     );
     t.kubectl_stdin(&["apply", "-f", "-"], &reader).success();
-    wait_pod_phase(&pods, "reader", "Succeeded").await;
+    wait_pod_phase(&t, &pods, "reader", "Succeeded").await;
     t.kubectl(&["delete", "pod", "writer", "reader", "--wait=true"])
         .success();
     t.kubectl(&["delete", "pvc", "shared", "--wait=true"])
