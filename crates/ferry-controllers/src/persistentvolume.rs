@@ -133,6 +133,53 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     Action::requeue(Duration::from_secs(1))
 }
 
+/// Claims already told each reason (by uid and reason), so a requeued claim is not told
+/// again: the Events kube-controller-manager's recorder would aggregate.
+static TOLD: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<(String, String)>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Records a `Normal` Event on `claim` once per reason (as `persistentvolume-controller`).
+async fn claim_event(
+    client: &kube::Client,
+    claim: &PersistentVolumeClaim,
+    reason: &str,
+    message: &str,
+) {
+    use k8s_openapi::api::core::v1::Event;
+    let uid = claim.metadata.uid.clone().unwrap_or_default();
+    let fresh = TOLD
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((uid.clone(), reason.to_string()));
+    if !fresh {
+        return;
+    }
+    let ns = claim.namespace().unwrap_or_default();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let event: Event = match serde_json::from_value(json!({
+        "metadata": {"name": format!("{}.{:x}", claim.name_any(), now.as_nanosecond()), "namespace": ns},
+        "involvedObject": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "namespace": ns, "name": claim.name_any(), "uid": uid,
+            "resourceVersion": claim.metadata.resource_version},
+        "reason": reason,
+        "message": message,
+        "type": "Normal",
+        "source": {"component": "persistentvolume-controller"},
+        "reportingComponent": "persistentvolume-controller",
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    })) {
+        Ok(e) => e,
+        Err(_) => return,
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
+        tracing::debug!(error = %e, "cannot record an Event on a claim");
+    }
+}
+
 /// The claims a pod's volumes name.
 pub fn claim_names(pod: &Pod) -> Vec<String> {
     pod.spec
@@ -449,6 +496,13 @@ async fn reconcile_claim(
     if delayed && selected.is_none() {
         // Waits for the scheduler to choose its first consumer's node.
         ensure_claim_pending(&claims, &claim).await?;
+        claim_event(
+            &client,
+            &claim,
+            "WaitForFirstConsumer",
+            "waiting for first consumer to be created before binding",
+        )
+        .await;
         return Ok(Action::await_change());
     }
     let node = match &selected {
@@ -477,6 +531,13 @@ async fn reconcile_claim(
             )
             .await?;
         tracing::info!(claim = %format!("{ns}/{}", claim.name_any()), %provisioner, "waiting for a volume to be created by the external provisioner");
+        claim_event(
+            &client,
+            &claim,
+            "ExternalProvisioning",
+            &format!("Waiting for a volume to be created either by the external provisioner '{provisioner}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered."),
+        )
+        .await;
     }
     Ok(Action::requeue(Duration::from_secs(15)))
 }

@@ -147,6 +147,15 @@ impl Strategy for PersistentVolumes {
         Ok(())
     }
 
+    fn prepare_for_update(&self, _info: &ResourceInfo, old: &Value, new: &mut Value) {
+        super::keep_field(old, new, "status");
+        // Defaults apply to every write, as kube-apiserver's decoding does.
+        let spec = object_field(new, "spec");
+        spec.entry("persistentVolumeReclaimPolicy")
+            .or_insert(json!("Retain"));
+        spec.entry("volumeMode").or_insert(json!("Filesystem"));
+    }
+
     fn validate(&self, o: &Value, causes: &mut Vec<FieldCause>) {
         let spec = &o["spec"];
         let modes: Vec<&str> = spec["accessModes"]

@@ -75,6 +75,14 @@ impl Strategy for PersistentVolumeClaims {
         Ok(())
     }
 
+    fn prepare_for_update(&self, _info: &ResourceInfo, old: &Value, new: &mut Value) {
+        super::keep_field(old, new, "status");
+        // Defaults apply to every write, as kube-apiserver's decoding does.
+        object_field(new, "spec")
+            .entry("volumeMode")
+            .or_insert(json!("Filesystem"));
+    }
+
     fn allocate_on_update(
         &self,
         service: &Service,
@@ -93,7 +101,11 @@ impl Strategy for PersistentVolumeClaims {
         let expandable = !class.is_empty()
             && service
                 .store
-                .get(&ferry_store::ObjectKey::new("storageclasses", "", class))
+                .get(&ferry_store::ObjectKey::new(
+                    "storage.k8s.io/storageclasses",
+                    "",
+                    class,
+                ))
                 .is_some_and(|sc| sc.value["allowVolumeExpansion"].as_bool() == Some(true));
         if expandable {
             Ok(())

@@ -32,7 +32,7 @@ pub fn is_default(class: &Value) -> bool {
 pub fn default_class(service: &Service) -> Option<String> {
     let classes = service
         .store
-        .list("storageclasses", None, None, 0, is_default)
+        .list("storage.k8s.io/storageclasses", None, None, 0, is_default)
         .items;
     classes
         .iter()
@@ -76,6 +76,14 @@ impl Strategy for StorageClasses {
             o.entry("volumeBindingMode").or_insert(json!("Immediate"));
         }
         Ok(())
+    }
+
+    fn prepare_for_update(&self, _info: &ResourceInfo, _old: &Value, new: &mut Value) {
+        // Defaults apply to every write, as kube-apiserver's decoding does.
+        if let Some(o) = new.as_object_mut() {
+            o.entry("reclaimPolicy").or_insert(json!("Delete"));
+            o.entry("volumeBindingMode").or_insert(json!("Immediate"));
+        }
     }
 
     fn validate(&self, o: &Value, causes: &mut Vec<FieldCause>) {
