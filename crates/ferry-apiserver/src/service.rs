@@ -1293,7 +1293,9 @@ fn truncate_prefix(prefix: &str) -> &str {
     prefix.get(..end).unwrap_or_default()
 }
 
-/// The `autoscaling/v1` Scale of a custom resource.
+/// The `autoscaling/v1` Scale of an object: a custom resource's selector comes from its
+/// `labelSelectorPath`; a built-in kind's is its `spec.selector` in string form (as
+/// kube-apiserver's scale subresources give it to `kubectl` and autoscalers).
 fn scale_of(info: &ResourceInfo, object: &Value) -> Value {
     let paths = info
         .scale
@@ -1309,7 +1311,15 @@ fn scale_of(info: &ResourceInfo, object: &Value) -> Value {
         .as_deref()
         .and_then(|p| meta::json_path(object, p))
         .and_then(Value::as_str)
-        .unwrap_or_default();
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let selector = &object["spec"]["selector"];
+            if info.strategy == crate::strategy::CUSTOM || !selector.is_object() {
+                return String::new();
+            }
+            let s = crate::strategy::replicaset::format_selector(selector);
+            if s == "<none>" { String::new() } else { s }
+        });
     json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
