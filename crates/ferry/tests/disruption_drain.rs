@@ -337,6 +337,8 @@ async fn evictions_honour_the_budget() {
 struct Seen {
     /// Ready, not-deleting pods of the app, by name (the latest state of each).
     ready: BTreeMap<String, bool>,
+    /// The watch's initial list is complete.
+    listed: bool,
     /// The fewest ready pods seen once the budget was in force.
     fewest_ready: Option<usize>,
     /// Pods of the drained node marked for deletion, and whether they carried the
@@ -413,7 +415,11 @@ async fn kubectl_drain_waits_for_the_budget() {
                         );
                         vec![p]
                     }
-                    _ => vec![],
+                    watcher::Event::InitDone => {
+                        seen.lock().unwrap().listed = true;
+                        vec![]
+                    }
+                    watcher::Event::Init => vec![],
                 };
                 let mut s = seen.lock().unwrap();
                 for p in changed {
@@ -429,6 +435,9 @@ async fn kubectl_drain_waits_for_the_budget() {
                         });
                         s.deleted_on_drained.insert(name, evicted);
                     }
+                }
+                // Counted once the initial list is complete (it arrives pod by pod).
+                if s.listed {
                     let count = s.ready.values().filter(|r| **r).count();
                     s.fewest_ready = Some(s.fewest_ready.map_or(count, |f| f.min(count)));
                 }
