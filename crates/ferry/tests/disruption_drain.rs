@@ -68,10 +68,12 @@ async fn wait_status(pdbs: &Api<PodDisruptionBudget>, name: &str, want: serde_js
 /// (with back-off, up to 15 times), which would hide the refusal this test checks.
 async fn client_without_retries(t: &common::TestPlane) -> kube::Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(&t.plane.kubeconfig).unwrap();
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
     config.default_retry = false;
     kube::Client::try_from(config).unwrap()
 }
@@ -212,13 +214,15 @@ async fn evictions_honour_the_budget() {
     pods.evict("a", &EvictParams::default())
         .await
         .expect("the eviction is allowed");
-    let evicted = common::eventually("pod a to be marked for deletion", WAIT, async || {
-        match pods.get_opt("a").await.unwrap() {
-            Some(p) if p.metadata.uid.as_deref() == Some(&uid_a) => {
-                p.metadata.deletion_timestamp.is_some().then_some(Some(p))
-            }
-            _ => Some(None),
+    let evicted = common::eventually("pod a to be marked for deletion", WAIT, async || match pods
+        .get_opt("a")
+        .await
+        .unwrap()
+    {
+        Some(p) if p.metadata.uid.as_deref() == Some(&uid_a) => {
+            p.metadata.deletion_timestamp.is_some().then_some(Some(p))
         }
+        _ => Some(None),
     })
     .await;
     if let Some(p) = evicted {
@@ -286,7 +290,11 @@ async fn evictions_honour_the_budget() {
         .await
         .expect("a pending pod is evicted without a budget");
     common::eventually("pod waiting to be gone", WAIT, async || {
-        pods.get_opt("waiting").await.unwrap().is_none().then_some(())
+        pods.get_opt("waiting")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
     })
     .await;
 
@@ -426,8 +434,8 @@ async fn kubectl_drain_waits_for_the_budget() {
                     let name = p.metadata.name.clone().unwrap_or_default();
                     let deleting = p.metadata.deletion_timestamp.is_some();
                     s.ready.insert(name.clone(), ready(&p) && !deleting);
-                    let on_a = p.spec.as_ref().and_then(|s| s.node_name.as_deref())
-                        == Some("test-node");
+                    let on_a =
+                        p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("test-node");
                     if deleting && on_a && !s.deleted_on_drained.contains_key(&name) {
                         let evicted = condition(&p, "DisruptionTarget").is_some_and(|c| {
                             c.status == "True"
@@ -544,21 +552,46 @@ async fn kubectl_drain_waits_for_the_budget() {
     })
     .await;
     watch.abort();
-    let seen = seen.lock().unwrap();
-    let mut left: Vec<&String> = seen.deleted_on_drained.keys().collect();
-    left.sort();
-    let mut original_refs: Vec<&String> = original.iter().collect();
-    original_refs.sort();
-    assert_eq!(left, original_refs, "every replica left test-node");
-    for (pod, evicted) in &seen.deleted_on_drained {
-        assert!(evicted, "pod {pod} left test-node without an eviction");
+    {
+        let seen = seen.lock().unwrap();
+        let mut left: Vec<&String> = seen.deleted_on_drained.keys().collect();
+        left.sort();
+        let mut original_refs: Vec<&String> = original.iter().collect();
+        original_refs.sort();
+        assert_eq!(left, original_refs, "every replica left test-node");
+        for (pod, evicted) in &seen.deleted_on_drained {
+            assert!(evicted, "pod {pod} left test-node without an eviction");
+        }
+        assert_eq!(
+            seen.fewest_ready,
+            Some(2),
+            "the budget's two ready pods were kept throughout"
+        );
     }
-    assert_eq!(
-        seen.fewest_ready,
-        Some(2),
-        "the budget's two ready pods were kept throughout"
-    );
-    drop(seen);
+
+    // maxUnavailable and percentages count the ReplicaSet's scale: 50 % of 3, rounded up,
+    // may be unavailable.
+    pdbs.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"minAvailable": null, "maxUnavailable": "50%"}})),
+    )
+    .await
+    .unwrap();
+    wait_status(
+        &pdbs,
+        "web",
+        serde_json::json!({"expectedPods": 3, "currentHealthy": 3, "desiredHealthy": 1, "disruptionsAllowed": 2}),
+    )
+    .await;
+    t.kubectl(&["scale", "replicaset", "web", "--replicas=4"])
+        .success();
+    wait_status(
+        &pdbs,
+        "web",
+        serde_json::json!({"expectedPods": 4, "desiredHealthy": 2}),
+    )
+    .await;
     t.kubectl(&["delete", "replicaset", "web"]).success();
     common::eventually("the replicas to be gone", WAIT, async || {
         pods.list(&Default::default())
