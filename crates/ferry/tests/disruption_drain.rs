@@ -286,7 +286,25 @@ async fn evictions_honour_the_budget() {
         &pod_yaml("waiting", "  nodeSelector: {nowhere: 'true'}\n", "'true'"),
     )
     .success();
-    pods.evict("waiting", &EvictParams::default())
+    // Eviction is `create` on `pods/eviction`: in `edit`, not in `view`.
+    for (user, role) in [("alice", "edit"), ("bob", "view")] {
+        t.kubectl(&[
+            "create",
+            "rolebinding",
+            &format!("{user}-{role}"),
+            &format!("--clusterrole={role}"),
+            &format!("--user={user}"),
+        ])
+        .success();
+    }
+    let as_bob: Api<Pod> = Api::default_namespaced(t.client_as("bob").await);
+    match as_bob.evict("waiting", &EvictParams::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("a viewer evicted a pod: {other:?}"),
+    }
+    let as_alice: Api<Pod> = Api::default_namespaced(t.client_as("alice").await);
+    as_alice
+        .evict("waiting", &EvictParams::default())
         .await
         .expect("a pending pod is evicted without a budget");
     common::eventually("pod waiting to be gone", WAIT, async || {
