@@ -50,7 +50,8 @@ const CONFLICT_RETRIES: usize = 20;
 const CONFLICT_PAUSE: Duration = Duration::from_millis(50);
 
 /// The message of a refused eviction.
-pub const BUDGET_MESSAGE: &str = "Cannot evict pod as it would violate the pod's disruption budget.";
+pub const BUDGET_MESSAGE: &str =
+    "Cannot evict pod as it would violate the pod's disruption budget.";
 
 /// The cause type of a refused eviction (`policy/v1` `DisruptionBudgetCause`).
 pub const DISRUPTION_BUDGET_CAUSE: &str = "DisruptionBudget";
@@ -273,8 +274,15 @@ pub async fn evict(
             // pod must still be unready when it is deleted.
             pin_pod_version = true;
         } else {
-            take_disruption(service, &pdbs, namespace, &budget_name, name, original.dry_run)
-                .await?;
+            take_disruption(
+                service,
+                &pdbs,
+                namespace,
+                &budget_name,
+                name,
+                original.dry_run,
+            )
+            .await?;
         }
     }
 
@@ -324,7 +332,10 @@ async fn take_disruption(
         }
         let allowed = pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
         if allowed < 0 {
-            return Err(pdb_forbidden(pdb_name, "pdb disruptions allowed is negative"));
+            return Err(pdb_forbidden(
+                pdb_name,
+                "pdb disruptions allowed is negative",
+            ));
         }
         if pdb["status"]["disruptedPods"]
             .as_object()
@@ -519,11 +530,7 @@ fn set_disruption_target(pod: &mut Value) {
             let same = existing["status"] == wanted["status"];
             let since = existing["lastTransitionTime"].clone();
             let mut c = wanted;
-            c["lastTransitionTime"] = if same {
-                since
-            } else {
-                json!(meta::now_time())
-            };
+            c["lastTransitionTime"] = if same { since } else { json!(meta::now_time()) };
             c["lastProbeTime"] = Value::Null;
             *existing = c;
         }
@@ -624,8 +631,16 @@ mod tests {
         set_disruption_allowed_condition(&mut pdb);
         let c = &pdb["status"]["conditions"][0];
         assert_eq!(
-            (c["type"].as_str(), c["status"].as_str(), c["reason"].as_str()),
-            (Some("DisruptionAllowed"), Some("True"), Some("SufficientPods"))
+            (
+                c["type"].as_str(),
+                c["status"].as_str(),
+                c["reason"].as_str()
+            ),
+            (
+                Some("DisruptionAllowed"),
+                Some("True"),
+                Some("SufficientPods")
+            )
         );
         assert_eq!(c["observedGeneration"], 3);
         pdb["status"]["disruptionsAllowed"] = json!(0);

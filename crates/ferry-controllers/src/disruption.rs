@@ -53,8 +53,13 @@ pub const DISRUPTION_ALLOWED: &str = "DisruptionAllowed";
 /// How often every budget is synced again even without events.
 const RESYNC: Duration = Duration::from_secs(30);
 
-/// Runs the controller until the process stops.
+/// Runs the controller until the process stops: budgets' status, and stale
+/// `DisruptionTarget` pod conditions.
 pub async fn run(client: kube::Client) {
+    futures::join!(run_budgets(client.clone()), run_stale_disruptions(client));
+}
+
+async fn run_budgets(client: kube::Client) {
     let budgets: Api<PodDisruptionBudget> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(budgets, watcher::Config::default());
@@ -79,6 +84,88 @@ pub async fn run(client: kube::Client) {
         .await;
 }
 
+/// The pod condition an eviction sets before deleting a pod.
+pub const DISRUPTION_TARGET: &str = "DisruptionTarget";
+
+/// How long a pod may carry `DisruptionTarget=True` without being deleted before the
+/// condition is reset (kube's `stalePodDisruptionTimeout`): the eviction that set it did not
+/// delete the pod after all.
+pub const STALE_DISRUPTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Resets `DisruptionTarget` to `False` on pods that kept it [`STALE_DISRUPTION_TIMEOUT`]
+/// without being deleted (kube's stale pod disruption worker).
+async fn run_stale_disruptions(client: kube::Client) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    Controller::new(pods, watcher::Config::default())
+        .run(
+            reconcile_stale_disruption,
+            |_pod, error, _| {
+                tracing::debug!(%error, "cannot reset a stale DisruptionTarget condition");
+                Action::requeue(Duration::from_secs(5))
+            },
+            Arc::new(client),
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+/// When a pod's `DisruptionTarget=True` condition goes stale: `None` if it has none (or
+/// is being deleted).
+pub fn stale_disruption_at(pod: &Pod) -> Option<Timestamp> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == DISRUPTION_TARGET && c.status == "True")?;
+    let since = c
+        .last_transition_time
+        .as_ref()
+        .map_or_else(Timestamp::now, |t| t.0);
+    since
+        .checked_add(SignedDuration::try_from(STALE_DISRUPTION_TIMEOUT).unwrap_or_default())
+        .ok()
+}
+
+async fn reconcile_stale_disruption(
+    pod: Arc<Pod>,
+    client: Arc<kube::Client>,
+) -> Result<Action, Error> {
+    let Some(stale_at) = stale_disruption_at(&pod) else {
+        return Ok(Action::await_change());
+    };
+    let now = Timestamp::now();
+    if stale_at > now {
+        let wait: Duration = stale_at.duration_since(now).try_into().unwrap_or_default();
+        return Ok(Action::requeue(wait + Duration::from_millis(100)));
+    }
+    let api: Api<Pod> = Api::namespaced((*client).clone(), &pod.namespace().unwrap_or_default());
+    let mut updated = (*pod).clone();
+    if let Some(c) = updated
+        .status
+        .as_mut()
+        .and_then(|s| s.conditions.as_mut())
+        .and_then(|cs| cs.iter_mut().find(|c| c.type_ == DISRUPTION_TARGET))
+    {
+        c.status = "False".into();
+        c.reason = None;
+        c.message = None;
+        c.last_transition_time = Some(Time(now));
+    }
+    match api
+        .replace_status(&pod.name_any(), &PostParams::default(), &updated)
+        .await
+    {
+        Ok(_) => Ok(Action::await_change()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn error_policy(pdb: Arc<PodDisruptionBudget>, error: &Error, _: Arc<kube::Client>) -> Action {
     tracing::debug!(pdb = %pdb.name_any(), %error, "cannot update the PodDisruptionBudget's status");
     Action::requeue(Duration::from_secs(1))
@@ -93,7 +180,10 @@ enum SyncError {
     Kube(#[from] kube::Error),
 }
 
-async fn reconcile(pdb: Arc<PodDisruptionBudget>, client: Arc<kube::Client>) -> Result<Action, Error> {
+async fn reconcile(
+    pdb: Arc<PodDisruptionBudget>,
+    client: Arc<kube::Client>,
+) -> Result<Action, Error> {
     if pdb.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -109,7 +199,9 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, client: Arc<kube::Client>) -> 
             write_status(&api, &pdb, status).await?;
             let next = recheck
                 .and_then(|at| at.duration_since(now).try_into().ok())
-                .map_or(RESYNC, |d: Duration| d.min(RESYNC) + Duration::from_millis(100));
+                .map_or(RESYNC, |d: Duration| {
+                    d.min(RESYNC) + Duration::from_millis(100)
+                });
             Ok(Action::requeue(next))
         }
         Err(SyncError::Kube(e)) if is_transient(&e) => Err(e.into()),
@@ -150,9 +242,13 @@ async fn compute(
     } else {
         None
     };
-    let (expected, desired) =
-        expected_and_desired(&spec.min_available, &spec.max_unavailable, pods.len(), expected_scale)
-            .map_err(SyncError::Failed)?;
+    let (expected, desired) = expected_and_desired(
+        &spec.min_available,
+        &spec.max_unavailable,
+        pods.len(),
+        expected_scale,
+    )
+    .map_err(SyncError::Failed)?;
     let old = pdb.status.clone().unwrap_or_default();
     let (disrupted, recheck) = live_disruptions(&pods, old.disrupted_pods.as_ref(), now);
     let healthy = count_healthy(&pods, &disrupted, now);
@@ -174,7 +270,11 @@ async fn compute(
 /// (a budget that matches no pod yet is safe when its first pods appear).
 pub fn disruptions_allowed(current_healthy: i32, desired_healthy: i32, expected: i32) -> i32 {
     let allowed = current_healthy - desired_healthy;
-    if expected <= 0 || allowed <= 0 { 0 } else { allowed }
+    if expected <= 0 || allowed <= 0 {
+        0
+    } else {
+        allowed
+    }
 }
 
 /// `expectedPods` and `desiredHealthy` from the budget's bounds (kube's
@@ -545,10 +645,16 @@ mod tests {
         let int = |n| Some(IntOrString::Int(n));
         let pct = |s: &str| Some(IntOrString::String(s.into()));
         assert_eq!(expected_and_desired(&int(2), &None, 3, None), Ok((3, 2)));
-        assert_eq!(expected_and_desired(&pct("50%"), &None, 2, Some(3)), Ok((3, 2)));
+        assert_eq!(
+            expected_and_desired(&pct("50%"), &None, 2, Some(3)),
+            Ok((3, 2))
+        );
         assert_eq!(expected_and_desired(&None, &int(1), 2, Some(3)), Ok((3, 2)));
         // maxUnavailable 50% of 3 rounds up to 2 unavailable: 1 must stay healthy.
-        assert_eq!(expected_and_desired(&None, &pct("50%"), 3, Some(3)), Ok((3, 1)));
+        assert_eq!(
+            expected_and_desired(&None, &pct("50%"), 3, Some(3)),
+            Ok((3, 1))
+        );
         assert_eq!(expected_and_desired(&None, &int(5), 3, Some(3)), Ok((3, 0)));
         assert!(expected_and_desired(&pct("x"), &None, 1, Some(1)).is_err());
     }
@@ -596,8 +702,38 @@ mod tests {
         assert!(!condition_current(&status, 2));
         update_condition(&mut status, now);
         let c = &status.conditions.as_ref().unwrap()[0];
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "InsufficientPods"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "InsufficientPods")
+        );
         assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_disruption_target_goes_stale_after_two_minutes_unless_deleting() {
+        use k8s_openapi::api::core::v1::PodCondition;
+        let since = Timestamp::now() - SignedDuration::from_secs(30);
+        let mut p = pod("a", true, false);
+        assert_eq!(stale_disruption_at(&p), None);
+        p.status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()
+            .push(PodCondition {
+                type_: DISRUPTION_TARGET.into(),
+                status: "True".into(),
+                reason: Some("EvictionByEvictionAPI".into()),
+                last_transition_time: Some(Time(since)),
+                ..Default::default()
+            });
+        assert_eq!(
+            stale_disruption_at(&p),
+            Some(since + SignedDuration::from_secs(120))
+        );
+        p.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        assert_eq!(stale_disruption_at(&p), None);
     }
 
     #[test]

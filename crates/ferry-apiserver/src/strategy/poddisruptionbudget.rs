@@ -95,11 +95,7 @@ impl Strategy for PodDisruptionBudgets {
             json!(meta::name(object)),
             bound("minAvailable"),
             bound("maxUnavailable"),
-            json!(
-                object["status"]["disruptionsAllowed"]
-                    .as_i64()
-                    .unwrap_or(0)
-            ),
+            json!(object["status"]["disruptionsAllowed"].as_i64().unwrap_or(0)),
             age(object),
         ]
     }
@@ -124,7 +120,9 @@ pub fn validate_spec(spec: &Value, causes: &mut Vec<FieldCause>) {
     if let Some(selector) = spec.get("selector").filter(|v| !v.is_null()) {
         validate_label_selector(selector, "spec.selector", causes);
     }
-    if let Some(policy) = spec.get("unhealthyPodEvictionPolicy").and_then(Value::as_str)
+    if let Some(policy) = spec
+        .get("unhealthyPodEvictionPolicy")
+        .and_then(Value::as_str)
         && !UNHEALTHY_POD_EVICTION_POLICIES.contains(&policy)
     {
         causes.push(FieldCause::not_supported(
@@ -224,7 +222,9 @@ pub fn validate_label_selector(selector: &Value, at: &str, causes: &mut Vec<Fiel
                     causes.push(FieldCause {
                         field: format!("{path}.values"),
                         reason: "FieldValueRequired",
-                        message: "Required value: must be specified when `operator` is 'In' or 'NotIn'".into(),
+                        message:
+                            "Required value: must be specified when `operator` is 'In' or 'NotIn'"
+                                .into(),
                     });
                 }
             }
@@ -335,6 +335,9 @@ mod tests {
             "status": {"disruptionsAllowed": 1},
         });
         let cells = PodDisruptionBudgets.cells(&pdb);
-        assert_eq!(cells[..4], [json!("web"), json!("2"), json!("N/A"), json!(1)]);
+        assert_eq!(
+            cells[..4],
+            [json!("web"), json!("2"), json!("N/A"), json!(1)]
+        );
     }
 }
