@@ -590,17 +590,21 @@ impl Writer {
             }
         }
         // Pods left out of the cycle: the whole job's pods, or only these.
-        let mut pod_messages: Vec<(&PodId, &str, (String, String))> = Vec::new();
-        for rej in &built.rejected {
-            let m = (rej.reason.to_string(), rej.message.clone());
-            if rej.whole_job {
-                unplaced.insert(rej.job.as_str());
-                messages.insert(rej.job.as_str(), m);
-            } else {
-                pod_messages.extend(rej.pods.iter().map(|p| (p, rej.job.as_str(), m.clone())));
+        for rej in built.rejected.iter().filter(|r| r.whole_job) {
+            unplaced.insert(rej.job.as_str());
+            messages.insert(
+                rej.job.as_str(),
+                (rej.reason.to_string(), rej.message.clone()),
+            );
+        }
+        // Every waiting pod with its job, reason and message.
+        let mut pod_messages: Vec<(&PodId, &str, &str, &str)> = Vec::new();
+        for rej in built.rejected.iter().filter(|r| !r.whole_job) {
+            for p in &rej.pods {
+                pod_messages.push((p, rej.job.as_str(), rej.reason, rej.message.as_str()));
             }
         }
-        for (job, m) in &messages {
+        for (job, (reason, message)) in &messages {
             let pods = built.pending.get(*job).into_iter().flatten().chain(
                 built
                     .rejected
@@ -608,10 +612,10 @@ impl Writer {
                     .filter(|r| r.job == *job && r.whole_job)
                     .flat_map(|r| r.pods.iter()),
             );
-            pod_messages.extend(pods.map(|p| (p, *job, m.clone())));
+            pod_messages.extend(pods.map(|p| (p, *job, reason.as_str(), message.as_str())));
         }
         let just_bound: HashSet<&str> = outcome.binds.iter().map(|b| b.pod.as_str()).collect();
-        for (pod_id, job, (reason, message)) in pod_messages {
+        for (pod_id, job, reason, message) in pod_messages {
             let Some(pod) = built.pods.get(pod_id) else {
                 continue;
             };
@@ -622,24 +626,24 @@ impl Writer {
             let message = match built.owners.get(job) {
                 Some(owner) if owner == job => format!("{owner}: {message}"),
                 Some(owner) => format!("{owner} ({job}): {message}"),
-                None => message,
+                None => message.to_string(),
             };
             let want = ScheduledCondition {
                 status: "False".into(),
-                reason: reason.clone(),
-                message: message.clone(),
+                reason: reason.to_string(),
+                message,
             };
             let settled = pod.scheduled.as_ref() == Some(&want);
             plan.offer(
                 Key::Pod(pod_id.clone()),
-                format!("{reason}\n{message}"),
+                format!("{reason}\n{}", want.message),
                 pod.resource_version.as_deref(),
                 settled,
                 || Write::PodPending {
                     id: pod_id.clone(),
                     pod: pod.clone(),
-                    reason,
-                    message,
+                    reason: want.reason,
+                    message: want.message,
                 },
             );
         }

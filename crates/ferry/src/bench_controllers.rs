@@ -260,7 +260,7 @@ async fn wait_for(
                 timeout.as_secs_f64()
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -271,3 +271,46 @@ async fn a_job_with_a_podgroup_waits_as_a_whole_gang_then_runs() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_pods_are_accounted_to_the_deployment() {
+    let t = common::start_with_node("1xT4").await;
+    common::eventually("the node to register", WAIT, async || {
+        t.kubectl(&["get", "node", "test-node"]).ok.then_some(())
+    })
+    .await;
+    let ns = "default";
+    let deployment = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n{}",
+        pod_spec("Always")
+    );
+    t.kubectl_stdin(&["apply", "-f", "-"], &deployment)
+        .success();
+    // Its pods are the ReplicaSet's, and the job is the Deployment that owns the ReplicaSet.
+    let message = common::eventually("one replica to run and one to wait", WAIT, async || {
+        let all = pods(&t.client, ns, "app=web").await;
+        let running = all.iter().filter(|p| phase(p) == "Running").count();
+        let waiting: Vec<String> = all
+            .iter()
+            .filter(|p| !bound(p))
+            .filter_map(unschedulable_message)
+            .collect();
+        (running == 1 && waiting.len() == 1).then(|| waiting[0].clone())
+    })
+    .await;
+    assert!(
+        message.starts_with(&format!("Deployment {ns}/web: ")),
+        "the reason names the Deployment: {message}"
+    );
+    let owner = t
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].metadata.ownerReferences[0].kind}",
+        ])
+        .success();
+    assert_eq!(owner, "ReplicaSet");
+}
