@@ -131,8 +131,8 @@ async fn delete_and_wait(t: &common::TestPlane, names: &[&str]) {
         })
         .await;
     }
-    // The agent confirms a deletion once it has signalled the containers; the host runtime's
-    // processes end a moment later. The second agent must outlive them.
+    // No process of node-2's pods is left when the second agent stops (its host-runtime
+    // processes would outlive it).
     let pods_dir = t.dir.path().join("agent-node-2").join("pods");
     common::eventually("node-2's processes to end", WAIT, async || {
         (processes_working_under(&pods_dir) == 0).then_some(())
@@ -298,16 +298,12 @@ async fn one_pod_per_matching_node_with_node_selectors_and_taints() {
     on_nodes(&t, "agent", &["node-2", "test-node"]).await;
     on_nodes(&t, "plain", &["node-2", "test-node"]).await;
 
-    t.kubectl(&[
-        "delete",
-        "ds",
-        "agent",
-        "ssd",
-        "plain",
-        "tolerant",
-        "--wait=true",
-    ])
-    .success();
+    // Every set settled before it goes.
+    settled(&t, "agent", 2, 0).await;
+    settled(&t, "plain", 2, 0).await;
+    settled(&t, "tolerant", 2, 0).await;
+    settled(&t, "ssd", 1, 0).await;
+    delete_and_wait(&t, &["agent", "ssd", "plain", "tolerant"]).await;
     second.stop().await;
 }
 
@@ -424,8 +420,7 @@ async fn rolling_updates_replace_pods_node_by_node() {
     })
     .await;
 
-    t.kubectl(&["delete", "ds", "agent", "--wait=true"])
-        .success();
+    delete_and_wait(&t, &["agent"]).await;
     second.stop().await;
 }
 
