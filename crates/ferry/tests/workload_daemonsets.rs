@@ -110,6 +110,49 @@ fn env_version(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
+/// Deletes the sets, then their pods, and waits until those are gone: the agents confirm
+/// each pod's termination (the second agent's host-runtime processes would outlive it).
+async fn delete_and_wait(t: &common::TestPlane, names: &[&str]) {
+    let mut args = vec!["delete", "ds", "--cascade=orphan", "--wait=true"];
+    args.extend_from_slice(names);
+    t.kubectl(&args).success();
+    for name in names {
+        let selector = format!("app={name}");
+        t.kubectl(&["delete", "pods", "-l", &selector, "--wait=true"])
+            .success();
+        common::eventually(&format!("{name}'s pods to go"), WAIT, async || {
+            let pods: Api<Pod> = Api::default_namespaced(t.client.clone());
+            pods.list(&ListParams::default().labels(&selector))
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                .then_some(())
+        })
+        .await;
+    }
+    // No process of node-2's pods is left when the second agent stops (its host-runtime
+    // processes would outlive it).
+    let pods_dir = t.dir.path().join("agent-node-2").join("pods");
+    common::eventually("node-2's processes to end", WAIT, async || {
+        (processes_working_under(&pods_dir) == 0).then_some(())
+    })
+    .await;
+}
+
+/// How many processes have their working directory under `dir` (host-runtime containers
+/// run in their pod's directory).
+fn processes_working_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read_link(e.path().join("cwd")).ok())
+        .filter(|cwd| cwd.starts_with(dir))
+        .count()
+}
+
 /// A plane with two nodes, both Ready.
 async fn two_nodes() -> (common::TestPlane, ferry_agent::AgentHandle) {
     let t = common::start_with_node("1xT4").await;
@@ -255,16 +298,12 @@ async fn one_pod_per_matching_node_with_node_selectors_and_taints() {
     on_nodes(&t, "agent", &["node-2", "test-node"]).await;
     on_nodes(&t, "plain", &["node-2", "test-node"]).await;
 
-    t.kubectl(&[
-        "delete",
-        "ds",
-        "agent",
-        "ssd",
-        "plain",
-        "tolerant",
-        "--wait=true",
-    ])
-    .success();
+    // Every set settled before it goes.
+    settled(&t, "agent", 2, 0).await;
+    settled(&t, "plain", 2, 0).await;
+    settled(&t, "tolerant", 2, 0).await;
+    settled(&t, "ssd", 1, 0).await;
+    delete_and_wait(&t, &["agent", "ssd", "plain", "tolerant"]).await;
     second.stop().await;
 }
 
@@ -375,9 +414,13 @@ async fn rolling_updates_replace_pods_node_by_node() {
     })
     .await;
     assert_eq!(env_version(&after["test-node"]), "three");
+    common::eventually("both pods ready", WAIT, async || {
+        let s = sets.get("agent").await.ok()?.status?;
+        (s.number_ready == 2 && s.updated_number_scheduled == Some(1)).then_some(())
+    })
+    .await;
 
-    t.kubectl(&["delete", "ds", "agent", "--wait=true"])
-        .success();
+    delete_and_wait(&t, &["agent"]).await;
     second.stop().await;
 }
 
