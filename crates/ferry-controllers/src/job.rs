@@ -1166,4 +1166,60 @@ mod tests {
         assert_eq!(owner.controller, Some(true));
         assert_eq!(owner.block_owner_deletion, Some(true));
     }
+    #[test]
+    fn pod_failure_policy_and_success_policy_match_as_kube() {
+        let job: Job = serde_json::from_value(json!({
+            "metadata": {"name": "j", "namespace": "ns"},
+            "spec": {
+                "completionMode": "Indexed", "completions": 5,
+                "successPolicy": {"rules": [{"succeededIndexes": "0-2", "succeededCount": 2}]},
+                "podFailurePolicy": {"rules": [
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}
+                ]},
+                "template": {"spec": {"containers": [{"name": "main"}]}}
+            }
+        }))
+        .unwrap();
+        let failed = |code: i32, disrupted: bool| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "p", "namespace": "ns"},
+                "status": {
+                    "phase": "Failed",
+                    "conditions": if disrupted {
+                        json!([{"type": "DisruptionTarget", "status": "True"}])
+                    } else {
+                        json!([])
+                    },
+                    "containerStatuses": [{"name": "main", "image": "", "imageID": "",
+                        "ready": false, "restartCount": 0,
+                        "state": {"terminated": {"exitCode": code}}}]
+                }
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            match_pod_failure_policy(&job, &failed(42, false)),
+            Some((
+                "FailJob".into(),
+                "Container main for pod ns/p failed with exit code 42 matching FailJob rule at index 1"
+                    .into()
+            ))
+        );
+        assert_eq!(
+            match_pod_failure_policy(&job, &failed(42, true)).map(|(a, _)| a),
+            Some("Ignore".into())
+        );
+        assert_eq!(match_pod_failure_policy(&job, &failed(1, false)), None);
+
+        let spec = spec_of(&job);
+        assert_eq!(
+            success_policy_match(&spec, &[0, 3].into_iter().collect()),
+            None
+        );
+        assert_eq!(
+            success_policy_match(&spec, &[0, 2].into_iter().collect()),
+            Some(0)
+        );
+    }
 }

@@ -743,6 +743,8 @@ impl Drop for Up {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_ferry_up_mid_job_loses_and_duplicates_no_completion() {
     let dir = tempfile::tempdir().unwrap();
+    // Dropped before `dir`: the pods' volume mounts go, so the directory can be removed.
+    let _mounts = common::MountGuard(dir.path().to_path_buf());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
