@@ -180,6 +180,31 @@ async fn claim_event(
     }
 }
 
+/// The default StorageClass among `classes` (annotated
+/// `storageclass.kubernetes.io/is-default-class: "true"`, or the beta form; of several, the
+/// newest, then the first by name).
+pub fn default_class(classes: &[StorageClass]) -> Option<String> {
+    classes
+        .iter()
+        .filter(|c| {
+            [
+                "storageclass.kubernetes.io/is-default-class",
+                "storageclass.beta.kubernetes.io/is-default-class",
+            ]
+            .iter()
+            .any(|a| annotation(*c, a) == Some("true"))
+        })
+        .max_by(|a, b| {
+            a.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                .then_with(|| b.name_any().cmp(&a.name_any()))
+        })
+        .map(|c| c.name_any())
+}
+
 /// The claims a pod's volumes name.
 pub fn claim_names(pod: &Pod) -> Vec<String> {
     pod.spec
@@ -480,7 +505,31 @@ async fn reconcile_claim(
     if !volume_name.is_empty() {
         return sync_bound_claim(&claims, &volumes, &claim, &volume_name).await;
     }
-    // Unbound.
+    // Unbound. A claim that names no class (not even "") gets the default one once there
+    // is one (kube's RetroactiveDefaultStorageClass).
+    let classless = claim
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.storage_class_name.is_none())
+        && annotation(&claim, "volume.beta.kubernetes.io/storage-class").is_none();
+    if classless {
+        let classes = Api::<StorageClass>::all((*client).clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
+        if let Some(default) = default_class(&classes) {
+            let patch = json!({"metadata": {"resourceVersion": claim.metadata.resource_version},
+                "spec": {"storageClassName": default}});
+            claims
+                .patch(
+                    &claim.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    }
     let class_name = claim_class(&claim);
     let class = if class_name.is_empty() {
         None

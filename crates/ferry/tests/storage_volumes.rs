@@ -498,6 +498,32 @@ async fn bad_claims_get_kubes_statuses_and_a_claim_in_use_waits_for_its_pod() {
     t.kubectl(&["delete", "pod", "user", "late", "orphan", "--wait=true"])
         .success();
     wait_gone(&claims, "used").await;
+
+    // Without a default class a claim stays classless; it gets the class once one is the
+    // default (RetroactiveDefaultStorageClass).
+    t.kubectl(&[
+        "annotate",
+        "storageclass",
+        "local-path",
+        "storageclass.kubernetes.io/is-default-class-",
+    ])
+    .success();
+    t.kubectl_stdin(&["apply", "-f", "-"], &claim_yaml("later", ""))
+        .success();
+    let later = claims.get("later").await.unwrap();
+    assert_eq!(later.spec.unwrap().storage_class_name, None);
+    t.kubectl(&[
+        "annotate",
+        "storageclass",
+        "local-path",
+        "storageclass.kubernetes.io/is-default-class=true",
+    ])
+    .success();
+    common::eventually("the default class given to the claim", WAIT, async || {
+        let c = claims.get("later").await.ok()?;
+        (c.spec?.storage_class_name.as_deref() == Some("local-path")).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -507,8 +533,16 @@ async fn the_isolated_sandbox_mounts_claims_and_honours_read_only() {
     }
     let t = common::start_with_node("1xT4").await;
     let pods: Api<Pod> = Api::default_namespaced(t.client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::default_namespaced(t.client.clone());
+    // Created at once: if the built-in class is not there yet, the claim gets it when it
+    // comes (RetroactiveDefaultStorageClass).
     t.kubectl_stdin(&["apply", "-f", "-"], &claim_yaml("shared", ""))
         .success();
+    common::eventually("the claim's default class", WAIT, async || {
+        let c = claims.get("shared").await.ok()?;
+        (c.spec?.storage_class_name.as_deref() == Some("local-path")).then_some(())
+    })
+    .await;
     t.kubectl_stdin(
         &["apply", "-f", "-"],
         &pod_yaml("writer", "shared", "echo sandboxed > /data/note"),

@@ -191,6 +191,12 @@ impl Strategy for PersistentVolumeClaims {
         if str_at(old, "/spec/volumeName").is_empty() {
             old_spec["volumeName"] = new_spec["volumeName"].clone();
         }
+        // RetroactiveDefaultStorageClass: an unbound claim without a class may get one.
+        if old_spec.get("storageClassName").is_none_or(Value::is_null)
+            && str_at(old, "/spec/volumeName").is_empty()
+        {
+            old_spec["storageClassName"] = new_spec["storageClassName"].clone();
+        }
         // A bound claim may change its storage request (checked below) and its
         // volumeAttributesClassName.
         if str_at(new, "/status/phase") == "Bound" {
@@ -359,6 +365,23 @@ mod tests {
         let mut causes = Vec::new();
         PersistentVolumeClaims.validate_update(&pending, &old, &mut causes);
         assert!(causes.is_empty(), "{causes:?}");
+    }
+
+    #[test]
+    fn an_unbound_claim_without_a_class_may_get_one() {
+        let old = json!({"metadata": {"name": "c"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Pending"}});
+        let mut new = old.clone();
+        new["spec"]["storageClassName"] = json!("local-path");
+        let mut causes = Vec::new();
+        PersistentVolumeClaims.validate_update(&old, &new, &mut causes);
+        assert!(causes.is_empty(), "{causes:?}");
+        // But a class, once set, stays.
+        let mut changed = new.clone();
+        changed["spec"]["storageClassName"] = json!("other");
+        PersistentVolumeClaims.validate_update(&new, &changed, &mut causes);
+        assert_eq!(causes.len(), 1);
     }
 
     #[test]
