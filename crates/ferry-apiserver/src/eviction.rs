@@ -598,6 +598,35 @@ mod tests {
         assert!(!budget_selects(&json!({"spec": {}}), &pod));
     }
 
+    #[tokio::test]
+    async fn the_body_must_be_an_eviction_of_the_named_pod() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            ferry_store::Store::open(ferry_store::StoreConfig::new(dir.path().join("state.db")))
+                .unwrap();
+        let service = Service::new(store);
+        let wrong_kind = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+        let e = evict(&service, "default", "p", &wrong_kind, false, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, 400);
+        let other =
+            json!({"apiVersion": "policy/v1beta1", "kind": "Eviction", "metadata": {"name": "q"}});
+        let e = evict(&service, "default", "p", &other, false, None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (400, "name in URL does not match name in Eviction object")
+        );
+        let missing =
+            json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"}});
+        let e = evict(&service, "default", "p", &missing, false, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, 404);
+    }
+
     #[test]
     fn dry_run_comes_from_the_request_or_the_body() {
         let plain = json!({"metadata": {"name": "p"}});

@@ -611,6 +611,39 @@ async fn kubectl_drain_waits_for_the_budget() {
     )
     .await;
     t.kubectl(&["delete", "replicaset", "web"]).success();
+
+    // A Deployment's pods count its spec.replicas (through their ReplicaSet).
+    t.kubectl(&[
+        "create",
+        "deployment",
+        "api",
+        "--image=busybox",
+        "--replicas=2",
+        "--",
+        "sleep",
+        "600",
+    ])
+    .success();
+    t.kubectl_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: api}\nspec: {maxUnavailable: 1, selector: {matchLabels: {app: api}}}\n",
+    )
+    .success();
+    wait_status(
+        &pdbs,
+        "api",
+        serde_json::json!({"expectedPods": 2, "currentHealthy": 2, "desiredHealthy": 1, "disruptionsAllowed": 1}),
+    )
+    .await;
+    t.kubectl(&["scale", "deployment", "api", "--replicas=5"])
+        .success();
+    wait_status(
+        &pdbs,
+        "api",
+        serde_json::json!({"expectedPods": 5, "desiredHealthy": 4}),
+    )
+    .await;
+    t.kubectl(&["delete", "deployment", "api"]).success();
     common::eventually("the replicas to be gone", WAIT, async || {
         pods.list(&Default::default())
             .await
