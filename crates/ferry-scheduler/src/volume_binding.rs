@@ -244,7 +244,11 @@ pub fn restrict(
     let mut delayed = HashMap::new();
     let mut sets: Vec<BTreeSet<String>> = Vec::new();
     let mut rejected: Vec<(String, String)> = Vec::new();
+    // Pods of a controller that is no gang are placed independently: a blocked one is left
+    // out alone, and its siblings are still scheduled.
+    let mut rejected_pods: Vec<(String, PodId, String)> = Vec::new();
     for job in &mut built.snapshot.jobs {
+        let gang = job.id.starts_with("podgroup ");
         for pending in &mut job.pods {
             let Some(pod) = by_id.get(&pending.id) else {
                 continue;
@@ -258,9 +262,12 @@ pub fn restrict(
                 continue;
             }
             match needs(pod, storage, nodes) {
-                Err(block) => {
+                Err(block) if gang => {
                     rejected.push((job.id.clone(), block.message));
                     break;
+                }
+                Err(block) => {
+                    rejected_pods.push((job.id.clone(), pending.id.clone(), block.message));
                 }
                 Ok(need) => {
                     if let Some(eligible) = need.eligible {
@@ -291,6 +298,23 @@ pub fn restrict(
             }
         }
     }
+    for (job, pod, message) in rejected_pods {
+        if let Some(j) = built.snapshot.jobs.iter_mut().find(|j| j.id == job) {
+            j.pods.retain(|p| p.id != pod);
+        }
+        if let Some(pending) = built.pending.get_mut(&job) {
+            pending.retain(|p| *p != pod);
+        }
+        delayed.remove(&pod);
+        built.rejected.push(Rejected {
+            job,
+            pods: vec![pod],
+            message,
+            reason: "Unschedulable",
+            whole_job: false,
+        });
+    }
+    built.snapshot.jobs.retain(|j| !j.pods.is_empty());
     for (job, message) in rejected {
         built.snapshot.jobs.retain(|j| j.id != job);
         let pods = built.pending.remove(&job).unwrap_or_default();
@@ -302,6 +326,7 @@ pub fn restrict(
             pods,
             message,
             reason: "Unschedulable",
+            whole_job: true,
         });
     }
     delayed
