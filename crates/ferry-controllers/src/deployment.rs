@@ -410,7 +410,17 @@ async fn claim(s: &Sync, selector: &Selector) -> Result<Vec<ReplicaSet>, Error> 
     let uid = s.d.metadata.uid.clone().unwrap_or_default();
     let deleting = s.d.metadata.deletion_timestamp.is_some();
     let mut owned = Vec::new();
-    for mut rs in api.list(&ListParams::default()).await?.items {
+    // The ReplicaSets the selector matches (the selector is immutable, so an owned one only
+    // stops matching when its own labels are edited: those are found in the full list taken
+    // every time a pass finds nothing to own).
+    let mut listed = api
+        .list(&ListParams::default().labels_from(selector))
+        .await?
+        .items;
+    if listed.is_empty() {
+        listed = api.list(&ListParams::default()).await?.items;
+    }
+    for mut rs in listed {
         let matches = selector.matches(rs.labels());
         match controller_of(&rs.metadata) {
             Some(o) if o.uid == uid => {

@@ -13,8 +13,8 @@
 //! `availableReplicas` (ready for `minReadySeconds`), `observedGeneration`, and the
 //! `ReplicaFailure` condition while pods cannot be created.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -42,11 +42,16 @@ pub async fn run(client: kube::Client) {
     let pods: Api<Pod> = Api::all(client.clone());
     let controller = Controller::new(sets, watcher::Config::default());
     let store = controller.store();
+    let context = Arc::new(Context {
+        client,
+        relabelled: Arc::new(Mutex::new(HashSet::new())),
+    });
+    let relabelled = context.relabelled.clone();
     controller
         .watches(pods, watcher::Config::default(), move |pod: Pod| {
-            owners_to_wake(&store, &pod)
+            owners_to_wake(&store, &relabelled, &pod)
         })
-        .run(reconcile, error_policy, Arc::new(client))
+        .run(reconcile, error_policy, context)
         .for_each(|result| {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "replicaset controller");
@@ -56,15 +61,39 @@ pub async fn run(client: kube::Client) {
         .await;
 }
 
+/// What every reconcile shares.
+struct Context {
+    client: kube::Client,
+    /// ReplicaSets owning a pod their selector no longer matches: their next reconcile lists
+    /// the whole namespace to release it (otherwise a reconcile lists only the pods its
+    /// selector matches, so that thousands of ReplicaSets in one namespace stay cheap).
+    relabelled: Arc<Mutex<HashSet<ObjectRef<ReplicaSet>>>>,
+}
+
 /// The ReplicaSets a pod change concerns: its controller if it has one of kind ReplicaSet,
 /// else (an orphan) every ReplicaSet of its namespace whose selector matches it.
-fn owners_to_wake(store: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>> {
+fn owners_to_wake(
+    store: &Store<ReplicaSet>,
+    relabelled: &Mutex<HashSet<ObjectRef<ReplicaSet>>>,
+    pod: &Pod,
+) -> Vec<ObjectRef<ReplicaSet>> {
     let ns = pod.namespace();
     if let Some(owner) = controller_of(&pod.metadata) {
         if owner.kind == "ReplicaSet" && owner.api_version.starts_with("apps/") {
             let mut r = ObjectRef::new(&owner.name);
             if let Some(ns) = &ns {
                 r = r.within(ns);
+            }
+            let stray = store.get(&r).is_some_and(|rs| {
+                rs.metadata.uid.as_deref() == Some(owner.uid.as_str())
+                    && selector_of(Some(&rs.spec.selector))
+                        .is_some_and(|s| !s.matches(pod.labels()))
+            });
+            if stray {
+                relabelled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(r.clone());
             }
             return vec![r];
         }
@@ -79,7 +108,7 @@ fn owners_to_wake(store: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<Replica
         .collect()
 }
 
-fn error_policy(rs: Arc<ReplicaSet>, error: &Error, _: Arc<kube::Client>) -> Action {
+fn error_policy(rs: Arc<ReplicaSet>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(replicaset = %rs.name_any(), %error, "cannot sync the ReplicaSet");
     Action::requeue(Duration::from_secs(2))
 }
@@ -188,8 +217,8 @@ struct Claimed {
     pods: Vec<Pod>,
 }
 
-async fn reconcile(rs: Arc<ReplicaSet>, client: Arc<kube::Client>) -> Result<Action, Error> {
-    let client = (*client).clone();
+async fn reconcile(rs: Arc<ReplicaSet>, context: Arc<Context>) -> Result<Action, Error> {
+    let client = context.client.clone();
     let ns = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
@@ -206,7 +235,19 @@ async fn reconcile(rs: Arc<ReplicaSet>, client: Arc<kube::Client>) -> Result<Act
         return Ok(Action::await_change());
     };
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let listed = pods_api.list(&ListParams::default()).await?.items;
+    // A fresh list (never the cache) before acting: what the selector matches, or the whole
+    // namespace when an owned pod was relabelled out of the selector.
+    let full = context
+        .relabelled
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&ObjectRef::from_obj(&rs));
+    let params = if full {
+        ListParams::default()
+    } else {
+        ListParams::default().labels_from(&selector)
+    };
+    let listed = pods_api.list(&params).await?.items;
     let claimed = claim(&pods_api, &sets, &rs, &selector, listed).await?;
 
     let deleting = rs.metadata.deletion_timestamp.is_some();
