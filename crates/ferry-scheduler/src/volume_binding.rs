@@ -298,9 +298,13 @@ pub fn restrict(
             }
         }
     }
+    let mut emptied: Vec<String> = Vec::new();
     for (job, pod, message) in rejected_pods {
         if let Some(j) = built.snapshot.jobs.iter_mut().find(|j| j.id == job) {
             j.pods.retain(|p| p.id != pod);
+            if j.pods.is_empty() {
+                emptied.push(job.clone());
+            }
         }
         if let Some(pending) = built.pending.get_mut(&job) {
             pending.retain(|p| *p != pod);
@@ -314,7 +318,12 @@ pub fn restrict(
             whole_job: false,
         });
     }
-    built.snapshot.jobs.retain(|j| !j.pods.is_empty());
+    // A job left with no pod to place is no longer the cycle's (jobs that only run pods
+    // stay: they count for quota and may be preemption victims).
+    built
+        .snapshot
+        .jobs
+        .retain(|j| !(j.pods.is_empty() && emptied.contains(&j.id)));
     for (job, message) in rejected {
         built.snapshot.jobs.retain(|j| j.id != job);
         let pods = built.pending.remove(&job).unwrap_or_default();

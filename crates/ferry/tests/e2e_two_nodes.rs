@@ -1,4 +1,5 @@
-//! Skeleton check: a second agent registers as a Node and runs a pod.
+//! A second node agent on the same machine (the harness's `add_agent`) registers its Node and
+//! runs a pod bound to it.
 mod common;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
