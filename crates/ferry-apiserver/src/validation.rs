@@ -415,6 +415,69 @@ fn walk_unknown(input: &Value, typed: &Value, path: String, out: &mut Vec<String
     }
 }
 
+/// `must be greater than or equal to 0` for a negative integer field.
+pub fn non_negative(value: &Value, field: &str, causes: &mut Vec<FieldCause>) {
+    if let Some(n) = value.as_i64().filter(|n| *n < 0) {
+        causes.push(FieldCause {
+            field: field.into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {n}: must be greater than or equal to 0"),
+        });
+    }
+}
+
+/// The causes of an invalid `metav1.LabelSelector` at `field`, as kube's
+/// `ValidateLabelSelector` words them (nothing for a missing selector).
+pub fn label_selector_causes(selector: &Value, field: &str, causes: &mut Vec<FieldCause>) {
+    for (k, v) in selector["matchLabels"].as_object().into_iter().flatten() {
+        if let Some(p) = label_key_problem(k) {
+            causes.push(FieldCause::invalid(format!("{field}.matchLabels"), k, p));
+        }
+        let v = v.as_str().unwrap_or_default();
+        if let Some(p) = label_value_problem(v) {
+            causes.push(FieldCause::invalid(format!("{field}.matchLabels"), v, p));
+        }
+    }
+    for (i, expr) in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let at = format!("{field}.matchExpressions[{i}]");
+        let operator = expr["operator"].as_str().unwrap_or_default();
+        let values = expr["values"].as_array().map_or(0, Vec::len);
+        match operator {
+            "In" | "NotIn" if values == 0 => causes.push(FieldCause {
+                field: format!("{at}.values"),
+                reason: "FieldValueRequired",
+                message: "Required value: must be specified when `operator` is 'In' or 'NotIn'"
+                    .into(),
+            }),
+            "Exists" | "DoesNotExist" if values > 0 => causes.push(FieldCause::forbidden(
+                format!("{at}.values"),
+                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => causes.push(FieldCause::invalid(
+                format!("{at}.operator"),
+                other,
+                "not a valid selector operator",
+            )),
+        }
+        let key = expr["key"].as_str().unwrap_or_default();
+        if let Some(p) = label_key_problem(key) {
+            causes.push(FieldCause::invalid(format!("{at}.key"), key, p));
+        }
+        for v in expr["values"].as_array().into_iter().flatten() {
+            let v = v.as_str().unwrap_or_default();
+            if let Some(p) = label_value_problem(v) {
+                causes.push(FieldCause::invalid(format!("{at}.values"), v, p));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

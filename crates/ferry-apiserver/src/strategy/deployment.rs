@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::replicaset::{
     containers_and_images, containers_column, default_pod_template, format_selector, images_column,
-    immutable_selector, non_negative, selector_column, validate_selector_and_template,
+    immutable_selector, selector_column, validate_selector_and_template,
 };
 use super::{Strategy, age, age_column, name_column};
 use crate::error::{ApiResult, FieldCause};
@@ -18,6 +18,7 @@ use crate::meta;
 use crate::registry::ResourceInfo;
 use crate::service::Service;
 use crate::table::Column;
+use crate::validation::non_negative;
 
 /// The strategy of Deployments.
 pub struct Deployments;

@@ -313,14 +313,6 @@ pub fn set_job_spec_defaults(spec: &mut Map<String, Value>) {
     }
 }
 
-fn nonnegative(v: &Value, field: &str, causes: &mut Vec<FieldCause>) {
-    if let Some(n) = v.as_i64()
-        && n < 0
-    {
-        causes.push(invalid_int(field, n, "must be greater than or equal to 0"));
-    }
-}
-
 /// An invalid integer field, printed unquoted as kube-apiserver prints numbers.
 pub fn invalid_int(field: impl Into<String>, n: i64, why: impl Into<String>) -> FieldCause {
     FieldCause {
@@ -346,7 +338,7 @@ pub fn validate_job_spec(
         "backoffLimit",
         "ttlSecondsAfterFinished",
     ] {
-        nonnegative(&spec[f], &at(f), causes);
+        crate::validation::non_negative(&spec[f], &at(f), causes);
     }
     if let Some(d) = spec["activeDeadlineSeconds"].as_i64()
         && d == 0
@@ -391,7 +383,7 @@ pub fn validate_job_spec(
         }
     }
     if let Some(limit) = spec["backoffLimitPerIndex"].as_i64() {
-        nonnegative(
+        crate::validation::non_negative(
             &spec["backoffLimitPerIndex"],
             &at("backoffLimitPerIndex"),
             causes,
@@ -418,7 +410,7 @@ pub fn validate_job_spec(
                 "requires indexed completion mode",
             ));
         }
-        nonnegative(&spec["maxFailedIndexes"], &at("maxFailedIndexes"), causes);
+        crate::validation::non_negative(&spec["maxFailedIndexes"], &at("maxFailedIndexes"), causes);
         if let Some(c) = spec["completions"].as_i64()
             && max > c
         {
@@ -738,7 +730,7 @@ pub fn parse_index_ranges(text: &str, completions: i64) -> Result<i64, String> {
 
 fn validate_status(status: &Value, causes: &mut Vec<FieldCause>) {
     for f in ["active", "ready", "succeeded", "failed", "terminating"] {
-        nonnegative(&status[f], &format!("status.{f}"), causes);
+        crate::validation::non_negative(&status[f], &format!("status.{f}"), causes);
     }
     let finished = status["conditions"]
         .as_array()

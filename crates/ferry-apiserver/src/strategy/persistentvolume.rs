@@ -75,41 +75,6 @@ pub fn access_modes_short(modes: &Value) -> String {
     out.join(",")
 }
 
-/// The causes of an invalid label selector at `field` (nothing for a missing one).
-pub fn selector_causes(selector: &Value, field: &str, causes: &mut Vec<FieldCause>) {
-    if selector.is_null() {
-        return;
-    }
-    for (i, e) in selector["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let op = e["operator"].as_str().unwrap_or_default();
-        let values = e["values"].as_array().map_or(0, Vec::len);
-        let at = format!("{field}.matchExpressions[{i}]");
-        match op {
-            "In" | "NotIn" if values == 0 => causes.push(FieldCause {
-                field: format!("{at}.values"),
-                reason: "FieldValueRequired",
-                message: "Required value: must be specified when `operator` is 'In' or 'NotIn'"
-                    .into(),
-            }),
-            "Exists" | "DoesNotExist" if values > 0 => causes.push(FieldCause::forbidden(
-                format!("{at}.values"),
-                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-            )),
-            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-            other => causes.push(FieldCause::invalid(
-                format!("{at}.operator"),
-                other,
-                "not a valid selector operator",
-            )),
-        }
-    }
-}
-
 /// The strategy of PersistentVolumes.
 pub struct PersistentVolumes;
 

@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use super::persistentvolume::{ACCESS_MODES, access_modes_short, selector_causes};
+use super::persistentvolume::{ACCESS_MODES, access_modes_short};
 use super::storageclass::default_class;
 use super::{Strategy, age, age_column, name_column, object_field, str_at};
 use crate::error::{ApiError, ApiResult, FieldCause};
@@ -18,6 +18,7 @@ use crate::meta;
 use crate::registry::ResourceInfo;
 use crate::service::Service;
 use crate::table::Column;
+use crate::validation::label_selector_causes as selector_causes;
 
 /// The finalizer that keeps a claim while a pod uses it.
 pub const PVC_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";

@@ -118,7 +118,7 @@ pub fn validate_spec(spec: &Value, causes: &mut Vec<FieldCause>) {
         }
     }
     if let Some(selector) = spec.get("selector").filter(|v| !v.is_null()) {
-        validate_label_selector(selector, "spec.selector", causes);
+        validation::label_selector_causes(selector, "spec.selector", causes);
     }
     if let Some(policy) = spec
         .get("unhealthyPodEvictionPolicy")
@@ -195,64 +195,6 @@ pub fn parse_percent(s: &str) -> Option<u64> {
         return None;
     }
     Some(digits.parse().unwrap_or(u64::MAX))
-}
-
-/// Checks a `metav1.LabelSelector` as kube's `ValidateLabelSelector`.
-pub fn validate_label_selector(selector: &Value, at: &str, causes: &mut Vec<FieldCause>) {
-    for (k, v) in selector["matchLabels"].as_object().into_iter().flatten() {
-        if let Some(p) = validation::label_key_problem(k) {
-            causes.push(FieldCause::invalid(format!("{at}.matchLabels"), k, p));
-        }
-        let value = v.as_str().unwrap_or_default();
-        if let Some(p) = validation::label_value_problem(value) {
-            causes.push(FieldCause::invalid(format!("{at}.matchLabels"), value, p));
-        }
-    }
-    for (i, expr) in selector["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let path = format!("{at}.matchExpressions[{i}]");
-        let values = expr["values"].as_array().map_or(0, Vec::len);
-        match expr["operator"].as_str().unwrap_or_default() {
-            "In" | "NotIn" => {
-                if values == 0 {
-                    causes.push(FieldCause {
-                        field: format!("{path}.values"),
-                        reason: "FieldValueRequired",
-                        message:
-                            "Required value: must be specified when `operator` is 'In' or 'NotIn'"
-                                .into(),
-                    });
-                }
-            }
-            "Exists" | "DoesNotExist" => {
-                if values > 0 {
-                    causes.push(FieldCause::forbidden(
-                        format!("{path}.values"),
-                        "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-                    ));
-                }
-            }
-            other => causes.push(FieldCause::invalid(
-                format!("{path}.operator"),
-                other,
-                "not a valid selector operator",
-            )),
-        }
-        let key = expr["key"].as_str().unwrap_or_default();
-        if let Some(p) = validation::label_key_problem(key) {
-            causes.push(FieldCause::invalid(format!("{path}.key"), key, p));
-        }
-        for v in expr["values"].as_array().into_iter().flatten() {
-            let v = v.as_str().unwrap_or_default();
-            if let Some(p) = validation::label_value_problem(v) {
-                causes.push(FieldCause::invalid(format!("{path}.values"), v, p));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::meta;
 use crate::registry::ResourceInfo;
 use crate::service::Service;
 use crate::table::Column;
-use crate::validation;
+use crate::validation::{self, label_selector_causes as validate_label_selector, non_negative};
 
 /// The strategy of ReplicaSets.
 pub struct ReplicaSets;
@@ -166,17 +166,6 @@ pub fn default_pod_template(template: &mut Value) {
     }
 }
 
-/// `must be greater than or equal to 0` for a negative integer field.
-pub fn non_negative(value: &Value, field: &str, causes: &mut Vec<FieldCause>) {
-    if let Some(n) = value.as_i64().filter(|n| *n < 0) {
-        causes.push(FieldCause {
-            field: field.into(),
-            reason: "FieldValueInvalid",
-            message: format!("Invalid value: {n}: must be greater than or equal to 0"),
-        });
-    }
-}
-
 /// Validates `spec.selector` and `spec.template` of a ReplicaSet or Deployment as
 /// `ValidateReplicaSetSpec`/`ValidateDeploymentSpec` do: the selector is required, valid and
 /// non-empty, the template's labels match it, the template is a valid pod template with
@@ -262,57 +251,6 @@ fn validate_template_labels(metadata: &Value, causes: &mut Vec<FieldCause>) {
         let v = v.as_str().unwrap_or_default();
         if let Some(p) = validation::label_value_problem(v) {
             causes.push(FieldCause::invalid("metadata.labels", v, p));
-        }
-    }
-}
-
-/// Validates a `metav1.LabelSelector` as `ValidateLabelSelector` does.
-pub fn validate_label_selector(selector: &Value, field: &str, causes: &mut Vec<FieldCause>) {
-    for (k, v) in selector["matchLabels"].as_object().into_iter().flatten() {
-        if let Some(p) = validation::label_key_problem(k) {
-            causes.push(FieldCause::invalid(format!("{field}.matchLabels"), k, p));
-        }
-        let v = v.as_str().unwrap_or_default();
-        if let Some(p) = validation::label_value_problem(v) {
-            causes.push(FieldCause::invalid(format!("{field}.matchLabels"), v, p));
-        }
-    }
-    for (i, expr) in selector["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let at = format!("{field}.matchExpressions[{i}]");
-        let operator = expr["operator"].as_str().unwrap_or_default();
-        let values = len(&expr["values"]);
-        match operator {
-            "In" | "NotIn" if values == 0 => causes.push(FieldCause {
-                field: format!("{at}.values"),
-                reason: "FieldValueRequired",
-                message: "Required value: must be specified when `operator` is 'In' or 'NotIn'"
-                    .into(),
-            }),
-            "Exists" | "DoesNotExist" if values > 0 => causes.push(FieldCause::forbidden(
-                format!("{at}.values"),
-                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-            )),
-            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-            other => causes.push(FieldCause::invalid(
-                format!("{at}.operator"),
-                other,
-                "not a valid selector operator",
-            )),
-        }
-        let key = expr["key"].as_str().unwrap_or_default();
-        if let Some(p) = validation::label_key_problem(key) {
-            causes.push(FieldCause::invalid(format!("{at}.key"), key, p));
-        }
-        for v in expr["values"].as_array().into_iter().flatten() {
-            let v = v.as_str().unwrap_or_default();
-            if let Some(p) = validation::label_value_problem(v) {
-                causes.push(FieldCause::invalid(format!("{at}.values"), v, p));
-            }
         }
     }
 }

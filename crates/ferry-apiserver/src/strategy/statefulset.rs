@@ -17,7 +17,8 @@ use crate::error::{ApiResult, FieldCause};
 use crate::registry::ResourceInfo;
 use crate::service::Service;
 use crate::table::Column;
-use crate::validation;
+pub(crate) use crate::validation::non_negative;
+use crate::validation::{self, label_selector_causes as validate_selector};
 
 /// The strategy of StatefulSets.
 pub struct StatefulSets;
@@ -41,63 +42,6 @@ pub(crate) fn go_map(labels: &Value) -> String {
         .map(|(k, v)| format!("{}:{}", json!(k), json!(v.as_str().unwrap_or_default())))
         .collect();
     format!("map[string]string{{{}}}", pairs.join(", "))
-}
-
-/// `field` (when set) must be at least 0 (`ValidateNonnegativeField`).
-pub(crate) fn non_negative(value: &Value, field: &str, causes: &mut Vec<FieldCause>) {
-    if let Some(n) = value.as_i64()
-        && n < 0
-    {
-        causes.push(invalid_raw(
-            field,
-            &n.to_string(),
-            "must be greater than or equal to 0",
-        ));
-    }
-}
-
-/// Checks a label selector (`ValidateLabelSelector`).
-pub(crate) fn validate_selector(selector: &Value, at: &str, causes: &mut Vec<FieldCause>) {
-    for (k, v) in selector["matchLabels"].as_object().into_iter().flatten() {
-        if let Some(p) = validation::label_key_problem(k) {
-            causes.push(FieldCause::invalid(format!("{at}.matchLabels"), k, p));
-        }
-        let v = v.as_str().unwrap_or_default();
-        if let Some(p) = validation::label_value_problem(v) {
-            causes.push(FieldCause::invalid(format!("{at}.matchLabels"), v, p));
-        }
-    }
-    for (i, e) in selector["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let path = format!("{at}.matchExpressions[{i}]");
-        let values = e["values"].as_array().map_or(0, Vec::len);
-        match e["operator"].as_str().unwrap_or_default() {
-            "In" | "NotIn" if values == 0 => causes.push(FieldCause {
-                field: format!("{path}.values"),
-                reason: "FieldValueRequired",
-                message: "Required value: must be specified when `operator` is 'In' or 'NotIn'"
-                    .into(),
-            }),
-            "Exists" | "DoesNotExist" if values > 0 => causes.push(FieldCause::forbidden(
-                format!("{path}.values"),
-                "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
-            )),
-            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-            other => causes.push(FieldCause::invalid(
-                format!("{path}.operator"),
-                other,
-                "not a valid selector operator",
-            )),
-        }
-        let key = e["key"].as_str().unwrap_or_default();
-        if let Some(p) = validation::label_key_problem(key) {
-            causes.push(FieldCause::invalid(format!("{path}.key"), key, p));
-        }
-    }
 }
 
 /// Whether `selector` is empty (selects everything, which workloads may not use).
