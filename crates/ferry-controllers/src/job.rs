@@ -1106,12 +1106,33 @@ async fn release_orphans(client: kube::Client) {
             };
             if orphaned {
                 let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-                if let Err(e) = remove_finalizer(&api, &pod).await {
-                    tracing::debug!(pod = %pod.name_any(), error = %e, "cannot release an orphaned Job pod");
-                }
+                release_orphan(&api, pod).await;
             }
         }
         tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Removes the tracking finalizer of an orphaned pod, re-reading it after a conflict (the
+/// agent stopping it writes its status meanwhile; the last such write may be the last event
+/// the watch ever sees of it).
+async fn release_orphan(api: &Api<Pod>, mut pod: Pod) {
+    let mut backoff = crate::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    for _ in 0..10 {
+        match remove_finalizer(api, &pod).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::debug!(pod = %pod.name_any(), error = %e, "cannot release an orphaned Job pod yet");
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+        match api.get_opt(&pod.name_any()).await {
+            Ok(Some(fresh)) if fresh.finalizers().iter().any(|f| f == TRACKING_FINALIZER) => {
+                pod = fresh;
+            }
+            Ok(_) => return,
+            Err(_) => {}
+        }
     }
 }
 
