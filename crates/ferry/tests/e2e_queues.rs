@@ -150,17 +150,24 @@ async fn gangs_borrow_are_reclaimed_and_explain_why_they_wait() {
         let c = status
             .conditions
             .into_iter()
-            .find(|c| c.type_ == "Scheduled" && c.status == "False")?;
+            // Once all four pods exist (kubectl creates them one by one, and the gang says
+            // so meanwhile).
+            .find(|c| {
+                c.type_ == "Scheduled"
+                    && c.status == "False"
+                    && !c.message.contains("waiting for the rest to be created")
+            })?;
         Some((status.phase.unwrap_or_default(), c))
     })
     .await;
     assert_eq!(condition.0, "Pending");
     assert!(!condition.1.message.is_empty(), "{:?}", condition.1);
+    let prefix = &condition.1.message[..condition.1.message.len().min(40)];
     let described = common::eventually("describe pod to show FailedScheduling", WAIT, async || {
         let out = t
             .kubectl(&["describe", "pod", "a2-0", "-n", "ns-a"])
             .success();
-        out.contains("FailedScheduling").then_some(out)
+        (out.contains("FailedScheduling") && out.contains(prefix)).then_some(out)
     })
     .await;
     assert!(
