@@ -7,6 +7,7 @@
 pub mod cron;
 pub mod gpu;
 pub mod network;
+pub mod node_selector;
 pub mod quantity;
 pub mod quota;
 pub mod requests;

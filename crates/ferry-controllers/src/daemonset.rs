@@ -131,30 +131,6 @@ pub fn daemon_tolerations(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<Tol
     out
 }
 
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
 /// Whether the template's node selector and required node affinity choose `node`.
 pub fn selects_node(spec: &k8s_openapi::api::core::v1::PodSpec, node: &Node) -> bool {
     let labels = node.labels();
@@ -179,12 +155,16 @@ pub fn selects_node(spec: &k8s_openapi::api::core::v1::PodSpec, node: &Node) -> 
         let exprs = term.match_expressions.as_deref().unwrap_or_default();
         let fields = term.match_fields.as_deref().unwrap_or_default();
         (!exprs.is_empty() || !fields.is_empty())
-            && exprs
-                .iter()
-                .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-            && fields
-                .iter()
-                .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name.as_str())))
+            && exprs.iter().all(|r| {
+                ferry_api::node_selector::requirement_holds(
+                    r,
+                    labels.get(&r.key).map(String::as_str),
+                )
+            })
+            && fields.iter().all(|r| {
+                r.key == "metadata.name"
+                    && ferry_api::node_selector::requirement_holds(r, Some(name.as_str()))
+            })
     })
 }
 

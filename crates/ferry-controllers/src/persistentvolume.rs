@@ -30,8 +30,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    Node, NodeSelector, NodeSelectorRequirement, ObjectReference, PersistentVolume,
-    PersistentVolumeClaim, Pod,
+    Node, NodeSelector, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -278,31 +277,6 @@ fn capacity(v: &PersistentVolume) -> i64 {
     )
 }
 
-/// Whether `requirement` holds for a node's labels (and its name, for `matchFields`).
-fn requirement_holds(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(limit)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|l| l.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > limit
-            } else {
-                v < limit
-            }
-        }
-        _ => false,
-    }
-}
-
 /// Whether a node (its name and labels) satisfies a required node selector: any term, each
 /// of whose requirements holds. A selector without terms matches no node.
 pub fn node_selector_matches(
@@ -314,12 +288,18 @@ pub fn node_selector_matches(
         let exprs = term.match_expressions.as_deref().unwrap_or_default();
         let fields = term.match_fields.as_deref().unwrap_or_default();
         (!exprs.is_empty() || !fields.is_empty())
-            && exprs
-                .iter()
-                .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
-            && fields
-                .iter()
-                .all(|r| requirement_holds(r, (r.key == "metadata.name").then_some(node_name)))
+            && exprs.iter().all(|r| {
+                ferry_api::node_selector::requirement_holds(
+                    r,
+                    labels.get(&r.key).map(String::as_str),
+                )
+            })
+            && fields.iter().all(|r| {
+                ferry_api::node_selector::requirement_holds(
+                    r,
+                    (r.key == "metadata.name").then_some(node_name),
+                )
+            })
     })
 }
 

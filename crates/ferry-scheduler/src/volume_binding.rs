@@ -20,9 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use ferry_sched_jobs::PodId;
-use k8s_openapi::api::core::v1::{
-    NodeSelector, NodeSelectorRequirement, PersistentVolume, PersistentVolumeClaim,
-};
+use k8s_openapi::api::core::v1::{NodeSelector, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams};
 use serde::Deserialize;
@@ -85,24 +83,6 @@ fn node_labels(node: &Node) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn requirement_holds(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => match (
-            value.and_then(|v| v.parse::<i64>().ok()),
-            values.first().and_then(|l| l.parse::<i64>().ok()),
-        ) {
-            (Some(v), Some(l)) => (r.operator == "Gt" && v > l) || (r.operator == "Lt" && v < l),
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
 /// Whether a node (name and labels) satisfies a required node selector.
 pub fn selector_matches(
     selector: &NodeSelector,
@@ -113,12 +93,18 @@ pub fn selector_matches(
         let exprs = term.match_expressions.as_deref().unwrap_or_default();
         let fields = term.match_fields.as_deref().unwrap_or_default();
         (!exprs.is_empty() || !fields.is_empty())
-            && exprs
-                .iter()
-                .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
-            && fields
-                .iter()
-                .all(|r| requirement_holds(r, (r.key == "metadata.name").then_some(name)))
+            && exprs.iter().all(|r| {
+                ferry_api::node_selector::requirement_holds(
+                    r,
+                    labels.get(&r.key).map(String::as_str),
+                )
+            })
+            && fields.iter().all(|r| {
+                ferry_api::node_selector::requirement_holds(
+                    r,
+                    (r.key == "metadata.name").then_some(name),
+                )
+            })
     })
 }
 
