@@ -17,6 +17,11 @@ pub const POD_GROUP_LABEL: &str = "scheduling.x-k8s.io/pod-group";
 pub const QUEUE_LABEL: &str = "scheduling.ferry.dev/queue";
 /// The queue of pods whose namespace names none.
 pub const DEFAULT_QUEUE: &str = "default";
+/// Annotation of a pod in an elastic PodGroup (more pods than `minMember`): an integer, absent
+/// meaning 0. Ordered by it (then by name), the group's first `minMember` pods are its minimum
+/// and the rest its surplus: grown lowest first into idle capacity, taken back highest first
+/// under pressure. Elastic PyTorchJob workers carry their replica index + 1, a master none.
+pub const SURPLUS_ORDER_ANNOTATION: &str = "scheduling.ferry.dev/surplus-order";
 /// Ferry's scheduling API group.
 pub const SCHEDULING_GROUP: &str = "scheduling.ferry.dev";
 

@@ -448,10 +448,14 @@ pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     tracing::info!("controllers started");
-    ferry_controllers::run_with(client, options, async {
+    let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
+    };
+    let ctrl_c = futures::future::FutureExt::shared(Box::pin(ctrl_c));
+    futures::join!(
+        ferry_controllers::run_with(client.clone(), options, ctrl_c.clone()),
+        ferry_training::run(client, ctrl_c),
+    );
     Ok(())
 }
 

@@ -116,15 +116,43 @@ pub struct ControlPlane {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Creates or updates Ferry's CRDs (PodGroup, Queue, Reservation, ResourcePolicy) through the
-/// API, as `kubectl apply -f deploy/crds` would.
+/// Creates or updates Ferry's CRDs (PodGroup, Queue, Reservation, ResourcePolicy) and the
+/// upstream ones it serves unchanged (Kubeflow's v1 jobs, JobSet, Trainer v2's TrainJob and
+/// runtimes; `deploy/crds/upstream/`) through the API, as `kubectl apply -f deploy/crds` would.
 pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{Api, PostParams};
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (name, yaml) in ferry_api::scheduling::CRDS {
-        let mut crd: CustomResourceDefinition = serde_saphyr::from_str(yaml)
-            .with_context(|| format!("the embedded CRD {name} is not valid"))?;
+    // The upstream schemas nest deeply (pod templates inside job templates): decode them on a
+    // thread with a stack to match, once per process.
+    static PARSED: std::sync::OnceLock<Result<Vec<(&str, CustomResourceDefinition)>, String>> =
+        std::sync::OnceLock::new();
+    let parsed = PARSED.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("crd-decode".into())
+            .stack_size(256 << 20)
+            .spawn(|| {
+                ferry_api::scheduling::CRDS
+                    .into_iter()
+                    .chain(ferry_training::crds::UPSTREAM)
+                    .map(|(name, yaml)| {
+                        serde_saphyr::from_str::<CustomResourceDefinition>(yaml)
+                            .map(|crd| (name, crd))
+                            .map_err(|e| format!("the embedded CRD {name} is not valid: {e}"))
+                    })
+                    .collect()
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                t.join()
+                    .map_err(|_| "decoding the CRDs panicked".to_string())
+            })
+            .and_then(|r| r)
+    });
+    let parsed = parsed.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (name, crd) in parsed {
+        let name = *name;
+        let mut crd = crd.clone();
         match api.get_opt(name).await? {
             None => {
                 api.create(&PostParams::default(), &crd).await?;
@@ -347,8 +375,13 @@ impl ControlPlane {
                 local_path_root: Some(config.data_dir.join("storage")),
             };
             tasks.push(tokio::spawn(ferry_controllers::run_with(
-                client,
+                client.clone(),
                 options,
+                stopped(stop_rx.clone()),
+            )));
+            // The training controllers (Kubeflow jobs, JobSet, TrainJob), the same identity.
+            tasks.push(tokio::spawn(ferry_training::run(
+                client,
                 stopped(stop_rx.clone()),
             )));
             if let Some(pki) = &pki {

@@ -476,6 +476,9 @@ fn default_cluster_roles() -> Vec<Value> {
                 rule(&["create"], &["storage.k8s.io"], &["storageclasses"]),
                 rule(&["create"], &[PODGROUPS], &["podgroups"]),
                 rule(&["create"], &["coordination.k8s.io"], &["leases"]),
+                // The training controllers: a TrainJob runs as a JobSet; MPI's SSH keys.
+                rule(&["create"], &["jobset.x-k8s.io"], &["jobsets"]),
+                rule(&["create"], &[""], &["secrets"]),
                 // The ClusterRole aggregation controller writes rules it does not hold.
                 rule(
                     &["escalate", "get", "list", "watch", "patch", "update"],

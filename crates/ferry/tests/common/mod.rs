@@ -250,6 +250,16 @@ impl TestPlane {
     /// the plane's, the host runtime (pods share the host's network), no GPUs, its own Node
     /// credentials. Stop it with [`ferry_agent::AgentHandle::stop`] before the plane ends.
     pub async fn add_agent(&self, node_name: &str) -> ferry_agent::AgentHandle {
+        self.add_agent_with(node_name, |_| {}).await
+    }
+
+    /// [`TestPlane::add_agent`] with its configuration adjusted first (fake GPUs, say:
+    /// `c.gpus = GpuSource::Fake(parse_fake_gpus("2xH100-80GB").unwrap())`).
+    pub async fn add_agent_with(
+        &self,
+        node_name: &str,
+        adjust: impl FnOnce(&mut ferry_agent::AgentConfig),
+    ) -> ferry_agent::AgentHandle {
         let data_dir = self.dir.path().join(format!("agent-{node_name}"));
         let mut config = ferry_agent::AgentConfig::new(node_name, data_dir);
         config.gpus = ferry_agent::gpu::GpuSource::Disabled;
@@ -257,6 +267,7 @@ impl TestPlane {
         config.log_server_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         config.shim = shim_command();
         config.sandbox = ferry_agent::sandbox::SandboxMode::Host;
+        adjust(&mut config);
         config.tls = Some(
             self.plane
                 .agent_tls(node_name, config.node_ip)
