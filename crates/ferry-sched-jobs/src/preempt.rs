@@ -42,25 +42,24 @@ use std::collections::{HashMap, HashSet};
 
 use ferry_sched_core::NodeId;
 
+use crate::actions::{VICTIM_RULES, VictimRule};
 use crate::outcome::{Eviction, HeldPod, Hold, HoldKind, PreemptionRule};
 use crate::queues::QueueIx;
 use crate::resources::{Resource, Resources};
 use crate::session::{Blocked, Session};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rule {
-    Reclaim,
-    Priority,
-}
-
+/// A victim candidate.
 #[derive(Debug, Clone, Copy)]
-struct Cand {
-    job: usize,
-    leaf: QueueIx,
-    res: Resources,
+pub(crate) struct Cand {
+    /// The victim job.
+    pub job: usize,
+    /// Its leaf queue.
+    pub leaf: QueueIx,
+    /// What evicting it frees.
+    pub res: Resources,
     /// One running pod (index into `Session::running`) of a job that is no gang; `None`:
     /// every running pod of the job.
-    pod: Option<usize>,
+    pub pod: Option<usize>,
 }
 
 impl Session<'_> {
@@ -77,7 +76,7 @@ impl Session<'_> {
             return false;
         }
         let mut notes = Vec::new();
-        for rule in [Rule::Reclaim, Rule::Priority] {
+        for rule in VICTIM_RULES {
             let cands = self.candidates(j, rule, gang, req, blocked);
             if cands.is_empty() {
                 continue;
@@ -90,16 +89,7 @@ impl Session<'_> {
             if self.simulate(j, rule, gang, req, &cands) {
                 return true;
             }
-            notes.push(match rule {
-                Rule::Reclaim => format!(
-                    "reclaiming borrowed capacity from {} jobs of other queues would not make it fit",
-                    cands.len()
-                ),
-                Rule::Priority => format!(
-                    "evicting {} lower-priority jobs of its queue would not make it fit",
-                    cands.len()
-                ),
-            });
+            notes.push(rule.failed(cands.len()));
         }
         if !notes.is_empty() {
             self.jobs[j].preemption_note = Some(notes.join("; "));
@@ -110,16 +100,13 @@ impl Session<'_> {
     fn candidates(
         &self,
         j: usize,
-        rule: Rule,
+        rule: &dyn VictimRule,
         gang: &[usize],
         req: &Resources,
         blocked: &Blocked,
     ) -> Vec<Cand> {
         let snap = self.snap;
-        let q = self.jobs[j].queue.expect("queue");
-        let prio = snap.jobs[j].priority;
-        let primary = Resource::primary(req);
-        if rule == Rule::Reclaim && !self.book.within_guarantee(&self.tree, &[q], req, primary) {
+        if !rule.applies(self, j, req) {
             return Vec::new();
         }
         // Nodes some pod of the gang could use at all.
@@ -143,16 +130,7 @@ impl Session<'_> {
                 continue;
             }
             let Some(v) = rt.queue else { continue };
-            let eligible = match rule {
-                Rule::Priority => v == q && snap.jobs[x].priority < prio,
-                Rule::Reclaim => {
-                    v != q
-                        && primary
-                            .iter()
-                            .any(|&r| rt.usage.get(r) > 0 && self.book.borrows(&self.tree, v, r))
-                }
-            };
-            if !eligible {
+            if !rule.eligible(self, j, x, req) {
                 continue;
             }
             let helps_quota = quota_queue.is_some_and(|b| self.tree.path(v).contains(&b));
@@ -213,7 +191,7 @@ impl Session<'_> {
 
     /// The reclaim conditions for victim `c` of job `j` (see the module docs), against the
     /// current book.
-    fn reclaim_ok(&self, j: usize, req: &Resources, c: &Cand) -> bool {
+    pub(crate) fn reclaim_ok(&self, j: usize, req: &Resources, c: &Cand) -> bool {
         let p = self.jobs[j].queue.expect("queue");
         let p_side = self.tree.below_common(p, c.leaf);
         let primary = Resource::primary(req);
@@ -284,9 +262,15 @@ impl Session<'_> {
     }
 
     /// Evicts `set` in order in the model; false when a reclaim condition fails on the way.
-    fn evict_set(&mut self, j: usize, rule: Rule, req: &Resources, set: &[Cand]) -> bool {
+    fn evict_set(
+        &mut self,
+        j: usize,
+        rule: &dyn VictimRule,
+        req: &Resources,
+        set: &[Cand],
+    ) -> bool {
         for c in set {
-            if rule == Rule::Reclaim && !self.reclaim_ok(j, req, c) {
+            if !rule.keeps(self, j, req, c) {
                 return false;
             }
             self.evict_model(c);
@@ -297,7 +281,7 @@ impl Session<'_> {
     fn simulate(
         &mut self,
         j: usize,
-        rule: Rule,
+        rule: &dyn VictimRule,
         gang: &[usize],
         req: &Resources,
         cands: &[Cand],
@@ -312,7 +296,7 @@ impl Session<'_> {
         let mut freed = Resources::ZERO;
         let mut found = false;
         for c in cands {
-            if rule == Rule::Reclaim && !self.reclaim_ok(j, req, c) {
+            if !rule.keeps(self, j, req, c) {
                 continue;
             }
             self.evict_model(c);
@@ -356,7 +340,7 @@ impl Session<'_> {
         self.undo_to(&t0);
         let messages: Vec<(PreemptionRule, String)> = chosen
             .iter()
-            .map(|c| self.eviction_message(j, rule, c, req))
+            .map(|c| rule.message(self, j, c, req))
             .collect();
         if !self.evict_set(j, rule, req, &chosen) {
             self.abort(t0);
@@ -445,51 +429,5 @@ impl Session<'_> {
         self.commit(base);
         self.epoch += 1;
         true
-    }
-
-    fn eviction_message(
-        &self,
-        j: usize,
-        rule: Rule,
-        c: &Cand,
-        req: &Resources,
-    ) -> (PreemptionRule, String) {
-        let snap = self.snap;
-        let (pj, px) = (&snap.jobs[j], &snap.jobs[c.job]);
-        match rule {
-            Rule::Priority => (
-                PreemptionRule::Priority {
-                    victim_priority: px.priority,
-                    preemptor_priority: pj.priority,
-                },
-                format!(
-                    "preempted by job {} (priority {}) of the same queue {}: it has higher priority than this job ({}) and fits only with this job's room",
-                    pj.id, pj.priority, pj.queue, px.priority
-                ),
-            ),
-            Rule::Reclaim => {
-                let r = Resource::primary(req)
-                    .iter()
-                    .copied()
-                    .find(|&r| c.res.get(r) > 0)
-                    .unwrap_or(Resource::Gpu);
-                let v = c.leaf;
-                (
-                    PreemptionRule::Reclaim {
-                        victim_queue: px.queue.clone(),
-                        preemptor_queue: pj.queue.clone(),
-                    },
-                    format!(
-                        "preempted by job {} of queue {} to reclaim its guarantee: queue {} uses {} of {}, above its guarantee of {}",
-                        pj.id,
-                        pj.queue,
-                        px.queue,
-                        r.format(self.book.usage[v].get(r)),
-                        r.name(),
-                        r.format(self.tree.guaranteed(v, r)),
-                    ),
-                )
-            }
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! The cycle: a session over a snapshot, with transactions on the cluster's undo journal.
-//!
-//! Order of a cycle ([`Planner::run`]):
+//! The session holds the state; the steps of the cycle are the actions of
+//! [`crate::actions`], run in order by [`Planner::run`]:
 //! 1. build the state: bind running pods, charge queue usage, set holds aside (quota and
 //!    node claims), bind reservation placeholders;
 //! 2. jobs with a preemption hold go first, on the room made for them;
@@ -922,7 +922,7 @@ impl<'a> Session<'a> {
 
     /// Jobs holding room made by preemption: bound on exactly that room when it is free,
     /// else anywhere they fit, else they keep waiting.
-    fn run_nominated(&mut self) {
+    pub(crate) fn run_nominated(&mut self) {
         for h in 0..self.holds.len() {
             if self.holds[h].hold.kind != HoldKind::Preemption {
                 continue;
@@ -1057,7 +1057,7 @@ impl<'a> Session<'a> {
         None
     }
 
-    fn run_pass(&mut self, pass: Pass) {
+    pub(crate) fn run_pass(&mut self, pass: Pass) {
         self.cursor = vec![0; self.tree.len()];
         let leaves: Vec<QueueIx> = (0..self.tree.len())
             .filter(|&q| !self.lists[q].is_empty())
@@ -1113,11 +1113,11 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Runs the cycle's actions in order.
     fn run(&mut self) {
-        self.run_nominated();
-        self.run_pass(Pass::Guarantee);
-        self.run_pass(Pass::Borrow);
-        self.update_backfill();
+        for action in crate::actions::CYCLE {
+            action.execute(self);
+        }
     }
 
     // ---- reports ----
