@@ -8,12 +8,15 @@
 //! 2. [`Allocate`] (guarantee pass): jobs that fit within the guarantee of their queue and
 //!    every ancestor; a blocked gang may call on the victim rules below;
 //! 3. [`Allocate`] (borrowing pass): every other job, queues by dominant borrowed share;
-//! 4. [`Backfill`]: head-of-line waits and holds.
+//! 4. [`Backfill`]: head-of-line waits and holds;
+//! 5. [`Grow`]: elastic jobs (surplus pods beyond `min_member`) grow into what is left.
 //!
 //! Preemption is not an action of its own in the list: a gang that does not fit asks the
 //! victim rules, [`Reclaim`] then [`Preempt`], each behind the narrow, read-only
 //! [`VictimRule`] trait (which running jobs it may take from, whether a victim still keeps
-//! the rule's invariants, and what the eviction says).
+//! the rule's invariants, and what the eviction says). Taking surplus back ("shrink") is
+//! how both rules pick their first victims: single surplus pods, highest order first,
+//! before any job's minimum (see [`crate::preempt`]).
 
 use crate::fairshare::Pass;
 use crate::outcome::PreemptionRule;
@@ -39,12 +42,16 @@ pub(crate) struct Allocate(pub Pass);
 /// Head-of-line waits and holds.
 pub(crate) struct Backfill;
 
+/// Surplus pods of elastic jobs, one by one, into idle capacity left by every other action.
+pub(crate) struct Grow;
+
 /// The actions of a cycle, in order.
-pub(crate) const CYCLE: [&dyn Action; 4] = [
+pub(crate) const CYCLE: [&dyn Action; 5] = [
     &Admit,
     &Allocate(Pass::Guarantee),
     &Allocate(Pass::Borrow),
     &Backfill,
+    &Grow,
 ];
 
 impl Action for Admit {
@@ -74,6 +81,15 @@ impl Action for Backfill {
     }
     fn execute(&self, ssn: &mut Session<'_>) {
         ssn.update_backfill();
+    }
+}
+
+impl Action for Grow {
+    fn name(&self) -> &'static str {
+        "grow"
+    }
+    fn execute(&self, ssn: &mut Session<'_>) {
+        ssn.grow();
     }
 }
 

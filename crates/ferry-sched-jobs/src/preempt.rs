@@ -1,6 +1,12 @@
 //! Preemption: reclaim of borrowed capacity, and priority preemption inside a queue.
 //!
 //! Both are tried only when a job's gang does not fit (nodes or quota), reclaim first.
+//! Surplus pods of elastic jobs (beyond `min_member`, see [`crate::Job::surplus_order`])
+//! are the first candidates, single pods, highest order first (among those on nodes that can
+//! help), before any job's minimum
+//! ("shrink"); a job's minimum is a victim only as a whole (its remaining surplus goes with
+//! it). Growing surplus never preempts, so a surplus pod is never evicted to grow another
+//! job's surplus.
 //! Victims are whole jobs (every running pod of the gang), ordered lowest priority first,
 //! then last resource-policy unit first, then youngest (latest started) first. A job that is
 //! no gang (`min_member` 1, such as a Deployment's pods) is a victim pod by pod: each of its
@@ -57,9 +63,12 @@ pub(crate) struct Cand {
     pub leaf: QueueIx,
     /// What evicting it frees.
     pub res: Resources,
-    /// One running pod (index into `Session::running`) of a job that is no gang; `None`:
-    /// every running pod of the job.
+    /// One running pod (index into `Session::running`) of a job that is no gang, or a
+    /// surplus pod of an elastic job; `None`: every running pod of the job (of an elastic
+    /// job: its minimum, the surplus being candidates of their own, ahead of it).
     pub pod: Option<usize>,
+    /// A surplus pod: its rank in its job's surplus (0: the highest order).
+    pub surplus: Option<u32>,
 }
 
 impl Session<'_> {
@@ -145,6 +154,42 @@ impl Session<'_> {
                         .any(|r| crate::gang::statically_fits(spec, r))
                 })
             };
+            if !rt.surplus.is_empty() {
+                // Elastic: each surplus pod alone, highest order first, then the minimum.
+                for (rank, &i) in rt.surplus.iter().enumerate() {
+                    if self.running[i].handle.is_none() || self.running[i].evicted {
+                        continue;
+                    }
+                    if helps_quota || helps_node(i) {
+                        out.push(Cand {
+                            job: x,
+                            leaf: v,
+                            res: self.running[i].res,
+                            pod: Some(i),
+                            surplus: Some(rank as u32),
+                        });
+                    }
+                }
+                let min: Vec<usize> = rt
+                    .running
+                    .iter()
+                    .copied()
+                    .filter(|i| !rt.surplus.contains(i))
+                    .collect();
+                let res = min
+                    .iter()
+                    .fold(Resources::ZERO, |a, &i| a + self.running[i].res);
+                if helps_quota || min.iter().any(|&i| helps_node(i)) {
+                    out.push(Cand {
+                        job: x,
+                        leaf: v,
+                        res,
+                        pod: None,
+                        surplus: None,
+                    });
+                }
+                continue;
+            }
             if snap.jobs[x].min_member <= 1 && rt.running.len() > 1 {
                 // No gang: its pods are victims one by one.
                 for &i in &rt.running {
@@ -157,6 +202,7 @@ impl Session<'_> {
                             leaf: v,
                             res: self.running[i].res,
                             pod: Some(i),
+                            surplus: None,
                         });
                     }
                 }
@@ -169,20 +215,25 @@ impl Session<'_> {
                     leaf: v,
                     res: rt.usage,
                     pod: None,
+                    surplus: None,
                 });
             }
         }
-        let started = |c: &Cand| {
-            c.pod
-                .map_or(self.jobs[c.job].started, |i| snap.running[i].started)
+        let started = |c: &Cand| match (c.pod, c.surplus) {
+            (Some(i), None) => snap.running[i].started,
+            _ => self.jobs[c.job].started,
         };
         out.sort_by(|a, b| {
             let (ja, jb) = (&snap.jobs[a.job], &snap.jobs[b.job]);
-            ja.priority
-                .cmp(&jb.priority)
+            // Surplus pods before any job's minimum; within a job, highest order first.
+            b.surplus
+                .is_some()
+                .cmp(&a.surplus.is_some())
+                .then(ja.priority.cmp(&jb.priority))
                 .then(self.jobs[b.job].unit_rank.cmp(&self.jobs[a.job].unit_rank))
                 .then(started(b).cmp(&started(a)))
                 .then(ja.id.cmp(&jb.id))
+                .then(a.surplus.cmp(&b.surplus))
                 .then(a.pod.cmp(&b.pod))
         });
         out.truncate(self.cfg.max_victims);
@@ -219,7 +270,14 @@ impl Session<'_> {
         let snap = self.snap;
         let running = match c.pod {
             Some(i) => vec![i],
-            None => self.jobs[c.job].running.clone(),
+            None => {
+                let rt = &self.jobs[c.job];
+                rt.running
+                    .iter()
+                    .copied()
+                    .filter(|i| !rt.surplus.contains(i))
+                    .collect()
+            }
         };
         for i in running {
             let rt = &self.running[i];
@@ -368,11 +426,25 @@ impl Session<'_> {
                 }
             };
             for i in running {
+                // Released in the model (and so no longer bound): all but the surplus pods
+                // of an elastic job evicted whole that were no candidates of their own
+                // (they stay bound, terminating, until the cycle ends).
+                let released = c.pod.is_some()
+                    || !self.jobs[c.job].surplus.contains(&i)
+                    || chosen.iter().any(|o| o.pod == Some(i));
                 let rt = &mut self.running[i];
-                let (Some(_), Some(node)) = (rt.handle.take(), rt.node) else {
+                if rt.evicted || rt.handle.is_none() {
                     continue;
-                };
+                }
+                let Some(node) = rt.node else { continue };
+                if released {
+                    rt.handle = None;
+                }
                 rt.evicted = true;
+                let surplus = c.surplus.is_some();
+                if surplus {
+                    self.jobs[c.job].shrunk += 1;
+                }
                 victim_nodes.insert(node);
                 self.evictions.push(Eviction {
                     pod: snap.running[i].id.clone(),
@@ -381,6 +453,7 @@ impl Session<'_> {
                     preemptor: snap.jobs[j].id.clone(),
                     rule: rule.clone(),
                     message: message.clone(),
+                    surplus,
                 });
             }
         }
