@@ -63,6 +63,14 @@ pub struct Job {
     pub pods: Vec<PendingPod>,
     /// Labels (matched by reservations and resource policies).
     pub labels: Labels,
+    /// Elastic jobs only (empty: not elastic): the surplus order of its pods, running and
+    /// pending (a pod absent from it has order 0). Ordered by it (then by input order, or
+    /// the youngest for running pods), the first `min_member` pods are the job's minimum
+    /// and the others its surplus: grown one by one, lowest order first, into capacity
+    /// left idle once every other job had its turn ([`crate::actions`]'s grow), and taken
+    /// back first, single pods, highest order first, under reclaim or priority preemption
+    /// (before any job's minimum).
+    pub surplus_order: BTreeMap<PodId, u32>,
 }
 
 impl Job {
@@ -84,7 +92,40 @@ impl Job {
             min_member,
             pods,
             labels: Labels::new(),
+            surplus_order: BTreeMap::new(),
         }
+    }
+
+    /// An elastic job of `count` identical pods named `<id>-<i>` with surplus order `i +
+    /// 1`: the first `min_member` its minimum, the others its surplus.
+    pub fn elastic(
+        id: impl Into<JobId>,
+        queue: impl Into<String>,
+        priority: i32,
+        created: Time,
+        min_member: u32,
+        count: u32,
+        request: PodRequest,
+    ) -> Self {
+        let mut job = Job::gang(id, queue, priority, created, count, request);
+        job.min_member = min_member;
+        job.surplus_order = job
+            .pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.clone(), i as u32 + 1))
+            .collect();
+        job
+    }
+
+    /// Whether it is elastic (has a surplus order).
+    pub fn is_elastic(&self) -> bool {
+        !self.surplus_order.is_empty()
+    }
+
+    /// The surplus order of pod `id` (0 when it has none).
+    pub fn order_of(&self, id: &str) -> u32 {
+        self.surplus_order.get(id).copied().unwrap_or(0)
     }
 
     /// A gang of `count` identical pods named `<id>-<i>`, all required (`min_member =

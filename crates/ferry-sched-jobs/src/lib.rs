@@ -39,10 +39,13 @@
 //! Modules, one per concept: [`queues`] (tree, quota, admission), [`fairshare`] (order of
 //! queues), [`gang`] (transactional gang placement), [`backfill`] (head-of-line holds),
 //! [`preempt`] (reclaim and priority preemption, anti-loop rules), [`reservation`],
-//! [`policy`] (resource policies), [`explain`] (pending reasons), [`session`] (the cycle).
+//! [`policy`] (resource policies), [`explain`] (pending reasons), [`session`] (the cycle's
+//! state), and the actions of a cycle (admit, allocate, backfill; reclaim and preempt as
+//! victim rules) behind narrow traits, as Volcano's session runs them.
 
 #![warn(missing_docs)]
 
+pub(crate) mod actions;
 pub mod backfill;
 pub mod explain;
 pub mod fairshare;

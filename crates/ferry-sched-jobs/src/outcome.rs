@@ -49,7 +49,8 @@ pub enum PreemptionRule {
 pub struct Eviction {
     /// The pod.
     pub pod: PodId,
-    /// Its job (every running pod of the job is evicted: whole gangs only).
+    /// Its job (every running pod of a gang is evicted, except surplus pods of an elastic
+    /// job, taken back one by one).
     pub job: JobId,
     /// Node it runs on.
     pub node: String,
@@ -57,6 +58,8 @@ pub struct Eviction {
     pub preemptor: JobId,
     /// The rule.
     pub rule: PreemptionRule,
+    /// A surplus pod of an elastic job taken back alone (its minimum keeps running).
+    pub surplus: bool,
     /// Human reason, naming the preemptor and the rule.
     pub message: String,
 }
@@ -149,6 +152,8 @@ pub struct JobReport {
     pub bound: u32,
     /// Pods still pending.
     pub pending: u32,
+    /// Surplus pods of an elastic job evicted this cycle (taken back; its minimum runs on).
+    pub shrunk: u32,
     /// What is held for it after the cycle.
     pub hold: Option<Hold>,
 }

@@ -1,6 +1,12 @@
 //! Preemption: reclaim of borrowed capacity, and priority preemption inside a queue.
 //!
 //! Both are tried only when a job's gang does not fit (nodes or quota), reclaim first.
+//! Surplus pods of elastic jobs (beyond `min_member`, see [`crate::Job::surplus_order`])
+//! are the first candidates, single pods, highest order first (among those on nodes that can
+//! help), before any job's minimum
+//! ("shrink"); a job's minimum is a victim only as a whole (its remaining surplus goes with
+//! it). Growing surplus never preempts, so a surplus pod is never evicted to grow another
+//! job's surplus.
 //! Victims are whole jobs (every running pod of the gang), ordered lowest priority first,
 //! then last resource-policy unit first, then youngest (latest started) first. A job that is
 //! no gang (`min_member` 1, such as a Deployment's pods) is a victim pod by pod: each of its
@@ -42,25 +48,27 @@ use std::collections::{HashMap, HashSet};
 
 use ferry_sched_core::NodeId;
 
+use crate::actions::{VICTIM_RULES, VictimRule};
 use crate::outcome::{Eviction, HeldPod, Hold, HoldKind, PreemptionRule};
 use crate::queues::QueueIx;
 use crate::resources::{Resource, Resources};
 use crate::session::{Blocked, Session};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rule {
-    Reclaim,
-    Priority,
-}
-
+/// A victim candidate.
 #[derive(Debug, Clone, Copy)]
-struct Cand {
-    job: usize,
-    leaf: QueueIx,
-    res: Resources,
-    /// One running pod (index into `Session::running`) of a job that is no gang; `None`:
-    /// every running pod of the job.
-    pod: Option<usize>,
+pub(crate) struct Cand {
+    /// The victim job.
+    pub job: usize,
+    /// Its leaf queue.
+    pub leaf: QueueIx,
+    /// What evicting it frees.
+    pub res: Resources,
+    /// One running pod (index into `Session::running`) of a job that is no gang, or a
+    /// surplus pod of an elastic job; `None`: every running pod of the job (of an elastic
+    /// job: its minimum, the surplus being candidates of their own, ahead of it).
+    pub pod: Option<usize>,
+    /// A surplus pod: its rank in its job's surplus (0: the highest order).
+    pub surplus: Option<u32>,
 }
 
 impl Session<'_> {
@@ -77,7 +85,7 @@ impl Session<'_> {
             return false;
         }
         let mut notes = Vec::new();
-        for rule in [Rule::Reclaim, Rule::Priority] {
+        for rule in VICTIM_RULES {
             let cands = self.candidates(j, rule, gang, req, blocked);
             if cands.is_empty() {
                 continue;
@@ -90,16 +98,7 @@ impl Session<'_> {
             if self.simulate(j, rule, gang, req, &cands) {
                 return true;
             }
-            notes.push(match rule {
-                Rule::Reclaim => format!(
-                    "reclaiming borrowed capacity from {} jobs of other queues would not make it fit",
-                    cands.len()
-                ),
-                Rule::Priority => format!(
-                    "evicting {} lower-priority jobs of its queue would not make it fit",
-                    cands.len()
-                ),
-            });
+            notes.push(rule.failed(cands.len()));
         }
         if !notes.is_empty() {
             self.jobs[j].preemption_note = Some(notes.join("; "));
@@ -110,16 +109,13 @@ impl Session<'_> {
     fn candidates(
         &self,
         j: usize,
-        rule: Rule,
+        rule: &dyn VictimRule,
         gang: &[usize],
         req: &Resources,
         blocked: &Blocked,
     ) -> Vec<Cand> {
         let snap = self.snap;
-        let q = self.jobs[j].queue.expect("queue");
-        let prio = snap.jobs[j].priority;
-        let primary = Resource::primary(req);
-        if rule == Rule::Reclaim && !self.book.within_guarantee(&self.tree, &[q], req, primary) {
+        if !rule.applies(self, j, req) {
             return Vec::new();
         }
         // Nodes some pod of the gang could use at all.
@@ -143,16 +139,7 @@ impl Session<'_> {
                 continue;
             }
             let Some(v) = rt.queue else { continue };
-            let eligible = match rule {
-                Rule::Priority => v == q && snap.jobs[x].priority < prio,
-                Rule::Reclaim => {
-                    v != q
-                        && primary
-                            .iter()
-                            .any(|&r| rt.usage.get(r) > 0 && self.book.borrows(&self.tree, v, r))
-                }
-            };
-            if !eligible {
+            if !rule.eligible(self, j, x, req) {
                 continue;
             }
             let helps_quota = quota_queue.is_some_and(|b| self.tree.path(v).contains(&b));
@@ -167,6 +154,42 @@ impl Session<'_> {
                         .any(|r| crate::gang::statically_fits(spec, r))
                 })
             };
+            if !rt.surplus.is_empty() {
+                // Elastic: each surplus pod alone, highest order first, then the minimum.
+                for (rank, &i) in rt.surplus.iter().enumerate() {
+                    if self.running[i].handle.is_none() || self.running[i].evicted {
+                        continue;
+                    }
+                    if helps_quota || helps_node(i) {
+                        out.push(Cand {
+                            job: x,
+                            leaf: v,
+                            res: self.running[i].res,
+                            pod: Some(i),
+                            surplus: Some(rank as u32),
+                        });
+                    }
+                }
+                let min: Vec<usize> = rt
+                    .running
+                    .iter()
+                    .copied()
+                    .filter(|i| !rt.surplus.contains(i))
+                    .collect();
+                let res = min
+                    .iter()
+                    .fold(Resources::ZERO, |a, &i| a + self.running[i].res);
+                if helps_quota || min.iter().any(|&i| helps_node(i)) {
+                    out.push(Cand {
+                        job: x,
+                        leaf: v,
+                        res,
+                        pod: None,
+                        surplus: None,
+                    });
+                }
+                continue;
+            }
             if snap.jobs[x].min_member <= 1 && rt.running.len() > 1 {
                 // No gang: its pods are victims one by one.
                 for &i in &rt.running {
@@ -179,6 +202,7 @@ impl Session<'_> {
                             leaf: v,
                             res: self.running[i].res,
                             pod: Some(i),
+                            surplus: None,
                         });
                     }
                 }
@@ -191,20 +215,25 @@ impl Session<'_> {
                     leaf: v,
                     res: rt.usage,
                     pod: None,
+                    surplus: None,
                 });
             }
         }
-        let started = |c: &Cand| {
-            c.pod
-                .map_or(self.jobs[c.job].started, |i| snap.running[i].started)
+        let started = |c: &Cand| match (c.pod, c.surplus) {
+            (Some(i), None) => snap.running[i].started,
+            _ => self.jobs[c.job].started,
         };
         out.sort_by(|a, b| {
             let (ja, jb) = (&snap.jobs[a.job], &snap.jobs[b.job]);
-            ja.priority
-                .cmp(&jb.priority)
+            // Surplus pods before any job's minimum; within a job, highest order first.
+            b.surplus
+                .is_some()
+                .cmp(&a.surplus.is_some())
+                .then(ja.priority.cmp(&jb.priority))
                 .then(self.jobs[b.job].unit_rank.cmp(&self.jobs[a.job].unit_rank))
                 .then(started(b).cmp(&started(a)))
                 .then(ja.id.cmp(&jb.id))
+                .then(a.surplus.cmp(&b.surplus))
                 .then(a.pod.cmp(&b.pod))
         });
         out.truncate(self.cfg.max_victims);
@@ -213,7 +242,7 @@ impl Session<'_> {
 
     /// The reclaim conditions for victim `c` of job `j` (see the module docs), against the
     /// current book.
-    fn reclaim_ok(&self, j: usize, req: &Resources, c: &Cand) -> bool {
+    pub(crate) fn reclaim_ok(&self, j: usize, req: &Resources, c: &Cand) -> bool {
         let p = self.jobs[j].queue.expect("queue");
         let p_side = self.tree.below_common(p, c.leaf);
         let primary = Resource::primary(req);
@@ -241,7 +270,14 @@ impl Session<'_> {
         let snap = self.snap;
         let running = match c.pod {
             Some(i) => vec![i],
-            None => self.jobs[c.job].running.clone(),
+            None => {
+                let rt = &self.jobs[c.job];
+                rt.running
+                    .iter()
+                    .copied()
+                    .filter(|i| !rt.surplus.contains(i))
+                    .collect()
+            }
         };
         for i in running {
             let rt = &self.running[i];
@@ -284,9 +320,15 @@ impl Session<'_> {
     }
 
     /// Evicts `set` in order in the model; false when a reclaim condition fails on the way.
-    fn evict_set(&mut self, j: usize, rule: Rule, req: &Resources, set: &[Cand]) -> bool {
+    fn evict_set(
+        &mut self,
+        j: usize,
+        rule: &dyn VictimRule,
+        req: &Resources,
+        set: &[Cand],
+    ) -> bool {
         for c in set {
-            if rule == Rule::Reclaim && !self.reclaim_ok(j, req, c) {
+            if !rule.keeps(self, j, req, c) {
                 return false;
             }
             self.evict_model(c);
@@ -297,7 +339,7 @@ impl Session<'_> {
     fn simulate(
         &mut self,
         j: usize,
-        rule: Rule,
+        rule: &dyn VictimRule,
         gang: &[usize],
         req: &Resources,
         cands: &[Cand],
@@ -312,7 +354,7 @@ impl Session<'_> {
         let mut freed = Resources::ZERO;
         let mut found = false;
         for c in cands {
-            if rule == Rule::Reclaim && !self.reclaim_ok(j, req, c) {
+            if !rule.keeps(self, j, req, c) {
                 continue;
             }
             self.evict_model(c);
@@ -356,7 +398,7 @@ impl Session<'_> {
         self.undo_to(&t0);
         let messages: Vec<(PreemptionRule, String)> = chosen
             .iter()
-            .map(|c| self.eviction_message(j, rule, c, req))
+            .map(|c| rule.message(self, j, c, req))
             .collect();
         if !self.evict_set(j, rule, req, &chosen) {
             self.abort(t0);
@@ -384,11 +426,25 @@ impl Session<'_> {
                 }
             };
             for i in running {
+                // Released in the model (and so no longer bound): all but the surplus pods
+                // of an elastic job evicted whole that were no candidates of their own
+                // (they stay bound, terminating, until the cycle ends).
+                let released = c.pod.is_some()
+                    || !self.jobs[c.job].surplus.contains(&i)
+                    || chosen.iter().any(|o| o.pod == Some(i));
                 let rt = &mut self.running[i];
-                let (Some(_), Some(node)) = (rt.handle.take(), rt.node) else {
+                if rt.evicted || rt.handle.is_none() {
                     continue;
-                };
+                }
+                let Some(node) = rt.node else { continue };
+                if released {
+                    rt.handle = None;
+                }
                 rt.evicted = true;
+                let surplus = c.surplus.is_some();
+                if surplus {
+                    self.jobs[c.job].shrunk += 1;
+                }
                 victim_nodes.insert(node);
                 self.evictions.push(Eviction {
                     pod: snap.running[i].id.clone(),
@@ -397,6 +453,7 @@ impl Session<'_> {
                     preemptor: snap.jobs[j].id.clone(),
                     rule: rule.clone(),
                     message: message.clone(),
+                    surplus,
                 });
             }
         }
@@ -445,51 +502,5 @@ impl Session<'_> {
         self.commit(base);
         self.epoch += 1;
         true
-    }
-
-    fn eviction_message(
-        &self,
-        j: usize,
-        rule: Rule,
-        c: &Cand,
-        req: &Resources,
-    ) -> (PreemptionRule, String) {
-        let snap = self.snap;
-        let (pj, px) = (&snap.jobs[j], &snap.jobs[c.job]);
-        match rule {
-            Rule::Priority => (
-                PreemptionRule::Priority {
-                    victim_priority: px.priority,
-                    preemptor_priority: pj.priority,
-                },
-                format!(
-                    "preempted by job {} (priority {}) of the same queue {}: it has higher priority than this job ({}) and fits only with this job's room",
-                    pj.id, pj.priority, pj.queue, px.priority
-                ),
-            ),
-            Rule::Reclaim => {
-                let r = Resource::primary(req)
-                    .iter()
-                    .copied()
-                    .find(|&r| c.res.get(r) > 0)
-                    .unwrap_or(Resource::Gpu);
-                let v = c.leaf;
-                (
-                    PreemptionRule::Reclaim {
-                        victim_queue: px.queue.clone(),
-                        preemptor_queue: pj.queue.clone(),
-                    },
-                    format!(
-                        "preempted by job {} of queue {} to reclaim its guarantee: queue {} uses {} of {}, above its guarantee of {}",
-                        pj.id,
-                        pj.queue,
-                        px.queue,
-                        r.format(self.book.usage[v].get(r)),
-                        r.name(),
-                        r.format(self.tree.guaranteed(v, r)),
-                    ),
-                )
-            }
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! The cycle: a session over a snapshot, with transactions on the cluster's undo journal.
-//!
-//! Order of a cycle ([`Planner::run`]):
+//! The session holds the state; the steps of the cycle are the actions of
+//! [`crate::actions`], run in order by [`Planner::run`]:
 //! 1. build the state: bind running pods, charge queue usage, set holds aside (quota and
 //!    node claims), bind reservation placeholders;
 //! 2. jobs with a preemption hold go first, on the room made for them;
@@ -259,6 +259,10 @@ pub(crate) struct JobRt {
     pub behind: Option<usize>,
     /// Highest resource-policy unit its running pods are in (victims: last unit first).
     pub unit_rank: usize,
+    /// Elastic: its running surplus pods (indices into `snap.running`), highest order first.
+    pub surplus: Vec<usize>,
+    /// Surplus pods taken back this cycle.
+    pub shrunk: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -362,8 +366,14 @@ pub(crate) struct Session<'a> {
 
 /// The first `gang` pods (in the job's order) come first, then the others; each part
 /// largest first with identical requests together.
-fn placement_order(pods: &[crate::input::PendingPod], gang: usize) -> Vec<usize> {
+fn placement_order(job: &crate::input::Job, gang: usize) -> Vec<usize> {
+    let pods = &job.pods;
     let mut order: Vec<usize> = (0..pods.len()).collect();
+    if job.is_elastic() {
+        // Elastic: by surplus order (the gang is the lowest), input order among equals.
+        order.sort_by_key(|&p| (job.order_of(&pods[p].id), p));
+        return order;
+    }
     let key = |&a: &usize, &b: &usize| {
         let (x, y) = (&pods[a].request, &pods[b].request);
         (
@@ -585,7 +595,19 @@ impl<'a> Session<'a> {
                 });
             }
             rt.gang = need.min(job.pods.len());
-            rt.order = placement_order(&job.pods, rt.gang);
+            rt.order = placement_order(job, rt.gang);
+            if job.is_elastic() && rt.running.len() > job.min_member as usize {
+                let mut surplus = rt.running.clone();
+                surplus.sort_by(|&a, &b| {
+                    let (x, y) = (&snap.running[a], &snap.running[b]);
+                    job.order_of(&y.id)
+                        .cmp(&job.order_of(&x.id))
+                        .then(y.started.cmp(&x.started))
+                        .then(y.id.cmp(&x.id))
+                });
+                surplus.truncate(rt.running.len() - job.min_member as usize);
+                rt.surplus = surplus;
+            }
             rt.req = rt.order[..rt.gang]
                 .iter()
                 .map(|&p| Resources::of_pod(&job.pods[p].request))
@@ -885,7 +907,9 @@ impl<'a> Session<'a> {
         match result {
             Ok(placed) => {
                 self.apply_placed(j, placed);
-                self.place_extras(j, &extras);
+                if !self.snap.jobs[j].is_elastic() {
+                    self.place_extras(j, &extras);
+                }
                 if released > 0 {
                     self.rebind_reservations(j);
                     self.epoch += 1;
@@ -922,7 +946,7 @@ impl<'a> Session<'a> {
 
     /// Jobs holding room made by preemption: bound on exactly that room when it is free,
     /// else anywhere they fit, else they keep waiting.
-    fn run_nominated(&mut self) {
+    pub(crate) fn run_nominated(&mut self) {
         for h in 0..self.holds.len() {
             if self.holds[h].hold.kind != HoldKind::Preemption {
                 continue;
@@ -952,8 +976,10 @@ impl<'a> Session<'a> {
             match placed {
                 Some(placed) => {
                     self.apply_placed(j, placed);
-                    let extras: Vec<usize> = self.jobs[j].order[self.jobs[j].gang..].to_vec();
-                    self.place_extras(j, &extras);
+                    if !self.snap.jobs[j].is_elastic() {
+                        let extras: Vec<usize> = self.jobs[j].order[self.jobs[j].gang..].to_vec();
+                        self.place_extras(j, &extras);
+                    }
                     self.rebind_reservations(j);
                     self.epoch += 1;
                     self.commit(txn);
@@ -972,6 +998,63 @@ impl<'a> Session<'a> {
                     hold.pods
                         .retain(|hp| self.cluster.node_id(&hp.node).is_some());
                     self.new_holds.push(hold);
+                }
+            }
+        }
+    }
+
+    /// The grow action: surplus pods of elastic jobs whose minimum runs (or was bound this
+    /// cycle), one pod per job per round (jobs by priority, then arrival), each within its
+    /// queue's quota and on idle capacity (never by evicting anything), until none fits.
+    pub(crate) fn grow(&mut self) {
+        let snap = self.snap;
+        let mut jobs: Vec<usize> = (0..snap.jobs.len())
+            .filter(|&j| {
+                let rt = &self.jobs[j];
+                snap.jobs[j].is_elastic()
+                    && rt.queue.is_some()
+                    && rt.invalid.is_none()
+                    && !rt.evicted
+                    && !rt.nominated
+                    && rt.behind.is_none()
+                    && (rt.gang == 0 || !rt.placed.is_empty())
+                    && rt.order.len() > rt.gang
+            })
+            .collect();
+        jobs.sort_by(|&a, &b| {
+            let (x, y) = (&snap.jobs[a], &snap.jobs[b]);
+            y.priority
+                .cmp(&x.priority)
+                .then(x.created.cmp(&y.created))
+                .then(x.arrival.cmp(&y.arrival))
+                .then(x.id.cmp(&y.id))
+        });
+        let mut next: Vec<usize> = jobs.iter().map(|&j| self.jobs[j].gang).collect();
+        let mut live: Vec<bool> = vec![true; jobs.len()];
+        while live.iter().any(|&l| l) {
+            for (k, &j) in jobs.iter().enumerate() {
+                if !live[k] {
+                    continue;
+                }
+                let p = self.jobs[j].order[next[k]];
+                let q = self.jobs[j].queue.expect("queue");
+                let res = self.request_of(j, &[p]);
+                let result = match self.book.admit(&self.tree, q, &res) {
+                    Err(b) => Err(Blocked::Quota(b)),
+                    Ok(()) => self.place_pods(j, &[p], false).map_err(Blocked::Capacity),
+                };
+                match result {
+                    Ok(placed) => {
+                        self.apply_placed(j, placed);
+                        next[k] += 1;
+                        if next[k] == self.jobs[j].order.len() {
+                            live[k] = false;
+                        }
+                    }
+                    Err(b) => {
+                        self.jobs[j].extra_blocked = Some(b);
+                        live[k] = false;
+                    }
                 }
             }
         }
@@ -1033,6 +1116,10 @@ impl<'a> Session<'a> {
             if rt.done {
                 continue;
             }
+            if rt.gang == 0 && self.snap.jobs[j].is_elastic() {
+                // Its minimum runs: only surplus waits, for the grow action.
+                continue;
+            }
             match pass {
                 Pass::Borrow => return Some(j),
                 Pass::Guarantee => {
@@ -1057,7 +1144,7 @@ impl<'a> Session<'a> {
         None
     }
 
-    fn run_pass(&mut self, pass: Pass) {
+    pub(crate) fn run_pass(&mut self, pass: Pass) {
         self.cursor = vec![0; self.tree.len()];
         let leaves: Vec<QueueIx> = (0..self.tree.len())
             .filter(|&q| !self.lists[q].is_empty())
@@ -1113,11 +1200,11 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Runs the cycle's actions in order.
     fn run(&mut self) {
-        self.run_nominated();
-        self.run_pass(Pass::Guarantee);
-        self.run_pass(Pass::Borrow);
-        self.update_backfill();
+        for action in crate::actions::CYCLE {
+            action.execute(self);
+        }
     }
 
     // ---- reports ----
@@ -1262,6 +1349,14 @@ impl<'a> Session<'a> {
                 (_, Some(r)) => r.to_string(),
                 (_, None) => String::new(),
             };
+            if rt.shrunk > 0
+                && let Some(e) = self.evictions.iter().find(|e| e.job == job.id)
+            {
+                message.push_str(&format!(
+                    "; {} surplus pods taken back: {}",
+                    rt.shrunk, e.message
+                ));
+            }
             if let Some(note) = &rt.preemption_note
                 && state == JobState::Pending
             {
@@ -1290,6 +1385,7 @@ impl<'a> Session<'a> {
                 preemption: rt.preemption_note.clone(),
                 bound,
                 pending,
+                shrunk: rt.shrunk,
                 hold: hold_copies[j].clone(),
             });
         }

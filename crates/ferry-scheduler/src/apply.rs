@@ -160,12 +160,20 @@ pub async fn evict_all(
                         reason: reason.into(),
                     })
                     .inc();
+                let message = if e.surplus {
+                    format!(
+                        "surplus pod (beyond minMember) of elastic group {} taken back, its minimum keeps running: {}",
+                        e.job, e.message
+                    )
+                } else {
+                    e.message.clone()
+                };
                 event(
                     client,
                     &object_ref_pod(&e.pod, pod),
                     "Warning",
                     "Preempted",
-                    &e.message,
+                    &message,
                 )
                 .await;
                 evicted.push(e.pod.clone());
@@ -662,7 +670,22 @@ impl Writer {
             }
         }
         // PodGroups: phase, counts, and why they wait.
+        let shrunk: HashMap<&str, &str> = outcome
+            .jobs
+            .iter()
+            .filter(|r| r.shrunk > 0)
+            .map(|r| (r.job.as_str(), r.message.as_str()))
+            .collect();
         for (job, group) in &built.groups {
+            if let Some(message) = shrunk.get(job.as_str()) {
+                // An elastic group gave surplus pods back: its minimum keeps running.
+                plan.event(Write::Event {
+                    object: object_ref_group(group),
+                    type_: "Normal",
+                    reason: "SurplusPreempted",
+                    message: message.to_string(),
+                });
+            }
             let mut counts: PodCounts = built.counts.get(job).cloned().unwrap_or_default();
             let bound_now = bound_jobs.get(job.as_str());
             let just_bound = bound_now.map_or(0, Vec::len) as i32;

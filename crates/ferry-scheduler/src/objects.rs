@@ -30,9 +30,10 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// The annotations the scheduler reads; the informers drop every other one.
-pub const KEPT_ANNOTATIONS: [&str; 2] = [
+pub const KEPT_ANNOTATIONS: [&str; 3] = [
     ferry_api::gpu::POD_ASSIGNED_ANNOTATION,
     ferry_api::gpu::NODE_DEVICES_ANNOTATION,
+    ferry_api::scheduling::SURPLUS_ORDER_ANNOTATION,
 ];
 
 /// The pairs of a JSON object, sorted by key with one pair per key (the last one written,

@@ -442,7 +442,8 @@ pub fn build(
             );
             let job = ours.then(|| job_id.clone());
             if let Some(j) = &job {
-                ensure_job(&mut jobs, j, &queue, pod, group, ns, arrivals);
+                let job = ensure_job(&mut jobs, j, &queue, pod, group, ns, arrivals);
+                note_surplus_order(job, &id, pod, group.is_some());
                 built.queue_of_job.insert(j.clone(), queue.clone());
             }
             built.snapshot.running.push(RunningPod {
@@ -527,6 +528,7 @@ pub fn build(
         match convert::pod_request(pod, &mut strict, true) {
             Ok(request) => {
                 let job = ensure_job(&mut jobs, &job_id, &queue, pod, group, ns, arrivals);
+                note_surplus_order(job, &id, pod, group.is_some());
                 job.pods.push(PendingPod {
                     id: id.clone(),
                     request,
@@ -589,6 +591,20 @@ pub fn build(
         .collect();
     arrivals.end();
     built
+}
+
+/// Records the surplus order of a pod of a PodGroup ([`scheduling::SURPLUS_ORDER_ANNOTATION`]):
+/// a group one of whose pods carries it is elastic. An unparsable value counts as 0.
+fn note_surplus_order(job: &mut Job, id: &PodId, pod: &Pod, grouped: bool) {
+    if !grouped {
+        return;
+    }
+    if let Some(v) = pod.annotations.get(scheduling::SURPLUS_ORDER_ANNOTATION) {
+        let order = v.trim().parse::<u32>().unwrap_or(0);
+        job.surplus_order.insert(id.clone(), order);
+    } else if job.is_elastic() {
+        job.surplus_order.insert(id.clone(), 0);
+    }
 }
 
 /// The job of `id`, created from its first pod (and PodGroup) when new. A controller's job
@@ -843,6 +859,51 @@ mod tests {
                 .map(String::as_str),
             Some("default")
         );
+    }
+
+    #[test]
+    fn a_podgroup_whose_pods_carry_a_surplus_order_is_elastic() {
+        let group: Arc<PodGroup> = Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
+                "metadata": {"name": "el", "namespace": "ns", "uid": "g", "resourceVersion": "3"},
+                "spec": {"minMember": 2}
+            }))
+            .unwrap(),
+        );
+        let member = |n: &str, order: Option<&str>| -> Arc<Pod> {
+            let annotations = order.map(|o| json!({(scheduling::SURPLUS_ORDER_ANNOTATION): o}));
+            Arc::new(
+                serde_json::from_value(json!({
+                    "metadata": {"name": n, "namespace": "ns", "uid": format!("uid-{n}"),
+                        "resourceVersion": "5", "creationTimestamp": "2024-01-01T00:00:00Z",
+                        "labels": {(scheduling::POD_GROUP_LABEL): "el"},
+                        "annotations": annotations},
+                    "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]},
+                }))
+                .unwrap(),
+            )
+        };
+        let mut objects = objects(
+            vec![
+                member("el-worker-3", Some("4")),
+                member("el-master-0", None),
+                member("el-worker-0", Some("1")),
+            ],
+            vec![],
+        );
+        objects.groups.push(group);
+        let built = build_of(&objects);
+        let job = &built.snapshot.jobs[0];
+        assert!(job.is_elastic());
+        assert_eq!(job.min_member, 2);
+        assert_eq!(job.order_of("ns/el-worker-3"), 4);
+        assert_eq!(job.order_of("ns/el-worker-0"), 1);
+        assert_eq!(job.order_of("ns/el-master-0"), 0);
+        // A group none of whose pods carries the annotation is not elastic.
+        let mut plain = self::objects(vec![member("el-0", None), member("el-1", None)], vec![]);
+        plain.groups = objects.groups.clone();
+        assert!(!build_of(&plain).snapshot.jobs[0].is_elastic());
     }
 
     #[test]
