@@ -424,6 +424,10 @@ pub fn build_job(
     job_spec
         .completion_mode
         .get_or_insert_with(|| "Indexed".into());
+    // An Indexed Job needs completions: one per pod it runs at once unless the template says.
+    if job_spec.completion_mode.as_deref() == Some("Indexed") && job_spec.completions.is_none() {
+        job_spec.completions = Some(job_spec.parallelism.unwrap_or(1));
+    }
     job_spec.suspend = Some(spec.suspend.unwrap_or(false));
     let pod_meta = job_spec.template.metadata.get_or_insert_default();
     let pod_labels = pod_meta.labels.get_or_insert_default();
@@ -967,9 +971,11 @@ async fn reconcile(cached: Arc<DynamicObject>, client: Arc<kube::Client>) -> Res
     })
 }
 
+/// Deletes a Job and (foreground) its pods first, so the next attempt's Jobs, created once
+/// the old ones are gone, never run beside the old pods.
 async fn delete_job(api: &Api<Job>, job: &Job) -> Result<(), Error> {
     let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
+        propagation_policy: Some(PropagationPolicy::Foreground),
         preconditions: job
             .metadata
             .uid
@@ -1123,7 +1129,6 @@ async fn ensure_pod_group(
             .get_or_insert_default()
             .insert(QUEUE_LABEL.into(), queue.clone());
     }
-    let _ = pg.meta();
     match api.create(&PostParams::default(), &pg).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),

@@ -99,7 +99,8 @@ async fn jobset_runs_jobs_with_pod_dns_gang_and_status() {
          \x20       except OSError:\n\
          \x20           if time.time() > deadline: raise\n\
          \x20           time.sleep(0.2)\n\
-         print('index', os.environ['JOB_COMPLETION_INDEX'], 'host', socket.gethostname())\n"
+         print('index', os.environ['JOB_COMPLETION_INDEX'], 'host', socket.gethostname(), flush=True)\n\
+         time.sleep(5)\n"
     );
     apply(
         &t,
@@ -301,13 +302,12 @@ async fn jobset_startup_order_suspend_and_unsupported_fields() {
     );
     // The second Job does not exist before the first one's pod is ready.
     let first = eventually("ordered-first-0 ready", WAIT, async || {
+        // Read the second first: if it exists, the first was ready before it was made.
+        let second = jobs.get_opt("ordered-second-0").await.ok()?;
         let j = jobs.get_opt("ordered-first-0").await.ok()??;
-        let ready = j.status.as_ref()?.ready.unwrap_or(0);
-        if ready == 0 {
-            assert!(
-                jobs.get_opt("ordered-second-0").await.unwrap().is_none(),
-                "second created before first was ready"
-            );
+        let st = j.status.clone().unwrap_or_default();
+        if st.ready.unwrap_or(0) + st.succeeded.unwrap_or(0) == 0 {
+            assert!(second.is_none(), "second created before first was ready");
             return None;
         }
         Some(j)
