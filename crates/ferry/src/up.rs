@@ -167,6 +167,34 @@ pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the standard Kubeflow Trainer runtimes Ferry ships (`deploy/runtimes/`) that are
+/// missing; one that exists is left as it is (an administrator may have changed it).
+pub async fn install_runtimes(client: &kube::Client) -> anyhow::Result<()> {
+    use kube::api::{Api, DynamicObject, PostParams};
+    let api: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ferry_training::trainer::cluster_training_runtime_resource(),
+    );
+    for (name, yaml) in ferry_training::trainer::RUNTIMES {
+        let runtime: DynamicObject = serde_saphyr::from_str(yaml)
+            .with_context(|| format!("the embedded runtime {name} is not valid"))?;
+        // The CRD was created a moment ago: its resource may take a moment to be served.
+        let mut tries = 0;
+        loop {
+            match api.create(&PostParams::default(), &runtime).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 409 => break,
+                Err(kube::Error::Api(e)) if e.code == 404 && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot create {name}")),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A kube-rs client from a kubeconfig document.
 pub async fn client_from_kubeconfig(yaml: &str) -> anyhow::Result<kube::Client> {
     let kubeconfig: kube::config::Kubeconfig =
@@ -270,6 +298,9 @@ impl ControlPlane {
         install_crds(&client_from_kubeconfig(&server.kubeconfig()).await?)
             .await
             .context("cannot install Ferry's CRDs")?;
+        install_runtimes(&client_from_kubeconfig(&server.kubeconfig()).await?)
+            .await
+            .context("cannot install the standard training runtimes")?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         if config.scheduler {
