@@ -2,6 +2,7 @@
 //! `ferry up` runs (also started in-process by integration tests).
 
 pub mod bench;
+pub mod cli;
 pub mod bench_controllers;
 pub mod bench_dns;
 pub mod bench_sandbox;
