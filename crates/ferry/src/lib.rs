@@ -2,12 +2,12 @@
 //! `ferry up` runs (also started in-process by integration tests).
 
 pub mod bench;
-pub mod cli;
 pub mod bench_controllers;
 pub mod bench_dns;
 pub mod bench_sandbox;
 pub mod bench_scheduler;
 pub mod bench_service;
+pub mod cli;
 pub mod commands;
 pub mod incluster;
 pub mod runtimeclass;

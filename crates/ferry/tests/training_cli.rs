@@ -58,7 +58,10 @@ fn doc_schema(name: &str) -> Value {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cli.md"))
         .expect("docs/cli.md");
     let fence = format!("```json schema={name}\n");
-    let start = doc.find(&fence).unwrap_or_else(|| panic!("docs/cli.md has no schema {name}")) + fence.len();
+    let start = doc
+        .find(&fence)
+        .unwrap_or_else(|| panic!("docs/cli.md has no schema {name}"))
+        + fence.len();
     let end = start + doc[start..].find("\n```").expect("closed fence");
     serde_json::from_str(&doc[start..end]).expect("the schema in docs/cli.md is JSON")
 }
@@ -133,8 +136,18 @@ fn help_teaches() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for want in ["pytorchjob", "tfjob", "mpijob", "Examples:", "--min-workers 2 --max-workers 4", "ferry get NAME"] {
-        assert!(help.contains(want), "`ferry submit --help` lacks {want:?}:\n{help}");
+    for want in [
+        "pytorchjob",
+        "tfjob",
+        "mpijob",
+        "Examples:",
+        "--min-workers 2 --max-workers 4",
+        "ferry get NAME",
+    ] {
+        assert!(
+            help.contains(want),
+            "`ferry submit --help` lacks {want:?}:\n{help}"
+        );
     }
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["submit", "pytorch", "--help"])
@@ -142,16 +155,43 @@ fn help_teaches() {
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--name", "--image", "--workers", "--gpus", "--cpu", "--memory", "--env", "--data ",
-        "--data-dir", "--selector", "--toleration", "--priority", "--queue", "--retry",
-        "--running-timeout", "--ttl-after-finished", "--clean-task-policy", "--working-dir",
-        "--min-workers", "--max-workers", "MASTER_ADDR",
+        "--name",
+        "--image",
+        "--workers",
+        "--gpus",
+        "--cpu",
+        "--memory",
+        "--env",
+        "--data ",
+        "--data-dir",
+        "--selector",
+        "--toleration",
+        "--priority",
+        "--queue",
+        "--retry",
+        "--running-timeout",
+        "--ttl-after-finished",
+        "--clean-task-policy",
+        "--working-dir",
+        "--min-workers",
+        "--max-workers",
+        "MASTER_ADDR",
     ] {
-        assert!(help.contains(flag), "`ferry submit pytorch --help` lacks {flag}:\n{help}");
+        assert!(
+            help.contains(flag),
+            "`ferry submit pytorch --help` lacks {flag}:\n{help}"
+        );
     }
     // Arena's aliases.
-    for alias in [["submit", "mj", "--help"], ["submit", "tf", "--help"], ["submit", "mpi", "--help"]] {
-        let out = Command::new(env!("CARGO_BIN_EXE_ferry")).args(alias).output().unwrap();
+    for alias in [
+        ["submit", "mj", "--help"],
+        ["submit", "tf", "--help"],
+        ["submit", "mpi", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(alias)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{alias:?}");
     }
 }
@@ -161,36 +201,56 @@ fn help_teaches() {
 async fn errors_before_anything_is_created() {
     let t = common::start_with_node("4xH100-80GB").await;
     let base = ["submit", "pytorch", "--name", "bad"];
-    let with = |extra: &[&str]| {
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
         let mut v: Vec<&str> = base.to_vec();
         v.extend_from_slice(extra);
         v.extend_from_slice(&["--", "true"]);
         v
-    };
+    }
+    let with = |extra: &[&'static str]| with(&base, extra);
     let e = fails(&t, &with(&["--queue", "gold"]));
     assert!(e.contains("queue \"gold\" not found (404 NotFound)"), "{e}");
     let e = fails(&t, &with(&["--gpus", "8"]));
-    assert!(e.contains("no node has 8 GPUs (the most on one node is 4, on test-node)"), "{e}");
+    assert!(
+        e.contains("no node has 8 GPUs (the most on one node is 4, on test-node)"),
+        "{e}"
+    );
     let e = fails(&t, &with(&["--gpus", "2", "--workers", "3"]));
     assert!(e.contains("needs 6 GPUs at once"), "{e}");
     let e = fails(&t, &with(&["--priority", "urgent"]));
     assert!(e.contains("priority class \"urgent\" not found"), "{e}");
     let e = fails(&t, &with(&["--data", "imagenet:/data"]));
-    assert!(e.contains("PersistentVolumeClaim \"imagenet\" not found"), "{e}");
+    assert!(
+        e.contains("PersistentVolumeClaim \"imagenet\" not found"),
+        "{e}"
+    );
     let e = fails(&t, &with(&["--cpu", "two"]));
     assert!(e.contains("invalid --cpu \"two\""), "{e}");
     let e = fails(&t, &with(&["--toleration", "gpu:Sometimes"]));
-    assert!(e.contains("NoSchedule, PreferNoSchedule or NoExecute"), "{e}");
+    assert!(
+        e.contains("NoSchedule, PreferNoSchedule or NoExecute"),
+        "{e}"
+    );
     let e = fails(&t, &with(&["--min-workers", "3", "--max-workers", "2"]));
     assert!(e.contains("1 <= min <= max"), "{e}");
-    let e = fails(&t, &["submit", "pytorch", "--name", "Bad_Name", "--", "true"]);
-    assert!(e.contains("invalid --name \"Bad_Name\" (422 Invalid)"), "{e}");
+    let e = fails(
+        &t,
+        &["submit", "pytorch", "--name", "Bad_Name", "--", "true"],
+    );
+    assert!(
+        e.contains("invalid --name \"Bad_Name\" (422 Invalid)"),
+        "{e}"
+    );
     let e = fails(&t, &with(&["--image", "UPPER/case"]));
     assert!(e.contains("invalid --image"), "{e}");
 
     // An image missing from a real registry (Debian's docker-registry, empty).
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     std::fs::write(
         dir.path().join("config.yml"),
         format!(
@@ -206,30 +266,56 @@ async fn errors_before_anything_is_created() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("docker-registry (Debian's docker-registry package) must be installed");
-    eventually("the registry listens", Duration::from_secs(20), async || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    })
+    eventually(
+        "the registry listens",
+        Duration::from_secs(20),
+        async || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    )
     .await;
     let image = format!("127.0.0.1:{port}/team/trainer:v1");
-    let e = fails(&t, &with(&["--image", &image]));
+    let image_args = [
+        "submit",
+        "pytorch",
+        "--name",
+        "bad",
+        "--image",
+        image.as_str(),
+        "--",
+        "true",
+    ];
+    let e = fails(&t, &image_args);
     assert!(
-        e.contains(&format!("image {image} not found in registry 127.0.0.1:{port} (404 NotFound")),
+        e.contains(&format!(
+            "image {image} not found in registry 127.0.0.1:{port} (404 NotFound"
+        )),
         "{e}"
     );
     registry.kill().unwrap();
     registry.wait().unwrap();
-    let e = fails(&t, &with(&["--image", &image]));
+    let e = fails(&t, &image_args);
     assert!(e.contains("cannot reach registry"), "{e}");
 
     no_jobs_created(&t);
 
     // A job that exists is not overwritten.
-    ok(&t, &["submit", "pytorch", "--name", "twice", "--", "sleep", "1"]);
-    let e = fails(&t, &["submit", "pytorch", "--name", "twice", "--", "sleep", "1"]);
-    assert!(e.contains("already exists in namespace \"default\" (409 AlreadyExists)"), "{e}");
+    ok(
+        &t,
+        &["submit", "pytorch", "--name", "twice", "--", "sleep", "1"],
+    );
+    let e = fails(
+        &t,
+        &["submit", "pytorch", "--name", "twice", "--", "sleep", "1"],
+    );
+    assert!(
+        e.contains("already exists in namespace \"default\" (409 AlreadyExists)"),
+        "{e}"
+    );
     // Verbs on missing jobs.
     let e = fails(&t, &["get", "nosuch"]);
-    assert!(e.contains("no training job \"nosuch\" in namespace \"default\" (404 NotFound)"), "{e}");
+    assert!(
+        e.contains("no training job \"nosuch\" in namespace \"default\" (404 NotFound)"),
+        "{e}"
+    );
     let e = fails(&t, &["delete", "nosuch"]);
     assert!(e.contains("404 NotFound"), "{e}");
     let e = fails(&t, &["logs", "nosuch"]);
@@ -248,22 +334,65 @@ async fn submit_renders_every_flag() {
     // Suspended right after creation would need a flag arena lacks: use --dry-run to render
     // with every check, then submit for real and compare.
     let args = [
-        "submit", "pytorch", "--name", "full", "--workers", "3", "--gpus", "1", "--cpu", "500m",
-        "--memory", "1Gi", "-e", "A=1", "--env", "B=x=y", "--data", "imagenet:/data",
-        "--data-dir", "/tmp:/scratch", "--selector", "zone=a", "--toleration",
-        "gpu=true:NoSchedule", "--priority", "high", "--queue", "research", "--retry", "2",
-        "--running-timeout", "1h", "--ttl-after-finished", "10m", "--clean-task-policy", "All",
-        "--working-dir", "/work", "--", "python3 train.py --steps 5",
+        "submit",
+        "pytorch",
+        "--name",
+        "full",
+        "--workers",
+        "3",
+        "--gpus",
+        "1",
+        "--cpu",
+        "500m",
+        "--memory",
+        "1Gi",
+        "-e",
+        "A=1",
+        "--env",
+        "B=x=y",
+        "--data",
+        "imagenet:/data",
+        "--data-dir",
+        "/tmp:/scratch",
+        "--selector",
+        "zone=a",
+        "--toleration",
+        "gpu=true:NoSchedule",
+        "--priority",
+        "high",
+        "--queue",
+        "research",
+        "--retry",
+        "2",
+        "--running-timeout",
+        "1h",
+        "--ttl-after-finished",
+        "10m",
+        "--clean-task-policy",
+        "All",
+        "--working-dir",
+        "/work",
+        "--",
+        "python3 train.py --steps 5",
     ];
     let mut dry = args.to_vec();
     dry.insert(2, "--dry-run");
     let rendered = json(&ok(&t, &dry));
     no_jobs_created(&t);
     let out = ok(&t, &args);
-    assert!(out.contains("pytorchjob.kubeflow.org/full created"), "{out}");
+    assert!(
+        out.contains("pytorchjob.kubeflow.org/full created"),
+        "{out}"
+    );
     assert!(out.contains("ferry get full"), "{out}");
-    let job = json(&t.kubectl(&["get", "pytorchjob", "full", "-o", "json"]).success());
-    assert_eq!(job["spec"]["pytorchReplicaSpecs"], rendered["spec"]["pytorchReplicaSpecs"]);
+    let job = json(
+        &t.kubectl(&["get", "pytorchjob", "full", "-o", "json"])
+            .success(),
+    );
+    assert_eq!(
+        job["spec"]["pytorchReplicaSpecs"],
+        rendered["spec"]["pytorchReplicaSpecs"]
+    );
     let rp = &job["spec"]["runPolicy"];
     assert_eq!(rp["backoffLimit"], 2);
     assert_eq!(rp["activeDeadlineSeconds"], 3600);
@@ -274,29 +403,69 @@ async fn submit_renders_every_flag() {
     let specs = &job["spec"]["pytorchReplicaSpecs"];
     assert_eq!(specs["Master"]["replicas"], 1);
     assert_eq!(specs["Master"]["restartPolicy"], "Never");
-    assert_eq!(specs["Worker"]["replicas"], 2, "--workers counts the master, as arena");
+    assert_eq!(
+        specs["Worker"]["replicas"], 2,
+        "--workers counts the master, as arena"
+    );
     assert_eq!(specs["Worker"]["restartPolicy"], "OnFailure");
     let pod = &specs["Worker"]["template"]["spec"];
     let c = &pod["containers"][0];
     assert_eq!(c["name"], "pytorch");
-    assert_eq!(c["command"], serde_json::json!(["sh", "-c", "python3 train.py --steps 5"]));
+    assert_eq!(
+        c["command"],
+        serde_json::json!(["sh", "-c", "python3 train.py --steps 5"])
+    );
     assert_eq!(c["workingDir"], "/work");
     assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], "1");
     assert_eq!(c["resources"]["requests"]["cpu"], "500m");
     assert_eq!(c["resources"]["limits"]["memory"], "1Gi");
-    assert_eq!(c["env"], serde_json::json!([{"name": "A", "value": "1"}, {"name": "B", "value": "x=y"}]));
+    assert_eq!(
+        c["env"],
+        serde_json::json!([{"name": "A", "value": "1"}, {"name": "B", "value": "x=y"}])
+    );
     assert_eq!(c["volumeMounts"][0]["mountPath"], "/data");
     assert_eq!(c["volumeMounts"][1]["mountPath"], "/scratch");
-    assert_eq!(pod["volumes"][0]["persistentVolumeClaim"]["claimName"], "imagenet");
+    assert_eq!(
+        pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "imagenet"
+    );
     assert_eq!(pod["volumes"][1]["hostPath"]["path"], "/tmp");
     assert_eq!(pod["nodeSelector"]["zone"], "a");
-    assert_eq!(pod["tolerations"][0], serde_json::json!({"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"}));
+    assert_eq!(
+        pod["tolerations"][0],
+        serde_json::json!({"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"})
+    );
     assert_eq!(pod["priorityClassName"], "high");
 
     // Elastic: Workers only, maxReplicas of them, c10d.
-    ok(&t, &["submit", "pytorch", "--name", "el", "--min-workers", "2", "--max-workers", "4", "--max-restarts", "3", "--", "/usr/bin/python3", "-m", "torch.distributed.run", "x.py"]);
-    let job = json(&t.kubectl(&["get", "pytorchjob", "el", "-o", "json"]).success());
-    assert_eq!(job["spec"]["elasticPolicy"], serde_json::json!({"minReplicas": 2, "maxReplicas": 4, "rdzvBackend": "c10d", "maxRestarts": 3}));
+    ok(
+        &t,
+        &[
+            "submit",
+            "pytorch",
+            "--name",
+            "el",
+            "--min-workers",
+            "2",
+            "--max-workers",
+            "4",
+            "--max-restarts",
+            "3",
+            "--",
+            "/usr/bin/python3",
+            "-m",
+            "torch.distributed.run",
+            "x.py",
+        ],
+    );
+    let job = json(
+        &t.kubectl(&["get", "pytorchjob", "el", "-o", "json"])
+            .success(),
+    );
+    assert_eq!(
+        job["spec"]["elasticPolicy"],
+        serde_json::json!({"minReplicas": 2, "maxReplicas": 4, "rdzvBackend": "c10d", "maxRestarts": 3})
+    );
     assert_eq!(job["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"], 4);
     assert!(job["spec"]["pytorchReplicaSpecs"]["Master"].is_null());
     assert_eq!(
@@ -304,22 +473,81 @@ async fn submit_renders_every_flag() {
         serde_json::json!(["/usr/bin/python3", "-m", "torch.distributed.run", "x.py"])
     );
     // TFJob and MPIJob shapes, by arena's aliases.
-    ok(&t, &["submit", "tf", "--name", "tfj", "--workers", "2", "--ps", "1", "--chief", "--gpus", "1", "--", "python3", "t.py"]);
+    ok(
+        &t,
+        &[
+            "submit",
+            "tf",
+            "--name",
+            "tfj",
+            "--workers",
+            "2",
+            "--ps",
+            "1",
+            "--chief",
+            "--gpus",
+            "1",
+            "--",
+            "python3",
+            "t.py",
+        ],
+    );
     let job = json(&t.kubectl(&["get", "tfjob", "tfj", "-o", "json"]).success());
     let specs = &job["spec"]["tfReplicaSpecs"];
-    assert_eq!((specs["Chief"]["replicas"].clone(), specs["PS"]["replicas"].clone(), specs["Worker"]["replicas"].clone()), (1.into(), 1.into(), 2.into()));
-    assert!(specs["PS"]["template"]["spec"]["containers"][0]["resources"].is_null(), "PS get no GPUs");
-    assert_eq!(specs["Worker"]["template"]["spec"]["containers"][0]["name"], "tensorflow");
-    ok(&t, &["submit", "mj", "--name", "mpj", "--workers", "2", "--gpus", "2", "--", "mpirun", "-np", "4", "hostname"]);
+    assert_eq!(
+        (
+            specs["Chief"]["replicas"].clone(),
+            specs["PS"]["replicas"].clone(),
+            specs["Worker"]["replicas"].clone()
+        ),
+        (1.into(), 1.into(), 2.into())
+    );
+    assert!(
+        specs["PS"]["template"]["spec"]["containers"][0]["resources"].is_null(),
+        "PS get no GPUs"
+    );
+    assert_eq!(
+        specs["Worker"]["template"]["spec"]["containers"][0]["name"],
+        "tensorflow"
+    );
+    ok(
+        &t,
+        &[
+            "submit",
+            "mj",
+            "--name",
+            "mpj",
+            "--workers",
+            "2",
+            "--gpus",
+            "2",
+            "--",
+            "mpirun",
+            "-np",
+            "4",
+            "hostname",
+        ],
+    );
     let job = json(&t.kubectl(&["get", "mpijob", "mpj", "-o", "json"]).success());
     assert_eq!(job["spec"]["slotsPerWorker"], 2);
     let specs = &job["spec"]["mpiReplicaSpecs"];
-    assert_eq!(specs["Launcher"]["template"]["spec"]["containers"][0]["command"], serde_json::json!(["mpirun", "-np", "4", "hostname"]));
-    assert_eq!(specs["Worker"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"], "2");
+    assert_eq!(
+        specs["Launcher"]["template"]["spec"]["containers"][0]["command"],
+        serde_json::json!(["mpirun", "-np", "4", "hostname"])
+    );
+    assert_eq!(
+        specs["Worker"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
+        "2"
+    );
 
     // list: -T filters, -o json is an array of TrainingJob.
     let all = json(&ok(&t, &["list", "-o", "json"]));
-    let names: Vec<&str> = all.as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["el", "full", "mpj", "tfj"]);
     let schema = doc_schema("TrainingJob");
     for j in all.as_array().unwrap() {
@@ -339,7 +567,9 @@ async fn submit_renders_every_flag() {
     assert!(out.contains("pytorchjob.kubeflow.org/el deleted"), "{out}");
     assert!(out.contains("tfjob.kubeflow.org/tfj deleted"), "{out}");
     eventually("the jobs are gone", Duration::from_secs(20), async || {
-        let names = t.kubectl(&["get", "pytorchjobs,tfjobs,mpijobs", "-o", "name"]).success();
+        let names = t
+            .kubectl(&["get", "pytorchjobs,tfjobs,mpijobs", "-o", "name"])
+            .success();
         (names.trim() == "pytorchjob.kubeflow.org/full").then_some(())
     })
     .await;
@@ -363,18 +593,42 @@ async fn a_real_job_through_every_verb() {
     let out = ok(
         &t,
         &[
-            "submit", "pytorch", "--name", "mnist", "--workers", "2", "--gpus", "2", "-e", &ckpt_env,
-            "--", "/usr/bin/python3", &train, "--steps", "40", "--step-seconds", "0.2",
+            "submit",
+            "pytorch",
+            "--name",
+            "mnist",
+            "--workers",
+            "2",
+            "--gpus",
+            "2",
+            "-e",
+            &ckpt_env,
+            "--",
+            "/usr/bin/python3",
+            &train,
+            "--steps",
+            "40",
+            "--step-seconds",
+            "0.2",
         ],
     );
-    assert!(out.contains("pytorchjob.kubeflow.org/mnist created"), "{out}");
+    assert!(
+        out.contains("pytorchjob.kubeflow.org/mnist created"),
+        "{out}"
+    );
     let schema = doc_schema("TrainingJob");
-    let running = eventually("mnist RUNNING with 2 instances on GPUs", Duration::from_secs(120), async || {
-        let j = json(&ok(&t, &["get", "mnist", "-o", "json"]));
-        (j["status"] == "RUNNING"
-            && j["instances"].as_array().is_some_and(|i| i.len() == 2 && i.iter().all(|i| i["status"] == "Running")))
-        .then_some(j)
-    })
+    let running = eventually(
+        "mnist RUNNING with 2 instances on GPUs",
+        Duration::from_secs(120),
+        async || {
+            let j = json(&ok(&t, &["get", "mnist", "-o", "json"]));
+            (j["status"] == "RUNNING"
+                && j["instances"]
+                    .as_array()
+                    .is_some_and(|i| i.len() == 2 && i.iter().all(|i| i["status"] == "Running")))
+            .then_some(j)
+        },
+    )
     .await;
     check_schema(&schema, &running, "$").unwrap();
     assert_eq!(running["requestedGpus"], 4);
@@ -384,7 +638,13 @@ async fn a_real_job_through_every_verb() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|i| i["gpuDevices"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()))
+        .flat_map(|i| {
+            i["gpuDevices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+        })
         .collect();
     devices.sort();
     assert_eq!(devices, [0, 1, 2, 3], "each card assigned once: {running}");
@@ -394,22 +654,47 @@ async fn a_real_job_through_every_verb() {
     // top node: per node and per card, checked against the pods' annotations via kubectl.
     let top = json(&ok(&t, &["top", "node", "-o", "json"]));
     check_schema(&doc_schema("NodeGpus"), &top, "$").unwrap();
-    assert_eq!((top["totalGpus"].clone(), top["allocatedGpus"].clone()), (4.into(), 4.into()));
-    let pods = json(&t.kubectl(&["get", "pods", "-l", "training.kubeflow.org/job-name=mnist", "-o", "json"]).success());
+    assert_eq!(
+        (top["totalGpus"].clone(), top["allocatedGpus"].clone()),
+        (4.into(), 4.into())
+    );
+    let pods = json(
+        &t.kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "training.kubeflow.org/job-name=mnist",
+            "-o",
+            "json",
+        ])
+        .success(),
+    );
     for p in pods["items"].as_array().unwrap() {
         let name = p["metadata"]["name"].as_str().unwrap();
-        let assigned = p["metadata"]["annotations"]["ferry.dev/gpu-assigned"].as_str().unwrap();
+        let assigned = p["metadata"]["annotations"]["ferry.dev/gpu-assigned"]
+            .as_str()
+            .unwrap();
         for idx in assigned.split(',') {
             let card = &top["nodes"][0]["gpus"][idx.parse::<usize>().unwrap()];
-            assert_eq!(card["allocatedTo"], serde_json::json!([format!("default/{name}")]), "{top}");
+            assert_eq!(
+                card["allocatedTo"],
+                serde_json::json!([format!("default/{name}")]),
+                "{top}"
+            );
         }
     }
     let table = ok(&t, &["top", "node"]);
-    assert!(table.contains("Allocated/Total GPUs In Cluster: 4/4 (100.0%)"), "{table}");
+    assert!(
+        table.contains("Allocated/Total GPUs In Cluster: 4/4 (100.0%)"),
+        "{table}"
+    );
     let table = ok(&t, &["top", "job"]);
     assert!(table.contains("mnist-worker-0"), "{table}");
     let table = ok(&t, &["get", "mnist"]);
-    assert!(table.contains("Status:      RUNNING") && table.contains("mnist-master-0"), "{table}");
+    assert!(
+        table.contains("Status:      RUNNING") && table.contains("mnist-master-0"),
+        "{table}"
+    );
     // logs: rank 0 by default, -i another instance, --tail.
     let rank0 = eventually("rank 0 prints steps", Duration::from_secs(60), async || {
         let l = ok(&t, &["logs", "mnist"]);
@@ -417,7 +702,10 @@ async fn a_real_job_through_every_verb() {
     })
     .await;
     assert!(!rank0.contains("rank=1"), "{rank0}");
-    let w = ok(&t, &["logs", "mnist", "-i", "mnist-worker-0", "--tail", "1"]);
+    let w = ok(
+        &t,
+        &["logs", "mnist", "-i", "mnist-worker-0", "--tail", "1"],
+    );
     assert_eq!(w.lines().count(), 1, "{w}");
     assert!(w.contains("rank=1") || w.contains("done"), "{w}");
     // -f follows to the end of the process.
@@ -431,7 +719,10 @@ async fn a_real_job_through_every_verb() {
     check_schema(&schema, &done, "$").unwrap();
     assert!(done["finishedAt"].is_string(), "{done}");
     assert_eq!(done["allocatedGpus"], 0, "a finished job holds no GPUs");
-    assert!(!done["events"].as_array().unwrap().is_empty(), "-e shows events: {done}");
+    assert!(
+        !done["events"].as_array().unwrap().is_empty(),
+        "-e shows events: {done}"
+    );
     let e = fails(&t, &["logs", "mnist", "-i", "mnist-worker-7"]);
     assert!(e.contains("no instance \"mnist-worker-7\""), "{e}");
     let out = ok(&t, &["delete", "mnist"]);
@@ -447,17 +738,54 @@ async fn a_real_job_through_every_verb() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_job_says_why() {
     let t = common::start_with_node("4xH100-80GB").await;
-    ok(&t, &["submit", "pytorch", "--name", "first", "--workers", "2", "--gpus", "2", "--", "sleep", "600"]);
+    ok(
+        &t,
+        &[
+            "submit",
+            "pytorch",
+            "--name",
+            "first",
+            "--workers",
+            "2",
+            "--gpus",
+            "2",
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
     eventually("first runs", Duration::from_secs(60), async || {
         let j = json(&ok(&t, &["get", "first", "-o", "json"]));
         (j["allocatedGpus"] == 4).then_some(())
     })
     .await;
-    ok(&t, &["submit", "pytorch", "--name", "second", "--workers", "2", "--gpus", "1", "--", "sleep", "1"]);
-    let j = eventually("second says why it waits", Duration::from_secs(60), async || {
-        let j = json(&ok(&t, &["get", "second", "-e", "-o", "json"]));
-        j["waitingReason"].as_str().is_some_and(|w| w.contains("GPU") || w.contains("gpu")).then_some(j)
-    })
+    ok(
+        &t,
+        &[
+            "submit",
+            "pytorch",
+            "--name",
+            "second",
+            "--workers",
+            "2",
+            "--gpus",
+            "1",
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    let j = eventually(
+        "second says why it waits",
+        Duration::from_secs(60),
+        async || {
+            let j = json(&ok(&t, &["get", "second", "-e", "-o", "json"]));
+            j["waitingReason"]
+                .as_str()
+                .is_some_and(|w| w.contains("GPU") || w.contains("gpu"))
+                .then_some(j)
+        },
+    )
     .await;
     assert_eq!(j["status"], "PENDING", "{j}");
     let table = ok(&t, &["get", "second", "-e"]);

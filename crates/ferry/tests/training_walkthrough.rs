@@ -31,9 +31,17 @@ fn steps(doc: &str) -> Vec<Step> {
                 Some((c, m)) => (c.trim(), Some(m.trim())),
                 None => (cmd.trim(), None),
             };
-            let until = comment.and_then(|m| m.strip_prefix("until: ")).map(str::to_string);
-            let fails = comment.and_then(|m| m.strip_prefix("fails: ")).map(str::to_string);
-            out.push(Step { line: cmd.to_string(), until, fails });
+            let until = comment
+                .and_then(|m| m.strip_prefix("until: "))
+                .map(str::to_string);
+            let fails = comment
+                .and_then(|m| m.strip_prefix("fails: "))
+                .map(str::to_string);
+            out.push(Step {
+                line: cmd.to_string(),
+                until,
+                fails,
+            });
         }
     }
     out
@@ -67,14 +75,26 @@ fn run(repo: &Path, kubeconfig: &Path, line: &str) -> (bool, String) {
 
 #[test]
 fn the_walkthrough_has_every_step() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/training.md"))
-        .expect("docs/training.md");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/training.md"
+    ))
+    .expect("docs/training.md");
     let steps = steps(&doc);
-    let verbs: Vec<&str> = steps.iter().filter_map(|s| s.line.split_whitespace().nth(1)).collect();
+    let verbs: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| s.line.split_whitespace().nth(1))
+        .collect();
     for verb in ["submit", "list", "get", "logs", "top", "delete"] {
-        assert!(verbs.contains(&verb), "docs/training.md runs no `ferry {verb}`: {verbs:?}");
+        assert!(
+            verbs.contains(&verb),
+            "docs/training.md runs no `ferry {verb}`: {verbs:?}"
+        );
     }
-    assert!(steps.iter().any(|s| s.line.contains("--min-workers")), "no elastic step");
+    assert!(
+        steps.iter().any(|s| s.line.contains("--min-workers")),
+        "no elastic step"
+    );
     assert!(steps.iter().any(|s| s.fails.is_some()), "no refused step");
 }
 
@@ -83,7 +103,10 @@ async fn docs_training_md_runs_command_by_command() {
     if !common::sandbox_capable("docs_training_md_runs_command_by_command") {
         return;
     }
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap();
     let doc = std::fs::read_to_string(repo.join("docs/training.md")).expect("docs/training.md");
     for dir in ["/tmp/walkthrough-mnist", "/tmp/walkthrough-stretchy"] {
         let _ = std::fs::remove_dir_all(dir);
@@ -101,7 +124,11 @@ async fn docs_training_md_runs_command_by_command() {
             let done = match (&step.fails, &step.until) {
                 (Some(want), _) => {
                     assert!(!ok, "`{}` should be refused:\n{output}", step.line);
-                    assert!(output.contains(want.as_str()), "`{}` failed without {want:?}:\n{output}", step.line);
+                    assert!(
+                        output.contains(want.as_str()),
+                        "`{}` failed without {want:?}:\n{output}",
+                        step.line
+                    );
                     true
                 }
                 (None, Some(want)) => ok && output.contains(want.as_str()),
@@ -111,7 +138,11 @@ async fn docs_training_md_runs_command_by_command() {
                 }
             };
             if done {
-                println!("ok ({:.1}s): {}", started.elapsed().as_secs_f64(), step.line);
+                println!(
+                    "ok ({:.1}s): {}",
+                    started.elapsed().as_secs_f64(),
+                    step.line
+                );
                 break;
             }
             assert!(

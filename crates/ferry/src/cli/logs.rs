@@ -60,14 +60,23 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
             (Some(i), _) if !args.follow => bail!(
                 "instance {} is Pending{}: no output yet (-f waits for it)",
                 i.name,
-                i.waiting_reason.map(|w| format!(" ({w})")).unwrap_or_default()
+                i.waiting_reason
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
             ),
             (None, Some(w)) if args.instance.is_some() => bail!(
                 "job {:?} has no instance {w:?} (404 NotFound); instances: {}",
                 info.name,
-                info.instances.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                info.instances
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            (None, _) if !args.follow => bail!("job {:?} has no instances yet (-f waits for them)", info.name),
+            (None, _) if !args.follow => bail!(
+                "job {:?} has no instances yet (-f waits for them)",
+                info.name
+            ),
             (i, w) => {
                 if !said_waiting {
                     let why = i.and_then(|i| i.waiting_reason).or(info.waiting_reason);
@@ -93,7 +102,10 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
         timestamps: args.timestamps,
         ..Default::default()
     };
-    let pod = pods.get(&instance.name).await.context("cannot read the instance")?;
+    let pod = pods
+        .get(&instance.name)
+        .await
+        .context("cannot read the instance")?;
     let containers: Vec<String> = pod
         .spec
         .as_ref()
@@ -101,7 +113,10 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     let mut params = params;
     if args.container.is_none()
-        && !params.container.as_ref().is_some_and(|c| containers.contains(c))
+        && !params
+            .container
+            .as_ref()
+            .is_some_and(|c| containers.contains(c))
     {
         params.container = containers.first().cloned();
     }
@@ -110,7 +125,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
             .log_stream(&instance.name, &params)
             .await
             .with_context(|| format!("cannot read the output of {}", instance.name))?;
-        let mut lines = stream.lines();
+        let mut lines = std::pin::pin!(stream.lines());
         while let Some(line) = lines.try_next().await? {
             println!("{line}");
         }

@@ -2,7 +2,7 @@
 //! shaped after kubeflow/arena (same verbs, aliases and flags where they make sense).
 //!
 //! A pure API client: it talks to any Kubernetes API server through a kubeconfig (by default
-//! `ferry up`'s `<data dir>/kubeconfig`), renders Kubeflow `kubeflow.org/v1` jobs
+//! `ferry up`'s `<ferry data dir>/kubeconfig`), renders Kubeflow `kubeflow.org/v1` jobs
 //! ([`submit`]) and reads them back with their pods, PodGroup, events and GPU assignments
 //! ([`view`]). `-o json` prints [`view::JobInfo`] / [`top::NodeInfo`]: a documented contract
 //! (`docs/cli.md`) that scripts and SDKs may parse.
@@ -21,15 +21,15 @@ use kube::api::{ApiResource, DynamicObject};
 /// How to reach the cluster (every CLI verb takes these).
 #[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
-    /// Kubeconfig to use [default: $KUBECONFIG, else <data dir>/kubeconfig when `ferry up`
+    /// Kubeconfig to use [default: $KUBECONFIG, else <ferry data dir>/kubeconfig when `ferry up`
     /// made one, else ~/.kube/config].
-    #[arg(long, value_name = "PATH", global = true)]
+    #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
     /// The data directory of `ferry up` (for its kubeconfig).
-    #[arg(long, env = "FERRY_DATA_DIR", default_value_os_t = crate::commands::default_data_dir(), global = true)]
-    pub data_dir: PathBuf,
+    #[arg(long = "ferry-data-dir", value_name = "DIR", env = "FERRY_DATA_DIR", default_value_os_t = crate::commands::default_data_dir())]
+    pub ferry_data_dir: PathBuf,
     /// Namespace of the jobs [default: the kubeconfig context's, else `default`].
-    #[arg(short = 'n', long, global = true)]
+    #[arg(short = 'n', long)]
     pub namespace: Option<String>,
 }
 
@@ -41,7 +41,7 @@ impl ClusterArgs {
             .clone()
             .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
             .or_else(|| {
-                let p = self.data_dir.join("kubeconfig");
+                let p = self.ferry_data_dir.join("kubeconfig");
                 p.exists().then_some(p)
             });
         let config = match path {
@@ -236,14 +236,20 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
         }
     }
     if !missing.is_empty() {
-        bail!("{} of the jobs were not deleted: {}", missing.len(), missing.join(", "));
+        bail!(
+            "{} of the jobs were not deleted: {}",
+            missing.len(),
+            missing.join(", ")
+        );
     }
     Ok(())
 }
 
 /// Runs a CLI verb: errors print as `error: ...` with exit status 1 (no backtrace noise);
 /// logs only at warn unless RUST_LOG says otherwise.
-pub fn run_client(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+pub fn run_client(
+    future: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -116,7 +116,12 @@ pub struct CommonArgs {
     pub cluster: ClusterArgs,
     /// The command, after the flags (`--` first when it has flags of its own). One word with
     /// spaces runs through `sh -c`.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -201,12 +206,24 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
             "the cluster does not serve {}s (kubeflow.org/v1): `ferry up` installs the Kubeflow CRDs",
             job_type.name()
         ),
-        Err(kube::Error::Api(e)) => bail!("the API server refused the job: {} ({} {})", e.message, e.code, e.reason),
+        Err(kube::Error::Api(e)) => bail!(
+            "the API server refused the job: {} ({} {})",
+            e.message,
+            e.code,
+            e.reason
+        ),
         Err(e) => return Err(e).context("cannot create the job"),
     }
     println!("{}.kubeflow.org/{} created", job_type.name(), common.name);
-    let ns = if namespace == "default" { String::new() } else { format!(" -n {namespace}") };
-    println!("Next: `ferry get {}{ns}` for its status, `ferry logs {}{ns} -f` for rank 0's output.", common.name, common.name);
+    let ns = if namespace == "default" {
+        String::new()
+    } else {
+        format!(" -n {namespace}")
+    };
+    println!(
+        "Next: `ferry get {}{ns}` for its status, `ferry logs {}{ns} -f` for rank 0's output.",
+        common.name, common.name
+    );
     Ok(())
 }
 
@@ -225,7 +242,11 @@ pub fn parse_duration_secs(s: &str) -> Result<i64, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => return Err(format!("{s:?} is no duration: write 90s, 30m, 2h, 1d or seconds")),
+        _ => {
+            return Err(format!(
+                "{s:?} is no duration: write 90s, 30m, 2h, 1d or seconds"
+            ));
+        }
     };
     Ok(n * factor)
 }
@@ -238,7 +259,8 @@ fn check_name(s: &str) -> anyhow::Result<()> {
         && s.len() <= max
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && !s.ends_with('-')
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !ok {
         bail!(
             "invalid --name {s:?} (422 Invalid): a job name is a DNS label of at most {max} characters: lower case letters, digits and '-', starting with a letter"
@@ -262,7 +284,12 @@ fn check_quantity(flag: &str, s: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn split_pair<'a>(flag: &str, s: &'a str, sep: char, what: &str) -> anyhow::Result<(&'a str, &'a str)> {
+fn split_pair<'a>(
+    flag: &str,
+    s: &'a str,
+    sep: char,
+    what: &str,
+) -> anyhow::Result<(&'a str, &'a str)> {
     match s.split_once(sep) {
         Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a, b)),
         _ => bail!("invalid {flag} {s:?}: write {what}"),
@@ -281,7 +308,9 @@ fn toleration(s: &str) -> anyhow::Result<Value> {
     if let Some(e) = effect
         && !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&e)
     {
-        bail!("invalid --toleration {s:?}: the effect is NoSchedule, PreferNoSchedule or NoExecute");
+        bail!(
+            "invalid --toleration {s:?}: the effect is NoSchedule, PreferNoSchedule or NoExecute"
+        );
     }
     let mut t = match taint.split_once('=') {
         Some((k, v)) => json!({"key": k, "operator": "Equal", "value": v}),
@@ -343,7 +372,9 @@ fn template(
     let mut mounts = Vec::new();
     for (i, d) in c.data.iter().enumerate() {
         let (pvc, path) = split_pair("--data", d, ':', "<pvc>:<path in the container>")?;
-        volumes.push(json!({"name": format!("data-{i}"), "persistentVolumeClaim": {"claimName": pvc}}));
+        volumes.push(
+            json!({"name": format!("data-{i}"), "persistentVolumeClaim": {"claimName": pvc}}),
+        );
         mounts.push(json!({"name": format!("data-{i}"), "mountPath": path}));
     }
     for (i, d) in c.data_dir.iter().enumerate() {
@@ -447,13 +478,18 @@ pub fn render_pytorch(a: &PyTorchArgs) -> anyhow::Result<Value> {
     let t = JobType::PyTorch;
     if let (Some(min), Some(max)) = (a.min_workers, a.max_workers) {
         if min == 0 || min > max {
-            bail!("invalid elastic range --min-workers {min} --max-workers {max} (422 Invalid): 1 <= min <= max");
+            bail!(
+                "invalid elastic range --min-workers {min} --max-workers {max} (422 Invalid): 1 <= min <= max"
+            );
         }
         let workers = a.workers.unwrap_or(max);
         if workers < min || workers > max {
-            bail!("invalid --workers {workers} (422 Invalid): an elastic job starts with between --min-workers {min} and --max-workers {max}");
+            bail!(
+                "invalid --workers {workers} (422 Invalid): an elastic job starts with between --min-workers {min} and --max-workers {max}"
+            );
         }
-        let specs = json!({"Worker": replica(max, "OnFailure", template(t, c, c.gpus, Some(command(c)))?)});
+        let specs =
+            json!({"Worker": replica(max, "OnFailure", template(t, c, c.gpus, Some(command(c)))?)});
         let mut job = job(t, c, specs)?;
         let mut elastic = json!({"minReplicas": min, "maxReplicas": max, "rdzvBackend": "c10d"});
         if let Some(r) = a.max_restarts {
@@ -466,9 +502,14 @@ pub fn render_pytorch(a: &PyTorchArgs) -> anyhow::Result<Value> {
     if workers == 0 {
         bail!("invalid --workers 0 (422 Invalid): a job has at least its master");
     }
-    let mut specs = json!({"Master": replica(1, "Never", template(t, c, c.gpus, Some(command(c)))?)});
+    let mut specs =
+        json!({"Master": replica(1, "Never", template(t, c, c.gpus, Some(command(c)))?)});
     if workers > 1 {
-        specs["Worker"] = replica(workers - 1, "OnFailure", template(t, c, c.gpus, Some(command(c)))?);
+        specs["Worker"] = replica(
+            workers - 1,
+            "OnFailure",
+            template(t, c, c.gpus, Some(command(c)))?,
+        );
     }
     job(t, c, specs)
 }
@@ -482,13 +523,26 @@ pub fn render_tf(a: &TfArgs) -> anyhow::Result<Value> {
     }
     let mut specs = serde_json::Map::new();
     if a.chief {
-        specs.insert("Chief".into(), replica(1, "Never", template(t, c, c.gpus, Some(command(c)))?));
+        specs.insert(
+            "Chief".into(),
+            replica(1, "Never", template(t, c, c.gpus, Some(command(c)))?),
+        );
     }
     if a.ps > 0 {
-        specs.insert("PS".into(), replica(a.ps, "Never", template(t, c, 0, Some(command(c)))?));
+        specs.insert(
+            "PS".into(),
+            replica(a.ps, "Never", template(t, c, 0, Some(command(c)))?),
+        );
     }
     if a.workers > 0 {
-        specs.insert("Worker".into(), replica(a.workers, "Never", template(t, c, c.gpus, Some(command(c)))?));
+        specs.insert(
+            "Worker".into(),
+            replica(
+                a.workers,
+                "Never",
+                template(t, c, c.gpus, Some(command(c)))?,
+            ),
+        );
     }
     job(t, c, Value::Object(specs))
 }
@@ -555,7 +609,12 @@ async fn check_cluster(
     }
     if let Some(q) = &c.queue {
         let queues: kube::Api<Queue> = kube::Api::all(client.clone());
-        if queues.get_opt(q).await.context("cannot read queues")?.is_none() {
+        if queues
+            .get_opt(q)
+            .await
+            .context("cannot read queues")?
+            .is_none()
+        {
             let names: Vec<String> = queues
                 .list(&Default::default())
                 .await
@@ -563,28 +622,50 @@ async fn check_cluster(
                 .unwrap_or_default();
             bail!(
                 "queue {q:?} not found (404 NotFound); queues: {}",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             );
         }
     }
     if let Some(p) = &c.priority {
         let pcs: kube::Api<PriorityClass> = kube::Api::all(client.clone());
-        if pcs.get_opt(p).await.context("cannot read priority classes")?.is_none() {
-            bail!("priority class {p:?} not found (404 NotFound): `kubectl get priorityclasses` lists them");
+        if pcs
+            .get_opt(p)
+            .await
+            .context("cannot read priority classes")?
+            .is_none()
+        {
+            bail!(
+                "priority class {p:?} not found (404 NotFound): `kubectl get priorityclasses` lists them"
+            );
         }
     }
     for d in &c.data {
         let pvc = d.split_once(':').map(|(p, _)| p).unwrap_or(d);
-        let pvcs: kube::Api<PersistentVolumeClaim> = kube::Api::namespaced(client.clone(), namespace);
-        if pvcs.get_opt(pvc).await.context("cannot read PVCs")?.is_none() {
-            bail!("--data: PersistentVolumeClaim {pvc:?} not found in namespace {namespace:?} (404 NotFound)");
+        let pvcs: kube::Api<PersistentVolumeClaim> =
+            kube::Api::namespaced(client.clone(), namespace);
+        if pvcs
+            .get_opt(pvc)
+            .await
+            .context("cannot read PVCs")?
+            .is_none()
+        {
+            bail!(
+                "--data: PersistentVolumeClaim {pvc:?} not found in namespace {namespace:?} (404 NotFound)"
+            );
         }
     }
     let demand = gpu_demand(job, job_type);
     let wanted: u32 = demand.iter().map(|(g, n)| g * n).sum();
     if wanted > 0 {
         let nodes: kube::Api<Node> = kube::Api::all(client.clone());
-        let nodes = nodes.list(&Default::default()).await.context("cannot list nodes")?;
+        let nodes = nodes
+            .list(&Default::default())
+            .await
+            .context("cannot list nodes")?;
         let gpus_of = |n: &Node| -> u32 {
             n.status
                 .as_ref()
@@ -645,7 +726,11 @@ pub struct ImageRef {
 
 /// Parses an image reference as containerd does (`ubuntu`, `host:5000/a/b:tag`, `a@sha256:..`).
 pub fn parse_image(image: &str) -> anyhow::Result<ImageRef> {
-    let bad = || anyhow::anyhow!("invalid --image {image:?} (422 Invalid): write [registry/]repository[:tag|@digest]");
+    let bad = || {
+        anyhow::anyhow!(
+            "invalid --image {image:?} (422 Invalid): write [registry/]repository[:tag|@digest]"
+        )
+    };
     let (rest, reference) = if let Some((r, d)) = image.split_once('@') {
         (r, d.to_string())
     } else {
@@ -655,19 +740,27 @@ pub fn parse_image(image: &str) -> anyhow::Result<ImageRef> {
         }
     };
     let (registry, repository) = match rest.split_once('/') {
-        Some((h, r)) if h.contains('.') || h.contains(':') || h == "localhost" => (h.to_string(), r.to_string()),
+        Some((h, r)) if h.contains('.') || h.contains(':') || h == "localhost" => {
+            (h.to_string(), r.to_string())
+        }
         _ if rest.contains('/') => ("docker.io".to_string(), rest.to_string()),
         _ => ("docker.io".to_string(), format!("library/{rest}")),
     };
     let repo_ok = !repository.is_empty()
         && repository.split('/').all(|part| {
             !part.is_empty()
-                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
         });
     if !repo_ok || reference.is_empty() || reference.contains('/') {
         return Err(bad());
     }
-    Ok(ImageRef { registry, repository, reference })
+    Ok(ImageRef {
+        registry,
+        repository,
+        reference,
+    })
 }
 
 /// Asks the image's registry for its manifest when the registry speaks plain HTTP on this
@@ -678,7 +771,10 @@ async fn check_image(image: &str) -> anyhow::Result<()> {
         || r.registry.starts_with("127.")
         || r.registry.contains(':');
     if !local {
-        eprintln!("note: image {image} is not checked (its registry {} is not a plain-HTTP one)", r.registry);
+        eprintln!(
+            "note: image {image} is not checked (its registry {} is not a plain-HTTP one)",
+            r.registry
+        );
         return Ok(());
     }
     let path = format!("/v2/{}/manifests/{}", r.repository, r.reference);
@@ -688,13 +784,26 @@ async fn check_image(image: &str) -> anyhow::Result<()> {
         .context("image check")?;
     match status {
         Ok(200) => Ok(()),
-        Ok(404) => bail!("image {image} not found in registry {} (404 NotFound: no manifest {}); nothing was created", r.registry, r.reference),
+        Ok(404) => bail!(
+            "image {image} not found in registry {} (404 NotFound: no manifest {}); nothing was created",
+            r.registry,
+            r.reference
+        ),
         Ok(401) | Ok(403) => {
-            eprintln!("note: registry {} needs credentials; image {image} not checked", r.registry);
+            eprintln!(
+                "note: registry {} needs credentials; image {image} not checked",
+                r.registry
+            );
             Ok(())
         }
-        Ok(code) => bail!("registry {} answered {code} for image {image}; nothing was created", r.registry),
-        Err(e) => bail!("cannot reach registry {} for image {image}: {e}; nothing was created", r.registry),
+        Ok(code) => bail!(
+            "registry {} answered {code} for image {image}; nothing was created",
+            r.registry
+        ),
+        Err(e) => bail!(
+            "cannot reach registry {} for image {image}: {e}; nothing was created",
+            r.registry
+        ),
     }
 }
 
@@ -739,11 +848,28 @@ mod tests {
     #[test]
     fn images() {
         let r = parse_image("ubuntu").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.reference.as_str()), ("docker.io", "library/ubuntu", "latest"));
+        assert_eq!(
+            (
+                r.registry.as_str(),
+                r.repository.as_str(),
+                r.reference.as_str()
+            ),
+            ("docker.io", "library/ubuntu", "latest")
+        );
         let r = parse_image("127.0.0.1:5000/kubeflow/pytorch-dist-mnist:v1").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.reference.as_str()), ("127.0.0.1:5000", "kubeflow/pytorch-dist-mnist", "v1"));
+        assert_eq!(
+            (
+                r.registry.as_str(),
+                r.repository.as_str(),
+                r.reference.as_str()
+            ),
+            ("127.0.0.1:5000", "kubeflow/pytorch-dist-mnist", "v1")
+        );
         let r = parse_image("kubeflow/x@sha256:abc").unwrap();
-        assert_eq!((r.registry.as_str(), r.reference.as_str()), ("docker.io", "sha256:abc"));
+        assert_eq!(
+            (r.registry.as_str(), r.reference.as_str()),
+            ("docker.io", "sha256:abc")
+        );
         assert!(parse_image("Ubuntu:1").is_err());
         assert!(parse_image("a//b").is_err());
     }
@@ -755,7 +881,10 @@ mod tests {
             toleration("gpu=true:NoSchedule").unwrap(),
             json!({"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"})
         );
-        assert_eq!(toleration("gpu:NoExecute").unwrap(), json!({"key": "gpu", "operator": "Exists", "effect": "NoExecute"}));
+        assert_eq!(
+            toleration("gpu:NoExecute").unwrap(),
+            json!({"key": "gpu", "operator": "Exists", "effect": "NoExecute"})
+        );
         assert!(toleration("gpu:Sometimes").is_err());
     }
 

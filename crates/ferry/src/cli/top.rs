@@ -112,9 +112,17 @@ pub struct CardInfo {
 /// Reads every node's GPUs.
 pub async fn node_gpus(client: &kube::Client) -> anyhow::Result<ClusterGpus> {
     let nodes: kube::Api<Node> = kube::Api::all(client.clone());
-    let nodes = nodes.list(&Default::default()).await.context("cannot list nodes")?.items;
+    let nodes = nodes
+        .list(&Default::default())
+        .await
+        .context("cannot list nodes")?
+        .items;
     let pods: kube::Api<Pod> = kube::Api::all(client.clone());
-    let pods = pods.list(&Default::default()).await.context("cannot list pods")?.items;
+    let pods = pods
+        .list(&Default::default())
+        .await
+        .context("cannot list pods")?
+        .items;
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for p in pods.iter().filter(|p| pod_holds_resources(p)) {
         if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
@@ -152,7 +160,14 @@ pub async fn node_gpus(client: &kube::Client) -> anyhow::Result<ClusterGpus> {
                     s.containers
                         .iter()
                         .filter_map(|c| {
-                            c.resources.as_ref()?.limits.as_ref()?.get(RESOURCE_NVIDIA_GPU)?.0.parse::<u32>().ok()
+                            c.resources
+                                .as_ref()?
+                                .limits
+                                .as_ref()?
+                                .get(RESOURCE_NVIDIA_GPU)?
+                                .0
+                                .parse::<u32>()
+                                .ok()
                         })
                         .sum::<u32>()
                 })
@@ -176,7 +191,14 @@ pub async fn node_gpus(client: &kube::Client) -> anyhow::Result<ClusterGpus> {
             .and_then(|s| s.addresses.as_ref())
             .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
             .map(|a| a.address.clone());
-        out.push(NodeInfo { name, ip, status: ready.into(), total_gpus, allocated_gpus, gpus });
+        out.push(NodeInfo {
+            name,
+            ip,
+            status: ready.into(),
+            total_gpus,
+            allocated_gpus,
+            gpus,
+        });
     }
     Ok(ClusterGpus {
         api_version: CONTRACT_VERSION,
@@ -201,7 +223,17 @@ async fn top_node(args: TopNodeArgs) -> anyhow::Result<()> {
     if args.output != Output::Wide {
         return print_document(args.output, &cluster);
     }
-    let mut rows = vec![["NAME", "IPADDRESS", "STATUS", "GPU(Total)", "GPU(Allocated)"].map(String::from).to_vec()];
+    let mut rows = vec![
+        [
+            "NAME",
+            "IPADDRESS",
+            "STATUS",
+            "GPU(Total)",
+            "GPU(Allocated)",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     for n in &cluster.nodes {
         rows.push(vec![
             n.name.clone(),
@@ -212,13 +244,35 @@ async fn top_node(args: TopNodeArgs) -> anyhow::Result<()> {
         ]);
     }
     print_table(&rows);
-    let pct = if cluster.total_gpus == 0 { 0.0 } else { 100.0 * f64::from(cluster.allocated_gpus) / f64::from(cluster.total_gpus) };
+    let pct = if cluster.total_gpus == 0 {
+        0.0
+    } else {
+        100.0 * f64::from(cluster.allocated_gpus) / f64::from(cluster.total_gpus)
+    };
     println!("---------------------------------------------------------------");
-    println!("Allocated/Total GPUs In Cluster: {}/{} ({pct:.1}%)", cluster.allocated_gpus, cluster.total_gpus);
-    let cards: Vec<_> = cluster.nodes.iter().flat_map(|n| n.gpus.iter().map(move |g| (n, g))).collect();
+    println!(
+        "Allocated/Total GPUs In Cluster: {}/{} ({pct:.1}%)",
+        cluster.allocated_gpus, cluster.total_gpus
+    );
+    let cards: Vec<_> = cluster
+        .nodes
+        .iter()
+        .flat_map(|n| n.gpus.iter().map(move |g| (n, g)))
+        .collect();
     if !cards.is_empty() {
         println!();
-        let mut rows = vec![["NODE", "INDEX", "MODEL", "MEMORY", "HEALTHY", "ALLOCATED_TO"].map(String::from).to_vec()];
+        let mut rows = vec![
+            [
+                "NODE",
+                "INDEX",
+                "MODEL",
+                "MEMORY",
+                "HEALTHY",
+                "ALLOCATED_TO",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
         for (n, g) in cards {
             rows.push(vec![
                 n.name.clone(),
@@ -226,7 +280,11 @@ async fn top_node(args: TopNodeArgs) -> anyhow::Result<()> {
                 g.model.clone(),
                 format!("{}MiB", g.memory_mib),
                 g.healthy.to_string(),
-                if g.allocated_to.is_empty() { "-".into() } else { g.allocated_to.join(",") },
+                if g.allocated_to.is_empty() {
+                    "-".into()
+                } else {
+                    g.allocated_to.join(",")
+                },
             ]);
         }
         print_table(&rows);
@@ -242,7 +300,9 @@ async fn top_job(args: TopJobArgs) -> anyhow::Result<()> {
         Some(name) => {
             jobs.retain(|j| &j.name == name);
             if jobs.is_empty() {
-                anyhow::bail!("no training job {name:?} (404 NotFound); `ferry list` shows the jobs");
+                anyhow::bail!(
+                    "no training job {name:?} (404 NotFound); `ferry list` shows the jobs"
+                );
             }
         }
         None => jobs.retain(|j| matches!(j.status, "RUNNING" | "PENDING" | "RESTARTING")),
@@ -250,7 +310,18 @@ async fn top_job(args: TopJobArgs) -> anyhow::Result<()> {
     if args.output != Output::Wide {
         return print_document(args.output, &jobs);
     }
-    let mut rows = vec![["JOB", "INSTANCE", "STATUS", "NODE", "GPU(Requested)", "GPU(DeviceIndex)"].map(String::from).to_vec()];
+    let mut rows = vec![
+        [
+            "JOB",
+            "INSTANCE",
+            "STATUS",
+            "NODE",
+            "GPU(Requested)",
+            "GPU(DeviceIndex)",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     for j in &jobs {
         for i in &j.instances {
             rows.push(vec![
@@ -259,7 +330,11 @@ async fn top_job(args: TopJobArgs) -> anyhow::Result<()> {
                 i.status.clone(),
                 i.node.clone().unwrap_or_else(|| "N/A".into()),
                 i.request_gpus.to_string(),
-                if i.gpu_devices.is_empty() { "-".into() } else { ferry_api::gpu::format_assigned(&i.gpu_devices) },
+                if i.gpu_devices.is_empty() {
+                    "-".into()
+                } else {
+                    ferry_api::gpu::format_assigned(&i.gpu_devices)
+                },
             ]);
         }
     }

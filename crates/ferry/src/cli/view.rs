@@ -186,10 +186,9 @@ pub fn human_duration(secs: i64) -> String {
 /// The status arena would print, from the job's conditions (Kubeflow's types).
 pub fn job_status(status: &Value) -> &'static str {
     let is_true = |t: &str| {
-        status["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == t && c["status"] == "True")
-        })
+        status["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == t && c["status"] == "True"))
     };
     if is_true("Succeeded") {
         "SUCCEEDED"
@@ -228,7 +227,10 @@ fn pod_gpus(pod: &Pod) -> u32 {
 /// Whether a pod holds its node's resources (bound and not finished).
 pub fn pod_holds_resources(pod: &Pod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some()
         && !matches!(phase, Some("Succeeded") | Some("Failed"))
 }
 
@@ -411,22 +413,28 @@ pub async fn job_info(
                 .and_then(|s| serde_json::to_value(s).ok())
                 .and_then(|s| {
                     s["conditions"].as_array()?.iter().find_map(|c| {
-                        (c["status"] == "True" && c["message"].as_str().is_some_and(|m| !m.is_empty()))
-                            .then(|| format!(
+                        (c["status"] == "True"
+                            && c["message"].as_str().is_some_and(|m| !m.is_empty()))
+                        .then(|| {
+                            format!(
                                 "{}: {}",
                                 c["reason"].as_str().unwrap_or(""),
                                 c["message"].as_str().unwrap_or("")
-                            ))
+                            )
+                        })
                     })
                 });
         }
         if waiting_reason.is_none() {
-            waiting_reason = instances
-                .iter()
-                .find_map(|i| i.waiting_reason.as_ref().map(|w| format!("{}: {w}", i.name)));
+            waiting_reason = instances.iter().find_map(|i| {
+                i.waiting_reason
+                    .as_ref()
+                    .map(|w| format!("{}: {w}", i.name))
+            });
         }
         if waiting_reason.is_none() && instances.is_empty() {
-            waiting_reason = Some("no pods yet: the training controller has not created them".into());
+            waiting_reason =
+                Some("no pods yet: the training controller has not created them".into());
         }
     }
     let events = if events {
@@ -439,7 +447,12 @@ pub async fn job_info(
             .context("cannot list events")?
             .items
             .into_iter()
-            .filter(|e| e.involved_object.name.as_ref().is_some_and(|n| objects.contains(n)))
+            .filter(|e| {
+                e.involved_object
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| objects.contains(n))
+            })
             .collect();
         let when = |e: &Event| {
             e.last_timestamp
@@ -522,7 +535,12 @@ pub async fn list_jobs(
 /// Prints rows as aligned columns.
 pub fn print_table(rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, String::len)).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for r in rows {
         let line: Vec<String> = r
@@ -554,15 +572,27 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
         rows[0].push("NAMESPACE".to_string());
     }
     rows[0].extend(
-        ["NAME", "STATUS", "TRAINER", "DURATION", "GPU(Requested)", "GPU(Allocated)", "NODE"]
-            .map(String::from),
+        [
+            "NAME",
+            "STATUS",
+            "TRAINER",
+            "DURATION",
+            "GPU(Requested)",
+            "GPU(Allocated)",
+            "NODE",
+        ]
+        .map(String::from),
     );
     for j in &jobs {
         let mut row = Vec::new();
         if args.all_namespaces {
             row.push(j.namespace.clone());
         }
-        let nodes: BTreeSet<&str> = j.instances.iter().filter_map(|i| i.node.as_deref()).collect();
+        let nodes: BTreeSet<&str> = j
+            .instances
+            .iter()
+            .filter_map(|i| i.node.as_deref())
+            .collect();
         row.extend([
             j.name.clone(),
             j.status.to_string(),
@@ -570,7 +600,11 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
             j.duration.clone(),
             j.requested_gpus.to_string(),
             j.allocated_gpus.to_string(),
-            if nodes.is_empty() { "N/A".into() } else { nodes.into_iter().collect::<Vec<_>>().join(",") },
+            if nodes.is_empty() {
+                "N/A".into()
+            } else {
+                nodes.into_iter().collect::<Vec<_>>().join(",")
+            },
         ]);
         rows.push(row);
     }
@@ -597,7 +631,10 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
         println!("Elastic:     {}..{} workers", e.min_workers, e.max_workers);
     }
     println!("Duration:    {}", info.duration);
-    println!("GPUs:        {} requested, {} allocated", info.requested_gpus, info.allocated_gpus);
+    println!(
+        "GPUs:        {} requested, {} allocated",
+        info.requested_gpus, info.allocated_gpus
+    );
     if let Some(w) = &info.waiting_reason {
         println!("Waiting:     {w}");
     }
@@ -606,9 +643,20 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     }
     println!();
     println!("Instances:");
-    let mut rows = vec![["NAME", "STATUS", "AGE", "IS_CHIEF", "GPU(Requested)", "GPU(Devices)", "NODE", "RESTARTS"]
+    let mut rows = vec![
+        [
+            "NAME",
+            "STATUS",
+            "AGE",
+            "IS_CHIEF",
+            "GPU(Requested)",
+            "GPU(Devices)",
+            "NODE",
+            "RESTARTS",
+        ]
         .map(String::from)
-        .to_vec()];
+        .to_vec(),
+    ];
     for i in &info.instances {
         rows.push(vec![
             i.name.clone(),
@@ -616,7 +664,11 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
             human_duration(i.age_seconds),
             i.chief.to_string(),
             i.request_gpus.to_string(),
-            if i.gpu_devices.is_empty() { "-".into() } else { ferry_api::gpu::format_assigned(&i.gpu_devices) },
+            if i.gpu_devices.is_empty() {
+                "-".into()
+            } else {
+                ferry_api::gpu::format_assigned(&i.gpu_devices)
+            },
             i.node.clone().unwrap_or_else(|| "N/A".into()),
             i.restarts.to_string(),
         ]);
@@ -628,15 +680,28 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
         if info.events.is_empty() {
             println!("  (none)");
         } else {
-            let mut rows = vec![["TYPE", "OBJECT", "REASON", "COUNT", "MESSAGE"].map(String::from).to_vec()];
+            let mut rows = vec![
+                ["TYPE", "OBJECT", "REASON", "COUNT", "MESSAGE"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
             for e in &info.events {
-                rows.push(vec![e.event_type.clone(), e.object.clone(), e.reason.clone(), e.count.to_string(), e.message.clone()]);
+                rows.push(vec![
+                    e.event_type.clone(),
+                    e.object.clone(),
+                    e.reason.clone(),
+                    e.count.to_string(),
+                    e.message.clone(),
+                ]);
             }
             print_table(&rows);
         }
     } else {
         println!();
-        println!("`ferry get {} -e` adds the events; `ferry logs {}` shows rank 0's output.", info.name, info.name);
+        println!(
+            "`ferry get {} -e` adds the events; `ferry logs {}` shows rank 0's output.",
+            info.name, info.name
+        );
     }
     Ok(())
 }
