@@ -70,10 +70,10 @@ fn doc_schema(name: &str) -> Value {
 /// first mismatch. Properties the schema does not list are errors too: the doc must name every
 /// field the CLI prints.
 fn check_schema(schema: &Value, v: &Value, path: &str) -> Result<(), String> {
-    if let Some(allowed) = schema["enum"].as_array() {
-        if !allowed.contains(v) {
-            return Err(format!("{path}: {v} is not one of {allowed:?}"));
-        }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(v)
+    {
+        return Err(format!("{path}: {v} is not one of {allowed:?}"));
     }
     if let Some(t) = schema.get("type") {
         let types: Vec<&str> = match t {
