@@ -50,6 +50,20 @@ enum Command {
     Tenant(ferry::tenant::TenantArgs),
     /// Replay a GPU-cluster trace under a placement policy (the FGD experiment).
     Sim(ferry_sim::cli::SimArgs),
+    /// Submit a distributed training job (PyTorch, TensorFlow or MPI) in one command line.
+    #[command(after_help = ferry::cli::SUBMIT_HELP)]
+    Submit(ferry::cli::submit::SubmitArgs),
+    /// List training jobs: status, duration, GPUs requested and allocated, nodes.
+    #[command(visible_alias = "ls")]
+    List(ferry::cli::view::ListArgs),
+    /// Show one training job: its instances, nodes, GPUs, and why it waits (`-e`: events).
+    Get(ferry::cli::view::GetArgs),
+    /// Print the output of a job's instance (rank 0 by default; `-f` follows it).
+    Logs(ferry::cli::logs::LogsArgs),
+    /// Delete training jobs (with their pods, Services and PodGroup).
+    Delete(ferry::cli::DeleteArgs),
+    /// GPUs in use: per node and card (`top node`), per job and instance (`top job`).
+    Top(ferry::cli::top::TopArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,5 +124,11 @@ fn main() -> anyhow::Result<()> {
         Command::Dns(args) => commands::run_async(commands::dns(args)),
         Command::Tenant(args) => commands::run_async(ferry::tenant::run(args)),
         Command::Sim(args) => ferry_sim::cli::run(args),
+        Command::Submit(args) => ferry::cli::run_client(ferry::cli::submit::run(args)),
+        Command::List(args) => ferry::cli::run_client(ferry::cli::view::list(args)),
+        Command::Get(args) => ferry::cli::run_client(ferry::cli::view::get(args)),
+        Command::Logs(args) => ferry::cli::run_client(ferry::cli::logs::run(args)),
+        Command::Delete(args) => ferry::cli::run_client(ferry::cli::delete(args)),
+        Command::Top(args) => ferry::cli::run_client(ferry::cli::top::run(args)),
     }
 }
