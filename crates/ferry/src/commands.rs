@@ -19,11 +19,6 @@ pub struct ApiserverArgs {
     /// <data dir>/pki/encryption-config.yaml, created with a fresh AES-GCM key when missing]
     #[arg(long, value_name = "FILE")]
     pub encryption_provider_config: Option<PathBuf>,
-    /// How long a node may go without a heartbeat (Lease renewal or status) before it is
-    /// marked NotReady (`Ready=Unknown`) and tainted `node.kubernetes.io/unreachable`; its
-    /// pods are evicted once their tolerations of that taint run out (300 s by default).
-    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_go_duration)]
-    pub node_monitor_grace_period: std::time::Duration,
     /// Authentication settings.
     #[command(flatten)]
     pub authn: AuthnArgs,
@@ -79,6 +74,11 @@ pub struct UpArgs {
     /// <data dir>/pki/encryption-config.yaml, created with a fresh AES-GCM key when missing]
     #[arg(long, value_name = "FILE")]
     pub encryption_provider_config: Option<PathBuf>,
+    /// How long a node may go without a heartbeat (Lease renewal or status) before it is
+    /// marked NotReady (`Ready=Unknown`) and tainted `node.kubernetes.io/unreachable`; its
+    /// pods are evicted once their tolerations of that taint run out (300 s by default).
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_go_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
     /// Authentication settings.
     #[command(flatten)]
     pub authn: AuthnArgs,
