@@ -127,7 +127,7 @@ async fn a_silent_node_is_tainted_its_pods_evicted_and_it_recovers() {
     let dir = t.dir.path().display().to_string();
     let pod = |name: &str, tolerations: &str| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: node-2\n  terminationGracePeriodSeconds: 1\n{tolerations}  containers:\n  - name: c\n    command: [/bin/sh, -c, 'echo $$ > {dir}/{name}.pid; exec sleep 600']\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: node-2\n  terminationGracePeriodSeconds: 1\n{tolerations}  containers:\n  - name: c\n    command: [/bin/sh, -c, 'echo $$$$ > {dir}/{name}.pid; exec sleep 600']\n"
         )
     };
     let manifests = [
