@@ -17,6 +17,8 @@
 //! - the workload controllers: [`deployment`], [`replicaset`], [`statefulset`],
 //!   [`daemonset`], [`job`] and [`cronjob`];
 //! - [`disruption`]: PodDisruptionBudget status, which pod eviction honours;
+//! - [`nodelifecycle`]: silent nodes marked `Unknown` and tainted, their pods evicted
+//!   after their tolerations;
 //! - storage: [`persistentvolume`] (binding and reclaim) and [`localpath`] (the default
 //!   StorageClass's provisioner).
 //!
@@ -37,6 +39,7 @@ pub mod job;
 pub mod kubernetes_service;
 pub mod localpath;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod replicaset;
 pub mod resourcequota;
@@ -102,6 +105,8 @@ pub struct Options {
     /// Where the local-path provisioner puts volumes' directories on nodes; `None`:
     /// [`localpath::DEFAULT_ROOT`].
     pub local_path_root: Option<std::path::PathBuf>,
+    /// The node lifecycle controller's settings (the heartbeat grace period).
+    pub node_lifecycle: nodelifecycle::Config,
 }
 
 /// Runs every built-in controller against the API server behind `client` until `shutdown`
@@ -135,6 +140,7 @@ pub async fn run_with(
             cronjob::run(client.clone()),
             disruption::run(client.clone()),
             persistentvolume::run(client.clone()),
+            nodelifecycle::run(client.clone(), options.node_lifecycle.clone()),
             localpath::run(
                 client.clone(),
                 options

@@ -74,6 +74,11 @@ pub struct UpArgs {
     /// <data dir>/pki/encryption-config.yaml, created with a fresh AES-GCM key when missing]
     #[arg(long, value_name = "FILE")]
     pub encryption_provider_config: Option<PathBuf>,
+    /// How long a node may go without a heartbeat (Lease renewal or status) before it is
+    /// marked NotReady (`Ready=Unknown`) and tainted `node.kubernetes.io/unreachable`; its
+    /// pods are evicted once their tolerations of that taint run out (300 s by default).
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_go_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
     /// Authentication settings.
     #[command(flatten)]
     pub authn: AuthnArgs,
@@ -211,6 +216,11 @@ pub struct ControllersArgs {
     /// directories on the nodes.
     #[arg(long, value_name = "PATH", default_value = ferry_controllers::localpath::DEFAULT_ROOT)]
     pub local_path_root: PathBuf,
+    /// How long a node may go without a heartbeat (Lease renewal or status) before it is
+    /// marked NotReady (`Ready=Unknown`) and tainted `node.kubernetes.io/unreachable`; its
+    /// pods are evicted once their tolerations of that taint run out (300 s by default).
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_go_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
 }
 
 /// Arguments of `ferry proxy`.
@@ -301,6 +311,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     config.token_file = args.authn.token_auth_file.clone();
     config.service_account_issuer = args.authn.service_account_issuer.clone();
     config.api_audiences = args.authn.api_audiences.clone();
+    config.node_monitor_grace_period = args.node_monitor_grace_period;
     config.agent = if args.no_agent {
         None
     } else {
@@ -445,6 +456,9 @@ pub async fn controllers(args: ControllersArgs) -> anyhow::Result<()> {
     let options = ferry_controllers::Options {
         signer,
         local_path_root: Some(args.local_path_root),
+        node_lifecycle: ferry_controllers::nodelifecycle::Config {
+            grace_period: args.node_monitor_grace_period,
+        },
         ..Default::default()
     };
     tracing::info!("controllers started");

@@ -39,6 +39,9 @@ pub struct UpConfig {
     pub service_account_issuer: Option<String>,
     /// The audiences bearer tokens must be meant for (empty: the issuer).
     pub api_audiences: Vec<String>,
+    /// How long a node may go without a heartbeat before the node lifecycle controller marks
+    /// it NotReady and taints it `node.kubernetes.io/unreachable`.
+    pub node_monitor_grace_period: std::time::Duration,
 }
 
 /// How `ferry up` runs its node agent.
@@ -92,6 +95,7 @@ impl UpConfig {
             encryption_provider_config: None,
             service_account_issuer: None,
             api_audiences: Vec::new(),
+            node_monitor_grace_period: ferry_controllers::nodelifecycle::DEFAULT_GRACE_PERIOD,
         }
     }
 }
@@ -336,6 +340,14 @@ impl ControlPlane {
                 agent_config.shim = shim;
             }
             agent_config.cri_endpoint = options.containerd.clone();
+            // Heartbeat at least four times per grace period (the kubelet renews its Lease
+            // every quarter of its duration), so a short grace period marks no live node.
+            let beat =
+                (config.node_monitor_grace_period / 4).max(std::time::Duration::from_millis(100));
+            if beat < agent_config.heartbeat_interval {
+                agent_config.heartbeat_interval = beat;
+                agent_config.lease_duration = config.node_monitor_grace_period.max(beat * 2);
+            }
             let ca = pki
                 .as_ref()
                 .context("the node agent needs the cluster CA (its endpoints are mutual TLS)")?;
@@ -404,6 +416,10 @@ impl ControlPlane {
                 signer,
                 // The local-path provisioner's directories, under the data directory.
                 local_path_root: Some(config.data_dir.join("storage")),
+                // Silent nodes: NotReady, tainted, their pods evicted after their tolerations.
+                node_lifecycle: ferry_controllers::nodelifecycle::Config {
+                    grace_period: config.node_monitor_grace_period,
+                },
             };
             tasks.push(tokio::spawn(ferry_controllers::run_with(
                 client.clone(),

@@ -7,6 +7,7 @@
 //! A validating plugin may hand back an [`Admitted::guard`] that the service holds until the
 //! store has written the object (ResourceQuota serializes the writes it counts).
 
+pub mod defaulttoleration;
 pub mod limitrange;
 pub mod noderestriction;
 pub mod podsecurity;
@@ -114,6 +115,7 @@ impl Chain {
             .with(Arc::new(noderestriction::NodeRestriction))
             .with(Arc::new(rbac_escalation::RbacEscalation::new()))
             .with(Arc::new(limitrange::LimitRanger))
+            .with(Arc::new(defaulttoleration::DefaultTolerationSeconds))
             .with(Arc::new(podsecurity::PodSecurity))
             .with(Arc::new(quota::ResourceQuota::default()))
     }
