@@ -142,10 +142,9 @@ pub fn discover_hosts(job: &JobView) -> String {
 /// `kubexec.sh`: Open MPI's rsh agent, running the remote command in the worker's pod.
 pub fn kubexec(job: &JobView) -> String {
     let mut cmd = format!("{KUBECTL_MOUNT_PATH}/kubectl exec ${{POD_NAME}}");
-    if let Some(main) = job.spec.get("mainContainer").and_then(Value::as_str) {
-        if !main.is_empty() {
-            cmd.push_str(&format!(" --container {main}"));
-        }
+    let main = job.spec.get("mainContainer").and_then(Value::as_str);
+    if let Some(main) = main.filter(|m| !m.is_empty()) {
+        cmd.push_str(&format!(" --container {main}"));
     }
     format!("#!/bin/sh\nset -x\nPOD_NAME=$1\nshift\n{cmd} -- /bin/sh -c \"$*\"\n")
 }
@@ -162,10 +161,8 @@ pub fn kubectl_delivery_image() -> String {
 /// The host's kubectl for launchers on the host runtime: `FERRY_MPI_KUBECTL`, else the first
 /// `kubectl` on the controller's `PATH`, else plain `kubectl` (the pod's `PATH` decides).
 pub fn host_kubectl() -> String {
-    if let Ok(k) = std::env::var(HOST_KUBECTL_ENV) {
-        if !k.is_empty() {
-            return k;
-        }
+    if let Some(k) = std::env::var(HOST_KUBECTL_ENV).ok().filter(|k| !k.is_empty()) {
+        return k;
     }
     std::env::var_os("PATH")
         .and_then(|paths| {
