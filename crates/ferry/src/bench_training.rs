@@ -155,7 +155,12 @@ fn pytorchjob_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
     )
 }
 
-fn pytorchjob(name: &str, workers: usize, restart: &str, spec: Value) -> anyhow::Result<DynamicObject> {
+fn pytorchjob(
+    name: &str,
+    workers: usize,
+    restart: &str,
+    spec: Value,
+) -> anyhow::Result<DynamicObject> {
     let template = json!({"spec": spec});
     let mut replicas = json!({
         "Master": {"replicas": 1, "restartPolicy": restart, "template": template},
@@ -375,13 +380,24 @@ async fn recovery(
     });
     let mut lines = Vec::new();
     for (name, restart, label) in [
-        ("in-place", "OnFailure", "in place (OnFailure: the agent restarts the container)"),
-        ("whole-gang", "Never", "whole-gang restart (Never: every pod deleted and recreated)"),
+        (
+            "in-place",
+            "OnFailure",
+            "in place (OnFailure: the agent restarts the container)",
+        ),
+        (
+            "whole-gang",
+            "Never",
+            "whole-gang restart (Never: every pod deleted and recreated)",
+        ),
     ] {
         let selector = format!("training.kubeflow.org/job-name={name}");
-        jobs.create(&PostParams::default(), &pytorchjob(name, 1, restart, spec.clone())?)
-            .await
-            .context("cannot create the recovery PyTorchJob")?;
+        jobs.create(
+            &PostParams::default(),
+            &pytorchjob(name, 1, restart, spec.clone())?,
+        )
+        .await
+        .context("cannot create the recovery PyTorchJob")?;
         until("the recovery job's ranks running", timeout, async || {
             all_running(&pods, Some(&selector), 2).await
         })
@@ -406,7 +422,8 @@ async fn recovery(
                 };
                 Ok(if restart == "Never" {
                     // Every pod is new.
-                    now.iter().all(|(n, (u, _, _))| before.get(n).is_none_or(|b| &b.0 != u))
+                    now.iter()
+                        .all(|(n, (u, _, _))| before.get(n).is_none_or(|b| &b.0 != u))
                 } else {
                     *uid == victim_uid && *restarts > victim_restarts
                 })
@@ -461,7 +478,10 @@ pub async fn run(args: TrainingBenchArgs) -> anyhow::Result<()> {
         if args.skip_recovery {
             "skipped".to_string()
         } else {
-            format!("{} crashes in place and {} whole-gang", args.recoveries, args.recoveries)
+            format!(
+                "{} crashes in place and {} whole-gang",
+                args.recoveries, args.recoveries
+            )
         }
     );
     let nodes: Api<Node> = Api::all(client.clone());

@@ -29,15 +29,28 @@ fn bench_training_prints_each_figure_beside_its_baseline() {
     }
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args([
-            "bench", "training", "--ranks", "4", "--rounds", "2", "--recoveries", "1",
-            "--network-slot", "242", "--timeout-secs", "90",
+            "bench",
+            "training",
+            "--ranks",
+            "4",
+            "--rounds",
+            "2",
+            "--recoveries",
+            "1",
+            "--network-slot",
+            "242",
+            "--timeout-secs",
+            "90",
         ])
         .output()
         .expect("ferry runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "ferry bench training failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "ferry bench training failed:\n{stdout}\n{stderr}"
+    );
     for label in [
         "PyTorchJob (1 master + 3 workers)",
         "baseline: 4 bare pods",

@@ -58,7 +58,10 @@ async fn wait_succeeded(t: &common::TestPlane, kind: &str, name: &str) -> Value 
                     "--tail=40",
                 ])
                 .stdout;
-            panic!("{kind} {name} failed: {reason}: {message}\nstatus: {}\nlogs:\n{logs}", job["status"]);
+            panic!(
+                "{kind} {name} failed: {reason}: {message}\nstatus: {}\nlogs:\n{logs}",
+                job["status"]
+            );
         }
         condition(&job, "Succeeded").map(|_| job)
     })
@@ -128,7 +131,10 @@ async fn tfjob_ps_and_workers_reach_each_other_by_tf_config() {
         .unwrap();
         assert_eq!(cfg["cluster"], cluster, "{pod}");
         assert_eq!(cfg["task"], json!({"type": rtype, "index": index}), "{pod}");
-        assert_eq!(p["metadata"]["labels"]["training.kubeflow.org/replica-type"], rtype);
+        assert_eq!(
+            p["metadata"]["labels"]["training.kubeflow.org/replica-type"],
+            rtype
+        );
         assert_eq!(p["status"]["phase"], "Succeeded", "{pod}");
         // Its process reached both others at those names and was reached by both.
         let log = logs(&t, pod);
@@ -137,7 +143,10 @@ async fn tfjob_ps_and_workers_reach_each_other_by_tf_config() {
             log.contains(&format!("done {me} reached=2 reached_by=2")),
             "{pod} log:\n{log}"
         );
-        let reached = log.lines().filter(|l| l.contains(" reached ") && l.contains(".default.svc:")).count();
+        let reached = log
+            .lines()
+            .filter(|l| l.contains(" reached ") && l.contains(".default.svc:"))
+            .count();
         assert_eq!(reached, 2, "{pod} log:\n{log}");
         // The headless Service of the replica exists.
         let svc = get_json(&t, &["service", pod]).unwrap_or_else(|| panic!("service {pod}"));
@@ -150,7 +159,8 @@ async fn tfjob_ps_and_workers_reach_each_other_by_tf_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mpijob_launcher_runs_mpirun_over_its_workers_through_kubectl_exec() {
-    if !common::sandbox_capable("mpijob_launcher_runs_mpirun_over_its_workers_through_kubectl_exec") {
+    if !common::sandbox_capable("mpijob_launcher_runs_mpirun_over_its_workers_through_kubectl_exec")
+    {
         return;
     }
     assert!(
@@ -187,11 +197,22 @@ async fn mpijob_launcher_runs_mpirun_over_its_workers_through_kubectl_exec() {
         get_json(&t, &["configmap", "pi-config"])
     })
     .await;
-    assert_eq!(cm["data"]["hostfile"], "pi-worker-0 slots=1\npi-worker-1 slots=1\n");
-    assert!(cm["data"]["kubexec.sh"].as_str().unwrap().contains("/opt/kube/kubectl exec ${POD_NAME}"));
+    assert_eq!(
+        cm["data"]["hostfile"],
+        "pi-worker-0 slots=1\npi-worker-1 slots=1\n"
+    );
+    assert!(
+        cm["data"]["kubexec.sh"]
+            .as_str()
+            .unwrap()
+            .contains("/opt/kube/kubectl exec ${POD_NAME}")
+    );
     let role = get_json(&t, &["role", "pi-launcher"]).expect("Role pi-launcher");
     assert_eq!(role["rules"][1]["resources"], json!(["pods/exec"]));
-    assert_eq!(role["rules"][1]["resourceNames"], json!(["pi-worker-0", "pi-worker-1"]));
+    assert_eq!(
+        role["rules"][1]["resourceNames"],
+        json!(["pi-worker-0", "pi-worker-1"])
+    );
     assert_eq!(role["metadata"]["ownerReferences"][0]["kind"], "MPIJob");
     get_json(&t, &["serviceaccount", "pi-launcher"]).expect("ServiceAccount pi-launcher");
     let rb = get_json(&t, &["rolebinding", "pi-launcher"]).expect("RoleBinding pi-launcher");
@@ -201,11 +222,25 @@ async fn mpijob_launcher_runs_mpirun_over_its_workers_through_kubectl_exec() {
     let done = wait_succeeded(&t, "mpijob", "pi").await;
     eprintln!("MPIJob pi Succeeded after {:?}", started.elapsed());
 
-    let launchers = get_json(&t, &["pods", "-l", "training.kubeflow.org/job-name=pi,training.kubeflow.org/replica-type=launcher"]).unwrap();
+    let launchers = get_json(
+        &t,
+        &[
+            "pods",
+            "-l",
+            "training.kubeflow.org/job-name=pi,training.kubeflow.org/replica-type=launcher",
+        ],
+    )
+    .unwrap();
     let launcher = &launchers["items"][0];
-    let name = launcher["metadata"]["name"].as_str().expect("a launcher pod").to_string();
+    let name = launcher["metadata"]["name"]
+        .as_str()
+        .expect("a launcher pod")
+        .to_string();
     assert_eq!(launcher["spec"]["serviceAccountName"], "pi-launcher");
-    assert_eq!(pod_env(launcher, 0, "OMPI_MCA_plm_rsh_agent").as_deref(), Some("/etc/mpi/kubexec.sh"));
+    assert_eq!(
+        pod_env(launcher, 0, "OMPI_MCA_plm_rsh_agent").as_deref(),
+        Some("/etc/mpi/kubexec.sh")
+    );
     let log = logs(&t, &name);
     eprintln!("launcher log:\n{log}");
     // Every rank ran, each in one of the workers (its POD_NAME is the worker's: the launcher
@@ -225,13 +260,20 @@ async fn mpijob_launcher_runs_mpirun_over_its_workers_through_kubectl_exec() {
     ranks.sort();
     let ran_in: std::collections::BTreeSet<&str> = ranks.iter().map(|(_, p)| p.as_str()).collect();
     assert_eq!(ranks.len(), 2, "two ranks in the launcher's log:\n{log}");
-    assert_eq!((ranks[0].0.as_str(), ranks[1].0.as_str()), ("0", "1"), "{log}");
+    assert_eq!(
+        (ranks[0].0.as_str(), ranks[1].0.as_str()),
+        ("0", "1"),
+        "{log}"
+    );
     assert_eq!(
         ran_in,
         ["pi-worker-0", "pi-worker-1"].into(),
         "each rank in its own worker pod:\n{log}"
     );
-    assert_eq!(done["status"]["replicaStatuses"]["Launcher"]["succeeded"], 1);
+    assert_eq!(
+        done["status"]["replicaStatuses"]["Launcher"]["succeeded"],
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,7 +305,11 @@ async fn bad_tfjob_and_mpijob_specs_fail_with_a_clear_message() {
         let created = t.kubectl_stdin(&["create", "-f", "-"], &obj.to_string());
         if !created.ok {
             // Rejected at admission (by the CRD's schema): the message must say why.
-            assert!(created.stderr.contains("Invalid") || created.stderr.contains(expect), "{}", created.stderr);
+            assert!(
+                created.stderr.contains("Invalid") || created.stderr.contains(expect),
+                "{}",
+                created.stderr
+            );
             continue;
         }
         let job = common::eventually(&format!("{kind} {name} Failed"), WAIT, async || {
@@ -271,8 +317,20 @@ async fn bad_tfjob_and_mpijob_specs_fail_with_a_clear_message() {
             condition(&j, "Failed").map(|c| (j, c))
         })
         .await;
-        assert!(job.1 .1.contains(expect), "{kind} {name}: {:?}", job.1);
-        let pods = get_json(&t, &["pods", "-l", &format!("training.kubeflow.org/job-name={name}")]).unwrap();
-        assert_eq!(pods["items"].as_array().unwrap().len(), 0, "{kind} {name} made pods");
+        assert!(job.1.1.contains(expect), "{kind} {name}: {:?}", job.1);
+        let pods = get_json(
+            &t,
+            &[
+                "pods",
+                "-l",
+                &format!("training.kubeflow.org/job-name={name}"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            pods["items"].as_array().unwrap().len(),
+            0,
+            "{kind} {name} made pods"
+        );
     }
 }

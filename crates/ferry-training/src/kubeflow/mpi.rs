@@ -161,7 +161,10 @@ pub fn kubectl_delivery_image() -> String {
 /// The host's kubectl for launchers on the host runtime: `FERRY_MPI_KUBECTL`, else the first
 /// `kubectl` on the controller's `PATH`, else plain `kubectl` (the pod's `PATH` decides).
 pub fn host_kubectl() -> String {
-    if let Some(k) = std::env::var(HOST_KUBECTL_ENV).ok().filter(|k| !k.is_empty()) {
+    if let Some(k) = std::env::var(HOST_KUBECTL_ENV)
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
         return k;
     }
     std::env::var_os("PATH")
