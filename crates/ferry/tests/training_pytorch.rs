@@ -162,13 +162,18 @@ async fn pods_services_environment_podgroup_and_status() {
             json!({
                 "runPolicy": {"schedulingPolicy": {"queue": "default", "priorityClass": "train-high"}},
                 "pytorchReplicaSpecs": {
-                    "Master": replica(1, "OnFailure", &["/bin/sh", "-c", "sleep 2; echo master done"]),
+                    "Master": replica(1, "OnFailure", &["/bin/sh", "-c", "sleep 8; echo master done"]),
                     "Worker": replica(2, "OnFailure", &cmd),
                 }
             }),
         ),
     );
-    let job = wait_condition(&t, "simple", "Succeeded").await;
+    wait_condition(&t, "simple", "Succeeded").await;
+    let job = eventually("both workers counted as succeeded", WAIT, async || {
+        let job = jobs(&t).get("simple").await.unwrap();
+        (job.data["status"]["replicaStatuses"]["Worker"]["succeeded"] == 2).then_some(job)
+    })
+    .await;
     assert_eq!(
         condition(&job, "Created").map(|c| c.1).as_deref(),
         Some("PyTorchJobCreated")
@@ -212,7 +217,10 @@ async fn pods_services_environment_podgroup_and_status() {
 
     // The workers reached the master by its name.
     let logs = t.kubectl(&["logs", "simple-worker-1"]).success();
-    assert!(logs.starts_with("rank 2 of 3 master simple-master-0 10."), "{logs}");
+    let words: Vec<&str> = logs.split_whitespace().collect();
+    assert_eq!(words[..6], ["rank", "2", "of", "3", "master", "simple-master-0"], "{logs}");
+    let ip: std::net::Ipv4Addr = words[6].parse().expect("the master's address");
+    assert!(t.network.pod_cidr.contains(ip), "{ip} is a pod address");
 
     let services: Api<Service> = Api::namespaced(t.client.clone(), "default");
     for name in &names {
@@ -349,7 +357,7 @@ fn with_mark(mut replica: Value, dir: &str) -> Value {
 
 /// `sh -c` that exits `first` on its first run and 0 after.
 fn fail_once(first: i32) -> String {
-    format!("if [ -e /mark/$HOSTNAME ]; then echo again; exit 0; fi; touch /mark/$HOSTNAME; echo first; exit {first}")
+    format!("m=/mark/$(cat /etc/hostname); if [ -e $m ]; then echo again; exit 0; fi; touch $m; echo first; exit {first}")
 }
 
 fn uid(p: &Pod) -> String {
@@ -729,6 +737,8 @@ async fn kill_9_of_a_rank_recovers_in_place() {
     ];
     let mut worker = replica(2, "OnFailure", &cmd);
     worker["template"]["spec"]["volumes"] = json!([{"name": "ckpt", "hostPath": {"path": ckpt}}]);
+    worker["template"]["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "ckpt", "mountPath": ckpt}]);
     apply(
         &t,
         &pytorchjob(
