@@ -58,13 +58,6 @@ async fn job_pods(t: &TestPlane, job: &str) -> Vec<Pod> {
         .items
 }
 
-fn phase(p: &Pod) -> &str {
-    p.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or_default()
-}
-
 /// The job's condition `type_` as (status, reason, message).
 fn condition(job: &DynamicObject, type_: &str) -> Option<(String, String, String)> {
     job.data
@@ -150,7 +143,7 @@ async fn pods_services_environment_podgroup_and_status() {
     if !common::sandbox_capable("pods_services_environment_podgroup_and_status") {
         return;
     }
-    let t = common::start_with_node("").await;
+    let t = common::start_with_node("1xT4").await;
     t.kubectl(&["create", "priorityclass", "train-high", "--value=1000"])
         .success();
     let script = "import os, socket; print('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'], 'master', os.environ['MASTER_ADDR'], socket.gethostbyname(os.environ['MASTER_ADDR']))";
@@ -169,11 +162,19 @@ async fn pods_services_environment_podgroup_and_status() {
         ),
     );
     wait_condition(&t, "simple", "Succeeded").await;
-    let job = eventually("both workers counted as succeeded", WAIT, async || {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
         let job = jobs(&t).get("simple").await.unwrap();
-        (job.data["status"]["replicaStatuses"]["Worker"]["succeeded"] == 2).then_some(job)
-    })
-    .await;
+        if job.data["status"]["replicaStatuses"]["Worker"]["succeeded"] == 2 {
+            break job;
+        }
+        if Instant::now() > deadline {
+            let pods = t.kubectl(&["get", "pods", "-o", "wide"]).stdout;
+            let logs = t.kubectl(&["logs", "simple-worker-1"]);
+            panic!("workers not counted: {}\n{pods}\n{}{}", job.data["status"], logs.stdout, logs.stderr);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(
         condition(&job, "Created").map(|c| c.1).as_deref(),
         Some("PyTorchJobCreated")
@@ -310,7 +311,7 @@ async fn ddp_master_and_three_workers_train_to_succeeded() {
     if !common::sandbox_capable("ddp_master_and_three_workers_train_to_succeeded") {
         return;
     }
-    let t = common::start_with_node("").await;
+    let t = common::start_with_node("1xT4").await;
     let train = train_py();
     let cmd = [PYTHON, train.as_str(), "--steps", "60", "--target-loss", "0.1"];
     apply(
@@ -371,7 +372,7 @@ async fn restart_policies() {
     if !common::sandbox_capable("restart_policies") {
         return;
     }
-    let t = common::start_with_node("").await;
+    let t = common::start_with_node("1xT4").await;
     let dir = t.dir.path().join("marks");
     std::fs::create_dir_all(&dir).unwrap();
     let dir = dir.display().to_string();
@@ -458,7 +459,7 @@ async fn run_policy() {
     if !common::sandbox_capable("run_policy") {
         return;
     }
-    let t = common::start_with_node("").await;
+    let t = common::start_with_node("1xT4").await;
     let quick = ["/bin/sh", "-c", "sleep 1"];
     apply(
         &t,
@@ -533,7 +534,7 @@ async fn lost_pod_restarts_the_gang_within_backoff_limit() {
     if !common::sandbox_capable("lost_pod_restarts_the_gang_within_backoff_limit") {
         return;
     }
-    let t = common::start_with_node("").await;
+    let t = common::start_with_node("1xT4").await;
     let sleep = ["/bin/sh", "-c", "sleep 300"];
     apply(
         &t,
@@ -714,7 +715,7 @@ async fn kill_9_of_a_rank_recovers_in_place() {
     if !common::sandbox_capable("kill_9_of_a_rank_recovers_in_place") {
         return;
     }
-    let t = common::start_with_node("").await;
+    let t = common::start_with_node("1xT4").await;
     let ckpt = t.dir.path().join("ckpt-kill9");
     std::fs::create_dir_all(&ckpt).unwrap();
     let ckpt = ckpt.display().to_string();
