@@ -65,8 +65,25 @@ pub trait Framework: Send + Sync + 'static {
         Ok(())
     }
     /// The framework's environment for the pod of replica `rtype` (as written in the spec)
-    /// and `index`, added to its [`Framework::default_container`].
+    /// and `index`, added to every container of the pod (as the training operator does),
+    /// after the template's own variables.
     fn env(&self, job: &JobView, rtype: &str, index: i32) -> Vec<EnvVar>;
+    /// How many pods of `rtype` the job has (its `replicas`; an elastic PyTorchJob's
+    /// `maxReplicas` workers).
+    fn pod_count(&self, job: &JobView, rtype: &str) -> i32 {
+        job.replicas(rtype)
+    }
+    /// The PodGroup's `minMember` when `schedulingPolicy.minAvailable` is unset: every
+    /// replica (an elastic PyTorchJob: masters + `minReplicas`).
+    fn min_member(&self, job: &JobView) -> i32 {
+        job.replica_specs.keys().map(|t| job.replicas(t)).sum()
+    }
+    /// The elastic replica type, if any: its pods that are deleted, evicted or lost are
+    /// recreated as no failure (the scheduler grows and shrinks them).
+    fn elastic_type(&self, job: &JobView) -> Option<&'static str> {
+        let _ = job;
+        None
+    }
     /// Objects the job needs besides pods and Services (MPI's ConfigMap), created before
     /// its pods, owned by the job.
     fn extra_objects(&self, job: &JobView) -> Vec<serde_json::Value> {
@@ -80,6 +97,34 @@ pub trait Framework: Send + Sync + 'static {
     /// Whether the job has succeeded, from the phase of each replica's pod
     /// (`phases[rtype][index]`, `None` where no pod exists).
     fn succeeded(&self, job: &JobView, phases: &types::ReplicaPhases) -> bool;
+}
+
+/// The name of the pod and Service of replica `rtype` and `index` of job `job`:
+/// `<job>-<type in lower case>-<index>`.
+pub fn replica_name(job: &str, rtype: &str, index: i32) -> String {
+    format!("{job}-{}-{index}", rtype.to_lowercase()).replace('/', "-")
+}
+
+/// The port replicas of `rtype` listen on: the one named [`Framework::default_port_name`]
+/// in the type's [`Framework::default_container`] (or its first container), else
+/// [`Framework::default_port`].
+pub fn replica_port<F: Framework + ?Sized>(framework: &F, job: &JobView, rtype: &str) -> i32 {
+    job.replica_specs
+        .get(rtype)
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|spec| {
+            let c = spec
+                .containers
+                .iter()
+                .find(|c| c.name == framework.default_container())
+                .or_else(|| spec.containers.first())?;
+            c.ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(framework.default_port_name()))
+                .map(|p| p.container_port)
+        })
+        .unwrap_or_else(|| framework.default_port())
 }
 
 /// Runs the controllers of the three kinds until their watches end.

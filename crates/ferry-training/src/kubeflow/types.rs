@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use serde::{Deserialize, Serialize};
 
 /// A replica type's restart policy.
@@ -113,4 +114,160 @@ impl JobView {
             .map(|s| s.replicas.unwrap_or(1))
             .unwrap_or(0)
     }
+}
+
+/// `status` of a v1 job (`JobStatus` of `common_types.go`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    /// The job's conditions, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<JobCondition>,
+    /// Pod counts per replica type.
+    #[serde(default)]
+    pub replica_statuses: BTreeMap<String, ReplicaStatus>,
+    /// When the controller first acted on the job (reset by a suspension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the job finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// When the controller last wrote the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reconcile_time: Option<Time>,
+}
+
+/// A job condition (`Created`, `Running`, `Restarting`, `Succeeded`, `Suspended`, `Failed`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCondition {
+    /// The condition type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True` or `False`.
+    pub status: String,
+    /// Machine-readable reason, e.g. `PyTorchJobRunning`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+    /// When its status last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+}
+
+/// Pod counts of one replica type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// Pods pending or running.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub active: i32,
+    /// Pods that succeeded.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub succeeded: i32,
+    /// Pods that failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed: i32,
+    /// The selector of the type's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+    /// The same selector as a string (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+impl JobStatus {
+    /// The condition of `type_` when its status is `True`.
+    pub fn condition(&self, type_: &str) -> Option<&JobCondition> {
+        self.conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+    }
+
+    /// Whether condition `type_` is `True`.
+    pub fn is(&self, type_: &str) -> bool {
+        self.condition(type_).is_some()
+    }
+
+    /// Whether the job has finished (Succeeded or Failed).
+    pub fn finished(&self) -> bool {
+        self.is(conditions::SUCCEEDED) || self.is(conditions::FAILED)
+    }
+
+    /// Sets condition `type_` to `status` as the training operator does: `Running` and
+    /// `Restarting` replace each other, and a finished or suspended job is no longer
+    /// `Running`.
+    pub fn set_condition(&mut self, type_: &str, status: bool, reason: &str, message: &str) {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let value = if status { "True" } else { "False" };
+        if status {
+            match type_ {
+                conditions::RUNNING => self
+                    .conditions
+                    .retain(|c| c.type_ != conditions::RESTARTING),
+                conditions::RESTARTING => {
+                    self.conditions.retain(|c| c.type_ != conditions::RUNNING)
+                }
+                conditions::SUCCEEDED | conditions::FAILED | conditions::SUSPENDED => {
+                    self.conditions
+                        .retain(|c| c.type_ != conditions::RESTARTING);
+                    if type_ != conditions::SUSPENDED || self.is(conditions::RUNNING) {
+                        self.set_condition(conditions::RUNNING, false, reason, message);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(c) = self.conditions.iter_mut().find(|c| c.type_ == type_) {
+            if c.status == value && c.reason.as_deref() == Some(reason) {
+                return;
+            }
+            if c.status != value {
+                c.last_transition_time = Some(now.clone());
+            }
+            c.status = value.into();
+            c.reason = Some(reason.into());
+            c.message = Some(message.into());
+            c.last_update_time = Some(now);
+            return;
+        }
+        if !status && type_ != conditions::SUSPENDED {
+            // A condition that never held is not written as False (Suspended is: Resumed).
+            return;
+        }
+        self.conditions.push(JobCondition {
+            type_: type_.into(),
+            status: value.into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_update_time: Some(now.clone()),
+            last_transition_time: Some(now),
+        });
+    }
+}
+
+/// The condition types.
+pub mod conditions {
+    /// The job was accepted.
+    pub const CREATED: &str = "Created";
+    /// Its pods run.
+    pub const RUNNING: &str = "Running";
+    /// Its pods are being replaced.
+    pub const RESTARTING: &str = "Restarting";
+    /// It succeeded.
+    pub const SUCCEEDED: &str = "Succeeded";
+    /// It is suspended (no pods).
+    pub const SUSPENDED: &str = "Suspended";
+    /// It failed.
+    pub const FAILED: &str = "Failed";
 }
