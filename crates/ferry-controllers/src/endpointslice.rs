@@ -71,7 +71,17 @@ fn endpoint(b: &Backend) -> Endpoint {
 pub fn slices(service: &Service, backends: &[Backend]) -> Vec<EndpointSlice> {
     let name = service.name_any();
     let mut groups: BTreeMap<Vec<ResolvedPort>, Vec<Endpoint>> = BTreeMap::new();
-    for b in backends.iter().filter(|b| !b.ports.is_empty()) {
+    // A Service without ports (a headless one giving pods DNS names, as JobSet's) publishes
+    // its backends with no ports, as Kubernetes does; otherwise a backend needs a port.
+    let portless = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .is_none_or(|p| p.is_empty());
+    for b in backends
+        .iter()
+        .filter(|b| portless || !b.ports.is_empty())
+    {
         let mut ports = b.ports.clone();
         ports.sort();
         groups.entry(ports).or_default().push(endpoint(b));

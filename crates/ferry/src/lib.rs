@@ -7,6 +7,7 @@ pub mod bench_dns;
 pub mod bench_sandbox;
 pub mod bench_scheduler;
 pub mod bench_service;
+pub mod bench_training;
 pub mod cli;
 pub mod commands;
 pub mod incluster;

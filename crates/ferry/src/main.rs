@@ -92,6 +92,9 @@ enum BenchCommand {
     /// The workload controllers: Deployments reconciled to ready and an Indexed Job run to
     /// completion, beside the same pods created directly, and the controllers' memory.
     Controllers(ferry::bench_controllers::ControllersBenchArgs),
+    /// The training controllers: submit-to-all-ranks-running of a PyTorchJob beside bare pods,
+    /// and a crashed rank's in-place recovery beside a whole-gang restart.
+    Training(ferry::bench_training::TrainingBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -120,6 +123,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Dns(args)) => commands::run_async(ferry::bench_dns::run(args)),
         Command::Bench(BenchCommand::Controllers(args)) => {
             commands::run_async(ferry::bench_controllers::run(args))
+        }
+        Command::Bench(BenchCommand::Training(args)) => {
+            commands::run_async(ferry::bench_training::run(args))
         }
         Command::Dns(args) => commands::run_async(commands::dns(args)),
         Command::Tenant(args) => commands::run_async(ferry::tenant::run(args)),

@@ -479,6 +479,13 @@ fn default_cluster_roles() -> Vec<Value> {
                 // The training controllers: a TrainJob runs as a JobSet; MPI's SSH keys.
                 rule(&["create"], &["jobset.x-k8s.io"], &["jobsets"]),
                 rule(&["create"], &[""], &["secrets"]),
+                // MPIJob v1's launcher Role (pods/exec on its workers) and RoleBinding, which
+                // grant what the controller-manager itself does not hold.
+                rule(
+                    &["create", "escalate", "bind"],
+                    &["rbac.authorization.k8s.io"],
+                    &["roles", "rolebindings"],
+                ),
                 // The ClusterRole aggregation controller writes rules it does not hold.
                 rule(
                     &["escalate", "get", "list", "watch", "patch", "update"],

@@ -103,7 +103,10 @@ fn error_policy<F: Framework>(job: Arc<DynamicObject>, error: &Error, _: Arc<Ctx
 }
 
 /// Decodes the kind-independent parts of a job.
-pub fn decode<F: Framework + ?Sized>(framework: &F, job: &DynamicObject) -> Result<JobView, String> {
+pub fn decode<F: Framework + ?Sized>(
+    framework: &F,
+    job: &DynamicObject,
+) -> Result<JobView, String> {
     let spec = job.data.get("spec").cloned().unwrap_or(Value::Null);
     let field = framework.replica_specs_field();
     let replica_specs: BTreeMap<String, ReplicaSpec> = match spec.get(field) {
@@ -149,7 +152,10 @@ pub fn validate<F: Framework + ?Sized>(framework: &F, job: &JobView) -> Result<(
         ));
     }
     for (name, value) in [
-        ("ttlSecondsAfterFinished", rp.ttl_seconds_after_finished.map(i64::from)),
+        (
+            "ttlSecondsAfterFinished",
+            rp.ttl_seconds_after_finished.map(i64::from),
+        ),
         ("activeDeadlineSeconds", rp.active_deadline_seconds),
         ("backoffLimit", rp.backoff_limit.map(i64::from)),
     ] {
@@ -162,12 +168,18 @@ pub fn validate<F: Framework + ?Sized>(framework: &F, job: &JobView) -> Result<(
     if let Some(sp) = &rp.scheduling_policy
         && sp.min_available.is_some_and(|m| m < 0)
     {
-        return Err("spec.runPolicy.schedulingPolicy.minAvailable: must be greater than or equal to 0".into());
+        return Err(
+            "spec.runPolicy.schedulingPolicy.minAvailable: must be greater than or equal to 0"
+                .into(),
+        );
     }
     framework.validate(job)
 }
 
-async fn reconcile<F: Framework>(obj: Arc<DynamicObject>, ctx: Arc<Ctx<F>>) -> Result<Action, Error> {
+async fn reconcile<F: Framework>(
+    obj: Arc<DynamicObject>,
+    ctx: Arc<Ctx<F>>,
+) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let jobs: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ctx.resource);
     let Some(job) = jobs.get_opt(&obj.name_any()).await? else {
@@ -285,7 +297,11 @@ impl<F: Framework> Sync<'_, F> {
             .and_then(|s| serde_json::from_value(s).ok())
             .unwrap_or_default();
         let before = status.clone();
-        if !status.conditions.iter().any(|c| c.type_ == conditions::CREATED) {
+        if !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == conditions::CREATED)
+        {
             let msg = format!("{} is created.", self.who());
             status.set_condition(conditions::CREATED, true, &self.reason("Created"), &msg);
         }
@@ -314,7 +330,9 @@ impl<F: Framework> Sync<'_, F> {
         let services = self.services().await?;
 
         if status.finished() {
-            return self.finished(&view, before, status, &members, &services).await;
+            return self
+                .finished(&view, before, status, &members, &services)
+                .await;
         }
         let rp = view.run_policy.clone();
         if rp.suspend == Some(true) {
@@ -348,7 +366,9 @@ impl<F: Framework> Sync<'_, F> {
                     "{} has failed because it was active longer than specified deadline",
                     self.who()
                 );
-                return self.fail(&members, before, status, "DeadlineExceeded", &msg).await;
+                return self
+                    .fail(&members, before, status, "DeadlineExceeded", &msg)
+                    .await;
             }
             requeue = requeue.min(Duration::try_from(left).unwrap_or(RESYNC));
         }
@@ -419,7 +439,10 @@ impl<F: Framework> Sync<'_, F> {
         let mut missing: Vec<(String, i32)> = Vec::new();
         for rtype in view.replica_specs.keys() {
             for index in 0..self.fw().pod_count(&view, rtype) {
-                if !members.iter().any(|m| &m.rtype == rtype && m.index == index) {
+                if !members
+                    .iter()
+                    .any(|m| &m.rtype == rtype && m.index == index)
+                {
                     missing.push((rtype.clone(), index));
                 }
             }
@@ -430,7 +453,10 @@ impl<F: Framework> Sync<'_, F> {
                 .find(|(rtype, _)| elastic != Some(rtype.as_str()))
         {
             gang_restart.get_or_insert_with(|| {
-                format!("pod {} was deleted", replica_name(&view.name, rtype, *index))
+                format!(
+                    "pod {} was deleted",
+                    replica_name(&view.name, rtype, *index)
+                )
             });
         }
 
@@ -446,7 +472,8 @@ impl<F: Framework> Sync<'_, F> {
             })
             .map(Member::container_restarts)
             .sum();
-        let new_restarts = i32::from(gang_restart.is_some()) + if gang_restart.is_some() { 0 } else { recreated };
+        let new_restarts =
+            i32::from(gang_restart.is_some()) + if gang_restart.is_some() { 0 } else { recreated };
         if let Some(limit) = rp.backoff_limit
             && failure.is_none()
             && recorded + in_place + new_restarts > limit
@@ -466,7 +493,12 @@ impl<F: Framework> Sync<'_, F> {
             }
             let msg = format!("{} is restarting because {why}.", self.who());
             tracing::info!(job = %self.name(), %msg, "restarting the gang");
-            status.set_condition(conditions::RESTARTING, true, &self.reason("Restarting"), &msg);
+            status.set_condition(
+                conditions::RESTARTING,
+                true,
+                &self.reason("Restarting"),
+                &msg,
+            );
             status.replica_statuses = self.counts(&view, &[]);
             self.write_status(&before, status).await?;
             return Ok(Action::requeue(Duration::from_secs(1)));
@@ -479,7 +511,12 @@ impl<F: Framework> Sync<'_, F> {
                 self.who(),
                 names.join(", ")
             );
-            status.set_condition(conditions::RESTARTING, true, &self.reason("Restarting"), &msg);
+            status.set_condition(
+                conditions::RESTARTING,
+                true,
+                &self.reason("Restarting"),
+                &msg,
+            );
         }
         for m in &recreate {
             self.delete_pod(&m.pod).await?;
@@ -574,7 +611,11 @@ impl<F: Framework> Sync<'_, F> {
         members: &[Member],
         services: &[Service],
     ) -> Result<Action, Error> {
-        let policy = view.run_policy.clean_pod_policy.as_deref().unwrap_or("None");
+        let policy = view
+            .run_policy
+            .clean_pod_policy
+            .as_deref()
+            .unwrap_or("None");
         let mut deleted = Vec::new();
         for m in members.iter().filter(|m| !m.deleting()) {
             let delete = match policy {
@@ -950,7 +991,11 @@ impl<F: Framework> Sync<'_, F> {
 
     /// Creates or updates the job's PodGroup; returns its `minMember`.
     async fn ensure_pod_group(&self, view: &JobView) -> Result<i32, Error> {
-        let sp = view.run_policy.scheduling_policy.clone().unwrap_or_default();
+        let sp = view
+            .run_policy
+            .scheduling_policy
+            .clone()
+            .unwrap_or_default();
         let spec = PodGroupSpec {
             min_member: sp
                 .min_available

@@ -135,7 +135,9 @@ impl Framework for PyTorch {
             }
         }
         if job.replica_specs.contains_key(MASTER) && job.replicas(MASTER) != 1 {
-            return Err("spec.pytorchReplicaSpecs[Master].replicas: Invalid value: must be 1".into());
+            return Err(
+                "spec.pytorchReplicaSpecs[Master].replicas: Invalid value: must be 1".into(),
+            );
         }
         if let Some(n) = nproc_per_node(job)
             && !matches!(n.as_str(), "auto" | "cpu" | "gpu")
@@ -241,7 +243,10 @@ impl Framework for PyTorch {
             env.push(var("PET_RDZV_ID", id.clone()));
         }
         if let Some(conf) = ep.rdzv_conf.as_ref().filter(|c| !c.is_empty()) {
-            let value: Vec<String> = conf.iter().map(|c| format!("{}={}", c.key, c.value)).collect();
+            let value: Vec<String> = conf
+                .iter()
+                .map(|c| format!("{}={}", c.key, c.value))
+                .collect();
             env.push(var("PET_RDZV_CONF", value.join(",")));
         }
         if ep.standalone == Some(true) {
@@ -285,10 +290,7 @@ impl Framework for PyTorch {
     fn succeeded(&self, job: &JobView, phases: &ReplicaPhases) -> bool {
         let done = |p: &Option<String>| p.as_deref() == Some("Succeeded");
         if job.replica_specs.contains_key(MASTER) {
-            return phases
-                .get(MASTER)
-                .and_then(|v| v.first())
-                .is_some_and(done);
+            return phases.get(MASTER).and_then(|v| v.first()).is_some_and(done);
         }
         let workers = phases.get(WORKER).map(Vec::as_slice).unwrap_or_default();
         if self.elastic_type(job).is_some() {
@@ -321,7 +323,9 @@ mod tests {
     }
 
     fn get(env: &[EnvVar], name: &str) -> Option<String> {
-        env.iter().find(|e| e.name == name).and_then(|e| e.value.clone())
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
     }
 
     #[test]
@@ -380,7 +384,12 @@ mod tests {
         let j = job(serde_json::json!({"pytorchReplicaSpecs": {"Chief": replica(1)}}));
         assert!(PyTorch.validate(&j).unwrap_err().contains("\"Chief\""));
         let j = job(serde_json::json!({"pytorchReplicaSpecs": {"Master": replica(2)}}));
-        assert!(PyTorch.validate(&j).unwrap_err().contains("[Master].replicas"));
+        assert!(
+            PyTorch
+                .validate(&j)
+                .unwrap_err()
+                .contains("[Master].replicas")
+        );
         let j = job(serde_json::json!({
             "elasticPolicy": {"minReplicas": 3, "maxReplicas": 2},
             "pytorchReplicaSpecs": {"Worker": replica(2)}

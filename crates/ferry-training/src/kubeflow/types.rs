@@ -212,10 +212,15 @@ impl JobStatus {
         let value = if status { "True" } else { "False" };
         if status {
             match type_ {
-                conditions::RUNNING => self.conditions.retain(|c| c.type_ != conditions::RESTARTING),
-                conditions::RESTARTING => self.conditions.retain(|c| c.type_ != conditions::RUNNING),
+                conditions::RUNNING => self
+                    .conditions
+                    .retain(|c| c.type_ != conditions::RESTARTING),
+                conditions::RESTARTING => {
+                    self.conditions.retain(|c| c.type_ != conditions::RUNNING)
+                }
                 conditions::SUCCEEDED | conditions::FAILED | conditions::SUSPENDED => {
-                    self.conditions.retain(|c| c.type_ != conditions::RESTARTING);
+                    self.conditions
+                        .retain(|c| c.type_ != conditions::RESTARTING);
                     if type_ != conditions::SUSPENDED || self.is(conditions::RUNNING) {
                         self.set_condition(conditions::RUNNING, false, reason, message);
                     }
