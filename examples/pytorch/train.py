@@ -64,6 +64,8 @@ def main():
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
     start = 0
     path = os.path.join(args.checkpoint_dir, "checkpoint.pt") if args.checkpoint_dir else ""
+    if path:
+        os.makedirs(args.checkpoint_dir, exist_ok=True)
     if path and os.path.exists(path):
         state = torch.load(path, map_location=device)
         model.load_state_dict(state["model"])

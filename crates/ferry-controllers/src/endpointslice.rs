@@ -78,10 +78,7 @@ pub fn slices(service: &Service, backends: &[Backend]) -> Vec<EndpointSlice> {
         .as_ref()
         .and_then(|s| s.ports.as_ref())
         .is_none_or(|p| p.is_empty());
-    for b in backends
-        .iter()
-        .filter(|b| portless || !b.ports.is_empty())
-    {
+    for b in backends.iter().filter(|b| portless || !b.ports.is_empty()) {
         let mut ports = b.ports.clone();
         ports.sort();
         groups.entry(ports).or_default().push(endpoint(b));

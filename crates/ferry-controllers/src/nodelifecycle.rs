@@ -225,28 +225,9 @@ pub fn desired_taints(node: &Node, now: Timestamp) -> Option<Vec<Taint>> {
     (taints != current).then_some(taints)
 }
 
-/// Whether `toleration` tolerates `taint` (kube's `ToleratesTaint`).
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty())
-        && effect != taint.effect
-    {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "" | "Equal" => {
-            // An empty key with Equal never matches (validation forbids it).
-            !key.is_empty()
-                && toleration.value.as_deref().unwrap_or_default()
-                    == taint.value.as_deref().unwrap_or_default()
-        }
-        _ => false,
-    }
-}
+/// Whether a toleration tolerates a taint (kube's `ToleratesTaint`; shared with the DaemonSet
+/// controller).
+pub use crate::daemonset::tolerates;
 
 /// When a pod with `tolerations` must leave a node with `taints` (only the `NoExecute` ones
 /// count): `Some(now-or-earlier)` when a taint is not tolerated, `Some(t)` for the earliest

@@ -310,13 +310,13 @@ pub fn validate(raw_spec: &Value, spec: &JobSetSpec) -> Result<(), String> {
             }
         }
     }
-    if let Some(c) = &spec.coordinator {
-        if !names.contains(&c.replicated_job.as_str()) {
-            problems.push(format!(
-                "spec.coordinator.replicatedJob: {:?} is not a replicatedJob",
-                c.replicated_job
-            ));
-        }
+    if let Some(c) = &spec.coordinator
+        && !names.contains(&c.replicated_job.as_str())
+    {
+        problems.push(format!(
+            "spec.coordinator.replicatedJob: {:?} is not a replicatedJob",
+            c.replicated_job
+        ));
     }
     if problems.is_empty() {
         Ok(())
@@ -413,12 +413,10 @@ pub fn build_job(
     let mut meta = template.metadata.unwrap_or_default();
     meta.name = Some(job_name);
     meta.namespace = Some(ns);
-    meta.labels
-        .get_or_insert_default()
-        .extend(ours.clone().into_iter());
+    meta.labels.get_or_insert_default().extend(ours.clone());
     meta.annotations
         .get_or_insert_default()
-        .extend(annotations.clone().into_iter());
+        .extend(annotations.clone());
     meta.owner_references = Some(vec![owner_reference(jobset)]);
     let mut job_spec = template.spec.unwrap_or_default();
     job_spec

@@ -8,10 +8,11 @@
 //!   controller's work (job read, PodGroup, Services, pod creates, gang placement).
 //! - (b) Recovery of one crashed rank of a 2-rank job on the real node agent (host processes):
 //!   in place (`restartPolicy: OnFailure`: the agent restarts the container) beside a
-//!   whole-gang restart (`restartPolicy: Never`: the controller deletes and recreates every
-//!   pod of the job). The rank exits when the benchmark drops a trigger file it polls every
-//!   20 ms; the time runs from the trigger to every rank running again (in place: the
-//!   container's `restartCount` up and its state running; whole gang: new pods Running).
+//!   whole-gang restart (a lost rank: the benchmark deletes its pod, and the controller
+//!   deletes and recreates every pod of the job). In place, the rank exits when the benchmark
+//!   drops a trigger file it polls every 20 ms; the time runs from the trigger (or the
+//!   deletion) to every rank running again (in place: the container's `restartCount` up and
+//!   its state running; whole gang: new pods Running).
 //!
 //! Needs root for (b) (pod sandboxes); `--skip-recovery` runs (a) alone.
 
@@ -387,8 +388,8 @@ async fn recovery(
         ),
         (
             "whole-gang",
-            "Never",
-            "whole-gang restart (Never: every pod deleted and recreated)",
+            "OnFailure",
+            "whole-gang restart (a lost rank: every pod deleted and recreated)",
         ),
     ] {
         let selector = format!("training.kubeflow.org/job-name={name}");
@@ -410,8 +411,17 @@ async fn recovery(
                 .get(&victim)
                 .cloned()
                 .with_context(|| format!("no pod {victim}"))?;
+            let whole_gang = name == "whole-gang";
             let started = Instant::now();
-            std::fs::write(dir.join(&victim), b"")?;
+            if whole_gang {
+                // The rank's pod is lost (deleted, as a dead node's pods are): the engine
+                // restarts the whole gang.
+                pods.delete(&victim, &DeleteParams::default().grace_period(0))
+                    .await
+                    .context("cannot delete the victim rank's pod")?;
+            } else {
+                std::fs::write(dir.join(&victim), b"")?;
+            }
             until("the crashed rank running again", timeout, async || {
                 let now = restart_counts(&pods_of(&pods, Some(&selector)).await?);
                 if now.len() != 2 || !now.values().all(|(_, _, running)| *running) {
@@ -420,7 +430,7 @@ async fn recovery(
                 let Some((uid, restarts, _)) = now.get(&victim) else {
                     return Ok(false);
                 };
-                Ok(if restart == "Never" {
+                Ok(if whole_gang {
                     // Every pod is new.
                     now.iter()
                         .all(|(n, (u, _, _))| before.get(n).is_none_or(|b| &b.0 != u))

@@ -56,7 +56,7 @@ fn bench_training_prints_each_figure_beside_its_baseline() {
         "baseline: 4 bare pods",
         "the controller adds",
         "in place (OnFailure",
-        "whole-gang restart (Never",
+        "whole-gang restart (a lost rank",
     ] {
         let (p50, p90) = figures(&stdout, label);
         assert!(p50.is_finite() && p90.is_finite(), "{label}: {p50} {p90}");

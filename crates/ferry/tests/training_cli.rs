@@ -586,6 +586,7 @@ async fn a_real_job_through_every_verb() {
         return;
     }
     let t = common::start_with_node("4xH100-80GB").await;
+    gpus_published(&t).await;
     let ckpt = t.dir.path().join("ckpt");
     std::fs::create_dir_all(&ckpt).unwrap();
     let train = train_py();
@@ -734,10 +735,31 @@ async fn a_real_job_through_every_verb() {
     .await;
 }
 
+/// Waits until the node agent has published its GPUs (the CLI checks requests against them).
+async fn gpus_published(t: &common::TestPlane) {
+    eventually(
+        "the node's GPUs published",
+        Duration::from_secs(60),
+        async || {
+            let out = t
+                .kubectl(&[
+                    "get",
+                    "nodes",
+                    "-o",
+                    "jsonpath={.items[*].status.allocatable.nvidia\\.com/gpu}",
+                ])
+                .success();
+            (!out.trim().is_empty() && out.trim() != "0").then_some(())
+        },
+    )
+    .await;
+}
+
 /// A job that cannot fit says why it waits (`get`), and its events say it too (`get -e`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_job_says_why() {
     let t = common::start_with_node("4xH100-80GB").await;
+    gpus_published(&t).await;
     ok(
         &t,
         &[

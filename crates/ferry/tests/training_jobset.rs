@@ -466,11 +466,19 @@ async fn trainjob_through_torch_distributed_trains_with_real_torch() {
         .unwrap()
         .items;
     pods.sort_by_key(|p| p.metadata.name.clone());
-    let names: Vec<String> = pods
+    // Indexed Job pods are `<job>-<index>-<random>`; their DNS hostnames are `<job>-<index>`.
+    let hostnames: Vec<String> = pods
         .iter()
-        .map(|p| p.metadata.name.clone().unwrap())
+        .map(|p| {
+            p.spec
+                .as_ref()
+                .unwrap()
+                .hostname
+                .clone()
+                .unwrap_or_default()
+        })
         .collect();
-    assert_eq!(names, ["ddp-node-0-0", "ddp-node-0-1"]);
+    assert_eq!(hostnames, ["ddp-node-0-0", "ddp-node-0-1"]);
     for (rank, p) in pods.iter().enumerate() {
         let name = p.metadata.name.as_deref().unwrap();
         let env = &p.spec.as_ref().unwrap().containers[0].env.clone().unwrap();
