@@ -17,7 +17,6 @@ pub mod kubeflow;
 pub mod trainer;
 
 use std::future::Future;
-use std::time::Duration;
 
 /// Why a reconcile step failed (it is retried with back-off).
 #[derive(Debug, thiserror::Error)]
@@ -35,42 +34,6 @@ pub enum Error {
         /// What serde said.
         source: serde_json::Error,
     },
-}
-
-/// Exponential back-off between retries of one failing piece of work.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    first: Duration,
-    max: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    #[allow(dead_code)]
-    pub(crate) const fn new(first: Duration, max: Duration) -> Self {
-        Self {
-            first,
-            max,
-            failures: 0,
-        }
-    }
-
-    /// The delay before the next retry after one more failure.
-    #[allow(dead_code)]
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self
-            .first
-            .saturating_mul(1u32 << self.failures.min(16))
-            .min(self.max);
-        self.failures = self.failures.saturating_add(1);
-        delay
-    }
-
-    /// Success: the next failure starts from the first delay again.
-    #[allow(dead_code)]
-    pub(crate) fn reset(&mut self) {
-        self.failures = 0;
-    }
 }
 
 /// Runs every training controller against the API server behind `client` until `shutdown`
