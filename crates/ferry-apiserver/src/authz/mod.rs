@@ -245,6 +245,15 @@ impl Attributes {
             "delete" => "delete".into(),
             other => other.to_string(),
         };
+        // A WebSocket exec, attach or port-forward is a GET upgrade, authorized as the
+        // `create` it is (Kubernetes 1.35's AuthorizePodWebsocketUpgradeCreatePermission,
+        // on by default): `create pods/exec` allows it whichever transport kubectl picks.
+        if a.resource == "pods"
+            && matches!(a.subresource.as_str(), "exec" | "attach" | "portforward")
+            && a.verb == "get"
+        {
+            a.verb = "create".into();
+        }
         // A namespace's own object is cluster-scoped for authorization.
         if a.resource == "namespaces" {
             a.namespace = a.name.clone();
@@ -278,6 +287,16 @@ mod tests {
         assert_eq!(
             (a.verb.as_str(), a.subresource.as_str()),
             ("create", "exec")
+        );
+        let a = of(
+            "GET",
+            "/api/v1/namespaces/ns/pods/p/exec",
+            Some("command=sh"),
+        );
+        assert_eq!(
+            (a.verb.as_str(), a.subresource.as_str()),
+            ("create", "exec"),
+            "a WebSocket exec is authorized as create"
         );
         let a = of("DELETE", "/apis/batch/v1/namespaces/ns/jobs", None);
         assert_eq!(

@@ -522,7 +522,11 @@ impl<F: Framework> Sync<'_, F> {
             self.delete_pod(&m.pod).await?;
         }
 
-        // Create what is missing.
+        // Create what is missing: the framework's objects first (MPI's ConfigMap and the
+        // launcher's RBAC), which its pods mount or use.
+        if !missing.is_empty() {
+            self.apply_extra_objects(&view).await?;
+        }
         for (rtype, index) in &missing {
             self.create_pod(&view, rtype, *index).await?;
         }
@@ -962,6 +966,33 @@ impl<F: Framework> Sync<'_, F> {
             Err(e) if is_status(&e, 409) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Server-side applies the framework's [`Framework::extra_objects`].
+    async fn apply_extra_objects(&self, view: &JobView) -> Result<(), Error> {
+        for mut obj in self.fw().extra_objects(view) {
+            obj["metadata"]["ownerReferences"] = json!([self.owner()]);
+            let (Some(api_version), Some(kind), Some(name)) = (
+                obj["apiVersion"].as_str(),
+                obj["kind"].as_str(),
+                obj.pointer("/metadata/name").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+            let plural = format!("{}s", kind.to_lowercase());
+            let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.ctx.client.clone(), &self.ns, &resource);
+            api.patch(
+                name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&obj),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn delete_pod(&self, pod: &Pod) -> Result<(), Error> {
