@@ -376,7 +376,10 @@ async fn recovery(
     let spec = json!({
         "nodeSelector": {"kubernetes.io/hostname": "bench-node"},
         "terminationGracePeriodSeconds": 0,
+        // The trigger directory, writable in the sandbox (the rank removes its trigger).
+        "volumes": [{"name": "trigger", "hostPath": {"path": dir}}],
         "containers": [{"name": "pytorch", "command": crash_on_trigger(dir),
+            "volumeMounts": [{"name": "trigger", "mountPath": dir}],
             "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]
     });
     let mut lines = Vec::new();
@@ -392,21 +395,24 @@ async fn recovery(
             "whole-gang restart (a lost rank: every pod deleted and recreated)",
         ),
     ] {
-        let selector = format!("training.kubeflow.org/job-name={name}");
-        jobs.create(
-            &PostParams::default(),
-            &pytorchjob(name, 1, restart, spec.clone())?,
-        )
-        .await
-        .context("cannot create the recovery PyTorchJob")?;
-        until("the recovery job's ranks running", timeout, async || {
-            all_running(&pods, Some(&selector), 2).await
-        })
-        .await?;
         let mut samples = Vec::new();
-        for _ in 0..args.recoveries {
+        // A job per crash: each measures a rank's first crash (a container that crashes
+        // again soon after is held back by the agent's crash-loop back-off, as kubelet's).
+        for round in 0..args.recoveries {
+            let job = format!("{name}-{round}");
+            let selector = format!("training.kubeflow.org/job-name={job}");
+            jobs.create(
+                &PostParams::default(),
+                &pytorchjob(&job, 1, restart, spec.clone())?,
+            )
+            .await
+            .context("cannot create the recovery PyTorchJob")?;
+            until("the recovery job's ranks running", timeout, async || {
+                all_running(&pods, Some(&selector), 2).await
+            })
+            .await?;
             let before = restart_counts(&pods_of(&pods, Some(&selector)).await?);
-            let victim = format!("{name}-worker-0");
+            let victim = format!("{job}-worker-0");
             let (victim_uid, victim_restarts, _) = before
                 .get(&victim)
                 .cloned()
@@ -440,6 +446,11 @@ async fn recovery(
             })
             .await?;
             samples.push(started.elapsed());
+            jobs.delete(&job, &DeleteParams::background()).await?;
+            until("the recovery job's pods deleted", timeout, async || {
+                Ok(pods_of(&pods, Some(&selector)).await?.is_empty())
+            })
+            .await?;
         }
         let (p50, p90) = percentiles(&samples);
         lines.push(format!(
@@ -447,11 +458,6 @@ async fn recovery(
             ms(p50),
             ms(p90)
         ));
-        jobs.delete(name, &DeleteParams::background()).await?;
-        until("the recovery job's pods deleted", timeout, async || {
-            Ok(pods_of(&pods, Some(&selector)).await?.is_empty())
-        })
-        .await?;
     }
     let mut out = vec![format!(
         "(b) one crashed rank of a 2-rank PyTorchJob (real node agent, host processes), {} crashes each, trigger to every rank running again:",

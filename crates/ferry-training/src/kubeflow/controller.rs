@@ -5,8 +5,8 @@
 //! - a decode or validation error fails the job (`Failed`, reason `<Kind>FailedValidation`,
 //!   the message saying which field is wrong);
 //! - a finished job: its pods and Services are deleted as `runPolicy.cleanPodPolicy` says
-//!   (`None` by default), its PodGroup removed, and the job itself deleted once
-//!   `ttlSecondsAfterFinished` has passed;
+//!   (`None` by default; pods never placed go whatever it says), its PodGroup removed, and
+//!   the job itself deleted once `ttlSecondsAfterFinished` has passed;
 //! - `runPolicy.suspend`: every pod and Service goes, `Suspended` is set, the start time
 //!   reset; resuming sets `Suspended=False` (reason `<Kind>Resumed`);
 //! - `activeDeadlineSeconds` past the start time fails the job;
@@ -59,6 +59,8 @@ pub const RESTARTS_ANNOTATION: &str = "training.ferry.dev/restarts";
 pub const MANAGED_BY: &str = "kubeflow.org/training-operator";
 /// Reconcile at least this often.
 const RESYNC: Duration = Duration::from_secs(60);
+/// How many of a job's pods and Services are created at once.
+const CREATE_CONCURRENCY: usize = 32;
 /// The field manager of the engine's writes.
 const MANAGER: &str = "ferry-training";
 
@@ -527,17 +529,30 @@ impl<F: Framework> Sync<'_, F> {
         if !missing.is_empty() {
             self.apply_extra_objects(&view).await?;
         }
+        // Pods and Services are created side by side: a 16-rank job is one round trip of
+        // writes, not 32 in a row.
+        let mut creates = Vec::new();
         for (rtype, index) in &missing {
-            self.create_pod(&view, rtype, *index).await?;
+            creates.push(futures::future::Either::Left(
+                self.create_pod(&view, rtype, *index),
+            ));
         }
         for rtype in view.replica_specs.keys() {
             for index in 0..self.fw().pod_count(&view, rtype) {
                 let name = replica_name(&view.name, rtype, index);
                 if !services.iter().any(|s| s.name_any() == name) {
-                    self.create_service(&view, rtype, index).await?;
+                    creates.push(futures::future::Either::Right(
+                        self.create_service(&view, rtype, index),
+                    ));
                 }
             }
         }
+        futures::stream::iter(creates)
+            .buffer_unordered(CREATE_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, Error>>()?;
         for s in &services {
             let keep = view.replica_specs.keys().any(|rtype| {
                 (0..self.fw().pod_count(&view, rtype))
@@ -622,11 +637,15 @@ impl<F: Framework> Sync<'_, F> {
             .unwrap_or("None");
         let mut deleted = Vec::new();
         for m in members.iter().filter(|m| !m.deleting()) {
-            let delete = match policy {
-                "All" => true,
-                "Running" => m.active(),
-                _ => false,
-            };
+            // A pod never placed (an elastic job's surplus waiting for a GPU) goes whatever
+            // the policy: it has nothing to keep, and would start after the job ended.
+            let unplaced = m.pod.spec.as_ref().is_none_or(|s| s.node_name.is_none());
+            let delete = unplaced
+                || match policy {
+                    "All" => true,
+                    "Running" => m.active(),
+                    _ => false,
+                };
             if delete {
                 self.delete_pod(&m.pod).await?;
                 deleted.push(m.name());

@@ -280,4 +280,12 @@ async fn elastic_pytorchjob_grows_into_free_gpus_and_shrinks_under_reclaim() {
         "world sizes {worlds:?}, resumed at steps {restarts:?}, job {}",
         job.data["status"]["replicaStatuses"]
     );
+    // The surplus that never got a GPU again does not outlive the job.
+    eventually("the unplaced surplus pods removed", WAIT, async || {
+        let pods = job_pods(&t, "elastic").await;
+        pods.iter()
+            .all(|p| p.spec.as_ref().is_some_and(|s| s.node_name.is_some()))
+            .then_some(())
+    })
+    .await;
 }

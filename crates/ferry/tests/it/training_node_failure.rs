@@ -411,3 +411,265 @@ async fn a_silent_node_is_tainted_its_pods_evicted_and_it_recovers() {
     recorder.abort();
     agent.stop().await;
 }
+
+/// A plane whose `test-node` (sandboxed) and second agent `node-2` (host processes) have two
+/// fake GPUs each, with the tests' short grace period.
+async fn two_gpu_nodes() -> (common::TestPlane, ferry_agent::AgentHandle) {
+    let t = common::start_with(|c| {
+        let mut agent = ferry::up::AgentOptions::new();
+        agent.node_name = "test-node".into();
+        agent.gpus = ferry_agent::gpu::GpuSource::Fake(
+            ferry_agent::gpu::parse_fake_gpus("2xH100-80GB").unwrap(),
+        );
+        agent.shim = Some(common::shim_command());
+        c.agent = Some(agent);
+        c.node_monitor_grace_period = GRACE;
+    })
+    .await;
+    let agent = t
+        .add_agent_with("node-2", |c| {
+            c.heartbeat_interval = Duration::from_millis(500);
+            c.lease_duration = Duration::from_secs(2);
+            c.node_status_interval = Duration::from_secs(1);
+            c.gpus = ferry_agent::gpu::GpuSource::Fake(
+                ferry_agent::gpu::parse_fake_gpus("2xH100-80GB").unwrap(),
+            );
+        })
+        .await;
+    let nodes: Api<Node> = Api::all(t.client.clone());
+    common::eventually("both nodes Ready", Duration::from_secs(60), async || {
+        for name in ["test-node", "node-2"] {
+            let n = nodes.get_opt(name).await.ok()??;
+            (ready_status(&n)?.0 == "True").then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    (t, agent)
+}
+
+/// A PyTorchJob replica of `n` one-GPU pods that tolerate the unreachable taint for 1 s.
+/// Each writes its pid to `<dir>/<pod>.pid`; on node-2 it runs until killed, elsewhere it
+/// ends at once (or after `seconds`).
+fn gpu_replica(n: i32, dir: &str, seconds: u32) -> serde_json::Value {
+    let script = format!(
+        "echo $$ > {dir}/$POD.pid; if [ \"$NODE\" = node-2 ]; then exec sleep 600; fi; sleep {seconds}; echo trained on $NODE"
+    );
+    serde_json::json!({
+        "replicas": n,
+        "restartPolicy": "OnFailure",
+        "template": {"spec": {
+            "terminationGracePeriodSeconds": 1,
+            "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                             "effect": "NoExecute", "tolerationSeconds": 1}],
+            "containers": [{
+                "name": "pytorch",
+                "command": ["/bin/sh", "-c", script],
+                "env": [
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                    {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                ],
+                "resources": {"limits": {"nvidia.com/gpu": 1}},
+            }],
+        }},
+    })
+}
+
+fn node_of(p: &Pod) -> String {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default()
+}
+
+fn running_on(pods: &[Pod], node: &str) -> Vec<String> {
+    let mut v: Vec<String> = pods
+        .iter()
+        .filter(|p| {
+            node_of(p) == node
+                && p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Kills what the silent machine still runs (the pid files the pods wrote).
+fn kill_leftovers(dir: &str, pods: &[&str]) {
+    for pod in pods {
+        if let Ok(pid) = std::fs::read_to_string(format!("{dir}/{pod}.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// A non-elastic PyTorchJob (master + worker) on a node that goes silent: its pods are
+/// evicted once their toleration runs out, the controller restarts the whole gang (one
+/// restart, within `backoffLimit`), and the gang is placed on the node that is left and
+/// Succeeds there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gang_on_a_silent_node_is_replaced_whole_within_its_backoff_limit() {
+    if !common::sandbox_capable(
+        "a_gang_on_a_silent_node_is_replaced_whole_within_its_backoff_limit",
+    ) {
+        return;
+    }
+    let (t, agent) = two_gpu_nodes().await;
+    let dir = t.dir.path().display().to_string();
+    t.kubectl(&["cordon", "test-node"]).success();
+    crate::training_pytorch::apply(
+        &t,
+        &crate::training_pytorch::pytorchjob(
+            "gang",
+            serde_json::json!({
+                "runPolicy": {"backoffLimit": 2},
+                "pytorchReplicaSpecs": {
+                    "Master": gpu_replica(1, &dir, 1),
+                    "Worker": gpu_replica(1, &dir, 1),
+                },
+            }),
+        ),
+    );
+    common::eventually(
+        "the gang running on node-2",
+        Duration::from_secs(60),
+        async || {
+            let pods = crate::training_pytorch::job_pods(&t, "gang").await;
+            (running_on(&pods, "node-2") == ["gang-master-0", "gang-worker-0"]).then_some(())
+        },
+    )
+    .await;
+    t.kubectl(&["uncordon", "test-node"]).success();
+    agent.stop().await;
+    let stopped = Instant::now();
+    let job = crate::training_pytorch::wait_condition(&t, "gang", "Succeeded").await;
+    println!(
+        "the gang re-placed whole and Succeeded {:?} after node-2 went silent",
+        stopped.elapsed()
+    );
+    let restarts = job
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("training.ferry.dev/restarts"))
+        .cloned();
+    assert_eq!(restarts.as_deref(), Some("1"), "one whole-gang restart");
+    let pods = crate::training_pytorch::job_pods(&t, "gang").await;
+    for p in &pods {
+        assert_eq!(node_of(p), "test-node", "{:?} re-placed", p.metadata.name);
+    }
+    let log = t.kubectl(&["logs", "gang-master-0"]).success();
+    assert!(log.contains("trained on test-node"), "{log}");
+    kill_leftovers(&dir, &["gang-master-0", "gang-worker-0"]);
+}
+
+/// An elastic PyTorchJob (min 2, max 4) with two workers on each node: when node-2 goes
+/// silent its two workers are evicted and the job shrinks instead of failing: no gang
+/// restart, the workers on test-node keep running (the same pods), the lost ones wait to
+/// fit again, the job stays Running.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_elastic_job_shrinks_when_a_node_goes_silent() {
+    if !common::sandbox_capable("an_elastic_job_shrinks_when_a_node_goes_silent") {
+        return;
+    }
+    let (t, agent) = two_gpu_nodes().await;
+    let dir = t.dir.path().display().to_string();
+    crate::training_pytorch::apply(
+        &t,
+        &crate::training_pytorch::pytorchjob(
+            "el",
+            serde_json::json!({
+                "elasticPolicy": {"minReplicas": 2, "maxReplicas": 4, "rdzvBackend": "c10d"},
+                "pytorchReplicaSpecs": {"Worker": gpu_replica(4, &dir, 600)},
+            }),
+        ),
+    );
+    let (on_test, on_two) = common::eventually(
+        "four workers running, two on each node",
+        Duration::from_secs(60),
+        async || {
+            let pods = crate::training_pytorch::job_pods(&t, "el").await;
+            let (a, b) = (running_on(&pods, "test-node"), running_on(&pods, "node-2"));
+            (a.len() == 2 && b.len() == 2).then_some((a, b))
+        },
+    )
+    .await;
+    let uid_of = |pods: &[Pod], name: &str| {
+        pods.iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .map(crate::training_pytorch::uid)
+    };
+    let before = crate::training_pytorch::job_pods(&t, "el").await;
+    crate::training_pytorch::wait_condition(&t, "el", "Running").await;
+    agent.stop().await;
+    let stopped = Instant::now();
+    let after = common::eventually(
+        "node-2's workers evicted and recreated",
+        Duration::from_secs(60),
+        async || {
+            let pods = crate::training_pytorch::job_pods(&t, "el").await;
+            let replaced = on_two.iter().all(|name| {
+                let now = uid_of(&pods, name);
+                now.is_some() && now != uid_of(&before, name)
+            });
+            replaced.then_some(pods)
+        },
+    )
+    .await;
+    println!(
+        "node-2's workers {on_two:?} evicted and recreated {:?} after it went silent",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        running_on(&after, "test-node"),
+        on_test,
+        "the others run on"
+    );
+    for name in &on_test {
+        assert_eq!(
+            uid_of(&after, name),
+            uid_of(&before, name),
+            "{name} untouched"
+        );
+    }
+    for name in &on_two {
+        let p = after
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .unwrap();
+        assert_eq!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Pending"),
+            "{name} waits for a GPU (node-2 is tainted, test-node full)"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let job = crate::training_pytorch::jobs(&t).get("el").await.unwrap();
+    let cond = |type_: &str| {
+        crate::training_pytorch::condition(&job, type_).is_some_and(|c| c.0 == "True")
+    };
+    assert!(
+        cond("Running") && !cond("Failed"),
+        "{:?}",
+        job.data["status"]
+    );
+    assert!(
+        job.metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key("training.ferry.dev/restarts")),
+        "no gang restart: {:?}",
+        job.metadata.annotations
+    );
+    let names: Vec<&str> = on_two.iter().map(String::as_str).collect();
+    kill_leftovers(&dir, &names);
+    t.kubectl(&["delete", "pytorchjob", "el", "--wait=false"])
+        .success();
+}
