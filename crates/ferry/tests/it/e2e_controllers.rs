@@ -99,6 +99,17 @@ impl Drop for Ferry {
     }
 }
 
+/// Reads what a child still writes to its stdout, so that it neither blocks on a full pipe nor
+/// dies writing to a closed one.
+fn drain(mut stdout: BufReader<std::process::ChildStdout>) {
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        while stdout.read_until(b'\n', &mut sink).is_ok_and(|n| n > 0) {
+            sink.clear();
+        }
+    });
+}
+
 /// Starts `ferry apiserver` alone on a free port; returns it, its kubeconfig and a client.
 async fn apiserver(dir: &Path) -> (Ferry, PathBuf, kube::Client) {
     let data = dir.join("data");
@@ -121,6 +132,7 @@ async fn apiserver(dir: &Path) -> (Ferry, PathBuf, kube::Client) {
             break;
         }
     }
+    drain(stdout);
     let kubeconfig = std::fs::read_to_string(data.join("kubeconfig")).unwrap();
     let client = ferry::up::client_from_kubeconfig(&kubeconfig)
         .await
@@ -161,13 +173,21 @@ async fn controllers_run_apart_from_the_api_server_through_its_api_only() {
     );
     assert!(cms.get_opt("orphan").await.unwrap().is_some());
 
-    let (controllers, _stdout) = Ferry::start(&[
+    let (controllers, stdout) = Ferry::start(&[
         "controller-manager",
         "--kubeconfig",
         kubeconfig.to_str().unwrap(),
     ]);
+    drain(stdout);
     eventually("the orphaned dependent to be collected", WAIT, async || {
-        cms.get_opt("orphan").await.unwrap().is_none().then_some(())
+        let cm = cms.get_opt("orphan").await.unwrap_or_else(|e| {
+            panic!(
+                "{e}\nthe API server's stderr:\n{}\nthe controllers' stderr:\n{}",
+                server.stderr(),
+                controllers.stderr()
+            )
+        });
+        cm.is_none().then_some(())
     })
     .await;
     eventually("the namespace to be finalized", WAIT, async || {

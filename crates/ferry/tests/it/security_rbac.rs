@@ -17,7 +17,7 @@ use serde_json::json;
 
 use common::{TestPlane, eventually};
 
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn status_of(e: kube::Error) -> kube::core::Status {
     match e {

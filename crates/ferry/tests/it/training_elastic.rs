@@ -92,6 +92,19 @@ fn workers_running(pods: &[Pod]) -> Vec<String> {
     v
 }
 
+/// The uids of the minimum's pods (workers 0 and 1, the lowest surplus orders).
+fn minimum_uids(pods: &[Pod]) -> Vec<String> {
+    pods.iter()
+        .filter(|p| {
+            matches!(
+                p.metadata.name.as_deref(),
+                Some("elastic-worker-0" | "elastic-worker-1")
+            )
+        })
+        .map(uid)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn elastic_pytorchjob_grows_into_free_gpus_and_shrinks_under_reclaim() {
     if !common::sandbox_capable("elastic_pytorchjob_grows_into_free_gpus_and_shrinks_under_reclaim")
@@ -174,16 +187,7 @@ async fn elastic_pytorchjob_grows_into_free_gpus_and_shrinks_under_reclaim() {
         ["elastic-worker-0", "elastic-worker-1"],
         "the minimum runs first"
     );
-    let minimum: Vec<String> = pods
-        .iter()
-        .filter(|p| {
-            matches!(
-                p.metadata.name.as_deref(),
-                Some("elastic-worker-0" | "elastic-worker-1")
-            )
-        })
-        .map(uid)
-        .collect();
+    let minimum = minimum_uids(&pods);
 
     // Team B's GPUs free up: the job grows to 4 and carries on from its checkpoint.
     let before_grow = progress(&log(&t, "elastic-worker-0"));
@@ -238,16 +242,7 @@ async fn elastic_pytorchjob_grows_into_free_gpus_and_shrinks_under_reclaim() {
         ["elastic-worker-0", "elastic-worker-1"],
         "the surplus went, the minimum stays"
     );
-    let still: Vec<String> = pods
-        .iter()
-        .filter(|p| {
-            matches!(
-                p.metadata.name.as_deref(),
-                Some("elastic-worker-0" | "elastic-worker-1")
-            )
-        })
-        .map(uid)
-        .collect();
+    let still = minimum_uids(&pods);
     assert_eq!(still, minimum, "the minimum's pods ran throughout");
 
     // It trains on to the end.

@@ -146,7 +146,10 @@ async fn pods_services_environment_podgroup_and_status() {
     let t = common::start_with_node("1xT4").await;
     t.kubectl(&["create", "priorityclass", "train-high", "--value=1000"])
         .success();
-    let script = "import os, socket; print('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'], 'master', os.environ['MASTER_ADDR'], socket.gethostbyname(os.environ['MASTER_ADDR']))";
+    // Like a training script's rendezvous, it retries until the master's name resolves (its
+    // record appears once the master pod has an address, which may come after the workers
+    // start on a loaded machine).
+    let script = "import os, socket, time\nfor _ in range(300):\n    try:\n        ip = socket.gethostbyname(os.environ['MASTER_ADDR'])\n        break\n    except OSError:\n        time.sleep(0.2)\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'], 'master', os.environ['MASTER_ADDR'], ip)";
     let cmd = ["/usr/bin/python3", "-c", script];
     apply(
         &t,
@@ -155,7 +158,7 @@ async fn pods_services_environment_podgroup_and_status() {
             json!({
                 "runPolicy": {"schedulingPolicy": {"queue": "default", "priorityClass": "train-high"}},
                 "pytorchReplicaSpecs": {
-                    "Master": replica(1, "OnFailure", &["/bin/sh", "-c", "sleep 8; echo master done"]),
+                    "Master": replica(1, "OnFailure", &["/bin/sh", "-c", "sleep 20; echo master done"]),
                     "Worker": replica(2, "OnFailure", &cmd),
                 }
             }),
