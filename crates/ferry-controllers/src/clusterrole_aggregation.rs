@@ -12,14 +12,13 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::Error;
 
 struct Context {
     client: kube::Client,
-    roles: Store<ClusterRole>,
 }
 
 /// The rules `role` aggregates from `all` (none when it has no `aggregationRule`).
@@ -54,9 +53,8 @@ pub fn aggregated_rules(role: &ClusterRole, all: &[Arc<ClusterRole>]) -> Option<
 pub async fn run(client: kube::Client) {
     let api: Api<ClusterRole> = Api::all(client.clone());
     let controller = Controller::new(api.clone(), watcher::Config::default());
-    let roles = controller.store();
-    let mapper_store = roles.clone();
-    let context = Arc::new(Context { client, roles });
+    let mapper_store = controller.store();
+    let context = Arc::new(Context { client });
     controller
         .watches(
             api,
@@ -86,13 +84,26 @@ fn error_policy(role: Arc<ClusterRole>, error: &Error, _: Arc<Context>) -> Actio
 }
 
 async fn reconcile(role: Arc<ClusterRole>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let Some(rules) = aggregated_rules(&role, &ctx.roles.state()) else {
-        return Ok(Action::await_change());
-    };
-    if role.rules.clone().unwrap_or_default() == rules {
+    if role.aggregation_rule.is_none() {
         return Ok(Action::await_change());
     }
     let api: Api<ClusterRole> = Api::all(ctx.client.clone());
+    let all: Vec<Arc<ClusterRole>> = api
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let Some(current) = all.iter().find(|r| r.name_any() == role.name_any()) else {
+        return Ok(Action::await_change());
+    };
+    let Some(rules) = aggregated_rules(current, &all) else {
+        return Ok(Action::await_change());
+    };
+    if current.rules.clone().unwrap_or_default() == rules {
+        return Ok(Action::await_change());
+    }
     let patch = serde_json::json!({"rules": rules});
     match api
         .patch(

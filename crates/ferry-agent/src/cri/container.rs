@@ -472,17 +472,19 @@ pub async fn create_and_start(
 
 /// Brings the attempt in `dir` up to date with containerd when its files may be stale: a
 /// container whose process is gone (or not yet recorded) is asked about, and its start or
-/// exit recorded. Cheap when nothing changed (no call to containerd).
-pub async fn refresh(cri: &Cri, dir: &Path) -> Result<(), CriError> {
+/// exit recorded. Cheap when nothing changed (no call to containerd). `true`: containerd has
+/// not caught up yet (the process is gone but its exit is not reported): look again soon,
+/// for no other event will come.
+pub async fn refresh(cri: &Cri, dir: &Path) -> Result<bool, CriError> {
     let Some(attempt) = load::<CriAttempt>(&dir.join(ATTEMPT_FILE))? else {
-        return Ok(());
+        return Ok(false);
     };
     if dir.join(files::EXIT).exists() {
-        return Ok(());
+        return Ok(false);
     }
     let state: Option<StateRecord> = load(&dir.join(files::STATE))?;
     if state.as_ref().is_some_and(|s| s.container.is_alive()) {
-        return Ok(());
+        return Ok(false);
     }
     let resp = cri
         .runtime()
@@ -502,7 +504,7 @@ pub async fn refresh(cri: &Cri, dir: &Path) -> Result<(), CriError> {
                 started_at: state.map(|s| s.started_at),
                 finished_at: Timestamp::now(),
             };
-            return save(&dir.join(files::EXIT), &record);
+            return save(&dir.join(files::EXIT), &record).map(|()| false);
         }
         Err(s) => {
             return Err(CriError::Call {
@@ -538,7 +540,7 @@ pub async fn refresh(cri: &Cri, dir: &Path) -> Result<(), CriError> {
                 })?;
             let Ok(proc_id) = ProcId::of(pid) else {
                 // Exited meanwhile: the next refresh records it.
-                return Ok(());
+                return Ok(true);
             };
             let record = StateRecord {
                 shim: proc_id,
@@ -562,7 +564,7 @@ pub async fn refresh(cri: &Cri, dir: &Path) -> Result<(), CriError> {
                     },
                 )?;
             }
-            Ok(())
+            Ok(false)
         }
         Ok(proto::ContainerState::ContainerExited) => {
             let reason = match status.reason.as_str() {
@@ -578,7 +580,7 @@ pub async fn refresh(cri: &Cri, dir: &Path) -> Result<(), CriError> {
                 started_at: ts(status.started_at).or(state.map(|s| s.started_at)),
                 finished_at: ts(status.finished_at).unwrap_or_else(Timestamp::now),
             };
-            save(&dir.join(files::EXIT), &record)
+            save(&dir.join(files::EXIT), &record).map(|()| false)
         }
         Ok(proto::ContainerState::ContainerCreated) => {
             // Created by an agent that stopped before starting it.
@@ -588,11 +590,11 @@ pub async fn refresh(cri: &Cri, dir: &Path) -> Result<(), CriError> {
                 })
                 .await
                 .map_err(CriError::call("StartContainer"))?;
-            Ok(())
+            Ok(true)
         }
         // Running and recorded (its process is just gone: containerd reports the exit
-        // shortly), or unknown: look again later.
-        _ => Ok(()),
+        // shortly), or unknown: look again soon.
+        _ => Ok(true),
     }
 }
 

@@ -223,6 +223,9 @@ pub async fn ensure(
     record.pod_ips = ips;
     record.netns = netns;
     sandbox::save(pod_dir, &record)?;
+    if !record.host_network && ctx.mode != SandboxMode::Host {
+        sandbox::network::list_pod_ips(&ctx.network, &record.pod_ips, true).await?;
+    }
     Ok(record)
 }
 
@@ -283,13 +286,20 @@ async fn network_of(
 /// Removes the pod's containerd sandbox and containers (the recorded one, and any labelled
 /// with its uid), then forgets them in the record: the network namespace was containerd's,
 /// so what remains for [`sandbox::teardown`] is the pod's cgroup.
-pub async fn teardown(cri: &Cri, uid: &str, pod_dir: &Path) -> Result<(), CriError> {
+pub async fn teardown(
+    cri: &Cri,
+    ctx: &SandboxContext,
+    uid: &str,
+    pod_dir: &Path,
+) -> Result<(), CriError> {
     let Some(mut record) = sandbox::load(pod_dir)? else {
         return Ok(());
     };
     if record.runtime != RUNTIME {
         return Ok(());
     }
+    // The table may be gone (a test plane's cleanup): the address is then listed nowhere.
+    let _ = sandbox::network::list_pod_ips(&ctx.network, &record.pod_ips, false).await;
     if let Some(id) = record.cri_sandbox_id.clone() {
         cri.remove_sandbox(&id).await?;
     }

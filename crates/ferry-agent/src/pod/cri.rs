@@ -72,15 +72,16 @@ impl PodWorker {
         let Some(cri) = &self.shared.cri else {
             return Ok(());
         };
-        cri::sandbox::teardown(cri, &self.uid, &dir)
+        cri::sandbox::teardown(cri, &self.shared.sandbox, &self.uid, &dir)
             .await
             .map_err(|e| e.to_string())
     }
 
-    /// Records starts and exits containerd reports for the pod's latest attempts.
-    pub(super) async fn cri_refresh(&self) {
+    /// Records starts and exits containerd reports for the pod's latest attempts; `true` when
+    /// one must be looked at again soon (see [`container::refresh`]).
+    pub(super) async fn cri_refresh(&self) -> bool {
         let Some(cri) = &self.shared.cri else {
-            return;
+            return false;
         };
         let containers = self.shared.layout.pod(&self.uid).join("containers");
         let names: Vec<String> = std::fs::read_dir(&containers)
@@ -89,15 +90,21 @@ impl PodWorker {
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
+        let mut pending = false;
         for name in names {
             let Some(&latest) = self.shared.layout.attempts(&self.uid, &name).last() else {
                 continue;
             };
             let dir = self.shared.layout.attempt(&self.uid, &name, latest);
-            if let Err(e) = container::refresh(cri, &dir).await {
-                tracing::warn!(pod = %self.display_name(), container = %name, error = %e, "cannot read the container's state from containerd");
+            match container::refresh(cri, &dir).await {
+                Ok(again) => pending |= again,
+                Err(e) => {
+                    pending = true;
+                    tracing::warn!(pod = %self.display_name(), container = %name, error = %e, "cannot read the container's state from containerd");
+                }
             }
         }
+        pending
     }
 
     /// The waiting reason and message of a container whose image is not there.

@@ -443,8 +443,8 @@ impl PodWorker {
                 }
             }
         }
-        if self.is_cri() {
-            self.cri_refresh().await;
+        if self.is_cri() && self.cri_refresh().await {
+            soonest(Instant::now() + Duration::from_millis(100));
         }
         if !terminal {
             self.backoff.clear();

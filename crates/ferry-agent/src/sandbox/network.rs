@@ -646,6 +646,17 @@ async fn set_element(net: &ClusterNetwork, verb: &str, ips: &[String]) -> Result
     .map(|_| ())
 }
 
+/// Lists (`allow`) or unlists pod addresses in the hygiene table's set of live pods, for
+/// sandboxes whose network another runtime made (containerd's CNI call): without it the node
+/// rejects their traffic, DNS answers included, as sent to unallocated addresses.
+pub async fn list_pod_ips(
+    net: &ClusterNetwork,
+    ips: &[String],
+    allow: bool,
+) -> Result<(), SandboxError> {
+    set_element(net, if allow { "add" } else { "delete" }, ips).await
+}
+
 /// Creates the pod's network namespace and attaches it to the bridge; records the namespace in
 /// `record` (saved in `pod_dir`) before anything is made, and returns the pod IPs.
 pub async fn setup(

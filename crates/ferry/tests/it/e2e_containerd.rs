@@ -20,7 +20,7 @@ use containerd::TestRuntime;
 const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The plane with a node agent using the test's containerd, or `None` (skipped).
-async fn plane_with_containerd(test: &str) -> Option<(TestPlane, TestRuntime)> {
+pub(crate) async fn plane_with_containerd(test: &str) -> Option<(TestPlane, TestRuntime)> {
     if !sandbox_capable(test) {
         return None;
     }
@@ -578,4 +578,46 @@ spec:
     agent.stop().await;
     drop(plane);
     drop(rt);
+}
+
+/// A containerd container that exits ends its pod as the kubelet would: containerd reports the
+/// exit a moment after the process is gone, and the agent looks again until it has.
+#[tokio::test(flavor = "multi_thread")]
+async fn containerd_containers_that_exit_end_their_pods() {
+    let Some((plane, rt)) = plane_with_containerd("containerd_exits").await else {
+        return;
+    };
+    let busybox = rt.image("busybox");
+    for (name, policy, code) in [("done", "OnFailure", 0), ("broken", "Never", 3)] {
+        apply(
+            &plane,
+            &format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: {policy}
+  containers:
+  - name: main
+    image: {busybox}
+    command: ["sh", "-c", "echo started; sleep 1; exit {code}"]
+"#
+            ),
+        );
+    }
+    for (name, phase, code) in [("done", "Succeeded", 0), ("broken", "Failed", 3)] {
+        let p = wait_for(&plane, &rt, &format!("{name} to end {phase}"), async || {
+            let p = pod(&plane, name).await?;
+            (p.status.as_ref()?.phase.as_deref() == Some(phase)).then_some(p)
+        })
+        .await;
+        let status = &p.status.unwrap().container_statuses.unwrap()[0];
+        let terminated = status
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .expect("a terminated state");
+        assert_eq!(terminated.exit_code, code, "{status:?}");
+        assert_eq!(status.restart_count, 0, "{status:?}");
+    }
 }

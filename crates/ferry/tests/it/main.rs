@@ -44,6 +44,7 @@ mod training_cli;
 mod training_elastic;
 mod training_frameworks;
 mod training_jobset;
+mod training_manifests;
 mod training_node_failure;
 mod training_pytorch;
 mod training_walkthrough;

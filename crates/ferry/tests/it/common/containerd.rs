@@ -262,6 +262,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = "{cni}"
   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{registry}"]
     endpoint = ["http://{registry}"]
+  # Docker Hub names (the Kubeflow examples' images) come from the local registry too.
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+    endpoint = ["http://{registry}"]
 {auth_mirror}"#,
             root = d.join("root").display(),
             state = d.join("state").display(),
@@ -301,6 +304,23 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         })
         .map_err(|e| format!("{e}; see {}", d.join("containerd.err").display()))?;
         Ok(rt)
+    }
+
+    /// Pushes the training image to the local registry under the Docker Hub names of the
+    /// Kubeflow examples (`scripts/test-images push-training`; built on first use).
+    pub fn push_training_images(&self) -> Result<(), Unavailable> {
+        let out = Command::new("bash")
+            .arg(scripts_dir().join("test-images"))
+            .args(["push-training", &self.registry])
+            .output()
+            .map_err(|e| format!("scripts/test-images: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/test-images push-training failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
     }
 
     /// The image reference of a test image in the local registry (`busybox` or `pause`).
