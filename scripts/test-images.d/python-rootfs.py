@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""Copies this machine's Python 3 with torch (Debian's python3-torch) into an image root
-filesystem: the interpreter, its standard library, the dist-packages torch imports, and every
-shared library those link against (found with ldd), at their own paths.
+"""Copies this machine's Python 3 with torch (Debian's python3-torch), Open MPI (Debian's
+openmpi-bin: mpirun, orted and their plugins) and kubectl into an image root filesystem: the
+interpreter, its standard library, the dist-packages torch imports, and every shared library
+those link against (found with ldd), at their own paths.
 
     python-rootfs.py ROOT
 """
@@ -15,6 +16,11 @@ STDLIB = f"/usr/lib/python{sys.version_info.major}.{sys.version_info.minor}"
 DIST = "/usr/lib/python3/dist-packages"
 # What `import torch, torch.distributed.run` loads from dist-packages.
 PACKAGES = ["torch", "numpy", "astunparse", "six.py", "typing_extensions.py", "certifi"]
+# Open MPI: its programs, the plugins it loads at run time, its help texts and settings.
+MPI_FILES = ["/usr/bin/orterun", "/usr/bin/mpirun", "/usr/bin/mpiexec", "/usr/bin/orted"]
+MPI_TREES = ["/usr/lib/x86_64-linux-gnu/openmpi", "/usr/lib/x86_64-linux-gnu/pmix2",
+             "/usr/share/openmpi", "/etc/openmpi"]
+KUBECTL = "/usr/bin/kubectl"
 SKIP_STDLIB = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data"}
 
 
@@ -74,6 +80,10 @@ def main() -> None:
             dirs[:] = [d for d in dirs if d not in ("__pycache__", "test", "tests", "include")]
             # torch/bin holds torch_shm_manager, which import torch needs, and C++ tests.
             files += [os.path.join(top, n) for n in names if not n.startswith("test_")]
+    files += [f for f in MPI_FILES if os.path.lexists(f)]
+    for tree in MPI_TREES:
+        for top, _, names in os.walk(tree):
+            files += [os.path.join(top, n) for n in names]
     seen = set()
     queue = list(files)
     while queue:
@@ -87,6 +97,11 @@ def main() -> None:
     for link, target in (("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")):
         if not os.path.lexists(os.path.join(root, link)):
             os.symlink(target, os.path.join(root, link))
+    # kubectl (static): a copy of the real file at /usr/bin.
+    kubectl = os.path.realpath(KUBECTL)
+    if os.path.isfile(kubectl):
+        os.makedirs(os.path.join(root, "usr/bin"), exist_ok=True)
+        shutil.copy2(kubectl, os.path.join(root, "usr/bin/kubectl"))
     for name in ("python3", "python"):
         link = os.path.join(root, "usr/bin", name)
         if not os.path.lexists(link):

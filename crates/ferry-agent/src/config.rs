@@ -59,6 +59,10 @@ pub struct AgentConfig {
     /// [`crate::tls`]). Required: without it [`crate::start`] refuses to start, as there is no
     /// plain-HTTP mode.
     pub tls: Option<crate::tls::AgentTls>,
+    /// CPU (millicores) and memory (bytes) the Node declares instead of the machine's, as a
+    /// simulated node declares its GPUs: for tests whose manifests ask for more than a small
+    /// machine has. Limits are still applied to the pods' cgroups as written. `None`: measured.
+    pub declared_capacity: Option<(i64, i64)>,
 }
 
 impl AgentConfig {
@@ -76,6 +80,7 @@ impl AgentConfig {
             node_status_interval: Duration::from_secs(60),
             log_server_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_LOG_PORT),
             max_pods: 110,
+            declared_capacity: None,
             pod_pids_limit: crate::sandbox::cgroup::DEFAULT_POD_PIDS_LIMIT,
             node_labels: BTreeMap::new(),
             shim: ShimCommand::current_exe().unwrap_or_else(|_| ShimCommand {

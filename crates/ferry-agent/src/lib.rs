@@ -133,7 +133,16 @@ pub async fn start(
             "GPUs found"
         ),
     }
-    let facts = HostFacts::gather(&config.data_dir);
+    let mut facts = HostFacts::gather(&config.data_dir);
+    if let Some((cpu_milli, memory_bytes)) = config.declared_capacity {
+        tracing::info!(
+            cpu_milli,
+            memory_bytes,
+            "declared capacity instead of the machine's"
+        );
+        facts.cpu_milli = cpu_milli;
+        facts.memory_bytes = memory_bytes;
+    }
 
     let tls_config = match &config.tls {
         Some(tls) => tls.server_config()?,

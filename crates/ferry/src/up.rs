@@ -57,6 +57,8 @@ pub struct AgentOptions {
     pub sandbox: ferry_agent::sandbox::SandboxMode,
     /// containerd's CRI socket: pods with images run there (`None`: host runtime only).
     pub containerd: Option<PathBuf>,
+    /// CPU millicores and memory bytes declared instead of the machine's (tests).
+    pub declared_capacity: Option<(i64, i64)>,
 }
 
 impl AgentOptions {
@@ -68,6 +70,7 @@ impl AgentOptions {
             shim: None,
             sandbox: ferry_agent::sandbox::SandboxMode::Auto,
             containerd: None,
+            declared_capacity: None,
         }
     }
 }
@@ -340,6 +343,7 @@ impl ControlPlane {
                 agent_config.shim = shim;
             }
             agent_config.cri_endpoint = options.containerd.clone();
+            agent_config.declared_capacity = options.declared_capacity;
             // Heartbeat at least four times per grace period (the kubelet renews its Lease
             // every quarter of its duration), so a short grace period marks no live node.
             let beat =

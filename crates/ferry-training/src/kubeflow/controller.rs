@@ -529,25 +529,29 @@ impl<F: Framework> Sync<'_, F> {
         if !missing.is_empty() {
             self.apply_extra_objects(&view).await?;
         }
-        // Pods and Services are created side by side: a 16-rank job is one round trip of
-        // writes, not 32 in a row.
-        let mut creates = Vec::new();
+        // The pods are created side by side (a 16-rank job is one round trip of writes, not
+        // 16 in a row), then the Services: the scheduler waits for the whole gang, and the
+        // names resolve before the containers, which start after the binding, look them up.
+        let mut pod_creates = Vec::new();
         for (rtype, index) in &missing {
-            creates.push(futures::future::Either::Left(
-                self.create_pod(&view, rtype, *index),
-            ));
+            pod_creates.push(self.create_pod(&view, rtype, *index));
         }
+        futures::stream::iter(pod_creates)
+            .buffer_unordered(CREATE_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, Error>>()?;
+        let mut service_creates = Vec::new();
         for rtype in view.replica_specs.keys() {
             for index in 0..self.fw().pod_count(&view, rtype) {
                 let name = replica_name(&view.name, rtype, index);
                 if !services.iter().any(|s| s.name_any() == name) {
-                    creates.push(futures::future::Either::Right(
-                        self.create_service(&view, rtype, index),
-                    ));
+                    service_creates.push(self.create_service(&view, rtype, index));
                 }
             }
         }
-        futures::stream::iter(creates)
+        futures::stream::iter(service_creates)
             .buffer_unordered(CREATE_CONCURRENCY)
             .collect::<Vec<_>>()
             .await

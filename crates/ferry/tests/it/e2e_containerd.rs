@@ -21,6 +21,14 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The plane with a node agent using the test's containerd, or `None` (skipped).
 pub(crate) async fn plane_with_containerd(test: &str) -> Option<(TestPlane, TestRuntime)> {
+    plane_with_containerd_and(test, |_| {}).await
+}
+
+/// [`plane_with_containerd`] with the agent's options adjusted first.
+pub(crate) async fn plane_with_containerd_and(
+    test: &str,
+    adjust: impl FnOnce(&mut ferry::up::AgentOptions),
+) -> Option<(TestPlane, TestRuntime)> {
     if !sandbox_capable(test) {
         return None;
     }
@@ -33,6 +41,7 @@ pub(crate) async fn plane_with_containerd(test: &str) -> Option<(TestPlane, Test
         agent.gpus = ferry_agent::gpu::GpuSource::Disabled;
         agent.shim = Some(common::shim_command());
         agent.containerd = rt.as_ref().ok().map(|r| r.socket.clone());
+        adjust(&mut agent);
         c.agent = Some(agent);
         runtime = Some(rt);
     })

@@ -1,9 +1,12 @@
 //! The Kubeflow training-operator repository's example manifests, unchanged (as they are in
-//! `examples/pytorch/simple.yaml`, `examples/pytorch/elastic/echo/echo.yaml` and
-//! `examples/tensorflow/simple.yaml`), run to Succeeded through containerd: their images are
+//! `examples/pytorch/simple.yaml`, `examples/pytorch/elastic/echo/echo.yaml`,
+//! `examples/tensorflow/simple.yaml` and `examples/mpi/tensorflow-mnist.yaml`), run to
+//! Succeeded through containerd: their images are
 //! built on this machine (`scripts/test-images push-training`: Debian's torch and stand-ins
 //! for the example scripts) and pushed to the test's registry under the Docker Hub names the
-//! manifests use, the registry being containerd's mirror for `docker.io`.
+//! manifests use, the registry being containerd's mirror for `docker.io`. The MPIJob asks for
+//! 5 CPUs and 10 GiB: the test's node declares 8 CPUs and 16 GiB (a CI machine has 2 cores);
+//! the limits still go to the pods' cgroups.
 //!
 //! Needs what `e2e_containerd` needs, and python3-torch: skipped loudly without them,
 //! failing under `CI=true`.
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::TestPlane;
 use crate::common::containerd::TestRuntime;
-use crate::e2e_containerd::plane_with_containerd;
+use crate::e2e_containerd::plane_with_containerd_and;
 
 const WAIT: Duration = Duration::from_secs(240);
 
@@ -80,6 +83,62 @@ spec:
                 - --rdzv_backend=c10d
                 - ./echo.py
 
+"#;
+
+const MPIJOB_TENSORFLOW_MNIST: &str = r#"apiVersion: kubeflow.org/v1
+kind: MPIJob
+metadata:
+  name: tensorflow-mnist
+  namespace: kubeflow
+spec:
+  slotsPerWorker: 1
+  runPolicy:
+    cleanPodPolicy: Running
+  mpiReplicaSpecs:
+    Launcher:
+      replicas: 1
+      template:
+        spec:
+          containers:
+          - image: horovod/horovod:0.20.0-tf2.3.0-torch1.6.0-mxnet1.5.0-py3.7-cpu
+            name: mpi
+            command:
+            - mpirun
+            args:
+            - -np
+            - "2"
+            - --allow-run-as-root
+            - -bind-to
+            - none
+            - -map-by
+            - slot
+            - -x
+            - LD_LIBRARY_PATH
+            - -x
+            - PATH
+            - -mca
+            - pml
+            - ob1
+            - -mca
+            - btl
+            - ^openib
+            - python
+            - /examples/tensorflow2_mnist.py
+            resources:
+              limits:
+                cpu: 1
+                memory: 2Gi
+    Worker:
+      replicas: 2
+      template:
+        spec:
+          containers:
+          - image: horovod/horovod:0.20.0-tf2.3.0-torch1.6.0-mxnet1.5.0-py3.7-cpu
+            name: mpi
+            resources:
+              limits:
+                cpu: 2
+                memory: 4Gi
 "#;
 
 const TFJOB_SIMPLE: &str = r#"apiVersion: "kubeflow.org/v1"
@@ -167,7 +226,12 @@ fn logs(plane: &TestPlane, ns: &str, pod: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_kubeflow_examples_run_unchanged() {
-    let Some((plane, rt)) = plane_with_containerd("training_manifests").await else {
+    let declared = (8_000, 16 << 30);
+    let Some((plane, rt)) = plane_with_containerd_and("training_manifests", |a| {
+        a.declared_capacity = Some(declared)
+    })
+    .await
+    else {
         return;
     };
     if let Err(why) = rt.push_training_images() {
@@ -181,7 +245,12 @@ async fn the_kubeflow_examples_run_unchanged() {
     plane
         .kubectl(&["create", "namespace", "kubeflow"])
         .success();
-    for manifest in [PYTORCH_SIMPLE, PYTORCH_ELASTIC_ECHO, TFJOB_SIMPLE] {
+    for manifest in [
+        PYTORCH_SIMPLE,
+        PYTORCH_ELASTIC_ECHO,
+        TFJOB_SIMPLE,
+        MPIJOB_TENSORFLOW_MNIST,
+    ] {
         plane
             .kubectl_stdin(&["create", "-f", "-"], manifest)
             .success();
@@ -227,5 +296,30 @@ async fn the_kubeflow_examples_run_unchanged() {
             "{out}"
         );
         assert!(out.contains("heard from"), "{out}");
+    }
+
+    // The MPIJob: the launcher's init container (kubectl-delivery) waits for the workers,
+    // mpirun starts a rank in each through kubexec.sh (kubectl exec) and collects their output.
+    wait_succeeded(&plane, &rt, "mpijob", "kubeflow", "tensorflow-mnist").await;
+    let launcher = plane
+        .kubectl(&[
+            "get",
+            "pods",
+            "-n",
+            "kubeflow",
+            "-l",
+            "training.kubeflow.org/job-name=tensorflow-mnist,training.kubeflow.org/replica-type=launcher",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .success();
+    let out = logs(&plane, "kubeflow", launcher.trim());
+    for (rank, worker) in [(0, 0), (1, 1)] {
+        assert!(
+            out.contains(&format!(
+                "mnist rank {rank} of 2 on tensorflow-mnist-worker-{worker}"
+            )),
+            "{out}"
+        );
     }
 }
