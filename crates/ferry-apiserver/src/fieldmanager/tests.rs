@@ -577,3 +577,41 @@ proptest::proptest! {
         proptest::prop_assert_eq!(err.to_string(), "Apply failed with 1 conflict: conflict with \"two\": .metadata.labels.zz");
     }
 }
+
+#[test]
+fn numbers_equal_by_value_share_ownership_without_conflict() {
+    // What a typed round trip writes (`1.0`) and what a manifest says (`1`) are one value,
+    // as for structured-merge-diff: co-owned, no conflict.
+    let deployment = |replicas: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "n"}, "spec": {"replicas": replicas}})
+    };
+    let created = apply(
+        None,
+        &deployment(json!(1.0)),
+        &writer("ferry", "Deployment"),
+        false,
+    )
+    .unwrap();
+    let shared = apply(
+        Some(&created),
+        &deployment(json!(1)),
+        &writer("kubectl", "Deployment"),
+        false,
+    )
+    .expect("no conflict on an equal number");
+    assert_eq!(entries(&shared).len(), 2, "both own .spec.replicas");
+    let err = apply(
+        Some(&created),
+        &deployment(json!(2)),
+        &writer("kubectl", "Deployment"),
+        false,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains(".spec.replicas"), "{err}");
+    assert!(typed::same_value(
+        &json!({"a": [0, 1.5]}),
+        &json!({"a": [0.0, 1.5]})
+    ));
+    assert!(!typed::same_value(&json!([0]), &json!([0, 0])));
+}

@@ -406,17 +406,36 @@ fn walk_compare(
                     }
                 }
                 _ => {
-                    if o != n {
+                    if !(o.len() == n.len() && o.iter().zip(n).all(|(p, q)| same_value(p, q))) {
                         cmp.modified.insert(path);
                     }
                 }
             }
         }
         (Some(o), Some(n)) => {
-            if o != n {
+            if !same_value(o, n) {
                 cmp.modified.insert(path);
             }
         }
+    }
+}
+
+/// Deep equality with numbers compared by value, as structured-merge-diff's `value.Equals`
+/// does: `0` and `0.0` are the same (a typed round trip turns one into the other).
+pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            x == y || matches!((x.as_f64(), y.as_f64()), (Some(p), Some(q)) if p == q)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_value(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, p)| y.get(k).is_some_and(|q| same_value(p, q)))
+        }
+        _ => a == b,
     }
 }
 

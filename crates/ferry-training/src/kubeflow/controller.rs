@@ -328,8 +328,7 @@ impl<F: Framework> Sync<'_, F> {
                 return Ok(Action::await_change());
             }
         };
-        let members = self.members(&view).await?;
-        let services = self.services().await?;
+        let (members, services) = futures::try_join!(self.members(&view), self.services())?;
 
         if status.finished() {
             return self

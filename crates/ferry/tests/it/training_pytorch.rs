@@ -814,15 +814,7 @@ async fn upstream_crds_install_with_kubectl_create_and_server_side_apply() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds/upstream");
     let started = Instant::now();
     let out = t
-        // Ferry's field manager sees a conflict on .spec.versions with the manager-less
-        // create of `ferry up` where kube-apiserver would share the identical values: forced.
-        .kubectl(&[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            &dir.display().to_string(),
-        ])
+        .kubectl(&["apply", "--server-side", "-f", &dir.display().to_string()])
         .success();
     println!(
         "kubectl apply --server-side -f deploy/crds/upstream: {:?}\n{out}",
