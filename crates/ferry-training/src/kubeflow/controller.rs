@@ -328,7 +328,9 @@ impl<F: Framework> Sync<'_, F> {
                 return Ok(Action::await_change());
             }
         };
-        let (members, services) = futures::try_join!(self.members(&view), self.services())?;
+        // One round trip for the pods, the Services and the PodGroup.
+        let (members, services, pod_group) =
+            futures::try_join!(self.members(&view), self.services(), self.pod_group())?;
 
         if status.finished() {
             return self
@@ -374,7 +376,7 @@ impl<F: Framework> Sync<'_, F> {
             requeue = requeue.min(Duration::try_from(left).unwrap_or(RESYNC));
         }
 
-        let min_member = self.ensure_pod_group(&view).await?;
+        let min_member = self.ensure_pod_group(&view, pod_group).await?;
 
         // Failed, lost and surplus pods.
         let elastic = self.fw().elastic_type(&view);
@@ -1043,7 +1045,18 @@ impl<F: Framework> Sync<'_, F> {
     }
 
     /// Creates or updates the job's PodGroup; returns its `minMember`.
-    async fn ensure_pod_group(&self, view: &JobView) -> Result<i32, Error> {
+    /// The job's PodGroup, if there is one.
+    async fn pod_group(&self) -> Result<Option<PodGroup>, Error> {
+        let api: Api<PodGroup> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        Ok(api.get_opt(&self.name()).await?)
+    }
+
+    /// Creates or updates the job's PodGroup (`existing`: as read this reconcile).
+    async fn ensure_pod_group(
+        &self,
+        view: &JobView,
+        existing: Option<PodGroup>,
+    ) -> Result<i32, Error> {
         let sp = view
             .run_policy
             .scheduling_policy
@@ -1065,7 +1078,7 @@ impl<F: Framework> Sync<'_, F> {
             labels.insert(QUEUE_LABEL.to_string(), q.clone());
         }
         let api: Api<PodGroup> = Api::namespaced(self.ctx.client.clone(), &self.ns);
-        match api.get_opt(&view.name).await? {
+        match existing {
             None => {
                 let mut pg = PodGroup::new(&view.name, spec.clone());
                 pg.metadata.namespace = Some(self.ns.clone());
