@@ -30,6 +30,8 @@ def parse_args():
                    help="the final loss must be below this")
     p.add_argument("--step-seconds", type=float, default=0.0,
                    help="sleep after each step (to watch a job grow, shrink or recover)")
+    p.add_argument("--slow-until", default="",
+                   help="sleep --step-seconds only until this file exists (a signal to finish)")
     p.add_argument("--checkpoint-dir", default=os.environ.get("CHECKPOINT_DIR", ""),
                    help="where rank 0 saves and every rank resumes (empty: no checkpoint)")
     p.add_argument("--checkpoint-every", type=int, default=5)
@@ -92,7 +94,7 @@ def main():
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "step": step}, tmp)
             os.replace(tmp, path)
-        if args.step_seconds:
+        if args.step_seconds and not (args.slow_until and os.path.exists(args.slow_until)):
             time.sleep(args.step_seconds)
         loss = mean
 

@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(240);
-const STEPS: u64 = 300;
+const STEPS: u64 = 1500;
 
 /// One training step as the script prints it (`step=N world=W rank=R loss=L`), or the step
 /// it resumed from (`resumed step=N world=W rank=R`).
@@ -138,6 +138,9 @@ async fn elastic_pytorchjob_grows_into_free_gpus_and_shrinks_under_reclaim() {
     let ckpt = ckpt.display().to_string();
     let train = train_py();
     let steps = STEPS.to_string();
+    // Steps take 0.2 s until the test has seen the job grow and shrink (however long a loaded
+    // machine takes), then run to the end at full speed.
+    let finish = format!("{ckpt}/finish");
     let cmd = [
         PYTHON,
         "-m",
@@ -155,6 +158,8 @@ async fn elastic_pytorchjob_grows_into_free_gpus_and_shrinks_under_reclaim() {
         "0.2",
         "--checkpoint-dir",
         &ckpt,
+        "--slow-until",
+        &finish,
     ];
     let mut worker = replica(4, "OnFailure", &cmd);
     let spec = &mut worker["template"]["spec"];
@@ -246,6 +251,7 @@ async fn elastic_pytorchjob_grows_into_free_gpus_and_shrinks_under_reclaim() {
     assert_eq!(still, minimum, "the minimum's pods ran throughout");
 
     // It trains on to the end.
+    std::fs::write(&finish, "").unwrap();
     let job = wait_condition(&t, "elastic", "Succeeded").await;
     let text = log(&t, "elastic-worker-0");
     assert!(text.contains(&format!("done steps={STEPS}")), "{text}");
