@@ -299,7 +299,9 @@ pub async fn teardown(
         return Ok(());
     }
     // The table may be gone (a test plane's cleanup): the address is then listed nowhere.
-    let _ = sandbox::network::list_pod_ips(&ctx.network, &record.pod_ips, false).await;
+    if !record.host_network && ctx.mode != SandboxMode::Host {
+        let _ = sandbox::network::list_pod_ips(&ctx.network, &record.pod_ips, false).await;
+    }
     if let Some(id) = record.cri_sandbox_id.clone() {
         cri.remove_sandbox(&id).await?;
     }

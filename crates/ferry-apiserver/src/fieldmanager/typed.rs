@@ -406,7 +406,7 @@ fn walk_compare(
                     }
                 }
                 _ => {
-                    if !(o.len() == n.len() && o.iter().zip(n).all(|(p, q)| same_value(p, q))) {
+                    if !same_values(o, n) {
                         cmp.modified.insert(path);
                     }
                 }
@@ -427,9 +427,7 @@ pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
         (Value::Number(x), Value::Number(y)) => {
             x == y || matches!((x.as_f64(), y.as_f64()), (Some(p), Some(q)) if p == q)
         }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_value(p, q))
-        }
+        (Value::Array(x), Value::Array(y)) => same_values(x, y),
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
                 && x.iter()
@@ -437,6 +435,11 @@ pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// [`same_value`] item by item.
+fn same_values(a: &[Value], b: &[Value]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(p, q)| same_value(p, q))
 }
 
 /// Inserts `path` and every path below it in `v`.
