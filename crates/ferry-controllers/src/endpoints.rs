@@ -14,10 +14,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
 };
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use crate::Error;
@@ -159,22 +159,63 @@ pub fn backends(service: &Service, pods: &[Pod]) -> Vec<Backend> {
     out
 }
 
-/// The pods `service`'s selector chooses (none for a Service without selector).
-pub async fn selected_pods(client: &kube::Client, service: &Service) -> Result<Vec<Pod>, Error> {
+/// The pods `service`'s selector chooses among the cached `pods` (none for a Service
+/// without selector).
+pub fn selected_pods(pods: &Store<Pod>, service: &Service) -> Vec<Pod> {
     let Some(selector) = service
         .spec
         .as_ref()
         .and_then(|s| s.selector.as_ref())
         .filter(|s| !s.is_empty())
     else {
-        return Ok(Vec::new());
+        return Vec::new();
     };
-    let expr: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &service.namespace().unwrap_or_default());
-    Ok(pods
-        .list(&ListParams::default().labels(&expr.join(",")))
-        .await?
-        .items)
+    let ns = service.namespace();
+    pods.state()
+        .into_iter()
+        .filter(|p| p.namespace() == ns)
+        .filter(|p| {
+            let labels = p.labels();
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .map(|p| (*p).clone())
+        .collect()
+}
+
+/// What the endpoints controllers read: the API, and the pods as their reflector has them.
+/// A reconcile triggered by a pod's event sees at least that event (the reflector applies
+/// an event to the cache before it triggers), so no pod is listed from the API.
+pub(crate) struct Context {
+    pub(crate) client: kube::Client,
+    pub(crate) pods: Store<Pod>,
+}
+
+impl Context {
+    /// The pods of `service`, once the pod cache holds its first listing (an empty cache
+    /// at start-up would empty every Service's endpoints).
+    pub(crate) async fn selected_pods(&self, service: &Service) -> Result<Vec<Pod>, Error> {
+        self.pods
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheDropped("pods"))?;
+        Ok(selected_pods(&self.pods, service))
+    }
+}
+
+/// The pods of the cluster as a reflector (the cache) and its stream of touched pods (the
+/// triggers).
+pub(crate) fn pod_reflector(
+    client: &kube::Client,
+) -> (
+    Store<Pod>,
+    impl futures::Stream<Item = Result<Pod, watcher::Error>> + Send + 'static,
+) {
+    let (pods, writer) = reflector::store::<Pod>();
+    let stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    (pods, stream)
 }
 
 /// True for a Service the controllers keep endpoints of.
@@ -235,25 +276,77 @@ pub fn subsets(backends: &[Backend]) -> Vec<EndpointSubset> {
         .collect()
 }
 
+/// The Services a pod's event concerns, in its namespace: those whose selector chooses it
+/// now, and `published`, the Services whose published endpoints still name it (a pod
+/// relabelled out of a Service, or gone, leaves them). Only these are reconciled: a pod's
+/// event costs its own Services, not every Service of the namespace.
+pub(crate) fn services_of_pod(
+    services: &Store<Service>,
+    published: impl IntoIterator<Item = String>,
+    pod: &Pod,
+) -> Vec<ObjectRef<Service>> {
+    let ns = pod.namespace();
+    let labels = pod.labels();
+    let mut out: Vec<ObjectRef<Service>> = services
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace() == ns && has_selector(s))
+        .filter(|s| {
+            s.spec
+                .as_ref()
+                .and_then(|spec| spec.selector.as_ref())
+                .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        })
+        .map(|s| ObjectRef::from_obj(&*s))
+        .collect();
+    for name in published {
+        let r = ObjectRef::<Service>::new(&name).within(ns.as_deref().unwrap_or_default());
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Whether `endpoints` lists the pod `pod` (ready or not).
+fn lists_pod(endpoints: &Endpoints, pod: &str) -> bool {
+    endpoints.subsets.iter().flatten().any(|s| {
+        s.addresses
+            .iter()
+            .chain(s.not_ready_addresses.iter())
+            .flatten()
+            .any(|a| a.target_ref.as_ref().and_then(|t| t.name.as_deref()) == Some(pod))
+    })
+}
+
 /// Runs the endpoints controller until its future is dropped.
 pub async fn run(client: kube::Client) {
     let services: Api<Service> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let endpoints: Api<Endpoints> = Api::all(client.clone());
+    let (pods, pod_events) = pod_reflector(&client);
+    // The Endpoints as published, to find the Services that still list a pod.
+    let (published, writer) = reflector::store::<Endpoints>();
+    let endpoint_events = watcher(endpoints, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
     let controller = Controller::new(services, watcher::Config::default());
     let store = controller.store();
+    let ctx = Arc::new(Context { client, pods });
     controller
-        .owns(endpoints, watcher::Config::default())
-        .watches(pods, watcher::Config::default(), move |pod: Pod| {
+        .owns_stream(endpoint_events)
+        .watches_stream(pod_events, move |pod: Pod| {
             let ns = pod.namespace();
-            store
+            let name = pod.name_any();
+            let listing = published
                 .state()
                 .into_iter()
-                .filter(|s| s.namespace() == ns && has_selector(s))
-                .map(|s| ObjectRef::from_obj(&*s))
-                .collect::<Vec<_>>()
+                .filter(|e| e.namespace() == ns && lists_pod(e, &name))
+                .map(|e| e.name_any())
+                .collect::<Vec<_>>();
+            services_of_pod(&store, listing, &pod)
         })
-        .run(reconcile, error_policy, Arc::new(client))
+        .run(reconcile, error_policy, ctx)
         .for_each(|result| {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "endpoints controller");
@@ -263,20 +356,20 @@ pub async fn run(client: kube::Client) {
         .await;
 }
 
-fn error_policy(service: Arc<Service>, error: &Error, _: Arc<kube::Client>) -> Action {
+fn error_policy(service: Arc<Service>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(service = %service.name_any(), %error, "cannot update the Service's Endpoints");
     Action::requeue(Duration::from_secs(2))
 }
 
-async fn reconcile(service: Arc<Service>, client: Arc<kube::Client>) -> Result<Action, Error> {
+async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !has_selector(&service) || service.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let ns = service.namespace().unwrap_or_default();
     let name = service.name_any();
-    let pods = selected_pods(&client, &service).await?;
+    let pods = ctx.selected_pods(&service).await?;
     let subsets = subsets(&backends(&service, &pods));
-    let api: Api<Endpoints> = Api::namespaced((*client).clone(), &ns);
+    let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &ns);
     let mut labels: BTreeMap<String, String> = service.labels().clone();
     labels.insert(SERVICE_NAME_LABEL.into(), name.clone());
     let desired = Endpoints {
@@ -324,5 +417,52 @@ where
                 Err(e) => Err(e.into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    fn service(ns: &str, name: &str, app: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"app": app}, "ports": [{"port": 80}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_event_concerns_only_the_services_that_select_or_list_it() {
+        let mut writer = reflector::store::Writer::<Service>::default();
+        for s in [
+            service("ns", "a", "a"),
+            service("ns", "b", "b"),
+            service("other", "a2", "a"),
+        ] {
+            writer.apply_watcher_event(&Event::Apply(s));
+        }
+        let store = writer.as_reader();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "a", "x": "y"}},
+        }))
+        .unwrap();
+        let names = |v: Vec<ObjectRef<Service>>| {
+            let mut n: Vec<String> = v.into_iter().map(|r| r.name).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(services_of_pod(&store, [], &pod)), ["a"]);
+        // Relabelled out of "b", whose Endpoints still list it: "b" is reconciled too.
+        assert_eq!(
+            names(services_of_pod(&store, ["b".to_string()], &pod)),
+            ["a", "b"]
+        );
+        let unlabelled: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "q", "namespace": "ns"},
+        }))
+        .unwrap();
+        assert!(services_of_pod(&store, [], &unlabelled).is_empty());
     }
 }

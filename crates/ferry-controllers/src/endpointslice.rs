@@ -13,16 +13,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta};
+use kube::api::{Api, DeleteParams, ObjectMeta};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use crate::Error;
 use crate::endpoints::{
-    Backend, ResolvedPort, SERVICE_NAME_LABEL, backends, has_selector, owner_of, selected_pods,
-    write,
+    Backend, Context, ResolvedPort, SERVICE_NAME_LABEL, backends, has_selector, owner_of,
+    pod_reflector, services_of_pod, write,
 };
 
 /// The label saying who keeps a slice.
@@ -119,25 +119,35 @@ pub fn slices(service: &Service, backends: &[Backend]) -> Vec<EndpointSlice> {
 /// Runs the endpointslice controller until its future is dropped.
 pub async fn run(client: kube::Client) {
     let services: Api<Service> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let slices: Api<EndpointSlice> = Api::all(client.clone());
+    let (pods, pod_events) = pod_reflector(&client);
+    let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    // The slices as published: the Services that still list a pod, and each Service's slices.
+    let (published, writer) = reflector::store::<EndpointSlice>();
+    let slice_events = watcher(slices, ours)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
     let controller = Controller::new(services, watcher::Config::default());
     let store = controller.store();
+    let ctx = Arc::new(SliceContext {
+        endpoints: Context { client, pods },
+        published: published.clone(),
+    });
     controller
-        .owns(
-            slices,
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
-        )
-        .watches(pods, watcher::Config::default(), move |pod: Pod| {
+        .owns_stream(slice_events)
+        .watches_stream(pod_events, move |pod: Pod| {
             let ns = pod.namespace();
-            store
+            let name = pod.name_any();
+            let listing = published
                 .state()
                 .into_iter()
-                .filter(|s| s.namespace() == ns && has_selector(s))
-                .map(|s| ObjectRef::from_obj(&*s))
-                .collect::<Vec<_>>()
+                .filter(|s| s.namespace() == ns && lists_pod(s, &name))
+                .filter_map(|s| s.labels().get(SERVICE_NAME_LABEL).cloned())
+                .collect::<BTreeSet<_>>();
+            services_of_pod(&store, listing, &pod)
         })
-        .run(reconcile, error_policy, Arc::new(client))
+        .run(reconcile, error_policy, ctx)
         .for_each(|result| {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "endpointslice controller");
@@ -147,20 +157,35 @@ pub async fn run(client: kube::Client) {
         .await;
 }
 
-fn error_policy(service: Arc<Service>, error: &Error, _: Arc<kube::Client>) -> Action {
+/// The endpoints controllers' context, and the slices as published.
+struct SliceContext {
+    endpoints: Context,
+    published: Store<EndpointSlice>,
+}
+
+/// Whether `slice` lists the pod `pod`.
+fn lists_pod(slice: &EndpointSlice, pod: &str) -> bool {
+    slice
+        .endpoints
+        .iter()
+        .flatten()
+        .any(|e| e.target_ref.as_ref().and_then(|t| t.name.as_deref()) == Some(pod))
+}
+
+fn error_policy(service: Arc<Service>, error: &Error, _: Arc<SliceContext>) -> Action {
     tracing::warn!(service = %service.name_any(), %error, "cannot update the Service's EndpointSlices");
     Action::requeue(Duration::from_secs(2))
 }
 
-async fn reconcile(service: Arc<Service>, client: Arc<kube::Client>) -> Result<Action, Error> {
+async fn reconcile(service: Arc<Service>, ctx: Arc<SliceContext>) -> Result<Action, Error> {
     if !has_selector(&service) || service.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let ns = service.namespace().unwrap_or_default();
     let name = service.name_any();
-    let pods = selected_pods(&client, &service).await?;
+    let pods = ctx.endpoints.selected_pods(&service).await?;
     let desired = slices(&service, &backends(&service, &pods));
-    let api: Api<EndpointSlice> = Api::namespaced((*client).clone(), &ns);
+    let api: Api<EndpointSlice> = Api::namespaced(ctx.endpoints.client.clone(), &ns);
     let keep: BTreeSet<String> = desired.iter().map(ResourceExt::name_any).collect();
     for slice in desired {
         let slice_name = slice.name_any();
@@ -173,13 +198,20 @@ async fn reconcile(service: Arc<Service>, client: Arc<kube::Client>) -> Result<A
         })
         .await?;
     }
-    let existing = api
-        .list_metadata(&ListParams::default().labels(&format!(
-            "{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}"
-        )))
-        .await?;
-    for old in existing.items {
-        let old_name = old.name_any();
+    // The Service's other slices, as cached: one the cache does not show yet triggers this
+    // reconcile again when it arrives.
+    let _ = ctx.published.wait_until_ready().await;
+    let existing: Vec<String> = ctx
+        .published
+        .state()
+        .into_iter()
+        .filter(|s| {
+            s.namespace().as_deref() == Some(ns.as_str())
+                && s.labels().get(SERVICE_NAME_LABEL) == Some(&name)
+        })
+        .map(|s| s.name_any())
+        .collect();
+    for old_name in existing {
         if !keep.contains(&old_name) {
             match api.delete(&old_name, &DeleteParams::default()).await {
                 Ok(_) => {}

@@ -59,6 +59,9 @@ pub enum Error {
     /// A request to the API server failed.
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
+    /// A controller's cache of the cluster was dropped (the controller is stopping).
+    #[error("the cache of {0} was dropped")]
+    CacheDropped(&'static str),
 }
 
 /// Exponential back-off between retries of one failing piece of work.

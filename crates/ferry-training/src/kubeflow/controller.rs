@@ -533,16 +533,23 @@ impl<F: Framework> Sync<'_, F> {
         // The pods are created side by side (a 16-rank job is one round trip of writes, not
         // 16 in a row), then the Services: the scheduler waits for the whole gang, and the
         // names resolve before the containers, which start after the binding, look them up.
-        let mut pod_creates = Vec::new();
-        for (rtype, index) in &missing {
-            pod_creates.push(self.create_pod(&view, rtype, *index));
+        // An elastic job's minimum is created before its surplus: the scheduler starts it
+        // with the first pods it sees, and they must be the minimum.
+        let (surplus, minimum): (Vec<_>, Vec<_>) = missing
+            .iter()
+            .partition(|(rtype, index)| self.fw().is_surplus(&view, rtype, *index));
+        for wave in [minimum, surplus] {
+            let mut pod_creates = Vec::new();
+            for (rtype, index) in wave {
+                pod_creates.push(self.create_pod(&view, rtype, *index));
+            }
+            futures::stream::iter(pod_creates)
+                .buffer_unordered(CREATE_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<()>, Error>>()?;
         }
-        futures::stream::iter(pod_creates)
-            .buffer_unordered(CREATE_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<Vec<()>, Error>>()?;
         let mut service_creates = Vec::new();
         for rtype in view.replica_specs.keys() {
             for index in 0..self.fw().pod_count(&view, rtype) {

@@ -78,6 +78,14 @@ pub trait Framework: Send + Sync + 'static {
     fn min_member(&self, job: &JobView) -> i32 {
         job.replica_specs.keys().map(|t| job.replicas(t)).sum()
     }
+    /// Whether the pod of replica `rtype` and `index` is elastic surplus (beyond the job's
+    /// minimum): the controller creates the minimum's pods before any surplus pod, so the
+    /// scheduler, which starts an elastic job with the first `minMember` pods it sees,
+    /// starts it with the minimum (an elastic PyTorchJob's rendezvous host is worker 0).
+    fn is_surplus(&self, job: &JobView, rtype: &str, index: i32) -> bool {
+        let _ = (job, rtype, index);
+        false
+    }
     /// The elastic replica type, if any: its pods that are deleted, evicted or lost are
     /// recreated as no failure (the scheduler grows and shrinks them).
     fn elastic_type(&self, job: &JobView) -> Option<&'static str> {

@@ -278,6 +278,14 @@ impl Framework for PyTorch {
         elastic_policy(job).ok().flatten().map(|_| WORKER)
     }
 
+    fn is_surplus(&self, job: &JobView, rtype: &str, index: i32) -> bool {
+        rtype == WORKER
+            && elastic_policy(job)
+                .ok()
+                .flatten()
+                .is_some_and(|ep| index >= ep.min_replicas.unwrap_or_else(|| job.replicas(WORKER)))
+    }
+
     fn decorate_pod(&self, job: &JobView, rtype: &str, index: i32, pod: &mut Pod) {
         if rtype == WORKER && self.elastic_type(job).is_some() {
             pod.metadata
@@ -372,6 +380,10 @@ mod tests {
             pod.metadata.annotations.unwrap()[SURPLUS_ORDER_ANNOTATION],
             "4"
         );
+        // Workers 0 and 1 are the minimum (created first), 2 and 3 its surplus.
+        let surplus: Vec<bool> = (0..4).map(|i| PyTorch.is_surplus(&j, WORKER, i)).collect();
+        assert_eq!(surplus, [false, false, true, true]);
+        assert!(!PyTorch.is_surplus(&j, MASTER, 0));
         let phases = ReplicaPhases::from([(
             WORKER.to_string(),
             vec![Some("Running".into()), Some("Succeeded".into()), None, None],

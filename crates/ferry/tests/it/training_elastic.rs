@@ -63,20 +63,31 @@ fn log(t: &TestPlane, pod: &str) -> String {
 }
 
 /// Waits for the first training step at world size `world` after `after` lines of worker
-/// 0's log; returns its index in the log's step lines and the line.
+/// 0's log; returns its index in the log's step lines and the line. On a timeout it prints
+/// what would explain it (the job's pods and PodGroup, each worker's log) before failing.
 async fn steps_at_world(t: &TestPlane, world: u64, after: usize) -> (usize, Line) {
-    eventually(
-        &format!("training steps at world size {world}"),
-        WAIT,
-        async || {
-            progress(&log(t, "elastic-worker-0"))
-                .into_iter()
-                .enumerate()
-                .skip(after)
-                .find(|(_, l)| l.world == world && !l.resumed)
-        },
-    )
-    .await
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found = progress(&log(t, "elastic-worker-0"))
+            .into_iter()
+            .enumerate()
+            .skip(after)
+            .find(|(_, l)| l.world == world && !l.resumed);
+        if let Some(found) = found {
+            return found;
+        }
+        if Instant::now() > deadline {
+            let pods = t.kubectl(&["get", "pods", "-A", "-o", "wide"]).stdout;
+            let groups = t.kubectl(&["get", "podgroups", "-A", "-o", "yaml"]).stdout;
+            eprintln!("pods:\n{pods}\npodgroups:\n{groups}");
+            for i in 0..4 {
+                let name = format!("elastic-worker-{i}");
+                eprintln!("--- log of {name}:\n{}", log(t, &name));
+            }
+            panic!("timed out after {WAIT:?} waiting for training steps at world size {world}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn workers_running(pods: &[Pod]) -> Vec<String> {
