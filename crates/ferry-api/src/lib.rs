@@ -13,6 +13,7 @@ pub mod quota;
 pub mod requests;
 pub mod scheduling;
 pub mod stats;
+pub mod xid;
 
 /// Ferry's own API group (for labels, annotations and custom resources).
 pub const GROUP: &str = "ferry.dev";
