@@ -162,24 +162,21 @@ pub fn backends(service: &Service, pods: &[Pod]) -> Vec<Backend> {
 /// The pods `service`'s selector chooses among the cached `pods` (none for a Service
 /// without selector).
 pub fn selected_pods(pods: &Store<Pod>, service: &Service) -> Vec<Pod> {
-    let Some(selector) = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .filter(|s| !s.is_empty())
-    else {
-        return Vec::new();
-    };
     let ns = service.namespace();
     pods.state()
         .into_iter()
-        .filter(|p| p.namespace() == ns)
-        .filter(|p| {
-            let labels = p.labels();
-            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-        })
+        .filter(|p| p.namespace() == ns && chooses(service, p.labels()))
         .map(|p| (*p).clone())
         .collect()
+}
+
+/// Whether `service`'s selector (a non-empty one) chooses a pod labelled `labels`.
+fn chooses(service: &Service, labels: &BTreeMap<String, String>) -> bool {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .is_some_and(|sel| !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 
 /// What the endpoints controllers read: the API, and the pods as their reflector has them.
@@ -290,13 +287,7 @@ pub(crate) fn services_of_pod(
     let mut out: Vec<ObjectRef<Service>> = services
         .state()
         .into_iter()
-        .filter(|s| s.namespace() == ns && has_selector(s))
-        .filter(|s| {
-            s.spec
-                .as_ref()
-                .and_then(|spec| spec.selector.as_ref())
-                .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
-        })
+        .filter(|s| s.namespace() == ns && has_selector(s) && chooses(s, labels))
         .map(|s| ObjectRef::from_obj(&*s))
         .collect();
     for name in published {
